@@ -1,0 +1,69 @@
+# avsr: set-up, demo, tests and benchmarks.  Every install step lives here (and .ci/run calls `make test`).
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eo pipefail -c
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION := 2.13.0
+ESPNET_VERSION := 202511
+# espnet's runtime requirements that the modules we use actually import (see docs/INSTALL.md);
+# the rest of its declared list (lightning, hydra, nltk, pyworld, ...) is for tasks we don't use.
+# (measured: importing the conformer/decoder/ctc/beam-search/specaug/stft/logmel/tokenizer modules
+#  pulls in exactly typeguard, packaging, librosa and torch_complex beyond torch and numpy)
+ESPNET_RUNTIME := "typeguard" "packaging" "librosa>=0.10.2" "torch_complex"
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+NJ ?= 2
+
+.PHONY: help install sysdeps demo test test-all bench clean-venv
+
+help:
+	@echo "make demo     set up (.venv, deps) and run the SynthMISP demo recipe"
+	@echo "make test     set up and run the default test suite (a few minutes)"
+	@echo "make bench    longer measurements; writes docs/BENCHMARKS.md"
+	@echo "make install  only the set-up"
+
+sysdeps:
+	if ! command -v espeak-ng >/dev/null || ! command -v ffmpeg >/dev/null \
+	   || ! ldconfig -p | grep -q libespeak-ng.so.1; then
+	  $(SUDO) apt-get update -qq
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq espeak-ng ffmpeg >/dev/null
+	fi
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(MAKE) --no-print-directory sysdeps
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	# 1. torch first (the local CPU wheel); the range in pyproject admits it, so nothing replaces it
+	$(PIP) install -q --disable-pip-version-check "torch==$(TORCH_VERSION)"
+	# 2. espnet pinned, without its declared deps (its setuptools<74 pin conflicts with torch 2.13)
+	$(PIP) install -q --disable-pip-version-check --no-deps "espnet==$(ESPNET_VERSION)"
+	# 3. the espnet runtime requirements we need, then this package and its test extras
+	$(PIP) install -q --disable-pip-version-check $(ESPNET_RUNTIME)
+	$(PIP) install -q --disable-pip-version-check -e ".[test]"
+	# 4. librosa/pyworld-era code imports pkg_resources, removed in setuptools 81
+	$(PIP) install -q --disable-pip-version-check "setuptools>=77.0.3,<81"
+	$(PY) -c "import torch, espnet2.asr.encoder.conformer_encoder, cv2, av, soundfile, praatio, jiwer; \
+	          assert torch.__version__.startswith('$(TORCH_VERSION)'), torch.__version__"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	cd recipes/synthmisp && ./run.sh --preset demo --nj $(NJ)
+
+test: install
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-all: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) scripts/bench_roi.py --out docs/results/bench_roi.json
+	$(PY) scripts/synthmisp_text_stats.py --out docs/results/synthmisp_text.json
+	$(PY) scripts/bench_synthmisp.py --preset mini --nj $(NJ) --out docs/results/synthmisp_mini.json
+	$(PY) scripts/make_benchmarks_md.py
+
+clean-venv:
+	rm -rf $(VENV)

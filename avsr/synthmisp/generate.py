@@ -1,0 +1,511 @@
+"""SynthMISP: a deterministic synthetic corpus in the MISP2022 release layout.
+
+    python -m avsr.synthmisp.generate --out corpus/synthmisp_tiny --preset tiny --seed 1 --nj 2
+
+Each session is a conversation of 2-3 speakers, each with several utterances,
+with overlapping turns.  Everything of a session is drawn from an RNG seeded by
+``(seed, split, session index)`` alone, and sessions are written independently,
+so the output bytes do not depend on ``--nj`` (``generation_stats.json``, which
+holds wall-clock timings, is the one file that differs between runs).
+
+Written (see docs/DESIGN.md and docs/SYNTHMISP.md)::
+
+    audio/<split>/far/<session>_Far_<ch>.wav         16 kHz int16, n_channels files
+    video/<split>/far/<session>_Far.mp4              h264 25 fps
+    transcription/<split>/<session>_Near_<spk>.TextGrid   tier 内容层, with <NOISE>/<DEAF> marks
+    detection/<split>/far/<session>_Far.json         lip boxes, ~5-15 % frames missing
+    truth/<split>/<session>.npz                      generator ground truth (mouth tracks, visemes,
+                                                     speech envelopes); never read by data preparation
+    truth/<split>/<session>.json                     session summary, written last: a re-run skips
+                                                     sessions that have it (resume)
+    synthmisp.json                                   preset, seed and knobs (deterministic)
+    generation_stats.json                            per-part timings (not deterministic)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import fftconvolve
+
+SPLITS = ("train", "dev", "eval")
+SR = 16000
+FPS = 25
+TIER = "内容层"
+MARKS = ("<NOISE>", "<DEAF>")
+
+
+@dataclass
+class Knobs:
+    """Corpus sizes and difficulty knobs.  Every field is a command-line flag (``--snr_db 0 10``)."""
+    sessions: Tuple[int, int, int] = (2, 1, 1)          # train, dev, eval sessions
+    speakers_per_session: Tuple[int, int] = (2, 3)      # inclusive range
+    utts_per_speaker: Tuple[int, int] = (2, 3)          # inclusive range
+    speaker_pool: Tuple[int, int, int] = (12, 6, 6)     # distinct speakers per split (disjoint ids)
+    n_channels: int = 2                                 # far-field microphones written
+    mic_delay_max: int = 6                              # max inter-channel delay, samples (direction dependent)
+    overlap_prob: float = 0.5                           # P(turn overlaps the previous speaker's turn)
+    overlap_frac: Tuple[float, float] = (0.5, 0.9)      # overlap length / shorter of the two turns
+    gap_s: Tuple[float, float] = (0.2, 0.9)             # pause between non-overlapping turns
+    snr_db: Tuple[float, float] = (0.0, 10.0)           # speech (all talkers) to TV noise, per session
+    spk_gain_db: Tuple[float, float] = (-3.0, 3.0)      # per-speaker level (distance) variation
+    rt60_s: Tuple[float, float] = (0.2, 0.5)            # reverberation time
+    drr_db: Tuple[float, float] = (0.0, 6.0)            # direct-to-reverberant ratio
+    width: int = 640                                    # camera frame (<= 640x360)
+    height: int = 360
+    crf: int = 28                                       # x264 quality
+    x264_preset: str = "veryfast"
+    miss_rate: Tuple[float, float] = (0.05, 0.15)       # share of frames with no lip detection
+    undetected_seg_prob: float = 0.04                   # share of segments made mostly undetected
+    mark_prob: float = 0.3                              # P(a <NOISE>/<DEAF> interval after a turn)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS: Dict[str, dict] = {
+    # unit tests: seconds
+    "tiny": dict(sessions=(2, 1, 1), speakers_per_session=(2, 2), utts_per_speaker=(2, 3),
+                 speaker_pool=(4, 2, 2)),
+    # make demo: a few minutes to generate, trains in minutes on 2 cores
+    "demo": dict(sessions=(24, 5, 5), speakers_per_session=(2, 3), utts_per_speaker=(4, 6),
+                 speaker_pool=(16, 6, 6)),
+    # benchmarks: ~1500 train segments (~1-2 h), >= 300 dev and eval segments
+    "mini": dict(sessions=(120, 26, 26), speakers_per_session=(2, 3), utts_per_speaker=(4, 6),
+                 speaker_pool=(24, 8, 8)),
+}
+
+
+def knobs_for(preset: str, **overrides) -> Knobs:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    kw = dict(PRESETS[preset])
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    return Knobs(**kw)
+
+
+# ----------------------------------------------------------------------------- speakers
+@dataclass
+class SpeakerSpec:
+    spk_id: str            # "001"
+    voice: object          # avsr.synthmisp.speech.Voice
+    face_seed: int
+    gain_db: float
+
+
+def speaker_ids(k: Knobs, split: str) -> List[str]:
+    off = {"train": 0, "dev": k.speaker_pool[0], "eval": k.speaker_pool[0] + k.speaker_pool[1]}[split]
+    n = k.speaker_pool[SPLITS.index(split)]
+    return [f"{off + i + 1:03d}" for i in range(n)]
+
+
+def make_speaker(seed: int, spk_id: str, k: Knobs) -> SpeakerSpec:
+    """A speaker's voice, face and level depend only on (seed, spk_id)."""
+    from avsr.synthmisp import speech
+    rng = np.random.default_rng([seed, 7, int(spk_id)])
+    base = speech.VOICES[(int(spk_id) - 1) % len(speech.VOICES)]
+    voice = dataclasses.replace(
+        base,
+        pitch=int(np.clip(base.pitch + rng.integers(-8, 9), 0, 99)),
+        rate=int(np.clip(base.rate + rng.integers(-15, 16), 80, 400)),
+    )
+    return SpeakerSpec(spk_id, voice, int(rng.integers(2**31)), float(rng.uniform(*k.spk_gain_db)))
+
+
+# ----------------------------------------------------------------------------- planning
+@dataclass
+class Turn:
+    spk: int               # index into session speakers
+    text: str
+    start: float           # seconds in session
+    wave: np.ndarray       # dry speech, 16 kHz
+    events: list           # PhoneEvent list, times relative to the utterance
+    undetected: bool = False
+
+    @property
+    def end(self) -> float:
+        return self.start + len(self.wave) / SR
+
+
+def session_name(split: str, idx: int, spk_ids: List[str], rng: np.random.Generator) -> str:
+    room = int(rng.integers(1, 10))
+    config = int(rng.integers(1, 10))
+    return f"R{room:02d}_S{''.join(spk_ids)}_C{config:02d}_I{idx}"
+
+
+def order_turns(counts: List[int], rng: np.random.Generator) -> List[int]:
+    """Speaker order for the turns: random, avoiding the same speaker twice in a row when possible."""
+    left = list(counts)
+    order: List[int] = []
+    while sum(left):
+        cand = [s for s in range(len(left)) if left[s] and (not order or s != order[-1])]
+        if not cand:
+            cand = [s for s in range(len(left)) if left[s]]
+        w = np.array([left[s] for s in cand], dtype=float)
+        s = cand[int(rng.choice(len(cand), p=w / w.sum()))]
+        order.append(s)
+        left[s] -= 1
+    return order
+
+
+def place_turns(turns: List[Turn], k: Knobs, rng: np.random.Generator) -> None:
+    """Assign start times: pauses between turns, or an overlap with the previous (other) speaker."""
+    t_end_all = float(rng.uniform(0.5, 1.0))
+    last_end = {}
+    prev: Optional[Turn] = None
+    for t in turns:
+        dur = len(t.wave) / SR
+        if prev is not None and prev.spk != t.spk and rng.random() < k.overlap_prob:
+            ov = float(rng.uniform(*k.overlap_frac)) * min(dur, prev.end - prev.start)
+            start = max(prev.end - ov, prev.start + 0.1, last_end.get(t.spk, 0.0) + 0.2)
+        else:
+            start = t_end_all + float(rng.uniform(*k.gap_s))
+        t.start = round(start, 2)   # 10 ms grid, as MISP segment ids
+        last_end[t.spk] = t.end
+        t_end_all = max(t_end_all, t.end)
+        prev = t
+
+
+def overlap_fraction(turns: List[Turn]) -> List[float]:
+    """Per turn: share of its duration during which another speaker talks."""
+    out = []
+    for t in turns:
+        iv = sorted((max(o.start, t.start), min(o.end, t.end)) for o in turns
+                    if o is not t and o.spk != t.spk and o.start < t.end and o.end > t.start)
+        cov, cur_s, cur_e = 0.0, None, None
+        for s, e in iv:
+            if cur_e is None or s > cur_e:
+                if cur_e is not None:
+                    cov += cur_e - cur_s
+                cur_s, cur_e = s, e
+            else:
+                cur_e = max(cur_e, e)
+        if cur_e is not None:
+            cov += cur_e - cur_s
+        out.append(cov / (t.end - t.start))
+    return out
+
+
+# ----------------------------------------------------------------------------- acoustics
+def synth_rir(rng: np.random.Generator, rt60: float, drr_db: float, delay: int) -> np.ndarray:
+    """Direct path (integer delay) + exponentially decaying noise tail with early reflections."""
+    n = int(rt60 * SR)
+    t = np.arange(n) / SR
+    tail = rng.standard_normal(n) * np.exp(-6.9078 * t / rt60)     # -60 dB at rt60
+    tail[: int(0.002 * SR)] = 0.0                                    # tail starts after 2 ms
+    for _ in range(4):                                               # a few early reflections
+        i = int(rng.uniform(0.003, 0.02) * SR)
+        tail[i] += rng.uniform(0.3, 0.6) * rng.choice([-1.0, 1.0])
+    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail ** 2))
+    h = np.zeros(n + delay, dtype=np.float64)
+    h[delay] = 1.0
+    h[delay:] += tail
+    return h
+
+
+def tv_noise(rng: np.random.Generator, n: int) -> np.ndarray:
+    """TV-like noise: music-like harmonic notes plus speech-shaped, syllable-rate modulated noise."""
+    t = np.arange(n) / SR
+    music = np.zeros(n)
+    pos = 0
+    while pos < n:                                                   # a melody of random notes
+        ln = int(rng.uniform(0.15, 0.6) * SR)
+        f0 = 110.0 * 2 ** (rng.integers(0, 24) / 12)
+        seg = slice(pos, min(n, pos + ln))
+        tt = t[seg] - t[pos]
+        env = np.minimum(1.0, tt / 0.01) * np.exp(-tt / rng.uniform(0.15, 0.5))
+        note = sum((0.6 ** h) * np.sin(2 * np.pi * f0 * (h + 1) * tt) for h in range(4))
+        music[seg] += env * note
+        pos += ln
+    white = rng.standard_normal(n + 512)
+    # speech-shaped: long-term speech spectrum ~ low-passed (-6 dB/oct above ~500 Hz) pinkish noise
+    b = np.exp(-np.arange(512) / 6.0)
+    shaped = fftconvolve(white, b / b.sum(), mode="full")[512:512 + n]
+    am_rate = rng.uniform(3.0, 6.0)
+    am = 0.5 + 0.5 * np.abs(np.sin(np.pi * am_rate * t + rng.uniform(0, np.pi)))
+    speechy = shaped * am
+    music /= np.sqrt(np.mean(music ** 2)) + 1e-9
+    speechy /= np.sqrt(np.mean(speechy ** 2)) + 1e-9
+    return 0.5 * music + speechy
+
+
+def mix_session(turns: List[Turn], speakers: List[SpeakerSpec], k: Knobs,
+                rng: np.random.Generator) -> Tuple[np.ndarray, Dict[str, float]]:
+    """Far-field mixture [n_channels, N] float, and the drawn acoustic conditions."""
+    n = int(np.ceil((max(t.end for t in turns) + rng.uniform(0.5, 1.0)) * SR))
+    rt60 = float(rng.uniform(*k.rt60_s))
+    n_spk = len(speakers)
+    dry = np.zeros((n_spk, n))
+    for t in turns:
+        i = int(round(t.start * SR))
+        dry[t.spk, i:i + len(t.wave)] += t.wave
+    speech = np.zeros((k.n_channels, n))
+    for s in range(n_spk):
+        direction = rng.uniform(-1.0, 1.0)            # sin(angle) of the talker seen by the array
+        g = 10 ** (speakers[s].gain_db / 20)
+        for c in range(k.n_channels):
+            delay = int(round(c * k.mic_delay_max * (direction + 1) / 2))
+            h = synth_rir(rng, rt60, float(rng.uniform(*k.drr_db)), delay)
+            speech[c] += g * fftconvolve(dry[s], h)[:n]
+    active = np.abs(speech[0]) > 1e-4
+    p_speech = float(np.mean(speech[0][active] ** 2)) if active.any() else 1e-6
+    snr = float(rng.uniform(*k.snr_db))
+    src = tv_noise(rng, n)
+    noise = np.zeros_like(speech)
+    for c in range(k.n_channels):
+        h = synth_rir(rng, rt60, 3.0, int(rng.integers(0, k.mic_delay_max + 1)))
+        noise[c] = fftconvolve(src, h)[:n]
+    noise *= np.sqrt(p_speech / 10 ** (snr / 10) / np.mean(noise[0] ** 2))
+    sensor = rng.standard_normal(speech.shape) * np.sqrt(p_speech) * 10 ** (-45 / 20)
+    mix = speech + noise + sensor
+    mix *= 0.9 / np.max(np.abs(mix))
+    return mix, {"snr_db": round(snr, 2), "rt60_s": round(rt60, 3)}
+
+
+# ----------------------------------------------------------------------------- transcripts
+def write_textgrid(path: str, intervals: List[Tuple[float, float, str]], duration: float) -> None:
+    from praatio import textgrid
+    tg = textgrid.Textgrid()
+    tier = textgrid.IntervalTier(TIER, [(round(s, 2), round(e, 2), x) for s, e, x in intervals],
+                                 0.0, round(duration, 2))
+    tg.addTier(tier)
+    tmp = path + ".tmp"
+    tg.save(tmp, format="long_textgrid", includeBlankSpaces=True)
+    os.replace(tmp, path)
+
+
+def speaker_intervals(turns: List[Turn], spk: int, rng: np.random.Generator, k: Knobs,
+                      duration: float) -> List[Tuple[float, float, str]]:
+    """The speaker's transcript tier: their turns, plus <NOISE>/<DEAF> marks (dropped by data prep)."""
+    own = sorted((t for t in turns if t.spk == spk), key=lambda t: t.start)
+    out: List[Tuple[float, float, str]] = []
+    for i, t in enumerate(own):
+        out.append((t.start, t.end, t.text))
+        nxt = own[i + 1].start if i + 1 < len(own) else duration
+        if nxt - t.end > 0.5 and rng.random() < k.mark_prob:
+            s = t.end + 0.1
+            out.append((s, min(s + 0.3, nxt - 0.1), str(rng.choice(MARKS))))
+    return out
+
+
+# ----------------------------------------------------------------------------- one session
+def _write_wavs(paths: List[str], mix: np.ndarray) -> None:
+    for p, ch in zip(paths, mix):
+        tmp = p + ".tmp.wav"
+        sf.write(tmp, np.round(ch * 32767).astype(np.int16), SR, subtype="PCM_16", format="WAV")
+        os.replace(tmp, p)
+
+
+def generate_session(root: str, split: str, idx: int, seed: int, k: Knobs) -> dict:
+    """Generate one session; returns counts and per-part timings."""
+    from avsr.synthmisp import render, speech, text as textmod
+    from frontends.detection import write_detections
+
+    rng = np.random.default_rng([seed, SPLITS.index(split), idx])
+    timings = {"speech": 0.0, "mixing": 0.0, "video_render_encode": 0.0, "write": 0.0}
+    pool = speaker_ids(k, split)
+    n_spk = int(rng.integers(k.speakers_per_session[0], k.speakers_per_session[1] + 1))
+    spk_ids = sorted(str(s) for s in rng.choice(pool, size=n_spk, replace=False))
+    speakers = [make_speaker(seed, s, k) for s in spk_ids]
+    name = session_name(split, idx, spk_ids, rng)
+    done = os.path.join(root, "truth", split, f"{name}.json")
+    if os.path.exists(done):   # finished earlier (written last): resume without redoing it
+        with open(done, encoding="utf-8") as f:
+            return {**json.load(f), "timings": dict(timings), "resumed": True}
+
+    # speech
+    t0 = time.perf_counter()
+    gen = textmod.TextGenerator()
+    counts = [int(rng.integers(k.utts_per_speaker[0], k.utts_per_speaker[1] + 1)) for _ in speakers]
+    turns: List[Turn] = []
+    for s in order_turns(counts, rng):
+        sent = gen.sentence(rng)
+        utt = speech.synthesize(sent, speakers[s].voice)
+        turns.append(Turn(s, sent, 0.0, utt.wave.astype(np.float64), list(utt.events)))
+    timings["speech"] = time.perf_counter() - t0
+
+    # timeline + audio
+    t0 = time.perf_counter()
+    place_turns(turns, k, rng)
+    mix, cond = mix_session(turns, speakers, k, rng)
+    duration = mix.shape[1] / SR
+    timings["mixing"] = time.perf_counter() - t0
+
+    # video: per-speaker mouth tracks from their own phoneme timings
+    t0 = time.perf_counter()
+    num_frames = int(np.floor(duration * FPS))
+    tracks, labels = [], []
+    for s in range(n_spk):
+        ev = []
+        for t in turns:
+            if t.spk == s:
+                ev += [dataclasses.replace(e, start=e.start + t.start, end=e.end + t.start) for e in t.events]
+        tracks.append(render.mouth_track(ev, num_frames, fps=FPS))
+        labels.append(viseme_labels(ev, num_frames))
+    vpath = os.path.join(root, "video", split, "far", f"{name}_Far.mp4")
+    scene = render.make_scene(rng, width=k.width, height=k.height,
+                              face_seeds=[sp.face_seed for sp in speakers])
+    true_boxes = render.render_session(vpath, scene, tracks, rng, fps=FPS, crf=k.crf,
+                                       preset=k.x264_preset)
+    timings["video_render_encode"] = time.perf_counter() - t0
+
+    # detections: misses + a few mostly-undetected segments
+    t0 = time.perf_counter()
+    long_gaps: List[List[Tuple[int, int]]] = [[] for _ in range(n_spk)]
+    for t in turns:
+        if rng.random() < k.undetected_seg_prob:
+            t.undetected = True
+            a, b = int(t.start * FPS), int(np.ceil(t.end * FPS))
+            cut = int(0.75 * (b - a))
+            off = int(rng.integers(0, b - a - cut + 1))
+            long_gaps[t.spk].append((a + off, a + off + cut))
+    tracks_det = render.detections_from_boxes(true_boxes, rng, miss_rate=k.miss_rate, long_gaps=long_gaps)
+    write_detections(os.path.join(root, "detection", split, "far", f"{name}_Far.json"),
+                     video=os.path.basename(vpath), fps=FPS, num_frames=num_frames,
+                     width=k.width, height=k.height,
+                     speakers={sp.spk_id: tr for sp, tr in zip(speakers, tracks_det)})
+
+    _write_wavs([os.path.join(root, "audio", split, "far", f"{name}_Far_{c}.wav")
+                 for c in range(k.n_channels)], mix)
+    for s, sp in enumerate(speakers):
+        write_textgrid(os.path.join(root, "transcription", split, f"{name}_Near_{sp.spk_id}.TextGrid"),
+                       speaker_intervals(turns, s, rng, k, duration), duration)
+    env = np.zeros((n_spk, num_frames), dtype=np.float32)
+    for s in range(n_spk):
+        dry = np.zeros(mix.shape[1])
+        for t in turns:
+            if t.spk == s:
+                i = int(round(t.start * SR))
+                dry[i:i + len(t.wave)] += t.wave
+        env[s] = speech.speech_envelope(dry.astype(np.float32), sr=SR, fps=FPS)[:num_frames]
+    ov = overlap_fraction(turns)
+    tmp = os.path.join(root, "truth", split, f"{name}.tmp.npz")
+    np.savez_compressed(
+        tmp, speakers=np.array(spk_ids), tracks=np.stack(tracks).astype(np.float32),
+        visemes=np.stack(labels), envelopes=env, boxes=np.asarray(true_boxes, np.float32),
+        turn_spk=np.array([t.spk for t in turns]), turn_start=np.array([t.start for t in turns]),
+        turn_end=np.array([t.end for t in turns]), turn_overlap=np.array(ov),
+        turn_undetected=np.array([t.undetected for t in turns]))
+    os.replace(tmp, os.path.join(root, "truth", split, f"{name}.npz"))
+    info = {"split": split, "session": name, "segments": len(turns),
+            "speech_s": round(float(sum(len(t.wave) for t in turns) / SR), 3),
+            "duration_s": round(duration, 3), "overlap40": int(sum(o >= 0.4 for o in ov)),
+            "undetected": int(sum(t.undetected for t in turns)), **cond}
+    with open(done + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=1, sort_keys=True)
+    os.replace(done + ".tmp", done)
+    timings["write"] = time.perf_counter() - t0
+    return {**info, "timings": timings, "resumed": False}
+
+
+def viseme_labels(events, num_frames: int) -> np.ndarray:
+    """Per-frame viseme class index (into speech.VISEMES) at the frame centre; -1 where no event."""
+    from avsr.synthmisp.speech import VISEMES
+    lab = np.full(num_frames, -1, dtype=np.int8)
+    centres = (np.arange(num_frames) + 0.5) / FPS
+    for e in events:
+        a, b = np.searchsorted(centres, [e.start, e.end])
+        lab[a:b] = VISEMES.index(e.viseme)
+    return lab
+
+
+# ----------------------------------------------------------------------------- corpus
+def _job(args):
+    root, split, idx, seed, k = args
+    try:
+        return generate_session(root, split, idx, seed, k)
+    except Exception as e:  # report which session failed, keep the others
+        import traceback
+        return {"split": split, "index": idx, "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc()}
+
+
+def generate(root: str, preset: str = "tiny", seed: int = 1, nj: int = 1, progress: bool = True,
+             **overrides) -> dict:
+    """Generate the whole corpus under ``root``; returns the summary (also written as JSON)."""
+    k = knobs_for(preset, **overrides)
+    for split in SPLITS:
+        for sub in ("audio/{}/far", "video/{}/far", "transcription/{}", "detection/{}/far", "truth/{}"):
+            os.makedirs(os.path.join(root, sub.format(split)), exist_ok=True)
+    jobs = [(root, split, i, seed, k) for si, split in enumerate(SPLITS) for i in range(k.sessions[si])]
+    t0 = time.perf_counter()
+    results = []
+    from tqdm import tqdm
+    bar = tqdm(total=len(jobs), desc="SynthMISP sessions", disable=not progress, file=sys.stderr)
+    if nj <= 1:
+        for j in jobs:
+            results.append(_job(j))
+            bar.update()
+    else:
+        ctx = mp.get_context("fork")
+        with ctx.Pool(nj) as pool:
+            for r in pool.imap(_job, jobs):
+                results.append(r)
+                bar.update()
+    bar.close()
+    wall = time.perf_counter() - t0
+    errors = [r for r in results if "error" in r]
+    ok = [r for r in results if "error" not in r]
+    meta = {"generator": "avsr.synthmisp", "preset": preset, "seed": seed, "knobs": k.to_dict(),
+            "splits": {s: {"sessions": sum(r["split"] == s for r in ok),
+                           "segments": sum(r["segments"] for r in ok if r["split"] == s),
+                           "speech_hours": round(sum(r["speech_s"] for r in ok if r["split"] == s) / 3600, 4),
+                           "session_hours": round(sum(r["duration_s"] for r in ok if r["split"] == s) / 3600, 4),
+                           "segments_overlap_ge_40pct": sum(r["overlap40"] for r in ok if r["split"] == s),
+                           "segments_mostly_undetected": sum(r["undetected"] for r in ok if r["split"] == s)}
+                       for s in SPLITS}}
+    with open(os.path.join(root, "synthmisp.json"), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=1, sort_keys=True, ensure_ascii=False)
+    parts = {p: round(sum(r["timings"][p] for r in ok), 2) for p in ok[0]["timings"]} if ok else {}
+    stats = {"wall_s": round(wall, 2), "nj": nj, "cpu_s_by_part": parts,
+             "resumed_sessions": sum(bool(r.get("resumed")) for r in ok),
+             "sessions": [{kk: r[kk] for kk in ("split", "session", "segments", "duration_s", "snr_db")}
+                          for r in ok], "errors": errors}
+    with open(os.path.join(root, "generation_stats.json"), "w", encoding="utf-8") as f:
+        json.dump(stats, f, indent=1)
+    if errors:
+        for e in errors:
+            print(f"ERROR session {e['split']}/{e['index']}: {e['error']}", file=sys.stderr)
+        raise SystemExit(f"{len(errors)} session(s) failed; see {root}/generation_stats.json")
+    return {**meta, "wall_s": stats["wall_s"], "cpu_s_by_part": parts}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m avsr.synthmisp.generate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="corpus root to write (MISP2022 layout)")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--nj", type=int, default=1, help="parallel sessions (output bytes do not depend on it)")
+    p.add_argument("--quiet", action="store_true")
+    for f in dataclasses.fields(Knobs):
+        default = f.default
+        if isinstance(default, tuple):
+            p.add_argument(f"--{f.name}", type=type(default[0]), nargs=len(default), default=None,
+                           help=f"(preset value; base default {' '.join(map(str, default))})")
+        else:
+            p.add_argument(f"--{f.name}", type=type(default), default=None,
+                           help=f"(preset value; base default {default})")
+    return p
+
+
+def main(argv=None) -> None:
+    a = _parser().parse_args(argv)
+    over = {f.name: (tuple(getattr(a, f.name)) if isinstance(getattr(a, f.name), list) else getattr(a, f.name))
+            for f in dataclasses.fields(Knobs)}
+    summary = generate(a.out, a.preset, a.seed, a.nj, progress=not a.quiet, **over)
+    print(json.dumps({k: summary[k] for k in ("preset", "seed", "splits", "wall_s", "cpu_s_by_part")},
+                     indent=1, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Machine description shared by the benchmark scripts (written into every result JSON)."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+
+def machine_info() -> dict:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            mem = f.readline().split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "memory": mem,
+            "python": sys.version.split()[0]}
+
+
+def command_line() -> str:
+    return " ".join([os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd())
+                     else "python"] + sys.argv)
