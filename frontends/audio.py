@@ -43,7 +43,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from frontends.errors import MediaError
+from frontends.errors import MediaError, check_file as _check_file
 
 __all__ = ["AudioInfo", "audio_info", "load_audio", "resample", "END_TOLERANCE_S", "TARGET_SR"]
 
@@ -65,19 +65,6 @@ class AudioInfo:
     channels: int
     duration: float  #: ``num_frames / sr`` seconds
     subtype: str  #: libsndfile subtype, e.g. ``"PCM_16"``, ``"PCM_U8"``, ``"FLOAT"``
-
-
-def _check_file(path: str) -> None:
-    if not os.path.exists(path):
-        raise MediaError(path, "file not found")
-    if not os.path.isfile(path):
-        raise MediaError(path, "not a regular file")
-    try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        raise MediaError(path, f"cannot stat file ({e.strerror or e})") from None
-    if size == 0:
-        raise MediaError(path, "empty file (0 bytes)")
 
 
 def _libsndfile_reason(e: Exception) -> str:

@@ -55,7 +55,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import av
 import numpy as np
 
-from frontends.errors import MediaError
+from frontends.errors import MediaError, check_file as _check_file
 
 __all__ = ["VideoClip", "read_video", "iter_video", "video_info", "GRID_FPS"]
 
@@ -88,19 +88,6 @@ class VideoClip:
     def times(self) -> np.ndarray:
         """float64 [T] slot times in seconds."""
         return self.start + np.arange(len(self), dtype=np.float64) / self.fps
-
-
-def _check_file(path: str) -> None:
-    if not os.path.exists(path):
-        raise MediaError(path, "file not found")
-    if not os.path.isfile(path):
-        raise MediaError(path, "not a regular file")
-    try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        raise MediaError(path, f"cannot stat file ({e.strerror or e})") from None
-    if size == 0:
-        raise MediaError(path, "empty file (0 bytes)")
 
 
 def _av_reason(e: BaseException) -> str:

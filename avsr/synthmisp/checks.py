@@ -4,10 +4,11 @@
    timestamps with :mod:`frontends.video`, cropped with :mod:`frontends.roi`, the
    same code data preparation uses) are classified into the six viseme classes by
    a nearest centroid on pixels (:func:`avsr.synthmisp.proxy.viseme_classification`).
-   Frames are labelled with the viseme at the frame centre; only frames inside a
-   phone that also covers both neighbouring frames are used (mid-phone, so the
-   label is what is drawn), and non-speech frames count as ``sil``.  Classes are
-   capped at ``per_class`` frames (seeded) to keep them balanced.
+   Frames are labelled with the viseme at the frame centre (non-speech frames
+   count as ``sil``); from every run of equal labels only the middle frame is used
+   (mid-phone, so the label is what is drawn even for 1-2 frame phones such as
+   /b/ or /f/).  Classes are capped at ``per_class`` frames (seeded) to keep
+   them balanced.
 2. **Video tracks its own speaker**: in every segment that is overlapped >= 40 % by
    another talker, the target's mouth-opening track is correlated with the
    target's and with the interferer's speech envelope
@@ -29,10 +30,13 @@ import numpy as np
 FPS = 25
 
 
-def _stable(lab: np.ndarray) -> np.ndarray:
-    ok = np.zeros(len(lab), dtype=bool)
-    ok[1:-1] = (lab[1:-1] == lab[:-2]) & (lab[1:-1] == lab[2:])
-    return ok
+def _run_middles(lab: np.ndarray) -> np.ndarray:
+    """Index of the middle frame of every run of equal labels."""
+    if len(lab) == 0:
+        return np.zeros(0, dtype=int)
+    starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
+    ends = np.r_[starts[1:], len(lab)]
+    return (starts + ends - 1) // 2
 
 
 def viseme_check(root: str, split: str = "dev", per_class: int = 300, seed: int = 0,
@@ -53,7 +57,7 @@ def viseme_check(root: str, split: str = "dev", per_class: int = 300, seed: int 
         for s in range(t["visemes"].shape[0]):
             lab = t["visemes"][s].astype(int)
             lab = np.where(lab < 0, VISEMES.index("sil"), lab)
-            for i in np.flatnonzero(_stable(lab)):
+            for i in _run_middles(lab):
                 if VISEMES[lab[i]] in classes:
                     picks.setdefault(VISEMES[lab[i]], []).append((name, s, int(i)))
     chosen = []

@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Render docs/BENCHMARKS.md from the result JSONs in docs/results/ (written by `make bench`).
+
+    python scripts/make_benchmarks_md.py
+Every table names the command and the machine it came from; a missing JSON is listed as not run.
+"""
+import json
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RES = os.path.join(HERE, "..", "docs", "results")
+OUT = os.path.join(HERE, "..", "docs", "BENCHMARKS.md")
+
+
+def load(name):
+    p = os.path.join(RES, name)
+    return json.load(open(p)) if os.path.exists(p) else None
+
+
+def machine(r):
+    m = r.get("machine", {})
+    return f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory', '?')}, Python {m.get('python', '?')}"
+
+
+def header(r):
+    return [f"- command: `{r.get('command', '?')}`", f"- machine: {machine(r)}", ""]
+
+
+def sec_roi(r):
+    out = ["## Lip-ROI throughput (one core)", ""] + header(r)
+    out += ["| step | frames/s (median) | runs |", "|---|---|---|"]
+    for k, v in r["results"].items():
+        out.append(f"| {k} | {v['frames_per_s']} | {', '.join(str(x) for x in v['runs'])} |")
+    out += ["", f"Video: {r['video']['width']}x{r['video']['height']} {r['video']['codec']}, "
+            f"{r['video']['num_frames']} frames; ROI {r['roi']['size']}x{r['roi']['size']}.", ""]
+    return out
+
+
+def sec_text(r):
+    out = ["## SynthMISP text and speech", ""] + header(r)
+    out += ["| quantity | value |", "|---|---|",
+            f"| vocabulary (characters) | {r['vocab_size']} |",
+            f"| toned syllables | {r['num_toned_syllables']} (base syllables {r['num_base_syllables']}) |",
+            f"| homophone CER floor | {r['homophone_floor']} |",
+            f"| held-out char-bigram perplexity (KN; {r['n_train']} train / {r['n_test']} test sentences) | "
+            f"{r['heldout_char_bigram_perplexity_kn']:.1f} |",
+            f"| mean sentence length | {r['mean_sentence_length']:.1f} chars |"]
+    s = r.get("synthesis")
+    if s:
+        out += [f"| espeak-ng synthesis | {s['utterances_per_second']:.1f} utt/s, RTF {s['real_time_factor']:.4f} "
+                f"({s['n_utterances']} utterances, {s['num_voices']} voices) |"]
+    return out + [""]
+
+
+def sec_mini(r):
+    out = [f"## SynthMISP `{r['preset']}` preset: size, generation time, proxy checks", ""] + header(r)
+    out += ["| split | sessions | segments | speech h | session h | segments overlapped >= 40 % | mostly undetected |",
+            "|---|---|---|---|---|---|---|"]
+    for s, v in r["splits"].items():
+        out.append(f"| {s} | {v['sessions']} | {v['segments']} | {v['speech_hours']:.2f} | {v['session_hours']:.2f} | "
+                   f"{v['segments_overlap_ge_40pct']} | {v['segments_mostly_undetected']} |")
+    g = r["generation"]
+    out += ["", f"Generation wall time: **{g['wall_s'] / 60:.1f} min** with --nj {r['nj']} "
+            f"(resumed sessions: {g['resumed_sessions']}). CPU seconds by part (summed over sessions):", "",
+            "| part | CPU s |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in g["cpu_s_by_part"].items()]
+    out += ["", "Proxy checks (see docs/SYNTHMISP.md):", "",
+            "| split | viseme nearest-centroid acc. (6 classes) | overlapped segments | r_target | r_interferer | r_target - r_interferer |",
+            "|---|---|---|---|---|---|"]
+    for s, c in r["checks"].items():
+        t = c["tracking"]
+        out.append(f"| {s} | {c['viseme']['accuracy']:.3f} | {t['segments']} | {t['r_target']:.3f} | "
+                   f"{t['r_interferer']:.3f} | {t['r_diff']:.3f} |")
+    for s, c in r["checks"].items():
+        v = c["viseme"]
+        out += ["", f"Viseme confusion matrix, {s} (rows true, columns predicted; test part of a seeded 70/30 split):", "",
+                "| | " + " | ".join(v["classes"]) + " |", "|---" * (len(v["classes"]) + 1) + "|"]
+        for name, row in zip(v["classes"], v["confusion"]):
+            out.append(f"| {name} | " + " | ".join(str(x) for x in row) + " |")
+    return out + [""]
+
+
+def sec_prep(r):
+    out = ["## MISP2022 data preparation on SynthMISP", ""] + header(r)
+    out += ["| --nj | data | rois | tokens | summary | total s | ROI bytes/frame |", "|---|---|---|---|---|---|---|"]
+    for nj, v in r["runs"].items():
+        t = v["stage_wall_s"]
+        out.append(f"| {nj} | {t['data']} | {t['rois']} | {t['tokens']} | {t['summary']} | {v['total_s']} | "
+                   f"{v['roi_bytes_per_frame']} |")
+    if "speedup_nj2" in r:
+        out += ["", f"Speed-up --nj 1 -> 2: {r['speedup_nj2']}; outputs identical: {r['identical_outputs']}."]
+    sp = r.get("summary", {}).get("splits", {})
+    if sp:
+        out += ["", "| split | utterances kept | hours | ROI frames | mean detected fraction |", "|---|---|---|---|---|"]
+        for s, v in sp.items():
+            out.append(f"| {s} | {v.get('utterances')} | {v.get('hours')} | {v.get('roi_frames')} | "
+                       f"{v.get('mean_detected_fraction')} |")
+    return out + [""]
+
+
+def main():
+    lines = ["# Benchmarks", "",
+             "Generated by `python scripts/make_benchmarks_md.py` from `docs/results/*.json` "
+             "(`make bench` runs everything). Machines are noisy: numbers are medians or totals of one run.", ""]
+    for name, fn in [("bench_roi.json", sec_roi), ("synthmisp_text.json", sec_text),
+                     ("synthmisp_mini.json", sec_mini), ("dataprep_mini.json", sec_prep)]:
+        r = load(name)
+        lines += fn(r) if r else [f"## {name}: not run yet", ""]
+    extra = os.path.join(RES, "manual.md")
+    if os.path.exists(extra):
+        lines += open(extra).read().splitlines()
+    with open(OUT, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
