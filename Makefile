@@ -27,7 +27,7 @@ help:
 
 sysdeps:
 	if ! command -v espeak-ng >/dev/null || ! command -v ffmpeg >/dev/null \
-	   || ! ldconfig -p | grep -q libespeak-ng.so.1; then
+	   || ! ldconfig -p | grep libespeak-ng.so.1 >/dev/null; then
 	  $(SUDO) apt-get update -qq
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq espeak-ng ffmpeg >/dev/null
 	fi
