@@ -1,0 +1,25 @@
+"""AVSR model (Dai et al., CVPR 2024 architecture) built from ESPnet blocks.
+
+Public API::
+
+    from avsr.models import AVSRModel, ModelConfig, load_config, load_partial
+    cfg = load_config("conf/demo.yaml", vocab_size=V, mode="audiovisual")
+    model = AVSRModel(cfg)
+    model.compute_stats(batches)                  # global fbank mean/std (or set_normalization)
+    out = model(batch)                            # ModelOutput(loss, loss_ctc, loss_att, acc, taps, enc_out, enc_lens)
+    enc_out, enc_lens, taps = model.encode(batch, modality="audio")
+    res = load_partial(av_model, a0_model.state_dict())   # PartialLoadResult(loaded, missing, unexpected, mismatched)
+"""
+from avsr.models.config import MODES, ModelConfig, OptimConfig, load_config, load_optim_config
+from avsr.models.frontends import (AudioFrontend, LightFrontend, ResNet18Frontend, VGGSubsampling,
+                                   compute_feature_stats)
+from avsr.models.model import (AVSRModel, CrossAttention, MaskedConvolutionModule, ModelOutput,
+                               PartialLoadResult, build_model, count_parameters, load_partial,
+                               param_part, reconcile_video)
+
+__all__ = [
+    "MODES", "ModelConfig", "OptimConfig", "load_config", "load_optim_config",
+    "AudioFrontend", "LightFrontend", "ResNet18Frontend", "VGGSubsampling", "compute_feature_stats",
+    "AVSRModel", "CrossAttention", "MaskedConvolutionModule", "ModelOutput", "PartialLoadResult",
+    "build_model", "count_parameters", "load_partial", "param_part", "reconcile_video",
+]

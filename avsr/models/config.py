@@ -1,0 +1,164 @@
+"""Model configuration: one dataclass schema for every mode, loaded from YAML.
+
+A YAML file (``conf/*.yaml``) has two top-level sections:
+
+``model:``  the fields of :class:`ModelConfig` (unknown keys are an error)
+``optim:``  the fields of :class:`OptimConfig` (read by the trainer; the model ignores them)
+
+``vocab_size`` is normally 0 in YAML and is filled in by the trainer from the token list
+(``load_config(path, vocab_size=len(tokens))``).  Token id conventions are ESPnet's:
+``0 = <blank>``, ``vocab_size - 1 = <sos/eos>``, padding of targets ``-1`` (IGNORE_ID).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
+
+import yaml
+
+MODES = ("audio", "video", "audiovisual")
+
+
+@dataclass
+class ModelConfig:
+    """All model hyper-parameters (see ``avsr/models/model.py`` for the architecture).
+
+    mode                 ``audio`` (A0), ``video`` (V) or ``audiovisual`` (AV)
+    vocab_size           number of output tokens incl. <blank> (id 0) and <sos/eos> (last id)
+    d_model / heads / linear_units   width, attention heads and FFN width of every Conformer,
+                         the cross-attention and the decoder
+    fusion_layers (N)    dual cross-attention fusion layers (audio + visual Conformer each)
+    visual_pre_blocks    visual-only Conformer blocks before fusion
+    shared_layers (M)    shared Conformer layers after the merge FFN
+    decoder_layers (K)   Transformer decoder layers
+    cnn_module_kernel    Conformer depthwise-conv kernel
+    merge_ffn_units      hidden width of the merge FFN ([a; v] -> d), 0 = linear_units
+    audio_subsampling    ``conv2d`` (ESPnet Conv2dSubsampling, 4x) or ``vgg`` (2 VGG blocks, 4x)
+    visual_frontend      ``resnet18`` (Conv3D + ResNet-18) or ``light`` (small per-frame 2-D CNN)
+    light_input_size     frames are resized (area) to this side before the light CNN
+    light_channels       channels of the light CNN's stride-2 conv blocks
+    video_mean/video_std pixel normalisation after /255 (lip-reading constants of Ma et al.,
+                         0.421 / 0.165, as used in LRW / LRS3 recipes)
+    fs, n_fft, win_length, hop_length, n_mels   fbank (Kaldi-like snip-edges framing, see AudioFrontend)
+    specaug              apply SpecAug time masks in training; ``time_mask_width_range`` and
+                         ``num_time_mask`` configure it (time masks only, as in the paper)
+    ctc_weight (lambda)  loss = lambda * CTC + (1 - lambda) * attention
+    lsm_weight           label smoothing of the attention loss
+    """
+    mode: str = "audiovisual"
+    vocab_size: int = 0
+    d_model: int = 256
+    heads: int = 4
+    linear_units: int = 1024
+    fusion_layers: int = 2
+    visual_pre_blocks: int = 1
+    shared_layers: int = 2
+    decoder_layers: int = 2
+    decoder_linear_units: int = 0  # 0 = linear_units
+    cnn_module_kernel: int = 15
+    dropout_rate: float = 0.1
+    positional_dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.0
+    merge_ffn_units: int = 0
+    # audio front-end
+    fs: int = 16000
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 80
+    audio_subsampling: str = "conv2d"
+    vgg_channels: List[int] = field(default_factory=lambda: [32, 64])
+    specaug: bool = True
+    time_mask_width_range: List[int] = field(default_factory=lambda: [0, 40])
+    num_time_mask: int = 2
+    # visual front-end
+    visual_frontend: str = "light"
+    light_input_size: int = 44
+    light_channels: List[int] = field(default_factory=lambda: [16, 32, 64, 64])
+    video_mean: float = 0.421
+    video_std: float = 0.165
+    # loss
+    ctc_weight: float = 0.3
+    lsm_weight: float = 0.1
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.audio_subsampling not in ("conv2d", "vgg"):
+            raise ValueError(f"audio_subsampling must be conv2d or vgg, got {self.audio_subsampling!r}")
+        if self.visual_frontend not in ("resnet18", "light"):
+            raise ValueError(f"visual_frontend must be resnet18 or light, got {self.visual_frontend!r}")
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError("ctc_weight must be in [0, 1]")
+        if self.d_model % self.heads:
+            raise ValueError("d_model must be divisible by heads")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def replace(self, **kw) -> "ModelConfig":
+        d = self.to_dict()
+        d.update(kw)
+        return ModelConfig.from_dict(d)
+
+
+@dataclass
+class OptimConfig:
+    """Training hyper-parameters read by the trainer (the model does not use them).
+
+    optimizer      ``adam`` (betas 0.9/0.98, eps 1e-9)
+    lr             peak learning rate
+    warmup_steps   ESPnet ``warmuplr``: lr * warmup**0.5 * min(step**-0.5, step * warmup**-1.5)
+    weight_decay   L2 / AdamW decay (0 = none)
+    accum_grad     gradient accumulation steps
+    grad_clip      max global grad norm
+    max_epoch      number of epochs
+    batch_size     utterances per mini-batch
+    """
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    warmup_steps: int = 1000
+    weight_decay: float = 0.0
+    accum_grad: int = 1
+    grad_clip: float = 5.0
+    max_epoch: int = 10
+    batch_size: int = 8
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "OptimConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown optim config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def _read(path: Union[str, Path]) -> dict:
+    with open(path, encoding="utf-8") as f:
+        d = yaml.safe_load(f) or {}
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: top level must be a mapping")
+    return d
+
+
+def load_config(path: Union[str, Path], **overrides) -> ModelConfig:
+    """``ModelConfig`` from the ``model:`` section of a YAML file, with keyword overrides."""
+    d = dict(_read(path).get("model") or {})
+    d.update(overrides)
+    return ModelConfig.from_dict(d)
+
+
+def load_optim_config(path: Union[str, Path], **overrides) -> OptimConfig:
+    """``OptimConfig`` from the ``optim:`` section of a YAML file, with keyword overrides."""
+    d = dict(_read(path).get("optim") or {})
+    d.update(overrides)
+    return OptimConfig.from_dict(d)
