@@ -1,0 +1,216 @@
+"""Checkpoint I/O for the trainer: atomic writes, weights-only loads, partial init, averaging.
+
+Documented behaviours
+---------------------
+* **Atomic save** (:func:`save_checkpoint`): the object is written with ``torch.save`` to a
+  temporary file in the destination directory (``.<name>.tmp.<pid>``), flushed and
+  ``fsync``-ed, then moved over the destination with ``os.replace`` (atomic on POSIX), and
+  the directory is ``fsync``-ed.  A process killed at any moment leaves either the old
+  file or the new one, never a truncated one.
+* **Weights-only load** (:func:`load_checkpoint`): always ``torch.load(path,
+  weights_only=True, map_location=...)``.  Anything else than tensors and plain Python
+  types (dict/list/tuple/str/int/float/bool/None) is refused with a
+  :class:`CheckpointError` whose message starts with the file path; no code in the file is
+  executed.  Everything the trainer stores is therefore plain: RNG states are converted
+  by :func:`rng_state` / :func:`set_rng_state`.
+* **Partial init** (:func:`load_partial`): copies tensors whose names *and* shapes match;
+  returns ``PartialLoad(loaded, missing, unexpected, shape_mismatch)`` and logs a summary.
+* **Averaging** (:func:`average_checkpoints`): element-wise mean (in float64, cast back)
+  of the floating-point tensors of the model state dicts in ``paths``; non-floating
+  tensors (e.g. ``num_batches_tracked``) are taken from the first file.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+__all__ = ["CheckpointError", "PartialLoad", "save_checkpoint", "load_checkpoint", "load_partial",
+           "average_checkpoints", "model_state", "rng_state", "set_rng_state"]
+
+logger = logging.getLogger("avsr.trainer")
+
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or is refused; ``str()`` starts with the file path."""
+
+    def __init__(self, path: PathLike, reason: str):
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+# ---------------------------------------------------------------------------- save / load
+def _fsync_dir(d: str) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(obj: Any, path: PathLike) -> str:
+    """Write ``obj`` with ``torch.save`` atomically (tmp file + fsync + ``os.replace``)."""
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp.{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(d)
+    return path
+
+
+def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``; :class:`CheckpointError` naming ``path`` otherwise."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(path, "checkpoint file not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # UnpicklingError (pickled code / classes), RuntimeError (corrupt zip)
+        msg = str(e)
+        if "weights_only" in msg.lower() or "Weights only load failed" in msg \
+                or type(e).__name__ == "UnpicklingError":
+            first = next((ln.strip() for ln in msg.splitlines()
+                          if "GLOBAL" in ln or "Unsupported" in ln), "")
+            raise CheckpointError(
+                path, "refused: not a weights-only checkpoint (it stores pickled Python objects or "
+                      "code, which are never loaded)" + (f"; {first}" if first else "")) from None
+        raise CheckpointError(path, f"unreadable checkpoint ({type(e).__name__}: {msg.splitlines()[0] if msg else ''})") from None
+
+
+def model_state(obj: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
+    """The model state dict inside a trainer checkpoint (``obj["model"]``) or ``obj`` itself."""
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        return obj["model"]
+    return obj
+
+
+# ---------------------------------------------------------------------------- partial init
+@dataclass
+class PartialLoad:
+    loaded: List[str] = field(default_factory=list)          # copied (name and shape match)
+    missing: List[str] = field(default_factory=list)         # in the model, not in the state dict
+    unexpected: List[str] = field(default_factory=list)      # in the state dict, not in the model
+    shape_mismatch: List[str] = field(default_factory=list)  # same name, another shape (not copied)
+
+    def __iter__(self):  # ``loaded, missing, unexpected, mismatch = load_partial(...)``
+        return iter((self.loaded, self.missing, self.unexpected, self.shape_mismatch))
+
+
+def load_partial(model: torch.nn.Module, state_dict: Union[Mapping[str, torch.Tensor], PathLike],
+                 ignore: Sequence[str] = (), *, log: Optional[logging.Logger] = None) -> PartialLoad:
+    """``--init`` with partial matching.
+
+    ``state_dict``: a mapping (a trainer checkpoint with a ``"model"`` entry is accepted) or a
+    path (loaded weights-only).  ``ignore``: name prefixes of ``model`` tensors that are never
+    filled (they count as ``missing``; matching entries of the state dict are not
+    ``unexpected``).  Tensors not filled keep their values.
+    """
+    if isinstance(state_dict, (str, os.PathLike)):
+        state_dict = load_checkpoint(state_dict)
+    sd = model_state(state_dict)
+    ignore = tuple(ignore)
+    own = model.state_dict()
+    res = PartialLoad()
+    with torch.no_grad():
+        for k, t in own.items():
+            src = None if (ignore and k.startswith(ignore)) else sd.get(k)
+            if src is None:
+                res.missing.append(k)
+            elif tuple(src.shape) != tuple(t.shape):
+                res.shape_mismatch.append(k)
+            else:
+                t.copy_(src.to(device=t.device, dtype=t.dtype))
+                res.loaded.append(k)
+    res.unexpected = [k for k in sd if k not in own and not (ignore and k.startswith(ignore))]
+    lg = log or logger
+    lg.info("init: loaded %d tensors, %d missing, %d unexpected, %d shape mismatch",
+            len(res.loaded), len(res.missing), len(res.unexpected), len(res.shape_mismatch))
+    for what in ("missing", "unexpected", "shape_mismatch"):
+        names = getattr(res, what)
+        if names:
+            lg.info("init %s: %s", what, ", ".join(names[:50]) + (" ..." if len(names) > 50 else ""))
+    return res
+
+
+# ---------------------------------------------------------------------------- averaging
+def average_checkpoints(paths: Iterable[PathLike]) -> Dict[str, torch.Tensor]:
+    """Average the model weights of ``paths`` (see the module docstring)."""
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise ValueError("average_checkpoints: no paths")
+    acc: Dict[str, torch.Tensor] = {}
+    first: Dict[str, torch.Tensor] = {}
+    for i, p in enumerate(paths):
+        sd = model_state(load_checkpoint(p))
+        if i == 0:
+            first = dict(sd)
+            for k, v in sd.items():
+                if v.is_floating_point():
+                    acc[k] = v.detach().to(torch.float64).clone()
+        else:
+            if set(sd) != set(first):
+                raise CheckpointError(p, f"keys differ from {paths[0]}")
+            for k in acc:
+                acc[k] += sd[k].detach().to(torch.float64)
+    out: Dict[str, torch.Tensor] = {}
+    for k, v in first.items():
+        out[k] = (acc[k] / len(paths)).to(v.dtype) if k in acc else v.clone()
+    return out
+
+
+# ---------------------------------------------------------------------------- RNG states
+def rng_state() -> Dict[str, Any]:
+    """python / numpy (legacy global) / torch (CPU and CUDA) RNG states as tensors and plain types."""
+    ver, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    st: Dict[str, Any] = {
+        "python": {"version": int(ver), "state": torch.tensor(internal, dtype=torch.int64),
+                   "gauss": gauss},
+        "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        st["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
+    return st
+
+
+def set_rng_state(st: Mapping[str, Any]) -> None:
+    py = st["python"]
+    random.setstate((int(py["version"]), tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    n = st["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), int(n["pos"]),
+                         int(n["has_gauss"]), float(n["cached_gaussian"])))
+    torch.set_rng_state(st["torch"].cpu())
+    if "cuda" in st and torch.cuda.is_available():
+        cuda = list(st["cuda"])
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+        else:
+            logger.warning("checkpoint has %d CUDA RNG states, this machine %d devices: not restored",
+                           len(cuda), torch.cuda.device_count())
