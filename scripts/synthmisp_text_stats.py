@@ -26,6 +26,9 @@ import numpy as np  # noqa: E402
 
 from avsr.synthmisp import text as T  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _bench_common import command_line, machine_info  # noqa: E402
+
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -80,6 +83,8 @@ def main(argv=None) -> dict:
             "real_time_factor": el / audio,
         }
 
+    stats["machine"] = machine_info()
+    stats["command"] = command_line()
     text = json.dumps(stats, ensure_ascii=False, indent=2)
     print(text)
     if args.out:

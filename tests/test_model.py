@@ -5,10 +5,12 @@ import copy
 from pathlib import Path
 
 import pytest
+
+from avsr.trainer import TrainerConfig
 import torch
 
 from avsr.data.batch import IGNORE_ID, Batch
-from avsr.models import (AVSRModel, ModelConfig, compute_feature_stats, load_config, load_optim_config,
+from avsr.models import (AVSRModel, ModelConfig, compute_feature_stats, load_config,
                          load_partial, param_part, reconcile_video)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +59,7 @@ def expected_audio_frames(n):
 def test_configs_load_and_build():
     for name in ("micro", "demo", "mini", "full"):
         cfg = load_config(ROOT / "conf" / f"{name}.yaml", vocab_size=V)
-        opt = load_optim_config(ROOT / "conf" / f"{name}.yaml")
+        opt = TrainerConfig.from_yaml(ROOT / "conf" / f"{name}.yaml")
         assert cfg.mode == "audiovisual" and opt.lr > 0
     full = load_config(ROOT / "conf" / "full.yaml", vocab_size=V)
     assert (full.d_model, full.heads, full.linear_units, full.fusion_layers, full.visual_pre_blocks,

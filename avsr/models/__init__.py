@@ -8,18 +8,22 @@ Public API::
     model.compute_stats(batches)                  # global fbank mean/std (or set_normalization)
     out = model(batch)                            # ModelOutput(loss, loss_ctc, loss_att, acc, taps, enc_out, enc_lens)
     enc_out, enc_lens, taps = model.encode(batch, modality="audio")
-    res = load_partial(av_model, a0_model.state_dict())   # PartialLoadResult(loaded, missing, unexpected, mismatched)
+    res = load_partial(av_model, a0_model.state_dict())   # PartialLoad(loaded, missing, unexpected, shape_mismatch)
 """
-from avsr.models.config import MODES, ModelConfig, OptimConfig, load_config, load_optim_config
+from avsr._espnet import quiet_import
+
+quiet_import()
+
+from avsr.models.config import MODES, ModelConfig, load_config
 from avsr.models.frontends import (AudioFrontend, LightFrontend, ResNet18Frontend, VGGSubsampling,
                                    compute_feature_stats)
 from avsr.models.model import (AVSRModel, CrossAttention, MaskedConvolutionModule, ModelOutput,
-                               PartialLoadResult, build_model, count_parameters, load_partial,
+                               PartialLoad, build_model, count_parameters, load_partial,
                                param_part, reconcile_video)
 
 __all__ = [
-    "MODES", "ModelConfig", "OptimConfig", "load_config", "load_optim_config",
+    "MODES", "ModelConfig", "load_config",
     "AudioFrontend", "LightFrontend", "ResNet18Frontend", "VGGSubsampling", "compute_feature_stats",
-    "AVSRModel", "CrossAttention", "MaskedConvolutionModule", "ModelOutput", "PartialLoadResult",
+    "AVSRModel", "CrossAttention", "MaskedConvolutionModule", "ModelOutput", "PartialLoad",
     "build_model", "count_parameters", "load_partial", "param_part", "reconcile_video",
 ]

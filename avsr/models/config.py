@@ -3,7 +3,7 @@
 A YAML file (``conf/*.yaml``) has two top-level sections:
 
 ``model:``  the fields of :class:`ModelConfig` (unknown keys are an error)
-``optim:``  the fields of :class:`OptimConfig` (read by the trainer; the model ignores them)
+``trainer:`` the fields of :class:`avsr.trainer.TrainerConfig` (the model ignores them)
 
 ``vocab_size`` is normally 0 in YAML and is filled in by the trainer from the token list
 (``load_config(path, vocab_size=len(tokens))``).  Token id conventions are ESPnet's:
@@ -111,37 +111,6 @@ class ModelConfig:
         return ModelConfig.from_dict(d)
 
 
-@dataclass
-class OptimConfig:
-    """Training hyper-parameters read by the trainer (the model does not use them).
-
-    optimizer      ``adam`` (betas 0.9/0.98, eps 1e-9)
-    lr             peak learning rate
-    warmup_steps   ESPnet ``warmuplr``: lr * warmup**0.5 * min(step**-0.5, step * warmup**-1.5)
-    weight_decay   L2 / AdamW decay (0 = none)
-    accum_grad     gradient accumulation steps
-    grad_clip      max global grad norm
-    max_epoch      number of epochs
-    batch_size     utterances per mini-batch
-    """
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    warmup_steps: int = 1000
-    weight_decay: float = 0.0
-    accum_grad: int = 1
-    grad_clip: float = 5.0
-    max_epoch: int = 10
-    batch_size: int = 8
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "OptimConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown optim config keys: {sorted(unknown)}")
-        return cls(**d)
-
-
 def _read(path: Union[str, Path]) -> dict:
     with open(path, encoding="utf-8") as f:
         d = yaml.safe_load(f) or {}
@@ -155,10 +124,3 @@ def load_config(path: Union[str, Path], **overrides) -> ModelConfig:
     d = dict(_read(path).get("model") or {})
     d.update(overrides)
     return ModelConfig.from_dict(d)
-
-
-def load_optim_config(path: Union[str, Path], **overrides) -> OptimConfig:
-    """``OptimConfig`` from the ``optim:`` section of a YAML file, with keyword overrides."""
-    d = dict(_read(path).get("optim") or {})
-    d.update(overrides)
-    return OptimConfig.from_dict(d)

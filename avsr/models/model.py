@@ -79,6 +79,7 @@ from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 
 from avsr.data.batch import IGNORE_ID, Batch
 from avsr.models.config import ModelConfig
+from avsr.trainer.checkpoint import PartialLoad, load_partial  # noqa: F401  (the one --init implementation)
 from avsr.models.frontends import (AudioFrontend, LightFrontend, ResNet18Frontend, VGGSubsampling,
                                    compute_feature_stats)
 
@@ -382,45 +383,6 @@ class AVSRModel(nn.Module):
 
 def build_model(cfg: ModelConfig) -> AVSRModel:
     return AVSRModel(cfg)
-
-
-@dataclass
-class PartialLoadResult:
-    loaded: List[str] = field(default_factory=list)      # copied (name and shape match)
-    missing: List[str] = field(default_factory=list)     # in the model, not filled (incl. shape mismatch)
-    unexpected: List[str] = field(default_factory=list)  # in the state dict, not in the model
-    mismatched: List[str] = field(default_factory=list)  # same name, different shape (also in missing)
-
-
-def load_partial(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
-                 include: Optional[Tuple[str, ...]] = None,
-                 exclude: Optional[Tuple[str, ...]] = None) -> PartialLoadResult:
-    """``--init`` with partial matching: copy every tensor whose name and shape match.
-
-    Parameters and buffers of ``model`` not found (or with another shape) keep their values.
-    ``include`` / ``exclude``: optional name prefixes restricting which of ``model``'s tensors may
-    be filled (e.g. ``include=("visual_",)`` to take only the visual branch of a V checkpoint);
-    tensors outside the selection count as ``missing``.  A checkpoint dict with a ``"model"``
-    entry is accepted as well."""
-    if "model" in state_dict and isinstance(state_dict["model"], Mapping):
-        state_dict = state_dict["model"]
-    own = model.state_dict()
-    res = PartialLoadResult()
-    with torch.no_grad():
-        for k, t in own.items():
-            selected = ((include is None or k.startswith(tuple(include)))
-                        and (exclude is None or not k.startswith(tuple(exclude))))
-            src = state_dict.get(k) if selected else None
-            if src is None:
-                res.missing.append(k)
-            elif tuple(src.shape) != tuple(t.shape):
-                res.mismatched.append(k)
-                res.missing.append(k)
-            else:
-                t.copy_(src.to(device=t.device, dtype=t.dtype))
-                res.loaded.append(k)
-    res.unexpected = [k for k in state_dict if k not in own]
-    return res
 
 
 def param_part(name: str) -> str:

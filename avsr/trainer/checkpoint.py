@@ -120,15 +120,24 @@ class PartialLoad:
     def __iter__(self):  # ``loaded, missing, unexpected, mismatch = load_partial(...)``
         return iter((self.loaded, self.missing, self.unexpected, self.shape_mismatch))
 
+    @property
+    def mismatched(self) -> List[str]:
+        return self.shape_mismatch
+
 
 def load_partial(model: torch.nn.Module, state_dict: Union[Mapping[str, torch.Tensor], PathLike],
-                 ignore: Sequence[str] = (), *, log: Optional[logging.Logger] = None) -> PartialLoad:
+                 ignore: Sequence[str] = (), *, include: Optional[Sequence[str]] = None,
+                 log: Optional[logging.Logger] = None) -> PartialLoad:
     """``--init`` with partial matching.
 
     ``state_dict``: a mapping (a trainer checkpoint with a ``"model"`` entry is accepted) or a
     path (loaded weights-only).  ``ignore``: name prefixes of ``model`` tensors that are never
     filled (they count as ``missing``; matching entries of the state dict are not
-    ``unexpected``).  Tensors not filled keep their values.
+    ``unexpected``).  ``include``: if given, only ``model`` tensors with one of these name
+    prefixes may be filled (e.g. ``("visual_",)`` to take the visual branch of a V model).
+    Tensors not filled keep their values; shape mismatches are listed in ``shape_mismatch``
+    (alias ``mismatched``) and not in ``missing``.  This is the one implementation of ``--init``
+    (``avsr.models.load_partial`` is the same function).
     """
     if isinstance(state_dict, (str, os.PathLike)):
         state_dict = load_checkpoint(state_dict)
@@ -138,7 +147,8 @@ def load_partial(model: torch.nn.Module, state_dict: Union[Mapping[str, torch.Te
     res = PartialLoad()
     with torch.no_grad():
         for k, t in own.items():
-            src = None if (ignore and k.startswith(ignore)) else sd.get(k)
+            skip = (ignore and k.startswith(ignore)) or (include is not None and not k.startswith(tuple(include)))
+            src = None if skip else sd.get(k)
             if src is None:
                 res.missing.append(k)
             elif tuple(src.shape) != tuple(t.shape):

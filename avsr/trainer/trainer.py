@@ -759,16 +759,21 @@ class Trainer:
             logger.info("epoch %d trained in %.1fs: %s", epoch, time.time() - t0,
                         " ".join(f"{k}={v:.4g}" for k, v in sorted(avg.means().items())))
         self._train_means = avg.means()
+        self._train_seconds = time.time() - t0   # this call's part of the epoch (resumed: only the rest)
 
     def _end_epoch(self, epoch: int) -> None:
         c = self.config
         drop: set = set()
+        tv = time.time()
         vstats = self.validate()
+        valid_seconds = time.time() - tv
         for m in self.methods:
             m.on_epoch_end(self, epoch, vstats)
         rec = {"epoch": epoch, "step": self.step, "lr": self.lr,
                "train": {k: float(v) for k, v in getattr(self, "_train_means", {}).items()},
-               "valid": {k: float(v) for k, v in vstats.items()}}
+               "valid": {k: float(v) for k, v in vstats.items()},
+               "train_seconds": float(getattr(self, "_train_seconds", float("nan"))),
+               "valid_seconds": float(valid_seconds)}
         self.history.append(rec)
         if self.is_main:
             logger.info("epoch %d valid: %s", epoch, " ".join(f"{k}={v:.4g}" for k, v in sorted(vstats.items())))

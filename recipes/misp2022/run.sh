@@ -22,6 +22,15 @@ token_type=char      # char: character list only; bpe: also a sentencepiece mode
 nbpe=500             # sentencepiece vocabulary size (token_type=bpe)
 bpemode=unigram      # sentencepiece model type: unigram, bpe, char, word
 force=false          # redo the selected stages even when done (later stages' markers are cleared)
+train_config=../../conf/full.yaml   # model + trainer YAML (conf/{micro,demo,mini,full}.yaml)
+train_args=          # extra arguments for every avsr.bin.train call, e.g. "--set trainer.max_epochs=5"
+av0_args=            # extra arguments for the AV0 training only (e.g. fewer epochs)
+ngpu=0               # >1: training through torchrun --nproc_per_node=$ngpu (DDP); 1: one GPU
+models="a0 v av0"    # trained models to pack and decode (stages 11-12)
+decode_sets="dev eval"
+beam_size=10         # 0: CTC greedy
+decode_batch=16      # utterances per batched decode
+decode_args=         # extra arguments for avsr.bin.decode
 
 help_message=$(cat <<EOF
 Usage: $0 [options]    (run from recipes/misp2022)
@@ -35,7 +44,17 @@ a done stage is skipped unless --force true; running a stage clears later stages
   3 tokens   character token list \$data_dir/token_list/char/tokens.txt from \$data_dir/\$train_set/text;
              with --token_type bpe also \$data_dir/token_list/bpe_<bpemode><nbpe>/{bpe.model,tokens.txt}
   4 summary  per-split counts, hours, ROI frames -> \$exp_dir/data_summary.json
-  5+         reserved for training / decoding / scoring (later)
+  5 stats      global fbank mean/std of \$train_set -> \$exp_dir/stats/feats_stats.json
+  6 train_a0   audio-only model A0 (scratch) -> \$exp_dir/train_a0 (model.pth = best-N average on dev)
+  7 train_v    video-only model V (scratch) -> \$exp_dir/train_v
+  8 train_av0  audio-visual AV0, --init from A0 (full video, no dropout) -> \$exp_dir/train_av0
+  11 pack      packed model dirs \$exp_dir/packed/<model> for --models
+  12 decode    decode --decode_sets with each packed model -> \$exp_dir/decode/<model>_<set>
+               (beam search, or CTC greedy with --beam_size 0; text, result.json with CER + 95 % CI)
+  14 report    CER table with bootstrap intervals and paired-bootstrap comparisons
+               -> \$exp_dir/report.{json,md}, printed
+  Training stages resume from \$exp_dir/train_*/checkpoint.pth when re-run after an interruption;
+  with --force true they start from scratch.  Each train dir holds cmd.sh (the exact command).
 
 Options (default):
   --stage N          first stage ($stage)
@@ -52,6 +71,15 @@ Options (default):
   --nbpe N           sentencepiece vocabulary size ($nbpe)
   --bpemode M        sentencepiece model type ($bpemode)
   --force BOOL       redo selected stages even if done ($force; "--force" alone means true)
+  --train_config F   model/trainer YAML ($train_config; relative to the recipe dir)
+  --train_args "..." extra avsr.bin.train arguments for every model ($train_args)
+  --av0_args "..."   extra avsr.bin.train arguments for AV0 only ($av0_args)
+  --ngpu N           GPUs for training: 0 = CPU, >1 = torchrun DDP ($ngpu)
+  --models "..."     models to pack/decode/report ("$models")
+  --decode_sets "..." data sets to decode ("$decode_sets")
+  --beam_size N      beam size, 0 = CTC greedy ($beam_size)
+  --decode_batch N   utterances per batched decode ($decode_batch)
+  --decode_args "..." extra avsr.bin.decode arguments ($decode_args)
   --config FILE      file of name=value lines setting the options above
   --help             this message
 EOF
@@ -65,7 +93,7 @@ if [ $# -gt 0 ]; then
   echo "$help_message" >&2
   exit 1
 fi
-for v in stage stop_stage nj channel nbpe; do
+for v in stage stop_stage nj channel nbpe ngpu beam_size decode_batch; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$0: --$v must be a non-negative integer, got '${!v}'" >&2; exit 1; }
 done
 [ "$nj" -ge 1 ] || { echo "$0: --nj must be >= 1" >&2; exit 1; }
@@ -73,6 +101,7 @@ done
 # a relative --misp_root is relative to where run.sh was called from; the output
 # dirs (--exp_dir, --data_dir, --dump_dir) are relative to this recipe directory.
 case "$misp_root" in ""|/*) ;; *) misp_root="$invoke_dir/$misp_root" ;; esac
+train_config=$(realpath -m "$train_config")   # relative paths: to this recipe dir
 case "$token_type" in char|bpe) ;; *) echo "$0: --token_type must be char or bpe" >&2; exit 1 ;; esac
 
 need_misp_root() {
@@ -142,6 +171,77 @@ run_stage 2 rois    stage_rois    "misp_root=$misp_root corpus=$corpus_fp splits
 run_stage 3 tokens  stage_tokens  "train_set=$train_set token_type=$token_type nbpe=$nbpe bpemode=$bpemode"
 run_stage 4 summary stage_summary "splits=$splits"
 
-# Stages 5+ (training, decoding, scoring) are added here by later work.
+tokens_txt() {
+  if [ "$token_type" = bpe ]; then echo "$data_dir/token_list/bpe_${bpemode}${nbpe}/tokens.txt"
+  else echo "$data_dir/token_list/char/tokens.txt"; fi
+}
+bpe_args() {
+  [ "$token_type" = bpe ] && echo "--bpemodel $data_dir/token_list/bpe_${bpemode}${nbpe}/bpe.model" || true
+}
+
+stage_stats() {
+  "$PYTHON" -m avsr.bin.collect_stats --config "$train_config" --data_dir "$data_dir/$train_set" \
+    --out "$exp_dir/stats/feats_stats.json"
+}
+
+# train NAME MODE [extra args...]: runs avsr.bin.train into $exp_dir/train_NAME (resumes if interrupted)
+train() {
+  local name=$1 mode=$2; shift 2
+  local dir="$exp_dir/train_$name" launcher=("$PYTHON")
+  if [ "$force" = true ]; then rm -rf "$dir"; fi
+  if [ "$ngpu" -gt 1 ]; then
+    launcher=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$ngpu")
+  fi
+  local dev=()
+  [ "$ngpu" -ge 1 ] && dev=(--device cuda)
+  # shellcheck disable=SC2046,SC2086
+  "${launcher[@]}" -m avsr.bin.train --config "$train_config" --mode "$mode" \
+    --train_data "$data_dir/$train_set" --valid_data "$data_dir/dev" --token_list "$(tokens_txt)" $(bpe_args) \
+    --stats "$exp_dir/stats/feats_stats.json" --exp_dir "$dir" "${dev[@]}" "$@" $train_args
+  [ -f "$dir/model.pth" ] || { echo "ERROR: $dir/model.pth was not written" >&2; return 1; }
+}
+stage_train_a0()  { train a0 audio; }
+stage_train_v()   { train v video; }
+stage_train_av0() {
+  [ -f "$exp_dir/train_a0/model.pth" ] || { echo "ERROR: $exp_dir/train_a0/model.pth not found (stage 6)" >&2; return 1; }
+  # shellcheck disable=SC2086
+  train av0 audiovisual --init "$exp_dir/train_a0/model.pth" $av0_args
+}
+
+stage_pack() {
+  local m
+  for m in $models; do
+    [ -f "$exp_dir/train_$m/model.pth" ] || { echo "ERROR: $exp_dir/train_$m/model.pth not found" >&2; return 1; }
+    "$PYTHON" -m avsr.cli pack --exp_dir "$exp_dir/train_$m" --out "$exp_dir/packed/$m" \
+      --beam_size "$beam_size" $(bpe_args)
+  done
+}
+
+stage_decode() {
+  local m s search=()
+  [ "$beam_size" -gt 0 ] && search=(--beam_size "$beam_size") || search=(--ctc_greedy)
+  for m in $models; do
+    for s in $decode_sets; do
+      # shellcheck disable=SC2086
+      "$PYTHON" -m avsr.bin.decode --model "$exp_dir/packed/$m" --data_dir "$data_dir/$s" \
+        --out_dir "$exp_dir/decode/${m}_${s}" "${search[@]}" --batch_size "$decode_batch" $decode_args
+    done
+  done
+}
+
+stage_report() {
+  # shellcheck disable=SC2086
+  "$PYTHON" -m avsr.bin.report --decode_dir "$exp_dir/decode" --models $models --sets $decode_sets \
+    --baseline a0 --out "$exp_dir/report"
+}
+
+run_stage 5 stats      stage_stats      "train_set=$train_set config=$train_config"
+run_stage 6 train_a0   stage_train_a0   "config=$train_config train_args=$train_args"
+run_stage 7 train_v    stage_train_v    "config=$train_config train_args=$train_args"
+run_stage 8 train_av0  stage_train_av0  "config=$train_config train_args=$train_args av0_args=$av0_args"
+run_stage 11 pack      stage_pack       "models=$models beam_size=$beam_size"
+run_stage 12 decode    stage_decode     "models=$models sets=$decode_sets beam=$beam_size args=$decode_args"
+run_stage 14 report    stage_report     "models=$models sets=$decode_sets"
+
 
 log "finished stages $stage..$stop_stage"

@@ -14,14 +14,15 @@
 #   --exp_dir DIR             experiment dir                        [exp/synthmisp_<preset>]
 #   --data_dir DIR            Kaldi-style data dirs                 [data/synthmisp_<preset>]
 #   --gen_args "..."          extra generator flags, e.g. "--snr_db -5 5"
+#   --train_config FILE       model/trainer YAML   [conf/micro.yaml (tiny), conf/demo.yaml, conf/mini.yaml]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 preset=demo; seed=1; nj=2; stage=0; stop_stage=100
-corpus_dir=""; exp_dir=""; data_dir=""; gen_args=""; force=false
+corpus_dir=""; exp_dir=""; data_dir=""; gen_args=""; force=false; train_config=""
 pass=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --help|-h) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; echo; echo "misp2022 stages:";
+    --help|-h) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; echo; echo "misp2022 stages:";
                "$here/../misp2022/run.sh" --help | sed -n '/^Stages/,$p'; exit 0 ;;
     --preset) preset=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
@@ -32,6 +33,7 @@ while [ $# -gt 0 ]; do
     --exp_dir) exp_dir=$2; shift 2 ;;
     --data_dir) data_dir=$2; shift 2 ;;
     --gen_args) gen_args=$2; shift 2 ;;
+    --train_config) train_config=$2; shift 2 ;;
     --force) force=true; pass+=("$1"); shift ;;
     *) pass+=("$1"); shift ;;
   esac
@@ -40,6 +42,10 @@ cd "$here"
 corpus_dir=$(realpath -m "${corpus_dir:-corpus/synthmisp_${preset}}")
 exp_dir=$(realpath -m "${exp_dir:-exp/synthmisp_${preset}}")
 data_dir=$(realpath -m "${data_dir:-data/synthmisp_${preset}}")
+if [ -z "$train_config" ]; then
+  case "$preset" in tiny) train_config=$here/../../conf/micro.yaml ;; *) train_config=$here/../../conf/$preset.yaml ;; esac
+fi
+train_config=$(realpath -m "$train_config")
 if [ -x "$here/../../.venv/bin/python" ]; then PY="$here/../../.venv/bin/python"; else PY=python3; fi
 export PYTHONPATH="$here/../..${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$exp_dir/stages" "$exp_dir/logs"
@@ -68,4 +74,4 @@ fi
 [ "$stop_stage" -lt 1 ] && exit 0
 [ "$stage" -lt 1 ] && stage=1
 exec "$here/../misp2022/run.sh" --misp_root "$corpus_dir" --exp_dir "$exp_dir" --data_dir "$data_dir" \
-     --nj "$nj" --stage "$stage" --stop_stage "$stop_stage" "${pass[@]}"
+     --nj "$nj" --stage "$stage" --stop_stage "$stop_stage" --train_config "$train_config" "${pass[@]}"

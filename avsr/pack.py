@@ -1,0 +1,172 @@
+"""Packed model dirs: the unit users share and ``avsr decode`` / :class:`avsr.inference.Speech2Text` load.
+
+Layout of a packed dir::
+
+    config.yaml      model: (the ModelConfig, vocab_size and mode included), decode: defaults
+    tokens.txt       token list (index = id; <blank> first, <sos/eos> last)
+    bpe.model        sentencepiece model (only for token_type bpe)
+    model.pth        averaged weights (a plain state dict, weights-only; the global fbank
+                     mean/std live in it as ``audio_frontend.feat_mean/feat_std``)
+    feats_stats.json the same normalisation statistics, human-readable
+    adapters.pth     MS-Adapter weights, if the model has adapters
+    meta.json        toolkit / torch versions, source checkpoint, training summary, sha256 of files
+
+Loading never unpickles code: every ``.pth`` goes through
+:func:`avsr.trainer.checkpoint.load_checkpoint` (``weights_only=True``).
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+import yaml
+
+from avsr.trainer.checkpoint import CheckpointError, load_checkpoint, model_state, save_checkpoint
+
+__all__ = ["pack_model", "load_packed", "PackError", "is_packed"]
+
+PathLike = Union[str, os.PathLike]
+FILES = ("config.yaml", "tokens.txt", "model.pth", "meta.json")
+
+
+class PackError(RuntimeError):
+    def __init__(self, path: PathLike, reason: str):
+        self.path = os.fspath(path)
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("avsr")
+    except Exception:  # noqa: BLE001 - not installed (source tree)
+        return "unknown"
+
+
+def is_packed(path: PathLike) -> bool:
+    return all(os.path.isfile(os.path.join(path, f)) for f in FILES)
+
+
+def pack_model(out_dir: PathLike, *, model_config: Dict[str, Any], token_list: PathLike,
+               weights: Union[PathLike, Dict[str, torch.Tensor]], bpemodel: Optional[PathLike] = None,
+               adapters: Optional[Union[PathLike, Dict[str, torch.Tensor]]] = None,
+               decode: Optional[Dict[str, Any]] = None, extra_meta: Optional[Dict[str, Any]] = None) -> str:
+    """Write a packed model dir (atomically: a temp dir renamed into place)."""
+    from avsr.models import AVSRModel, ModelConfig
+    out_dir = os.fspath(out_dir)
+    cfg = ModelConfig.from_dict(dict(model_config))
+    src = os.fspath(weights) if isinstance(weights, (str, os.PathLike)) else None
+    sd = dict(model_state(load_checkpoint(weights) if src else weights))
+    # validate: the weights must load into the model the config describes
+    model = AVSRModel(cfg)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise PackError(src or out_dir, f"weights do not match the config (missing {list(missing)[:5]}, "
+                                        f"unexpected {list(unexpected)[:5]})")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".pack.", dir=parent)
+    try:
+        with open(os.path.join(tmp, "config.yaml"), "w", encoding="utf-8") as f:
+            yaml.safe_dump({"model": cfg.to_dict(), "decode": dict(decode or {}),
+                            "token_type": "bpe" if bpemodel else "char"}, f, allow_unicode=True, sort_keys=False)
+        shutil.copyfile(os.fspath(token_list), os.path.join(tmp, "tokens.txt"))
+        n_tok = sum(1 for line in open(os.path.join(tmp, "tokens.txt"), encoding="utf-8") if line.strip())
+        if n_tok != cfg.vocab_size:
+            raise PackError(token_list, f"{n_tok} tokens, the model has vocab_size {cfg.vocab_size}")
+        if bpemodel:
+            shutil.copyfile(os.fspath(bpemodel), os.path.join(tmp, "bpe.model"))
+        save_checkpoint({k: v.detach().cpu() for k, v in sd.items()}, os.path.join(tmp, "model.pth"))
+        if model.has_audio:
+            fr = model.audio_frontend
+            with open(os.path.join(tmp, "feats_stats.json"), "w") as f:
+                json.dump({"mean": fr.feat_mean.tolist(), "std": fr.feat_std.tolist()}, f)
+        if adapters is not None:
+            ad = load_checkpoint(adapters) if isinstance(adapters, (str, os.PathLike)) else adapters
+            save_checkpoint(dict(ad), os.path.join(tmp, "adapters.pth"))
+        meta = {"avsr_version": _version(), "torch_version": torch.__version__,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "source_weights": os.path.abspath(src) if src else None,
+                "num_parameters": sum(p.numel() for p in model.parameters()),
+                **(extra_meta or {})}
+        meta["sha256"] = {f: _sha256(os.path.join(tmp, f)) for f in sorted(os.listdir(tmp))}
+        with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2, ensure_ascii=False)
+        if os.path.isdir(out_dir):
+            old = out_dir + ".old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(out_dir, old)
+            os.rename(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def load_packed(path: PathLike, device: Union[str, torch.device] = "cpu", verify: bool = True
+                ) -> Tuple[torch.nn.Module, Any, Dict[str, Any]]:
+    """``(model in eval mode, Tokenizer, info)`` from a packed dir.
+
+    ``info``: the parsed ``config.yaml`` plus ``meta`` and ``path``.  Raises :class:`PackError`
+    naming the file for a missing/corrupt part, a checksum mismatch (``verify``) or weights that do
+    not fit the config; a ``.pth`` with pickled code is refused (``CheckpointError``)."""
+    from avsr.models import AVSRModel, ModelConfig
+    from avsr.text.tokens import Tokenizer
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise PackError(path, "packed model dir not found")
+    for f in FILES:
+        if not os.path.isfile(os.path.join(path, f)):
+            raise PackError(os.path.join(path, f), "missing (not a packed model dir; make one with `avsr pack`)")
+    try:
+        with open(os.path.join(path, "config.yaml"), encoding="utf-8") as f:
+            conf = yaml.safe_load(f) or {}
+        with open(os.path.join(path, "meta.json"), encoding="utf-8") as f:
+            meta = json.load(f)
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PackError(path, f"unreadable config.yaml/meta.json ({type(e).__name__}: {e})") from None
+    if verify:
+        for f, digest in (meta.get("sha256") or {}).items():
+            p = os.path.join(path, f)
+            if f != "meta.json" and os.path.isfile(p) and _sha256(p) != digest:
+                raise PackError(p, "checksum mismatch (file changed or corrupt since packing)")
+    cfg = ModelConfig.from_dict(dict(conf.get("model") or {}))
+    model = AVSRModel(cfg)
+    sd = load_checkpoint(os.path.join(path, "model.pth"))
+    try:
+        model.load_state_dict(model_state(sd), strict=True)
+    except RuntimeError as e:
+        raise PackError(os.path.join(path, "model.pth"), f"weights do not fit config.yaml: {str(e).splitlines()[0]}") from None
+    if os.path.isfile(os.path.join(path, "adapters.pth")):
+        ad = load_checkpoint(os.path.join(path, "adapters.pth"))
+        loader = getattr(model, "load_adapters", None)
+        if loader is None:
+            raise PackError(os.path.join(path, "adapters.pth"), "this model class has no adapters")
+        loader(ad)
+    bpe = os.path.join(path, "bpe.model")
+    tok = Tokenizer(os.path.join(path, "tokens.txt"), token_type=conf.get("token_type", "char"),
+                    bpemodel=bpe if os.path.isfile(bpe) else None)
+    if tok.vocab_size != cfg.vocab_size:
+        raise PackError(os.path.join(path, "tokens.txt"), f"{tok.vocab_size} tokens, model vocab {cfg.vocab_size}")
+    model.to(device).eval()
+    return model, tok, {**conf, "meta": meta, "path": path}
+
+
+__all__ += ["CheckpointError"]

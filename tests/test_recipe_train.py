@@ -1,0 +1,94 @@
+"""The misp2022 recipe (through the synthmisp wrapper) on a small generated corpus, every stage,
+with the micro config; then a tiny model that overfits ~20 SynthMISP segments to < 5 % CER."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ROOT / "recipes" / "synthmisp" / "run.sh"
+STAGES = ["0_generate", "1_data", "2_rois", "3_tokens", "4_summary", "5_stats", "6_train_a0",
+          "7_train_v", "8_train_av0", "11_pack", "12_decode", "14_report"]
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/espeak-ng") and not os.environ.get("ESPEAK"),
+                                reason="espeak-ng not installed")
+
+
+def _run(root: Path, *extra):
+    cmd = ["bash", str(RUN), "--preset", "tiny", "--nj", "2", "--gen_args", "--sessions 4 1 1",
+           "--corpus_dir", str(root / "corpus"), "--exp_dir", str(root / "exp"),
+           "--data_dir", str(root / "data"), "--train_args", "--set trainer.max_epochs=1 trainer.progress=false",
+           "--decode_sets", "dev", "--beam_size", "2", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipe")
+    p = _run(root)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return root, p
+
+
+def test_all_stages_and_artifacts(recipe):
+    root, p = recipe
+    exp = root / "exp"
+    for s in STAGES:
+        assert (exp / "stages" / f"{s}.done").is_file(), s
+    for m in ("a0", "v", "av0"):
+        t = exp / f"train_{m}"
+        for f in ("cmd.sh", "config.yaml", "checkpoint.pth", "model.pth", "train_result.json", "train.log"):
+            assert (t / f).is_file(), (m, f)
+        assert "avsr.bin.train" in (t / "cmd.sh").read_text()
+        for f in ("config.yaml", "tokens.txt", "model.pth", "meta.json"):
+            assert (exp / "packed" / m / f).is_file()
+        res = json.loads((exp / "decode" / f"{m}_dev" / "result.json").read_text())
+        assert res["num_utts"] > 0 and res["skipped"] == 0 and res["lo"] <= res["cer"] <= res["hi"]
+        assert res["modality"] == {"a0": "audio", "v": "video", "av0": "audiovisual"}[m]
+    # AV0 was initialised from A0 (its log says so)
+    assert "init from" in (exp / "train_av0" / "train.log").read_text()
+    rep = json.loads((exp / "report.json").read_text())
+    assert {r["model"] for r in rep["rows"]} == {"a0", "v", "av0"}
+    assert "vs_baseline" in [r for r in rep["rows"] if r["model"] == "av0"][0]
+    assert "| dev | av0 |" in p.stdout + p.stderr
+    assert (exp / "data_summary.json").is_file()
+
+
+def test_rerun_skips_done_stages(recipe):
+    root, _ = recipe
+    ck = root / "exp" / "train_a0" / "model.pth"
+    before = ck.stat().st_mtime_ns
+    p = _run(root)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = p.stdout + p.stderr
+    assert out.count("already done") >= len(STAGES) - 1 and ck.stat().st_mtime_ns == before
+
+
+def test_tiny_model_overfits_20_segments(recipe, tmp_path):
+    """~20 train segments, micro A0 (no SpecAug, no dropout), 50 epochs of batch 3: beam-search CER < 5 %."""
+    root, _ = recipe
+    data, exp = root / "data", root / "exp"
+    n = len((data / "train" / "text").read_text().splitlines())
+    assert 15 <= n <= 30
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    tr = subprocess.run([sys.executable, "-m", "avsr.bin.train", "--config", str(ROOT / "conf" / "micro.yaml"),
+                         "--mode", "audio", "--train_data", str(data / "train"), "--valid_data", str(data / "train"),
+                         "--token_list", str(data / "token_list" / "char" / "tokens.txt"),
+                         "--stats", str(exp / "stats" / "feats_stats.json"), "--exp_dir", str(tmp_path / "a0"),
+                         "--set", "trainer.max_epochs=50", "trainer.warmup_steps=60", "trainer.lr=0.004",
+                         "trainer.batch_size=3", "trainer.progress=false", "trainer.best_n=1",
+                         "model.specaug=false", "model.dropout_rate=0.0"],
+                        capture_output=True, text=True, env=env, timeout=1200)
+    assert tr.returncode == 0, tr.stderr[-3000:]
+    for cmd in (["pack", "--exp_dir", str(tmp_path / "a0"), "--out", str(tmp_path / "packed")],
+                ["decode", "--model", str(tmp_path / "packed"), "--data_dir", str(data / "train"),
+                 "--out_dir", str(tmp_path / "dec"), "--beam_size", "4"]):
+        p = subprocess.run([sys.executable, "-m", "avsr.cli", *cmd], capture_output=True, text=True, env=env)
+        assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads((tmp_path / "dec" / "result.json").read_text())
+    assert res["num_utts"] == n and res["cer"] < 0.05, res["cer"]
