@@ -17,7 +17,7 @@ ESPNET_RUNTIME := "typeguard" "packaging" "librosa>=0.10.2" "torch_complex"
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NJ ?= 2
 
-.PHONY: help install sysdeps demo test test-all bench clean-venv
+.PHONY: help install sysdeps demo test test-all bench bench-train clean-venv
 
 help:
 	@echo "make demo     set up (.venv, deps) and run the SynthMISP demo recipe"
@@ -51,7 +51,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 install: $(VENV)/.installed
 
 demo: install
-	cd recipes/synthmisp && ./run.sh --preset demo --nj $(NJ)
+	cd recipes/synthmisp && ./run.sh --preset demo --nj $(NJ) --models "a0 av0" \
+	  --av0_args "--set trainer.max_epochs=10"
 
 test: install
 	$(PY) -m pytest -q -m "not slow" tests
@@ -64,6 +65,18 @@ bench: install
 	$(PY) scripts/synthmisp_text_stats.py --out docs/results/synthmisp_text.json
 	$(PY) scripts/bench_synthmisp.py --preset mini --nj $(NJ) --out docs/results/synthmisp_mini.json
 	$(PY) scripts/bench_dataprep.py --misp_root corpora/synthmisp_mini --out docs/results/dataprep_mini.json
+	$(MAKE) --no-print-directory bench-train
+
+# training calibration on the mini preset (resumable: re-running continues where it stopped)
+MINI_EXP := recipes/synthmisp/exp/synthmisp_mini
+bench-train: install
+	[ -f corpora/synthmisp_mini/synthmisp.json ] || \
+	  $(PY) scripts/bench_synthmisp.py --preset mini --nj $(NJ) --out docs/results/synthmisp_mini.json
+	cd recipes/synthmisp && ./run.sh --preset mini --nj $(NJ) --stage 1 --corpus_dir ../../corpora/synthmisp_mini \
+	  --models "a0 v av0" --av0_args "--set trainer.max_epochs=10 trainer.warmup_steps=200"
+	$(PY) scripts/collect_training.py --exp_dir $(MINI_EXP) --config conf/mini.yaml --out docs/results/calibration_mini.json
+	$(PY) scripts/bench_decode.py --model $(MINI_EXP)/packed/av0 --data_dir recipes/synthmisp/data/synthmisp_mini/eval \
+	  --beam_size 10 --batch_size 16 --threads 2 --out docs/results/bench_decode.json
 	$(PY) scripts/make_benchmarks_md.py
 
 clean-venv:

@@ -42,11 +42,28 @@ def _as_tensor(x, dtype):
     return x.to(dtype)
 
 
+def _subset(batch: Batch, idx: List[int]) -> Batch:
+    """The utterances ``idx`` of a padded batch (padding trimmed to the longest kept one)."""
+    it = torch.tensor(idx)
+    kw = {"utt_ids": [batch.utt_ids[i] for i in idx]}
+    for name, lname in (("audio", "audio_lens"), ("video", "video_lens"), ("tokens", "token_lens")):
+        x, lens = getattr(batch, name), getattr(batch, lname)
+        if x is None:
+            continue
+        ln = lens.index_select(0, it.to(lens.device))
+        kw[name] = x.index_select(0, it.to(x.device))[:, :int(ln.max())]
+        kw[lname] = ln
+        if name == "video" and batch.frame_mask is not None:
+            kw["frame_mask"] = batch.frame_mask.index_select(0, it.to(batch.frame_mask.device))[:, :int(ln.max())]
+    return Batch(**kw)
+
+
 class Speech2Text:
     def __init__(self, model: torch.nn.Module, tokenizer, *, device: Union[str, torch.device] = "cpu",
                  beam_size: int = 10, ctc_weight: Optional[float] = None, penalty: float = 0.0,
                  maxlenratio: float = 0.0, minlenratio: float = 0.0, ctc_greedy: bool = False,
-                 nbest: int = 1, crop: int = 88):
+                 nbest: int = 1, crop: int = 88, adapters: str = "auto",
+                 adapter_threshold: Optional[float] = 0.0):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -61,6 +78,13 @@ class Speech2Text:
         self.nbest = int(nbest)
         self.crop = int(crop)
         self.timings: Dict[str, float] = {"encode": 0.0, "search": 0.0}
+        # MS-Adapter routing: "auto" = adapters on the audio-only path; utterances whose share of
+        # present video frames is <= adapter_threshold take that path (0: only with no frame at
+        # all, the paper's behaviour; None: never route by the frame mask).  "on"/"off" force them.
+        if adapters not in ("auto", "on", "off"):
+            raise ValueError(f"adapters must be auto, on or off, got {adapters!r}")
+        self.model.adapter_policy = adapters
+        self.adapter_threshold = adapter_threshold
 
     @classmethod
     def from_packed(cls, path, device="cpu", **kw) -> "Speech2Text":
@@ -120,10 +144,41 @@ class Speech2Text:
         self.timings["search"] += time.perf_counter() - t0
         return out
 
+    def route(self, batch: Batch) -> Optional[torch.Tensor]:
+        """Bool [B]: utterances sent to the audio-only (adapter) path by the frame mask, or None."""
+        m = self.model
+        if (m.adapters is None or m.cfg.mode != "audiovisual" or batch.video is None
+                or self.adapter_threshold is None or m.adapter_policy == "off"):
+            return None
+        fm = batch.frame_mask if batch.frame_mask is not None else batch.video.flatten(2).any(-1)
+        T = batch.video.shape[1]
+        valid = torch.arange(T)[None, :] < batch.video_lens.cpu()[:, None]
+        present = (fm.cpu() & valid).sum(1).float() / batch.video_lens.cpu().clamp_min(1).float()
+        return present <= float(self.adapter_threshold) + 1e-9
+
     def decode_batch(self, batch: Batch, modality: Optional[str] = None) -> List[Result]:
-        """Decode every utterance of a padded batch in one encoder forward and one batched search."""
-        enc, lens, m = self.encode(batch, modality)
-        return self.decode_encoded(enc, lens, m)
+        """Decode every utterance of a padded batch in one encoder forward and one batched search
+        (two when MS-Adapter routing splits the batch into audio-only and audio-visual parts)."""
+        r = self.route(batch) if modality is None else None
+        if r is not None and bool(r.any()):
+            out: List[Optional[Result]] = [None] * len(batch)
+            for sel, mod in ((r, "audio"), (~r, None)):
+                idx = torch.nonzero(sel).flatten().tolist()
+                if not idx:
+                    continue
+                sub = _subset(batch, idx)
+                if mod == "audio":
+                    sub = sub.replace(video=None, video_lens=None, frame_mask=None)
+                for i, res in zip(idx, self._decode(sub, mod)):
+                    out[i] = res
+            return out  # type: ignore[return-value]
+        return self._decode(batch, modality)
+
+    def _decode(self, batch: Batch, modality: Optional[str]) -> List[Result]:
+        m = self.pick_modality(batch, modality)
+        with self.model.adapter_switch(self.model.adapters_for(m)):
+            enc, lens, m = self.encode(batch, m)
+            return self.decode_encoded(enc, lens, m)
 
     def make_batch(self, items: Sequence[Dict]) -> Batch:
         """A Batch from dicts with ``audio`` (float [N] 16 kHz) and optional ``video`` (uint8 ROIs

@@ -79,7 +79,8 @@ def build_parser():
                     help="extra training method spec NAME[:json-kwargs] (see avsr.robust.registry)")
     ap.add_argument("--max_duration", type=float, default=None, help="skip training utterances longer than this (s)")
     ap.add_argument("--train_subset", type=int, default=0, help="use only the first N training utterances")
-    ap.add_argument("--set", nargs="*", default=[], dest="overrides", help="section.key=value overrides")
+    ap.add_argument("--set", nargs="*", default=[], action="extend", dest="overrides",
+                    help="section.key=value overrides (may be repeated; later wins)")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--device", default=None, help="cpu | cuda | auto (default: trainer.device)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
@@ -151,15 +152,17 @@ def main(argv=None) -> int:
                                                  batch_size=16, collate_fn=collate)
             model.compute_stats(loader)
 
+    # --method ones first: a method that needs the clean inputs (MDA-KD) sees them before the
+    # frame dropout (always last) replaces frames with black
     methods = []
+    if args.method:
+        from avsr.robust.registry import build_method
+        methods += [build_method(spec) for spec in args.method]
     if args.d_prob > 0:
         from avsr.robust.frame_dropout_method import FrameDropoutMethod
         rate = args.drop_rate[0] if len(args.drop_rate) == 1 else tuple(args.drop_rate[:2])
         methods.append(FrameDropoutMethod(rate=rate, d_prob=args.d_prob, pattern=args.drop_pattern,
                                           seed=tcfg.seed))
-    if args.method:
-        from avsr.robust.registry import build_method
-        methods += [build_method(spec) for spec in args.method]
 
     trainer = Trainer(model, train_set, valid_set, tcfg, methods=methods, exp_dir=args.exp_dir,
                       cer_fn=make_cer_fn(tok))

@@ -45,6 +45,9 @@ class ModelConfig:
                          ``num_time_mask`` configure it (time masks only, as in the paper)
     ctc_weight (lambda)  loss = lambda * CTC + (1 - lambda) * attention
     lsm_weight           label smoothing of the attention loss
+    adapter_rank         MS-Adapter LoRA rank (0 = no adapters); ``adapter_alpha`` (0 = rank),
+                         ``adapter_dropout``, ``adapter_targets`` (name prefixes of the adapted
+                         ``nn.Linear`` layers: audio Conformers, shared Conformers, decoder layers)
     """
     mode: str = "audiovisual"
     vocab_size: int = 0
@@ -81,6 +84,13 @@ class ModelConfig:
     # loss
     ctc_weight: float = 0.3
     lsm_weight: float = 0.1
+    # MS-Adapter (LoRA); used on the audio-only path of an AV model
+    adapter_rank: int = 0
+    adapter_alpha: float = 0.0
+    adapter_dropout: float = 0.0
+    adapter_targets: List[str] = field(default_factory=lambda: ["audio_encoder.encoders.",
+                                                                "shared_encoder.encoders.",
+                                                                "decoder.decoders."])
 
     def __post_init__(self):
         if self.mode not in MODES:

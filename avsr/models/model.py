@@ -89,6 +89,7 @@ VISUAL_PREFIXES = ("visual_frontend.", "visual_encoder.")
 CROSS_PREFIXES = ("cross_a2v.", "cross_v2a.")
 MERGE_PREFIXES = ("merge_ffn.",)
 BACKEND_PREFIXES = ("shared_encoder.", "ctc.", "decoder.")
+ADAPTER_PREFIXES = ("adapters.",)
 
 
 class MaskedConvolutionModule(ConvolutionModule):
@@ -239,6 +240,29 @@ class AVSRModel(nn.Module):
         self.criterion_att = LabelSmoothingLoss(cfg.vocab_size, IGNORE_ID, cfg.lsm_weight, normalize_length=False)
         self.sos = self.eos = cfg.vocab_size - 1
         self.ignore_id = IGNORE_ID
+        # MS-Adapter: LoRA on the audio Conformers, shared Conformers and decoder, switched on for
+        # the audio-only path of an AV model (policy "auto"), or forced "on" / "off"
+        self.adapter_policy = "auto"
+        if cfg.adapter_rank > 0:
+            from avsr.models.lora import Adapters
+            self.adapters = Adapters(self, cfg.adapter_rank, cfg.adapter_alpha, cfg.adapter_dropout,
+                                     cfg.adapter_targets)
+        else:
+            self.adapters = None
+
+    # ------------------------------------------------------------------ adapters
+    def adapters_for(self, modality: Optional[str] = None) -> bool:
+        """Whether the adapters are used for a forward in ``modality`` (under ``adapter_policy``)."""
+        if self.adapters is None or self.adapter_policy == "off":
+            return False
+        if self.adapter_policy == "on":
+            return True
+        return self.cfg.mode == "audiovisual" and (modality or self.cfg.mode) == "audio"
+
+    def adapter_switch(self, on: bool):
+        """Context manager: adapters on/off for everything run inside (encoder and decoder)."""
+        import contextlib
+        return self.adapters.switch(on) if self.adapters is not None else contextlib.nullcontext()
 
     # ------------------------------------------------------------------ normalisation stats
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -359,6 +383,10 @@ class AVSRModel(nn.Module):
         return self.ctc.ctc_lo(enc_out)
 
     def forward(self, batch: Batch, modality: Optional[str] = None) -> ModelOutput:
+        with self.adapter_switch(self.adapters_for(modality)):
+            return self._forward(batch, modality)
+
+    def _forward(self, batch: Batch, modality: Optional[str] = None) -> ModelOutput:
         enc_out, enc_lens, taps = self.encode(batch, modality)
         loss = loss_ctc = loss_att = acc = None
         if batch.tokens is not None:
@@ -386,10 +414,10 @@ def build_model(cfg: ModelConfig) -> AVSRModel:
 
 
 def param_part(name: str) -> str:
-    """``audio`` | ``visual`` | ``cross`` | ``merge`` | ``backend`` for a parameter name."""
+    """``audio`` | ``visual`` | ``cross`` | ``merge`` | ``backend`` | ``adapter`` for a parameter name."""
     for part, prefixes in (("audio", AUDIO_PREFIXES), ("visual", VISUAL_PREFIXES),
                            ("cross", CROSS_PREFIXES), ("merge", MERGE_PREFIXES),
-                           ("backend", BACKEND_PREFIXES)):
+                           ("backend", BACKEND_PREFIXES), ("adapter", ADAPTER_PREFIXES)):
         if name.startswith(prefixes):
             return part
     raise KeyError(name)

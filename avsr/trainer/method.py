@@ -33,6 +33,10 @@ Hooks (all optional)
     them yourself) to ``out.loss``; each is logged under its name (names must be unique
     across methods).  ``model`` is the unwrapped model.  Computed in training and in
     validation (validation reports them but ``loss`` stays the model's own loss).
+``forward_kwargs(batch) -> dict``
+    Keyword arguments for the model's forward (e.g. ``{"modality": "audio"}`` for an
+    audio-only method), merged in method order for training *and* validation forwards;
+    arguments given to ``trainer.forward_loss`` explicitly win.
 ``train_step(trainer, batch) -> dict[str, float]``
     Owns one training micro-step (the batch is already transformed and on the device).
     The default (:meth:`TrainingMethod.train_step`) is ``trainer.default_train_step(batch)``:
@@ -136,6 +140,9 @@ class TrainingMethod:
         return batch
 
     def extra_losses(self, batch: "Batch", out: Any, model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+        return {}
+
+    def forward_kwargs(self, batch: "Batch") -> Dict[str, Any]:
         return {}
 
     def train_step(self, trainer: "Trainer", batch: "Batch") -> Dict[str, float]:

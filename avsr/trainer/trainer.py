@@ -440,8 +440,12 @@ class Trainer:
     def forward_loss(self, batch, **model_kwargs):
         """``(loss, out, stats)``: model loss + every method's extra losses; stats hold
         ``loss`` (total), the model's stats (its own loss as ``loss_model``) and each extra term."""
+        kw: Dict[str, Any] = {}
+        for m in self.methods:
+            kw.update(m.forward_kwargs(batch) or {})
+        kw.update(model_kwargs)
         with self.autocast():
-            out = self.ddp_model(batch, **model_kwargs)
+            out = self.ddp_model(batch, **kw)
             if getattr(out, "loss", None) is None:
                 raise RuntimeError("model output has no loss (batch without tokens?)")
             stats = _out_stats(out)

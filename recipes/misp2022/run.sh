@@ -46,7 +46,7 @@ a done stage is skipped unless --force true; running a stage clears later stages
   4 summary  per-split counts, hours, ROI frames -> \$exp_dir/data_summary.json
   5 stats      global fbank mean/std of \$train_set -> \$exp_dir/stats/feats_stats.json
   6 train_a0   audio-only model A0 (scratch) -> \$exp_dir/train_a0 (model.pth = best-N average on dev)
-  7 train_v    video-only model V (scratch) -> \$exp_dir/train_v
+  7 train_v    video-only model V (scratch) -> \$exp_dir/train_v (only when --models has v)
   8 train_av0  audio-visual AV0, --init from A0 (full video, no dropout) -> \$exp_dir/train_av0
   11 pack      packed model dirs \$exp_dir/packed/<model> for --models
   12 decode    decode --decode_sets with each packed model -> \$exp_dir/decode/<model>_<set>
@@ -201,7 +201,9 @@ train() {
   [ -f "$dir/model.pth" ] || { echo "ERROR: $dir/model.pth was not written" >&2; return 1; }
 }
 stage_train_a0()  { train a0 audio; }
-stage_train_v()   { train v video; }
+stage_train_v() {
+  case " $models " in *" v "*) train v video ;; *) log "stage 7: v not in --models ($models); not trained" ;; esac
+}
 stage_train_av0() {
   [ -f "$exp_dir/train_a0/model.pth" ] || { echo "ERROR: $exp_dir/train_a0/model.pth not found (stage 6)" >&2; return 1; }
   # shellcheck disable=SC2086
@@ -237,7 +239,7 @@ stage_report() {
 
 run_stage 5 stats      stage_stats      "train_set=$train_set config=$train_config"
 run_stage 6 train_a0   stage_train_a0   "config=$train_config train_args=$train_args"
-run_stage 7 train_v    stage_train_v    "config=$train_config train_args=$train_args"
+run_stage 7 train_v    stage_train_v    "config=$train_config train_args=$train_args models=$models"
 run_stage 8 train_av0  stage_train_av0  "config=$train_config train_args=$train_args av0_args=$av0_args"
 run_stage 11 pack      stage_pack       "models=$models beam_size=$beam_size"
 run_stage 12 decode    stage_decode     "models=$models sets=$decode_sets beam=$beam_size args=$decode_args"
