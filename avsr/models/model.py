@@ -299,10 +299,33 @@ class AVSRModel(nn.Module):
             layer.conv_module.pad_mask = None
         return x
 
-    def encode(self, batch: Batch, modality: Optional[str] = None
-               ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
-        """``(enc_out [B,T,d], enc_lens [B], taps)``; ``modality`` forces ``audio``/``video``/``audiovisual``."""
+    def audio_front(self, batch: Batch):
+        """fbank + subsampling + positional encoding: ``(a [B,T,d], pos_a, lens [B], mask [B,1,T])``.
+        Independent of the video, so a frame-loss sweep computes it once per utterance."""
         cfg = self.cfg
+        feats, flens = self.audio_frontend(batch.audio, batch.audio_lens)
+        if cfg.audio_subsampling == "vgg":
+            a, lens = self.audio_vgg(feats, flens)
+            a, pos_a = self.audio_encoder.embed(a)
+            mask = (~make_pad_mask(lens, maxlen=a.size(1)))[:, None, :].to(a.device)
+        else:
+            fmask = (~make_pad_mask(flens, maxlen=feats.size(1)))[:, None, :].to(feats.device)
+            (a, pos_a), _ = self.audio_encoder.embed(feats, fmask)
+            # exact output lengths of two (k=3, s=2) convs; ESPnet's subsampled mask
+            # over-counts by up to 2 frames for utterances shorter than the batch maximum
+            lens = torch.div(torch.div(flens - 1, 2, rounding_mode="floor") - 1, 2, rounding_mode="floor")
+            mask = (~make_pad_mask(lens, maxlen=a.size(1)))[:, None, :].to(a.device)
+        return a, pos_a, lens, mask
+
+    def encode(self, batch: Batch, modality: Optional[str] = None, front: Optional[Dict] = None
+               ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
+        """``(enc_out [B,T,d], enc_lens [B], taps)``; ``modality`` forces ``audio``/``video``/``audiovisual``.
+
+        ``front`` (evaluation sweeps): precomputed ``"audio"`` = :meth:`audio_front` output and/or
+        ``"visual"`` = visual front-end features ``[B, T, d]`` of the (length-reconciled) video;
+        with them the corresponding inputs of ``batch`` are not read."""
+        cfg = self.cfg
+        front = front or {}
         mode = modality or cfg.mode
         use_a = mode in ("audio", "audiovisual")
         use_v = mode in ("video", "audiovisual")
@@ -310,30 +333,23 @@ class AVSRModel(nn.Module):
             raise ValueError(f"unknown modality {mode!r}")
         if (use_a and not self.has_audio) or (use_v and not self.has_video):
             raise ValueError(f"a model built with mode={cfg.mode!r} cannot run modality={mode!r}")
-        if use_a and batch.audio is None:
+        if use_a and batch.audio is None and "audio" not in front:
             raise ValueError(f"modality {mode!r} needs batch.audio")
-        if use_v and batch.video is None:
+        if use_v and batch.video is None and "visual" not in front:
             raise ValueError(f"modality {mode!r} needs batch.video (use modality='audio' without video)")
         taps: Dict[str, torch.Tensor] = {}
         if use_a:
-            feats, flens = self.audio_frontend(batch.audio, batch.audio_lens)
-            if cfg.audio_subsampling == "vgg":
-                a, lens = self.audio_vgg(feats, flens)
-                a, pos_a = self.audio_encoder.embed(a)
-                mask = (~make_pad_mask(lens, maxlen=a.size(1)))[:, None, :].to(a.device)
-            else:
-                fmask = (~make_pad_mask(flens, maxlen=feats.size(1)))[:, None, :].to(feats.device)
-                (a, pos_a), _ = self.audio_encoder.embed(feats, fmask)
-                # exact output lengths of two (k=3, s=2) convs; ESPnet's subsampled mask
-                # over-counts by up to 2 frames for utterances shorter than the batch maximum
-                lens = torch.div(torch.div(flens - 1, 2, rounding_mode="floor") - 1, 2, rounding_mode="floor")
-                mask = (~make_pad_mask(lens, maxlen=a.size(1)))[:, None, :].to(a.device)
+            a, pos_a, lens, mask = front["audio"] if "audio" in front else self.audio_front(batch)
         if use_v:
-            if use_a:
-                video, vlens = reconcile_video(batch.video, batch.video_lens, lens)
+            if "visual" in front:
+                v = front["visual"]
+                vlens = lens if use_a else batch.video_lens
             else:
-                video, vlens = batch.video, batch.video_lens
-            v, vlens = self.visual_frontend(video, vlens)
+                if use_a:
+                    video, vlens = reconcile_video(batch.video, batch.video_lens, lens)
+                else:
+                    video, vlens = batch.video, batch.video_lens
+                v, vlens = self.visual_frontend(video, vlens)
             v, pos_v = self.visual_encoder.embed(v)
             if not use_a:
                 lens = vlens

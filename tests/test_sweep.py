@@ -1,0 +1,100 @@
+"""The frame-loss / noise sweep: cached (shared front-ends, stacked conditions) == uncached."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avsr.data.dataset import collate
+from avsr.eval.sweep import Condition, add_babble, default_conditions, degradation_area, run_sweep
+from avsr.inference import Speech2Text
+from avsr.models import AVSRModel, load_config
+from avsr.text.tokens import Tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+TOK = Tokenizer(["<blank>", "<unk>"] + list("abcdefghij") + ["<sos/eos>"])
+V = TOK.vocab_size
+
+
+class DS(torch.utils.data.Dataset):
+    def __init__(self, n=5, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.items = []
+        for i in range(n):
+            k = 12000 + 3000 * i
+            self.items.append({"utt_id": f"u{i}", "audio": 0.1 * torch.randn(k, generator=g),
+                               "video": torch.randint(1, 255, (k // 640 + (i % 3) - 1, 88, 88), generator=g,
+                                                      dtype=torch.uint8),
+                               "detected": None, "tokens": None, "text": "abc"})
+        self.durations = [len(it["audio"]) / 16000 for it in self.items]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def load_audio(self, i):
+        return self.items[i]["audio"].numpy()
+
+
+def _model(mode, seed, **kw):
+    torch.manual_seed(seed)
+    m = AVSRModel(load_config(ROOT / "conf" / "micro.yaml", vocab_size=V, mode=mode, **kw)).eval()
+    with torch.no_grad():
+        m.ctc.ctc_lo.weight.mul_(10)
+        m.decoder.output_layer.weight.mul_(10)
+        if mode == "audiovisual":      # zero-initialised fusion: make the video matter
+            m.merge_ffn[-1].weight.normal_(0, 0.5)
+            for ca in m.cross_a2v:
+                ca.attn.linear_out.weight.normal_(0, 0.5)
+        if m.adapters is not None:
+            for p in m.adapters.parameters():
+                if p.shape[-1] == m.cfg.adapter_rank:
+                    p.normal_(0, 1.0)
+    return m
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_cached_equals_uncached(greedy):
+    models = {
+        "A0": Speech2Text(_model("audio", 0), TOK, beam_size=2, ctc_greedy=greedy),
+        "V": Speech2Text(_model("video", 1), TOK, beam_size=2, ctc_greedy=greedy),
+        "AV": Speech2Text(_model("audiovisual", 2), TOK, beam_size=2, ctc_greedy=greedy),
+        "AV6": Speech2Text(_model("audiovisual", 3, adapter_rank=2), TOK, beam_size=2, ctc_greedy=greedy,
+                           adapter_threshold=0.0),
+    }
+    conds = default_conditions(rates=(0.0, 0.3, 1.0), snrs=(-5.0,))
+    ds = DS()
+    a = run_sweep(models, ds, conds, batch_size=3, cache=True, progress=False)
+    b = run_sweep(models, ds, conds, batch_size=3, cache=False, progress=False)
+    assert a["hyps"] == b["hyps"]
+    av = a["hyps"]["AV"]
+    assert av["random@0"] != av["whole"] or av["random@0"] != av["random@0.3"]   # conditions differ
+    assert a["hyps"]["A0"]["random@0"] == a["hyps"]["A0"]["whole"]              # audio-only: same
+    assert a["hyps"]["A0"]["random@0"] != a["hyps"]["A0"]["babble-5dB"]
+    assert set(a["timing"]["AV"]) >= {"audio_front", "visual_front", "encoder", "search"}
+
+
+def test_babble_snr_and_seed():
+    ds = DS(3)
+    b = collate([ds[i] for i in range(3)])
+    pool = [ds.load_audio(i) for i in range(3)]
+    n1 = add_babble(b, pool, -5.0, seed=1)
+    n2 = add_babble(b, pool, -5.0, seed=1)
+    assert torch.equal(n1.audio, n2.audio)
+    for i in range(3):
+        k = int(b.audio_lens[i])
+        s = b.audio[i, :k].double()
+        noise = (n1.audio[i, :k] - b.audio[i, :k]).double()
+        snr = 10 * np.log10(float((s ** 2).mean()) / float((noise ** 2).mean()))
+        assert abs(snr + 5.0) < 0.1
+        assert torch.equal(n1.audio[i, k:], b.audio[i, k:])      # padding untouched
+
+
+def test_degradation_area():
+    assert degradation_area({0.0: 0.2, 1.0: 0.2}, 0.2) == 0.0
+    assert abs(degradation_area({0.0: 0.2, 0.5: 0.3, 1.0: 0.6}, 0.2) - (0.5 * 0.05 + 0.5 * 0.25)) < 1e-12
+    assert Condition(0.5, "segment").name == "segment@0.5" and Condition(snr_db=-2.5).name == "babble-2.5dB"
