@@ -2,6 +2,7 @@
 
     avsr pack   --exp_dir exp/train_av0 --out exp/packed/av0      make a packed model dir
     avsr decode --model exp/packed/av0 --data_dir data/eval ...    decode + score a data dir
+    avsr eval   --models A0=exp/packed/a0 AV0=exp/packed/av0 ...   CER-vs-frame-loss sweep
 
 ``avsr <command> --help`` shows each command's options.  Errors are one line naming the file,
 exit code != 0, no traceback (set ``AVSR_DEBUG=1`` for tracebacks).
@@ -60,9 +61,15 @@ def _decode(argv) -> int:
     return decode_main(argv)
 
 
+def _eval(argv) -> int:
+    from avsr.bin.sweep import main as sweep_main
+    return sweep_main(argv)
+
+
 COMMANDS = {
     "pack": (_pack, "make a packed model dir (config, tokens, stats, averaged weights, version)"),
     "decode": (_decode, "decode and score a Kaldi-style data dir with a packed model"),
+    "eval": (_eval, "CER vs video frame loss / babble noise for several models, with bias diagnostics"),
 }
 
 

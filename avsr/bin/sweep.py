@@ -1,0 +1,237 @@
+"""``avsr eval``: CER vs video frame loss (and babble noise) for several packed models, with the
+modality-bias diagnostics.
+
+    avsr eval --models A0=exp/packed/a0 AV0=exp/packed/av0 AV6=exp/packed/av6@0 \\
+        --data_dir data/eval --out_dir exp/sweep/eval [--ctc_greedy | --beam_size 10] \\
+        [--baseline A0 --reference AV0] [--similarity_rates 0 0.5 1.0] [--compare_uncached]
+
+``NAME=DIR[@T]``: a packed model; ``@T`` sets its MS-Adapter routing threshold (share of present
+frames at or below which the audio-only adapter path is used; default 0 = only with no frame).
+Outputs in ``--out_dir``: ``sweep.json`` (CER with 95 % bootstrap interval per model and condition,
+degradation area, relative CER against the baseline's output, representation similarity, timing),
+``sweep.md`` (tables), ``cer_vs_frame_loss.png`` (the paper's Figure 1 style, baseline dashed),
+``similarity.png``.  Every table says which search produced it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def parse_models(specs):
+    out = {}
+    for s in specs:
+        if "=" not in s:
+            raise SystemExit(f"--models expects NAME=DIR[@threshold], got {s!r}")
+        name, rest = s.split("=", 1)
+        thr = 0.0
+        if "@" in rest:
+            rest, t = rest.rsplit("@", 1)
+            thr = None if t.lower() == "none" else float(t)
+        out[name] = (rest, thr)
+    return out
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="avsr eval", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--models", nargs="+", required=True)
+    ap.add_argument("--data_dir", required=True)
+    ap.add_argument("--out_dir", required=True)
+    ap.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.1, 0.25, 0.3, 0.5, 0.7, 0.75, 1.0])
+    ap.add_argument("--segment_rates", type=float, nargs="*", default=[0.5])
+    ap.add_argument("--no_whole", action="store_true")
+    ap.add_argument("--snrs", type=float, nargs="*", default=[0.0, -2.5, -5.0])
+    ap.add_argument("--beam_size", type=int, default=10)
+    ap.add_argument("--ctc_greedy", action="store_true")
+    ap.add_argument("--batch_size", type=int, default=16)
+    ap.add_argument("--baseline", default=None, help="audio-only model (relative CER reference; dashed line)")
+    ap.add_argument("--reference", default=None, help="model whose rate-0 CER anchors the degradation area (AV0)")
+    ap.add_argument("--similarity_rates", type=float, nargs="*", default=[],
+                    help="random-loss rates for the A0-vs-AVSR representation similarity")
+    ap.add_argument("--compare_uncached", action="store_true",
+                    help="also run every condition independently; report the cost ratio and check identity")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0)
+    return ap
+
+
+def similarity(a: dict, b: dict):
+    """cosine matrix between mean-pooled reps of the same utterances; diagonal dominance."""
+    utts = sorted(set(a) & set(b))
+    A = np.stack([a[u] for u in utts]).astype(np.float64)
+    B = np.stack([b[u] for u in utts]).astype(np.float64)
+    A /= np.linalg.norm(A, axis=1, keepdims=True) + 1e-12
+    B /= np.linalg.norm(B, axis=1, keepdims=True) + 1e-12
+    S = A @ B.T
+    n = len(utts)
+    off = (S.sum() - np.trace(S)) / max(n * n - n, 1)
+    # linear CKA on centred features
+    Ac, Bc = A - A.mean(0), B - B.mean(0)
+    cka = np.linalg.norm(Ac.T @ Bc) ** 2 / (np.linalg.norm(Ac.T @ Ac) * np.linalg.norm(Bc.T @ Bc) + 1e-12)
+    return S, {"diag_mean": float(np.trace(S) / n), "offdiag_mean": float(off),
+               "diagonal_dominance": float(np.trace(S) / n - off), "linear_cka": float(cka), "utts": n}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    from avsr.data.dataset import AVSRDataset
+    from avsr.eval.metrics import bootstrap_ci, utt_errors
+    from avsr.eval.sweep import default_conditions, degradation_area, run_sweep
+    from avsr.inference import Speech2Text
+
+    specs = parse_models(args.models)
+    models = {}
+    for name, (path, thr) in specs.items():
+        models[name] = Speech2Text.from_packed(path, device=args.device, beam_size=args.beam_size,
+                                               ctc_greedy=args.ctc_greedy, adapter_threshold=thr)
+    search = "ctc_greedy" if args.ctc_greedy else f"beam{args.beam_size}"
+    ds = AVSRDataset(args.data_dir, None, modality="audiovisual")
+    conds = default_conditions(args.rates, args.segment_rates, not args.no_whole, args.snrs)
+    os.makedirs(args.out_dir, exist_ok=True)
+    t0 = time.perf_counter()
+    res = run_sweep(models, ds, conds, batch_size=args.batch_size, cache=True, seed=args.seed, limit=args.limit,
+                    collect_fused=args.similarity_rates)
+    wall = time.perf_counter() - t0
+    refs = {u: ds.dd.text[u] for u in ds.utt_ids[: args.limit or None]}
+    table = {}
+    for m in models:
+        table[m] = {}
+        for c in res["conditions"]:
+            hy = res["hyps"][m][c]
+            ee = [utt_errors(refs[u], hy.get(u, "")) for u in sorted(refs)]
+            ci = bootstrap_ci([e for e, _ in ee], [n for _, n in ee], num=args.bootstrap, seed=0)
+            row = {k: ci[k] for k in ("cer", "lo", "hi", "errors", "ref_chars")}
+            if args.baseline and m != args.baseline:     # relative CER: the A0 output as reference
+                base = res["hyps"][args.baseline][c]
+                rr = [utt_errors(base.get(u, ""), hy.get(u, "")) for u in sorted(refs)]
+                row["relative_cer_vs_baseline"] = sum(e for e, _ in rr) / max(sum(n for _, n in rr), 1)
+            table[m][c] = row
+    out = {"data_dir": os.path.abspath(args.data_dir), "search": search, "seed": args.seed,
+           "models": {n: {"path": os.path.abspath(p), "adapter_threshold": t} for n, (p, t) in specs.items()},
+           "conditions": res["conditions"], "cer": table, "utts": len(refs),
+           "timing": {"wall_seconds": wall, "load_seconds": res["load_seconds"], "per_model": res["timing"]}}
+    rate_names = {r: f"random@{r:g}" for r in args.rates}
+    if args.reference and args.reference in table:
+        ref0 = table[args.reference][rate_names[0.0]]["cer"] if 0.0 in rate_names else None
+        if ref0 is not None:
+            out["degradation_area"] = {m: degradation_area({r: table[m][n]["cer"] for r, n in rate_names.items()}, ref0)
+                                       for m in models}
+    if args.similarity_rates and args.baseline:
+        sims, mats = {}, {}
+        for m in models:
+            if m == args.baseline:
+                continue
+            sims[m] = {}
+            for r in args.similarity_rates:
+                S, st = similarity(res["fused"][args.baseline][float(r)], res["fused"][m][float(r)])
+                sims[m][f"{r:g}"] = st
+                mats[(m, r)] = S
+        out["similarity"] = sims
+        _plot_similarity(mats, args, os.path.join(args.out_dir, "similarity.png"))
+    if args.compare_uncached:
+        t1 = time.perf_counter()
+        unc = run_sweep(models, ds, conds, batch_size=args.batch_size, cache=False, seed=args.seed,
+                        limit=args.limit)
+        wall_u = time.perf_counter() - t1
+        out["uncached"] = {"wall_seconds": wall_u, "per_model": unc["timing"],
+                           "identical_hyps": unc["hyps"] == res["hyps"],
+                           "cost_ratio_cached_vs_uncached": (wall - res["load_seconds"]) /
+                                                            max(wall_u - unc["load_seconds"], 1e-9)}
+    with open(os.path.join(args.out_dir, "sweep.json"), "w", encoding="utf-8") as f:
+        json.dump(out, f, indent=1, ensure_ascii=False)
+    md = render_md(out, args)
+    with open(os.path.join(args.out_dir, "sweep.md"), "w", encoding="utf-8") as f:
+        f.write(md)
+    _plot(out, args, os.path.join(args.out_dir, "cer_vs_frame_loss.png"))
+    print(md)
+    print(f"plot: {os.path.join(args.out_dir, 'cer_vs_frame_loss.png')}")
+    return 0
+
+
+def render_md(out, args) -> str:
+    conds = out["conditions"]
+    lines = [f"CER % [95 % CI] on `{out['data_dir']}` ({out['utts']} utterances), search: **{out['search']}**", "",
+             "| model | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
+    for m, row in out["cer"].items():
+        lines.append(f"| {m} | " + " | ".join(f"{100 * row[c]['cer']:.1f} [{100 * row[c]['lo']:.1f}, "
+                                               f"{100 * row[c]['hi']:.1f}]" for c in conds) + " |")
+    if "degradation_area" in out:
+        lines += ["", f"Degradation area (trapezoid of CER(r) - CER_{args.reference}(0) over the random-loss rates, "
+                      "CER in %·rate):", "", "| model | area |", "|---|---|"]
+        lines += [f"| {m} | {100 * a:.2f} |" for m, a in out["degradation_area"].items()]
+    if args.baseline:
+        rel = [(m, row) for m, row in out["cer"].items() if m != args.baseline]
+        if rel:
+            rc = [c for c in conds if c.startswith("random@")]
+            lines += ["", f"Relative CER % (hypotheses scored against {args.baseline}'s output):", "",
+                      "| model | " + " | ".join(rc) + " |", "|---|" + "---|" * len(rc)]
+            lines += [f"| {m} | " + " | ".join(f"{100 * row[c]['relative_cer_vs_baseline']:.1f}" for c in rc) + " |"
+                      for m, row in rel]
+    if "similarity" in out:
+        lines += ["", f"Representation similarity to {args.baseline} (mean-pooled `fused`, cosine; "
+                      "diagonal dominance = mean diagonal - mean off-diagonal; linear CKA):", "",
+                  "| model | rate | diag. dominance | CKA |", "|---|---|---|---|"]
+        for m, d in out["similarity"].items():
+            for r, st in d.items():
+                lines.append(f"| {m} | {r} | {st['diagonal_dominance']:.4f} | {st['linear_cka']:.4f} |")
+    t = out["timing"]
+    lines += ["", f"Sweep wall time {t['wall_seconds']:.1f} s (media loading {t['load_seconds']:.1f} s)."]
+    if "uncached" in out:
+        u = out["uncached"]
+        lines += [f"Independent decodes: {u['wall_seconds']:.1f} s; cost ratio cached/uncached "
+                  f"**{u['cost_ratio_cached_vs_uncached']:.2f}**; identical hypotheses: {u['identical_hyps']}."]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(out, args, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rates = sorted(args.rates)
+    for m, row in out["cer"].items():
+        ys = [100 * row[f"random@{r:g}"]["cer"] for r in rates]
+        ax.plot(rates, ys, "--" if m == args.baseline else "-o", label=m, markersize=3)
+    ax.set_xlabel("test video frame loss rate (random)")
+    ax.set_ylabel("CER (%)")
+    ax.set_title(f"CER vs frame loss ({out['search']})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_similarity(mats, args, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    models = sorted({m for m, _ in mats})
+    rates = sorted({r for _, r in mats})
+    fig, axes = plt.subplots(len(models), len(rates), figsize=(2.6 * len(rates), 2.6 * len(models)), squeeze=False)
+    for i, m in enumerate(models):
+        for j, r in enumerate(rates):
+            S = mats[(m, r)][:50, :50]
+            axes[i][j].imshow(S, vmin=-1, vmax=1, cmap="viridis")
+            axes[i][j].set_title(f"{m} @ {r:g}", fontsize=8)
+            axes[i][j].set_xticks([])
+            axes[i][j].set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
