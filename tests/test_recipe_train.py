@@ -13,7 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "recipes" / "synthmisp" / "run.sh"
 STAGES = ["0_generate", "1_data", "2_rois", "3_tokens", "4_summary", "5_stats", "6_train_a0",
-          "7_train_v", "8_train_av0", "11_pack", "12_decode", "14_report"]
+          "7_train_v", "8_train_av0", "9_train_av5", "10_train_av6", "11_pack", "12_decode", "13_sweep",
+          "14_report"]
+MODELS = ("a0", "v", "av0", "av5", "av6")
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/espeak-ng") and not os.environ.get("ESPEAK"),
                                 reason="espeak-ng not installed")
@@ -23,7 +25,8 @@ def _run(root: Path, *extra):
     cmd = ["bash", str(RUN), "--preset", "tiny", "--nj", "2", "--gen_args", "--sessions 4 1 1",
            "--corpus_dir", str(root / "corpus"), "--exp_dir", str(root / "exp"),
            "--data_dir", str(root / "data"), "--train_args", "--set trainer.max_epochs=1 trainer.progress=false",
-           "--decode_sets", "dev", "--beam_size", "2", *extra]
+           "--decode_sets", "dev", "--beam_size", "2", "--sweep_set", "dev",
+           "--sweep_args", "--snrs -5 --rates 0 0.5 1.0", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
 
 
@@ -40,7 +43,7 @@ def test_all_stages_and_artifacts(recipe):
     exp = root / "exp"
     for s in STAGES:
         assert (exp / "stages" / f"{s}.done").is_file(), s
-    for m in ("a0", "v", "av0"):
+    for m in MODELS:
         t = exp / f"train_{m}"
         for f in ("cmd.sh", "config.yaml", "checkpoint.pth", "model.pth", "train_result.json", "train.log"):
             assert (t / f).is_file(), (m, f)
@@ -49,11 +52,21 @@ def test_all_stages_and_artifacts(recipe):
             assert (exp / "packed" / m / f).is_file()
         res = json.loads((exp / "decode" / f"{m}_dev" / "result.json").read_text())
         assert res["num_utts"] > 0 and res["skipped"] == 0 and res["lo"] <= res["cer"] <= res["hi"]
-        assert res["modality"] == {"a0": "audio", "v": "video", "av0": "audiovisual"}[m]
-    # AV0 was initialised from A0 (its log says so)
+        assert res["modality"] == {"a0": "audio", "v": "video"}.get(m, "audiovisual")
+    # AV0 was initialised from A0, AV5 from AV0 with dropout + MDA-KD, AV6 from AV5 with adapters only
     assert "init from" in (exp / "train_av0" / "train.log").read_text()
+    av5 = json.loads((exp / "train_av5" / "train_result.json").read_text())
+    assert any("MDAKD" in x for x in av5["methods"]) and any("FrameDropout" in x for x in av5["methods"])
+    assert "loss_kd" in av5["history"][-1]["train"]
+    av6 = json.loads((exp / "train_av6" / "train_result.json").read_text())
+    assert 0 < av6["parameters"]["adapter"] < 0.1 * av6["parameters"]["total"]
     rep = json.loads((exp / "report.json").read_text())
-    assert {r["model"] for r in rep["rows"]} == {"a0", "v", "av0"}
+    assert {r["model"] for r in rep["rows"]} == set(MODELS)
+    sw = json.loads((exp / "sweep" / "dev" / "sweep.json").read_text())
+    assert set(sw["cer"]) == {"A0", "AV0", "AV5", "AV6"} and "degradation_area" in sw and "similarity" in sw
+    assert set(sw["conditions"]) == {"random@0", "random@0.5", "random@1", "segment@0.5", "whole", "babble-5dB"}
+    assert (exp / "sweep" / "dev" / "cer_vs_frame_loss.png").stat().st_size > 1000
+    assert "CER-vs-frame-loss plot:" in p.stdout + p.stderr
     assert "vs_baseline" in [r for r in rep["rows"] if r["model"] == "av0"][0]
     assert "| dev | av0 |" in p.stdout + p.stderr
     assert (exp / "data_summary.json").is_file()

@@ -26,7 +26,17 @@ train_config=../../conf/full.yaml   # model + trainer YAML (conf/{micro,demo,min
 train_args=          # extra arguments for every avsr.bin.train call, e.g. "--set trainer.max_epochs=5"
 av0_args=            # extra arguments for the AV0 training only (e.g. fewer epochs)
 ngpu=0               # >1: training through torchrun --nproc_per_node=$ngpu (DDP); 1: one GPU
-models="a0 v av0"    # trained models to pack and decode (stages 11-12)
+models="a0 v av0 av5 av6"   # models to train (7, 9, 10 only when listed), pack, decode and sweep
+robust_args=         # extra avsr.bin.train arguments for the robust student (stage 9)
+d_prob=0.5           # robust student: share of samples with frame dropout (rate ~ U(0, 1], random pattern)
+kd_distance=gauss_kl # MDA-KD distance: mse | cosine | gauss_kl | mmd
+kd_tap=fused         # MDA-KD tap: fused | fusion<i>.audio | fusion<i>.visual | shared_out
+kd_weight=1.0        # MDA-KD loss weight (0: dropout only, i.e. the AV3 row)
+adapter_rank=8       # MS-Adapter LoRA rank (stage 10)
+adapter_args=        # extra avsr.bin.train arguments for the adapter training (stage 10)
+adapter_threshold=0  # MS-Adapter routing: present-frame share at or below which adapters switch on
+sweep_set=eval       # data set of the CER-vs-frame-loss sweep (stage 13)
+sweep_args=          # extra avsr eval arguments (e.g. "--ctc_greedy", "--limit 100")
 decode_sets="dev eval"
 beam_size=10         # 0: CTC greedy
 decode_batch=16      # utterances per batched decode
@@ -48,11 +58,18 @@ a done stage is skipped unless --force true; running a stage clears later stages
   6 train_a0   audio-only model A0 (scratch) -> \$exp_dir/train_a0 (model.pth = best-N average on dev)
   7 train_v    video-only model V (scratch) -> \$exp_dir/train_v (only when --models has v)
   8 train_av0  audio-visual AV0, --init from A0 (full video, no dropout) -> \$exp_dir/train_av0
+  9 train_av5  robust student AV5: init AV0, frame dropout (D_prob --d_prob, rate ~ U(0,1], random)
+               + MDA-KD from the frozen AV0 teacher (--kd_distance, --kd_tap, --kd_weight)
+  10 train_av6 MS-Adapter: LoRA (--adapter_rank) on AV5's audio/shared Conformers and decoder,
+               base frozen, audio-only input -> \$exp_dir/train_av6
   11 pack      packed model dirs \$exp_dir/packed/<model> for --models
   12 decode    decode --decode_sets with each packed model -> \$exp_dir/decode/<model>_<set>
                (beam search, or CTC greedy with --beam_size 0; text, result.json with CER + 95 % CI)
+  13 sweep     avsr eval on --sweep_set: CER vs frame-loss rate (random 0..1, segment 0.5, whole) and
+               babble 0/-2.5/-5 dB, degradation area, relative CER vs A0, representation similarity
+               -> \$exp_dir/sweep/\$sweep_set/{sweep.json,sweep.md,cer_vs_frame_loss.png}
   14 report    CER table with bootstrap intervals and paired-bootstrap comparisons
-               -> \$exp_dir/report.{json,md}, printed
+               -> \$exp_dir/report.{json,md}, printed, then the sweep table and the plot's path
   Training stages resume from \$exp_dir/train_*/checkpoint.pth when re-run after an interruption;
   with --force true they start from scratch.  Each train dir holds cmd.sh (the exact command).
 
@@ -80,6 +97,9 @@ Options (default):
   --beam_size N      beam size, 0 = CTC greedy ($beam_size)
   --decode_batch N   utterances per batched decode ($decode_batch)
   --decode_args "..." extra avsr.bin.decode arguments ($decode_args)
+  --d_prob P, --kd_distance D, --kd_tap T, --kd_weight W, --robust_args "..."   robust student (stage 9)
+  --adapter_rank R, --adapter_args "...", --adapter_threshold T                  MS-Adapter (stage 10)
+  --sweep_set S, --sweep_args "..."                                              sweep (stage 13)
   --config FILE      file of name=value lines setting the options above
   --help             this message
 EOF
@@ -93,7 +113,7 @@ if [ $# -gt 0 ]; then
   echo "$help_message" >&2
   exit 1
 fi
-for v in stage stop_stage nj channel nbpe ngpu beam_size decode_batch; do
+for v in stage stop_stage nj channel nbpe ngpu beam_size decode_batch adapter_rank; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$0: --$v must be a non-negative integer, got '${!v}'" >&2; exit 1; }
 done
 [ "$nj" -ge 1 ] || { echo "$0: --nj must be >= 1" >&2; exit 1; }
@@ -210,6 +230,29 @@ stage_train_av0() {
   train av0 audiovisual --init "$exp_dir/train_a0/model.pth" $av0_args
 }
 
+has_model() { case " $models " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+stage_train_av5() {
+  has_model av5 || { log "stage 9: av5 not in --models ($models); not trained"; return 0; }
+  local teacher="$exp_dir/train_av0/model.pth"
+  [ -f "$teacher" ] || { echo "ERROR: $teacher not found (stage 8)" >&2; return 1; }
+  local kd=()
+  if [ "$kd_weight" != 0 ]; then
+    kd=(--method "mda_kd:{\"teacher\": \"$teacher\", \"distance\": \"$kd_distance\", \"tap\": \"$kd_tap\", \"weight\": $kd_weight}")
+  fi
+  # shellcheck disable=SC2086
+  train av5 audiovisual --init "$teacher" --d_prob "$d_prob" --drop_rate 0 1 --drop_pattern random \
+    "${kd[@]}" $robust_args
+}
+
+stage_train_av6() {
+  has_model av6 || { log "stage 10: av6 not in --models ($models); not trained"; return 0; }
+  local base="$exp_dir/train_av5/model.pth"
+  [ -f "$base" ] || { echo "ERROR: $base not found (stage 9)" >&2; return 1; }
+  # shellcheck disable=SC2086
+  train av6 audiovisual --init "$base" --method ms_adapter --set "model.adapter_rank=$adapter_rank" $adapter_args
+}
+
 stage_pack() {
   local m
   for m in $models; do
@@ -231,18 +274,40 @@ stage_decode() {
   done
 }
 
+stage_sweep() {
+  local m spec=() search=()
+  [ "$beam_size" -gt 0 ] && search=(--beam_size "$beam_size") || search=(--ctc_greedy)
+  for m in $models; do
+    [ "$m" = v ] && continue
+    if [ "$m" = av6 ]; then spec+=("${m^^}=$exp_dir/packed/$m@$adapter_threshold"); else spec+=("${m^^}=$exp_dir/packed/$m"); fi
+  done
+  local base=() ref=()
+  has_model a0 && base=(--baseline A0 --similarity_rates 0 0.5 1.0)
+  has_model av0 && ref=(--reference AV0)
+  # shellcheck disable=SC2086
+  "$PYTHON" -m avsr.cli eval --models "${spec[@]}" --data_dir "$data_dir/$sweep_set" \
+    --out_dir "$exp_dir/sweep/$sweep_set" "${search[@]}" --batch_size "$decode_batch" "${base[@]}" "${ref[@]}" $sweep_args
+}
+
 stage_report() {
   # shellcheck disable=SC2086
   "$PYTHON" -m avsr.bin.report --decode_dir "$exp_dir/decode" --models $models --sets $decode_sets \
     --baseline a0 --out "$exp_dir/report"
+  if [ -f "$exp_dir/sweep/$sweep_set/sweep.md" ]; then
+    echo; cat "$exp_dir/sweep/$sweep_set/sweep.md"
+    echo "CER-vs-frame-loss plot: $exp_dir/sweep/$sweep_set/cer_vs_frame_loss.png"
+  fi
 }
 
 run_stage 5 stats      stage_stats      "train_set=$train_set config=$train_config"
 run_stage 6 train_a0   stage_train_a0   "config=$train_config train_args=$train_args"
 run_stage 7 train_v    stage_train_v    "config=$train_config train_args=$train_args models=$models"
 run_stage 8 train_av0  stage_train_av0  "config=$train_config train_args=$train_args av0_args=$av0_args"
+run_stage 9 train_av5  stage_train_av5  "config=$train_config train_args=$train_args d_prob=$d_prob kd=$kd_distance/$kd_tap/$kd_weight robust_args=$robust_args models=$models"
+run_stage 10 train_av6 stage_train_av6  "config=$train_config train_args=$train_args rank=$adapter_rank adapter_args=$adapter_args models=$models"
 run_stage 11 pack      stage_pack       "models=$models beam_size=$beam_size"
 run_stage 12 decode    stage_decode     "models=$models sets=$decode_sets beam=$beam_size args=$decode_args"
+run_stage 13 sweep     stage_sweep      "models=$models set=$sweep_set beam=$beam_size threshold=$adapter_threshold args=$sweep_args"
 run_stage 14 report    stage_report     "models=$models sets=$decode_sets"
 
 
