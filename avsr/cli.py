@@ -57,8 +57,11 @@ def _pack(argv) -> int:
 
 
 def _decode(argv) -> int:
-    from avsr.bin.decode import main as decode_main
-    return decode_main(argv)
+    if "--data_dir" in argv:                      # a prepared Kaldi-style data dir (recipes)
+        from avsr.bin.decode import main as decode_main
+        return decode_main(argv)
+    from avsr.bin.decode_pairs import main as pairs_main   # wav (+ video) pairs
+    return pairs_main(argv)
 
 
 def _eval(argv) -> int:
@@ -68,7 +71,7 @@ def _eval(argv) -> int:
 
 COMMANDS = {
     "pack": (_pack, "make a packed model dir (config, tokens, stats, averaged weights, version)"),
-    "decode": (_decode, "decode and score a Kaldi-style data dir with a packed model"),
+    "decode": (_decode, "decode wav(+mp4) pairs (--wav/--pairs), or a data dir (--data_dir) with scoring"),
     "eval": (_eval, "CER vs video frame loss / babble noise for several models, with bias diagnostics"),
 }
 

@@ -1,0 +1,141 @@
+"""A wav (+ optional mp4) pair -> model input: 16 kHz mono audio and 96x96 lip ROIs at 25 fps.
+
+:func:`prepare_pair` is what ``avsr decode --wav/--video`` and ``--pairs`` use.  Video inputs:
+
+* **ROI video** (``video_type="roi"``, or ``"auto"`` when the frame is at most ``roi_max_side``
+  pixels on its longer side): already a mouth crop; every frame is resized to 96x96.
+* **Full frame + detection JSON** (MISP format, :mod:`frontends.detection`): the lip boxes of one
+  speaker (``speaker``; else the only one; else ``face_index`` into the sorted speaker ids; else
+  the first, with a warning).
+* **Full frame, no boxes**: an offline detector (:mod:`frontends.detectors`) tracks the target face's
+  mouth (``face_index`` / ``bbox`` / largest face with a warning).
+
+Missing detections are interpolated (:func:`frontends.roi.interpolate_boxes`); grid slots without a
+real frame nearby (dropped / VFR gaps) become black frames.  No mouth found at all -> ``roi=None``
+and the warning "decoding audio only".  A video more than 0.5 s shorter or longer than the audio
+gives a warning (the model cuts it, or pads it with black frames, to the audio length).
+Bad media raise :class:`frontends.errors.MediaError` naming the file.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from frontends.audio import load_audio
+from frontends.errors import MediaError, check_file
+from frontends.roi import ROI_SIZE, crop_rois, interpolate_boxes
+from frontends.video import GRID_FPS, read_video
+
+__all__ = ["PreparedPair", "prepare_pair"]
+
+
+@dataclass
+class PreparedPair:
+    audio: np.ndarray                     # float32 [N] at 16 kHz
+    roi: Optional[np.ndarray] = None      # uint8 [T, 96, 96] at 25 fps, or None (audio only)
+    detected: Optional[np.ndarray] = None  # bool [T]
+    warnings: List[str] = field(default_factory=list)
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / 16000.0
+
+
+def _speaker(dets, speaker: Optional[str], face_index: Optional[int], warnings: List[str]) -> str:
+    spks = sorted(dets.speakers)
+    if not spks:
+        raise MediaError(dets.path, "detection file lists no speaker")
+    if speaker is not None:
+        if speaker not in dets.speakers:
+            raise MediaError(dets.path, f"no speaker {speaker!r} (has {spks})")
+        return speaker
+    if len(spks) == 1:
+        return spks[0]
+    if face_index is not None:
+        if not 0 <= face_index < len(spks):
+            raise MediaError(dets.path, f"--face-index {face_index}: only {len(spks)} speakers {spks}")
+        return spks[face_index]
+    warnings.append(f"{os.path.basename(dets.path)}: {len(spks)} speakers {spks}; using {spks[0]} "
+                    f"(choose with --speaker or --face-index)")
+    return spks[0]
+
+
+def prepare_pair(wav: str, video: Optional[str] = None, *, detection: Optional[str] = None,
+                 speaker: Optional[str] = None, detector: str = "haar", face_index: Optional[int] = None,
+                 bbox: Optional[Sequence[float]] = None, video_type: str = "auto", roi_max_side: int = 160,
+                 channel="mean", max_seconds: Optional[float] = None) -> PreparedPair:
+    if video_type not in ("auto", "roi", "full"):
+        raise ValueError(f"video_type must be auto, roi or full, got {video_type!r}")
+    t0 = time.perf_counter()
+    audio = load_audio(wav, channel=channel)
+    if audio.size == 0:
+        raise MediaError(wav, "no audio samples (zero length)")
+    if max_seconds is not None and len(audio) / 16000.0 > max_seconds:
+        raise MediaError(wav, f"{len(audio) / 16000.0:.0f} s is longer than the limit of {max_seconds:.0f} s "
+                              f"(--max_seconds); split the recording first")
+    out = PreparedPair(audio=audio)
+    out.timings["audio_load"] = time.perf_counter() - t0
+    if video is None:
+        return out
+    t0 = time.perf_counter()
+    clip = read_video(video, fps=GRID_FPS, gray=True)
+    out.timings["video_decode"] = time.perf_counter() - t0
+    T = len(clip)
+    if T == 0:
+        raise MediaError(video, "no video frames")
+    t0 = time.perf_counter()
+    frames = clip.frames
+    H, W = frames.shape[1:3]
+    kind = video_type if video_type != "auto" else ("roi" if max(H, W) <= roi_max_side else "full")
+    if kind == "roi":
+        roi = np.stack([cv2.resize(f, (ROI_SIZE, ROI_SIZE), interpolation=cv2.INTER_AREA if max(H, W) > ROI_SIZE
+                                   else cv2.INTER_LINEAR) for f in frames])
+        detected = clip.present.copy()
+    else:
+        if detection is not None:
+            check_file(detection)
+            from frontends.detection import load_detections
+            dets = load_detections(detection)
+            spk = _speaker(dets, speaker, face_index, out.warnings)
+            boxes_src = dets.boxes(spk)
+            if abs(dets.fps - GRID_FPS) < 1e-6:
+                boxes = np.full((T, 4), np.nan, dtype=np.float32)
+                n = min(T, len(boxes_src))
+                boxes[:n] = boxes_src[:n]
+            else:   # map grid slots to the detection file's frame indices by time
+                idx = np.rint(np.arange(T) / GRID_FPS * dets.fps).astype(int)
+                ok = idx < len(boxes_src)
+                boxes = np.full((T, 4), np.nan, dtype=np.float32)
+                boxes[ok] = boxes_src[idx[ok]]
+        else:
+            from frontends.detectors import get_detector, track_mouth
+            boxes, w = track_mouth(frames, get_detector(detector), face_index=face_index,
+                                   bbox=tuple(bbox) if bbox is not None else None)
+            out.warnings += w
+        boxes[~clip.present] = np.nan
+        if not np.isfinite(boxes).all(axis=1).any():
+            out.warnings.append(f"{video}: no face/mouth detected in any frame; decoding audio only")
+            out.timings["roi"] = time.perf_counter() - t0
+            return out
+        full, detected = interpolate_boxes(boxes)
+        roi = crop_rois(frames, full)
+        if detected.mean() < 0.5:
+            out.warnings.append(f"{video}: mouth detected in only {100 * detected.mean():.0f} % of the frames "
+                                f"(the rest interpolated)")
+    roi[~clip.present] = 0          # slots without a real frame: black, like a dropped frame
+    if (~clip.present).any():
+        out.warnings.append(f"{video}: {int((~clip.present).sum())} of {T} frames missing on the 25 fps grid "
+                            f"(black frames)")
+    out.roi, out.detected = roi, detected
+    out.timings["roi"] = time.perf_counter() - t0
+    diff = T / GRID_FPS - out.duration
+    if abs(diff) > 0.5:
+        out.warnings.append(f"{video}: video is {abs(diff):.1f} s {'longer' if diff > 0 else 'shorter'} than the "
+                            f"audio; the model {'cuts' if diff > 0 else 'pads with black frames'} it to the audio length")
+    return out
