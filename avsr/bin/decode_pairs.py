@@ -161,10 +161,10 @@ def main(argv=None) -> int:
                 prep.warnings.append("no video: audio-only decoding")
             pending.append((key, prep, _chunks(prep, args.chunk_seconds), {"wav": wav, "video": video}))
         except Exception as e:  # noqa: BLE001 - one line naming the file, the batch goes on
+            if args.wav:
+                raise                   # the CLI prints it as one line naming the file, exit 1
             failed += 1
             print(f"avsr decode: error: {key}: {e}", file=sys.stderr)
-            if args.wav:
-                raise
         bar.update(1)
         if len(pending) >= args.batch_size:
             flush()

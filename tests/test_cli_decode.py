@@ -1,0 +1,195 @@
+"""``avsr decode`` on real-world media made here with ffmpeg / soundfile, and the face detectors
+on a real photograph (scikit-image's astronaut, shipped offline)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+FFMPEG = "ffmpeg"
+pytestmark = pytest.mark.skipif(subprocess.run(["which", FFMPEG], capture_output=True).returncode != 0,
+                                reason="ffmpeg not installed")
+
+
+def ff(*args):
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def tone(sr, secs, ch=1):
+    t = np.arange(int(sr * secs)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    return np.stack([x] * ch, 1) if ch > 1 else x
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    import torch
+
+    from avsr.models import AVSRModel, load_config
+    from avsr.pack import pack_model
+    from avsr.text.tokens import write_token_list
+    d = tmp_path_factory.mktemp("model")
+    toks = ["<blank>", "<unk>"] + list("我们今天去北京") + ["<sos/eos>"]
+    write_token_list(toks, str(d / "tokens.txt"))
+    torch.manual_seed(0)
+    m = AVSRModel(load_config(ROOT / "conf" / "micro.yaml", vocab_size=len(toks), adapter_rank=2))
+    pack_model(d / "packed", model_config=m.cfg.to_dict(), token_list=d / "tokens.txt", weights=m.state_dict())
+    return d / "packed"
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    d = tmp_path_factory.mktemp("media")
+    m = {}
+    # audio: rates, channels, bit depths, flac
+    for name, sr, ch, sub, ext in [("a8k", 8000, 1, "PCM_16", "wav"), ("a22k", 22050, 2, "PCM_U8", "wav"),
+                                   ("a44k", 44100, 2, "PCM_24", "wav"), ("a48k", 48000, 1, "PCM_32", "wav"),
+                                   ("aflac", 48000, 2, "PCM_16", "flac")]:
+        p = d / f"{name}.{ext}"
+        sf.write(p, tone(sr, 2.0, ch), sr, subtype=sub)
+        m[name] = p
+    # ROI-sized videos (the mouth crop itself): frame rates, VFR, codecs, lengths
+    src = "testsrc2=size=96x96:rate={r}"
+    for name, rate, codec, secs in [("v24", "24", "libx264", 2), ("v2997", "30000/1001", "libx264", 2),
+                                    ("v30", "30", "libx264", 2), ("hevc", "25", "libx265", 2),
+                                    ("mpeg4", "25", "mpeg4", 2), ("short", "25", "libx264", 1),
+                                    ("long", "25", "libx264", 3.5)]:
+        p = d / f"{name}.mp4"
+        extra = ["-x265-params", "log-level=none"] if codec == "libx265" else []
+        ff("-f", "lavfi", "-i", src.format(r=rate), "-t", str(secs), "-c:v", codec, *extra, "-pix_fmt", "yuv420p", str(p))
+        m[name] = p
+    p = d / "vfr.mp4"      # variable frame rate: drop 2 of every 5 frames, keep the timestamps
+    ff("-f", "lavfi", "-i", src.format(r=25), "-t", "2", "-vf", "select='lt(mod(n\\,5)\\,3)'", "-fps_mode", "vfr",
+       "-c:v", "libx264", "-pix_fmt", "yuv420p", str(p))
+    m["vfr"] = p
+    # a full-frame video with no face
+    p = d / "noface.mp4"
+    ff("-f", "lavfi", "-i", "color=c=gray:size=320x240:rate=25", "-t", "2", "-c:v", "libx264", "-pix_fmt",
+       "yuv420p", str(p))
+    m["noface"] = p
+    # broken inputs
+    data = m["v24"].read_bytes()
+    (d / "trunc.mp4").write_bytes(data[: len(data) // 3])
+    m["trunc"] = d / "trunc.mp4"
+    (d / "corrupt.mp4").write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)))
+    m["corrupt"] = d / "corrupt.mp4"
+    (d / "empty.wav").write_bytes(b"")
+    m["empty"] = d / "empty.wav"
+    (d / "notmedia.wav").write_text("this is not audio\n")
+    m["notmedia"] = d / "notmedia.wav"
+    m["missing"] = d / "does_not_exist.wav"
+    sf.write(d / "a16k.wav", tone(16000, 2.0), 16000)
+    m["a16k"] = d / "a16k.wav"
+    return m
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "avsr.cli", "decode", *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_pairs_matrix(packed, media, tmp_path):
+    good = {  # key: (wav, video, expected modality, a warning that must appear or None)
+        "sr8k": ("a8k", "v24", "audiovisual", None), "sr22k_u8_stereo": ("a22k", "v2997", "audiovisual", None),
+        "sr44k_24bit": ("a44k", "v30", "audiovisual", None), "sr48k_32bit": ("a48k", "hevc", "audiovisual", None),
+        "flac": ("aflac", "mpeg4", "audiovisual", None), "vfr": ("a16k", "vfr", "audiovisual", "missing"),
+        "video_short": ("a16k", "short", "audiovisual", "shorter"), "video_long": ("a16k", "long", "audiovisual", "longer"),
+        "noface": ("a16k", "noface", "audio", "no face"), "novideo": ("a16k", None, "audio", "no video"),
+    }
+    bad = {"trunc_mp4": ("a16k", "trunc"), "corrupt_mp4": ("a16k", "corrupt"), "empty_wav": ("empty", "v24"),
+           "not_media": ("notmedia", "v24"), "missing": ("missing", "v24")}
+    lines = [f"{k}\t{media[w]}\t{media[v] if v else '-'}" for k, (w, v, _, _) in good.items()]
+    lines += [f"{k}\t{media[w]}\t{media[v]}" for k, (w, v) in bad.items()]
+    (tmp_path / "pairs.tsv").write_text("\n".join(lines) + "\n")
+    p = run("--model", packed, "--pairs", tmp_path / "pairs.tsv", "--output", tmp_path / "out.jsonl",
+            "--beam_size", "2", "--batch_size", "4")
+    assert p.returncode == 3, p.stderr[-3000:]             # some failed
+    assert "Traceback" not in p.stderr
+    recs = {r["key"]: r for r in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
+    assert set(recs) == set(good)                          # good ones decoded and written, bad ones skipped
+    for k, (_, _, mod, warn) in good.items():
+        assert recs[k]["modality"] == mod, (k, recs[k])
+        if warn:
+            assert any(warn in w for w in recs[k]["warnings"]), (k, recs[k]["warnings"])
+    errs = [l for l in p.stderr.splitlines() if "error:" in l]
+    assert len(errs) == len(bad)
+    for k, (w, v) in bad.items():
+        line = next(l for l in errs if f": {k}:" in l)
+        named = media[v] if k.endswith("mp4") else media[w]
+        assert str(named) in line, line
+
+
+def test_single_pair_errors_are_one_line(packed, media):
+    for wav, video in [("missing", "v24"), ("a16k", "corrupt"), ("empty", None)]:
+        args = ["--model", packed, "--wav", media[wav]] + (["--video", media[video]] if video else [])
+        p = run(*args)
+        assert p.returncode == 1 and "Traceback" not in p.stderr
+        err = [l for l in p.stderr.splitlines() if "error" in l]
+        assert len(err) == 1 and str(media[wav if wav != "a16k" else video]) in err[0], p.stderr
+    p = run("--model", packed, "--wav", media["a16k"], "--output_format", "kaldi", "--beam_size", "2")
+    assert p.returncode == 0 and p.stdout.startswith("utt ")
+
+
+def test_refuses_pickled_model(packed, tmp_path):
+    import shutil
+
+    import torch
+    evil = tmp_path / "evil"
+    shutil.copytree(packed, evil)
+    torch.save({"x": Path("/")}, evil / "model.pth")
+    p = run("--model", evil, "--wav", "x.wav")
+    assert p.returncode == 1 and "checksum mismatch" in p.stderr           # caught by the checksum ...
+    meta = json.loads((evil / "meta.json").read_text())
+    meta.pop("sha256")                                                    # ... and without one
+    (evil / "meta.json").write_text(json.dumps(meta))
+    p = run("--model", evil, "--wav", "x.wav")
+    assert p.returncode == 1 and "Traceback" not in p.stderr and "refused" in p.stderr, p.stderr
+
+
+def _astronaut_video(tmp_path, two_faces=False):
+    import cv2
+    import skimage.data
+    img = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+    if two_faces:
+        small = cv2.resize(img, (256, 256))
+        canvas = np.full((512, 800, 3), 200, np.uint8)
+        canvas[:, :512] = img
+        canvas[128:384, 530:786] = small
+        img = canvas
+    p = tmp_path / ("two.mp4" if two_faces else "astro.mp4")
+    raw = tmp_path / "frame.png"
+    cv2.imwrite(str(raw), img)
+    ff("-loop", "1", "-i", str(raw), "-t", "0.4", "-r", "25", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(p))
+    return p
+
+
+def test_haar_finds_the_astronauts_mouth(tmp_path):
+    from frontends.detectors import HaarDetector, track_mouth
+    from frontends.video import read_video
+    clip = read_video(_astronaut_video(tmp_path))
+    boxes, warnings = track_mouth(clip.frames, HaarDetector())
+    assert np.isfinite(boxes).all() and not warnings
+    x1, y1, x2, y2 = boxes.mean(0)
+    # the mouth (lips) of the astronaut photograph is around x 223, y 145 (checked by eye on the image)
+    assert x1 < 223 < x2 and y1 < 145 < y2
+    assert abs((x1 + x2) / 2 - 223) < 12 and abs((y1 + y2) / 2 - 145) < 12 and (x2 - x1) < 70
+
+
+def test_several_faces_choice(tmp_path):
+    from frontends.detectors import HaarDetector, track_mouth
+    from frontends.video import read_video
+    clip = read_video(_astronaut_video(tmp_path, two_faces=True))
+    det = HaarDetector()
+    boxes, warnings = track_mouth(clip.frames, det)
+    assert any("2 faces" in w for w in warnings) and boxes[0, 0] < 400      # the larger, left face
+    b1, w1 = track_mouth(clip.frames, det, face_index=1)
+    assert not w1 and b1[0, 0] > 500                                        # the small one on the right
+    b2, _ = track_mouth(clip.frames, det, bbox=(530, 128, 786, 384))
+    assert np.allclose(b1, b2)
