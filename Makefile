@@ -77,6 +77,8 @@ bench-train: install
 	$(PY) scripts/collect_training.py --exp_dir $(MINI_EXP) --config conf/mini.yaml --out docs/results/calibration_mini.json
 	$(PY) scripts/bench_decode.py --model $(MINI_EXP)/packed/av0 --data_dir recipes/synthmisp/data/synthmisp_mini/eval \
 	  --beam_size 10 --batch_size 16 --threads 2 --out docs/results/bench_decode.json
+	$(PY) scripts/bench_cli.py --model $(MINI_EXP)/packed/av0 --corpus corpora/synthmisp_mini --split eval \
+	  --num 20 --out docs/results/bench_cli.json
 	$(PY) scripts/make_benchmarks_md.py
 
 clean-venv:

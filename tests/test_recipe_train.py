@@ -105,3 +105,34 @@ def test_tiny_model_overfits_20_segments(recipe, tmp_path):
         assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads((tmp_path / "dec" / "result.json").read_text())
     assert res["num_utts"] == n and res["cer"] < 0.05, res["cer"]
+
+
+def test_sigkill_during_training_resumes(recipe, tmp_path):
+    """Kill the recipe (the whole process group) while stage 6 trains; the same command continues
+    from the checkpoint and finishes."""
+    import signal
+    import time
+    root, _ = recipe
+    exp = tmp_path / "exp"
+    cmd = ["bash", str(RUN), "--preset", "tiny", "--stage", "5", "--stop_stage", "6", "--nj", "1",
+           "--corpus_dir", str(root / "corpus"), "--exp_dir", str(exp), "--data_dir", str(root / "data"),
+           "--train_args", "--set trainer.max_epochs=4 trainer.save_every_steps=1 trainer.batch_size=2 "
+                           "trainer.progress=false"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ck = exp / "train_a0" / "checkpoint.pth"
+    t0 = time.time()
+    while time.time() - t0 < 300 and p.poll() is None:
+        if ck.exists() and "epoch 2" in (exp / "train_a0" / "train.log").read_text(errors="ignore"):
+            break
+        time.sleep(0.5)
+    assert p.poll() is None, "training finished before it could be killed"
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert ck.exists() and not (exp / "stages" / "6_train_a0.done").exists()
+    q = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert q.returncode == 0, q.stderr[-2000:]
+    log = (exp / "train_a0" / "train.log").read_text()
+    assert "resumed from" in log
+    assert (exp / "stages" / "6_train_a0.done").exists() and (exp / "train_a0" / "model.pth").exists()
+    res = json.loads((exp / "train_a0" / "train_result.json").read_text())
+    assert [h["epoch"] for h in res["history"]] == [1, 2, 3, 4]

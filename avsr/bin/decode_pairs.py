@@ -53,6 +53,7 @@ def build_parser():
     ap.add_argument("--chunk_seconds", type=float, default=30.0)
     ap.add_argument("--max_seconds", type=float, default=1800.0)
     ap.add_argument("--no_progress", action="store_true")
+    ap.add_argument("--summary", default=None, help="write a JSON summary (counts, per-step seconds, peak RSS) here")
     return ap
 
 
@@ -152,6 +153,8 @@ def main(argv=None) -> int:
         pending.clear()
 
     t_all = time.perf_counter()
+    steps = {"audio_load": 0.0, "video_decode": 0.0, "roi": 0.0}
+    audio_seconds = 0.0
     for key, wav, video, det in pairs:
         try:
             prep = prepare_pair(wav, video, detection=det or args.detection, speaker=args.speaker,
@@ -160,6 +163,9 @@ def main(argv=None) -> int:
             if video is None:
                 prep.warnings.append("no video: audio-only decoding")
             pending.append((key, prep, _chunks(prep, args.chunk_seconds), {"wav": wav, "video": video}))
+            for k in steps:
+                steps[k] += prep.timings.get(k, 0.0)
+            audio_seconds += prep.duration
         except Exception as e:  # noqa: BLE001 - one line naming the file, the batch goes on
             if args.wav:
                 raise                   # the CLI prints it as one line naming the file, exit 1
@@ -173,6 +179,16 @@ def main(argv=None) -> int:
     if sink is not sys.stdout:
         sink.close()
         os.replace(args.output + ".tmp", args.output)
+    wall = time.perf_counter() - t_all
+    if args.summary:
+        summ = {"pairs": len(pairs), "decoded": len(pairs) - failed, "failed": failed, "wall_seconds": wall,
+                "audio_seconds": audio_seconds, "steps_seconds": {**steps, "encoder": s2t.timings["encode"],
+                                                                  "search": s2t.timings["search"]},
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "rtf": wall / audio_seconds if audio_seconds else None,
+                "search": "ctc_greedy" if s2t.use_greedy else f"beam{args.beam_size}", "device": args.device}
+        with open(args.summary, "w") as f:
+            json.dump(summ, f, indent=1)
     print(f"avsr decode: {len(pairs) - failed} decoded, {failed} failed, {time.perf_counter() - t_all:.1f} s, "
           f"encoder {s2t.timings['encode']:.2f} s, search {s2t.timings['search']:.2f} s, "
           f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", file=sys.stderr)
