@@ -28,22 +28,39 @@ def main():
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     out = {"exp_dir": os.path.relpath(args.exp_dir), "config": args.config, "models": {}}
-    for d in sorted(glob.glob(os.path.join(args.exp_dir, "train_*"))):
+    dirs = sorted(glob.glob(os.path.join(args.exp_dir, "train_*")) + glob.glob(os.path.join(args.exp_dir, "proxy", "*")))
+    for d in dirs:
         p = os.path.join(d, "train_result.json")
-        if not os.path.isfile(p):
+        ck = os.path.join(d, "checkpoint.pth")
+        if os.path.isfile(p) and (not os.path.isfile(ck) or os.path.getmtime(p) >= os.path.getmtime(ck)):
+            r = json.load(open(p))
+        elif os.path.isfile(ck):      # interrupted / still running: the history in the resume checkpoint
+            sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            from avsr.trainer.checkpoint import load_checkpoint
+            c = load_checkpoint(ck)
+            r = {"history": c["history"], "best": c["best"], "stopped_early": c["stopped_early"],
+                 "unfinished": not (c["epoch_done"] and c["epoch"] >= c["config"]["max_epochs"])}
+            cfg_p = os.path.join(d, "config.yaml")
+            if os.path.isfile(cfg_p):
+                import yaml
+                r["mode"] = (yaml.safe_load(open(cfg_p)).get("model") or {}).get("mode")
+        else:
             continue
-        r = json.load(open(p))
         hist = r.get("history") or []
         ts = [h.get("train_seconds") for h in hist if h.get("train_seconds") == h.get("train_seconds")]
         vs = [h.get("valid_seconds") for h in hist if h.get("valid_seconds") is not None]
-        out["models"][os.path.basename(d)[len("train_"):]] = {
+        name = os.path.basename(d)
+        name = name[len("train_"):] if name.startswith("train_") else "proxy/" + name
+        out["models"][name] = {
             "mode": r.get("mode"), "parameters": r.get("parameters"), "epochs": len(hist),
             "stopped_early": r.get("stopped_early"), "best": r.get("best"),
             "epoch_train_seconds_median": statistics.median(ts) if ts else None,
             "train_seconds_total": sum(ts) if ts else None,
             "valid_seconds_total": sum(vs) if vs else None,
             "dev_cer_greedy_by_epoch": [round(h["valid"].get("cer", float("nan")), 4) for h in hist],
-            "train_utterances": r.get("train_utterances"), "methods": r.get("methods")}
+            "train_utterances": r.get("train_utterances"), "methods": r.get("methods"),
+            "unfinished": r.get("unfinished", False),
+            "train_acc_by_epoch": [round(h["train"].get("acc", float("nan")), 4) for h in hist]}
     rp = os.path.join(args.exp_dir, "report.json")
     if os.path.isfile(rp):
         out["report"] = json.load(open(rp))["rows"]
