@@ -308,3 +308,29 @@ def test_tiny_model_overfits():
         opt.step()
         losses.append(float(out.loss.detach()))
     assert losses[-1] < 0.2 * losses[0], losses[::10]
+
+
+def test_init_from_a0_and_v_through_the_trainer(tmp_path):
+    """--init A0 PATH::visual_ fills the audio side from A0 and the visual branch from V."""
+    from avsr.trainer.checkpoint import init_specs
+    from avsr.trainer.trainer import Trainer, TrainerConfig
+    torch.manual_seed(0)
+    a0, v = AVSRModel(micro_cfg(mode="audio")), AVSRModel(micro_cfg(mode="video"))
+    torch.save(a0.state_dict(), tmp_path / "a0.pth")
+    torch.save({"model": v.state_dict()}, tmp_path / "v.pth")
+    assert init_specs(str(tmp_path / "a0.pth")) == [(str(tmp_path / "a0.pth"), None)]
+    with pytest.raises(ValueError, match="empty prefix"):
+        init_specs(["x.pth::"])
+    tc = TrainerConfig.from_dict({"init": [str(tmp_path / "a0.pth"), f"{tmp_path / 'v.pth'}::visual_"],
+                                  "max_epochs": 1, "device": "cpu"})
+    av = AVSRModel(micro_cfg(mode="audiovisual"))
+    tr = Trainer(av, [], [], tc, exp_dir=str(tmp_path / "exp"))
+    sd = av.state_dict()
+    for k, t in sd.items():
+        if k.startswith("visual_"):
+            assert torch.equal(t, v.state_dict()[k]), k
+        elif k in a0.state_dict():
+            assert torch.equal(t, a0.state_dict()[k]), k   # V's decoder/CTC did not overwrite A0's
+    not_loaded = {k for k in sd if k.startswith(("cross_", "merge_ffn."))}
+    assert set(tr.init_result.missing) == not_loaded
+    assert set(tr.init_result.loaded) == set(sd) - not_loaded

@@ -53,8 +53,10 @@ def test_all_stages_and_artifacts(recipe):
         res = json.loads((exp / "decode" / f"{m}_dev" / "result.json").read_text())
         assert res["num_utts"] > 0 and res["skipped"] == 0 and res["lo"] <= res["cer"] <= res["hi"]
         assert res["modality"] == {"a0": "audio", "v": "video"}.get(m, "audiovisual")
-    # AV0 was initialised from A0, AV5 from AV0 with dropout + MDA-KD, AV6 from AV5 with adapters only
-    assert "init from" in (exp / "train_av0" / "train.log").read_text()
+    # AV0 was initialised from A0 (visual branch from V), AV5 from AV0 with dropout + MDA-KD, AV6
+    # from AV5 with adapters only
+    log = (exp / "train_av0" / "train.log").read_text()
+    assert "init from" in log and "train_a0/model.pth" in log and "train_v/model.pth::visual_" in log
     av5 = json.loads((exp / "train_av5" / "train_result.json").read_text())
     assert any("MDAKD" in x for x in av5["methods"]) and any("FrameDropout" in x for x in av5["methods"])
     assert "loss_kd" in av5["history"][-1]["train"]

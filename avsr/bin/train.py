@@ -69,7 +69,10 @@ def build_parser():
                     help="model mode (default: the config's)")
     ap.add_argument("--stats", default=None, help="feats_stats.json of avsr.bin.collect_stats "
                     "(default: computed from --train_data)")
-    ap.add_argument("--init", default=None, help="checkpoint / model.pth for partial init (names and shapes)")
+    ap.add_argument("--init", nargs="+", default=None, metavar="SPEC",
+                    help="partial init (names and shapes) from checkpoint(s) / model.pth: each SPEC is PATH "
+                         "or PATH::PREFIX[,PREFIX] (only tensors with those name prefixes); later SPECs "
+                         "overwrite earlier ones, e.g. --init a0/model.pth v/model.pth::visual_")
     ap.add_argument("--init_ignore", nargs="*", default=[], help="parameter name prefixes not to init")
     ap.add_argument("--d_prob", type=float, default=0.0, help="frame dropout: share of samples (0: off)")
     ap.add_argument("--drop_rate", type=float, nargs="+", default=[0.0, 1.0],

@@ -25,7 +25,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -123,6 +123,35 @@ class PartialLoad:
     @property
     def mismatched(self) -> List[str]:
         return self.shape_mismatch
+
+    def merge(self, later: "PartialLoad") -> "PartialLoad":
+        """The combined result of this load followed by ``later`` on the same model."""
+        loaded = list(dict.fromkeys(self.loaded + later.loaded))
+        done = set(loaded)
+        return PartialLoad(
+            loaded=loaded,
+            missing=[k for k in self.missing if k in set(later.missing) and k not in done],
+            unexpected=list(dict.fromkeys(self.unexpected + later.unexpected)),
+            shape_mismatch=[k for k in dict.fromkeys(self.shape_mismatch + later.shape_mismatch)
+                            if k not in done])
+
+
+def init_specs(init: Union[None, str, Sequence[str]]) -> List[Tuple[str, Optional[Tuple[str, ...]]]]:
+    """Parse ``--init`` specs: ``"PATH"`` or ``"PATH::PREFIX[,PREFIX...]"`` (include prefixes).
+
+    >>> init_specs(["a0/model.pth", "v/model.pth::visual_"])
+    [('a0/model.pth', None), ('v/model.pth', ('visual_',))]
+    """
+    if not init:
+        return []
+    out = []
+    for spec in ([init] if isinstance(init, str) else list(init)):
+        path, sep, pref = str(spec).partition("::")
+        include = tuple(p for p in pref.split(",") if p) if sep else None
+        if sep and not include:
+            raise ValueError(f"--init {spec!r}: empty prefix list after '::'")
+        out.append((path, include))
+    return out
 
 
 def load_partial(model: torch.nn.Module, state_dict: Union[Mapping[str, torch.Tensor], PathLike],

@@ -72,7 +72,7 @@ import torch
 from torch import nn
 
 from avsr.data.sampler import LengthBatchSampler
-from avsr.trainer.checkpoint import (CheckpointError, average_checkpoints, load_checkpoint,
+from avsr.trainer.checkpoint import (CheckpointError, average_checkpoints, init_specs, load_checkpoint,
                                      load_partial, rng_state, save_checkpoint, set_rng_state)
 from avsr.trainer.method import TrainingMethod
 
@@ -116,7 +116,9 @@ class TrainerConfig:
     # checkpoints / logs
     save_every_steps: int = 0        # 0: only at epoch ends
     resume: bool = True
-    init: Optional[str] = None       # --init: partial load of a checkpoint before training
+    init: Optional[Union[str, Sequence[str]]] = None  # --init: partial load(s) before training;
+    #   each spec is "PATH" or "PATH::PREFIX[,PREFIX...]" (only tensors with those name prefixes);
+    #   later specs overwrite what earlier ones filled (e.g. A0 everything, then V's "visual_")
     init_ignore: Tuple[str, ...] = ()
     log_interval: int = 50
     progress: bool = True
@@ -138,6 +140,8 @@ class TrainerConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown trainer option(s): {', '.join(unknown)}")
+        if isinstance(d.get("init"), (list, tuple)):
+            d["init"] = tuple(d["init"]) if len(d["init"]) > 1 else (d["init"][0] if d["init"] else None)
         for k in ("betas", "init_ignore"):
             if k in d and d[k] is not None:
                 d[k] = tuple(d[k])
@@ -288,7 +292,10 @@ class Trainer:
         self.model = model.to(self.device)
         self.init_result = None
         if config.init:
-            self.init_result = load_partial(self.model, config.init, ignore=config.init_ignore)
+            self.init_result = None
+            for spec in init_specs(config.init):
+                r = load_partial(self.model, spec[0], ignore=config.init_ignore, include=spec[1])
+                self.init_result = r if self.init_result is None else self.init_result.merge(r)
         self.frozen: Dict[str, nn.Module] = {}
         self._hooks: List[Any] = []
         for m in self.methods:

@@ -25,6 +25,7 @@ force=false          # redo the selected stages even when done (later stages' ma
 train_config=../../conf/full.yaml   # model + trainer YAML (conf/{micro,demo,mini,full}.yaml)
 train_args=          # extra arguments for every avsr.bin.train call, e.g. "--set trainer.max_epochs=5"
 av0_args=            # extra arguments for the AV0 training only (e.g. fewer epochs)
+av0_visual_init=auto # AV0's visual branch: auto = from V (stage 7) when v is in --models, none = scratch
 ngpu=0               # >1: training through torchrun --nproc_per_node=$ngpu (DDP); 1: one GPU
 models="a0 v av0 av5 av6"   # models to train (7, 9, 10 only when listed), pack, decode and sweep
 robust_args=         # extra avsr.bin.train arguments for the robust student (stage 9)
@@ -57,7 +58,8 @@ a done stage is skipped unless --force true; running a stage clears later stages
   5 stats      global fbank mean/std of \$train_set -> \$exp_dir/stats/feats_stats.json
   6 train_a0   audio-only model A0 (scratch) -> \$exp_dir/train_a0 (model.pth = best-N average on dev)
   7 train_v    video-only model V (scratch) -> \$exp_dir/train_v (only when --models has v)
-  8 train_av0  audio-visual AV0, --init from A0 (full video, no dropout) -> \$exp_dir/train_av0
+  8 train_av0  audio-visual AV0, --init from A0 (full video, no dropout) -> \$exp_dir/train_av0;
+             its visual branch (visual_*) from V when v is in --models (--av0_visual_init)
   9 train_av5  robust student AV5: init AV0, frame dropout (D_prob --d_prob, rate ~ U(0,1], random)
                + MDA-KD from the frozen AV0 teacher (--kd_distance, --kd_tap, --kd_weight)
   10 train_av6 MS-Adapter: LoRA (--adapter_rank) on AV5's audio/shared Conformers and decoder,
@@ -91,6 +93,7 @@ Options (default):
   --train_config F   model/trainer YAML ($train_config; relative to the recipe dir)
   --train_args "..." extra avsr.bin.train arguments for every model ($train_args)
   --av0_args "..."   extra avsr.bin.train arguments for AV0 only ($av0_args)
+  --av0_visual_init M  auto: AV0's visual branch from V when v is in --models; none: scratch ($av0_visual_init)
   --ngpu N           GPUs for training: 0 = CPU, >1 = torchrun DDP ($ngpu)
   --models "..."     models to pack/decode/report ("$models")
   --decode_sets "..." data sets to decode ("$decode_sets")
@@ -116,6 +119,7 @@ fi
 for v in stage stop_stage nj channel nbpe ngpu beam_size decode_batch adapter_rank; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$0: --$v must be a non-negative integer, got '${!v}'" >&2; exit 1; }
 done
+case "$av0_visual_init" in auto|none) ;; *) echo "$0: --av0_visual_init must be auto or none, got '$av0_visual_init'" >&2; exit 1 ;; esac
 [ "$nj" -ge 1 ] || { echo "$0: --nj must be >= 1" >&2; exit 1; }
 [ -n "$dump_dir" ] || dump_dir="$data_dir/dump"
 # a relative --misp_root is relative to where run.sh was called from; the output
@@ -220,17 +224,25 @@ train() {
     --stats "$exp_dir/stats/feats_stats.json" --exp_dir "$dir" "${dev[@]}" "$@" $train_args
   [ -f "$dir/model.pth" ] || { echo "ERROR: $dir/model.pth was not written" >&2; return 1; }
 }
+has_model() { case " $models " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 stage_train_a0()  { train a0 audio; }
 stage_train_v() {
   case " $models " in *" v "*) train v video ;; *) log "stage 7: v not in --models ($models); not trained" ;; esac
 }
-stage_train_av0() {
-  [ -f "$exp_dir/train_a0/model.pth" ] || { echo "ERROR: $exp_dir/train_a0/model.pth not found (stage 6)" >&2; return 1; }
-  # shellcheck disable=SC2086
-  train av0 audiovisual --init "$exp_dir/train_a0/model.pth" $av0_args
+av0_init() {  # the --init specs of AV0: A0 for everything, then V's visual branch (auto)
+  local specs="$exp_dir/train_a0/model.pth"
+  if [ "$av0_visual_init" = auto ] && has_model v; then specs+=" $exp_dir/train_v/model.pth::visual_"; fi
+  echo "$specs"
 }
-
-has_model() { case " $models " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+stage_train_av0() {
+  local f
+  for f in $(av0_init); do
+    f=${f%%::*}
+    [ -f "$f" ] || { echo "ERROR: $f not found (stage 6 / 7)" >&2; return 1; }
+  done
+  # shellcheck disable=SC2046,SC2086
+  train av0 audiovisual --init $(av0_init) $av0_args
+}
 
 stage_train_av5() {
   has_model av5 || { log "stage 9: av5 not in --models ($models); not trained"; return 0; }
@@ -302,7 +314,7 @@ stage_report() {
 run_stage 5 stats      stage_stats      "train_set=$train_set config=$train_config"
 run_stage 6 train_a0   stage_train_a0   "config=$train_config train_args=$train_args"
 run_stage 7 train_v    stage_train_v    "config=$train_config train_args=$train_args models=$models"
-run_stage 8 train_av0  stage_train_av0  "config=$train_config train_args=$train_args av0_args=$av0_args"
+run_stage 8 train_av0  stage_train_av0  "config=$train_config train_args=$train_args av0_args=$av0_args init=$(av0_init)"
 run_stage 9 train_av5  stage_train_av5  "config=$train_config train_args=$train_args d_prob=$d_prob kd=$kd_distance/$kd_tap/$kd_weight robust_args=$robust_args models=$models"
 run_stage 10 train_av6 stage_train_av6  "config=$train_config train_args=$train_args rank=$adapter_rank adapter_args=$adapter_args models=$models"
 run_stage 11 pack      stage_pack       "models=$models beam_size=$beam_size"
