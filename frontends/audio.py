@@ -43,7 +43,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from frontends.errors import MediaError, check_file as _check_file
+from frontends.errors import MediaError, check_file as _check_file, check_time_range
 
 __all__ = ["AudioInfo", "audio_info", "load_audio", "resample", "END_TOLERANCE_S", "TARGET_SR"]
 
@@ -195,13 +195,7 @@ def load_audio(path: "str | os.PathLike[str]", *, target_sr: Optional[int] = TAR
         raise MediaError(path, f"channel {int(channel)} out of range: file has {info.channels} channel(s)")
     if info.num_frames == 0:
         raise MediaError(path, "zero-length audio (0 samples)")
-    start = float(start)
-    if not math.isfinite(start) or start < 0:
-        raise ValueError(f"start must be >= 0 seconds, got {start!r}")
-    if end is not None:
-        end = float(end)
-        if not math.isfinite(end) or end <= start:
-            raise ValueError(f"end must be > start ({start}), got {end!r}")
+    start, end = check_time_range(start, end)
     sr, n = info.sr, info.num_frames
     dur = info.duration
     f0 = int(round(start * sr))

@@ -1,7 +1,9 @@
 """The one exception type for bad media, always naming the file."""
 from __future__ import annotations
 
+import math
 import os
+from typing import Optional, Tuple
 
 
 class MediaError(RuntimeError):
@@ -30,3 +32,15 @@ def check_file(path: "str | os.PathLike[str]") -> None:
         raise MediaError(path, f"cannot stat file ({e.strerror or e})") from None
     if size == 0:
         raise MediaError(path, "empty file (0 bytes)")
+
+
+def check_time_range(start: float, end: Optional[float]) -> Tuple[float, Optional[float]]:
+    """``(start, end)`` as floats; ``ValueError`` unless ``0 <= start < end`` (``end`` may be None)."""
+    start = float(start)
+    if not math.isfinite(start) or start < 0:
+        raise ValueError(f"start must be >= 0 seconds, got {start!r}")
+    if end is not None:
+        end = float(end)
+        if not math.isfinite(end) or end <= start:
+            raise ValueError(f"end must be > start ({start}), got {end!r}")
+    return start, end

@@ -55,7 +55,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import av
 import numpy as np
 
-from frontends.errors import MediaError, check_file as _check_file
+from frontends.errors import MediaError, check_file as _check_file, check_time_range
 
 __all__ = ["VideoClip", "read_video", "iter_video", "video_info", "GRID_FPS"]
 
@@ -169,13 +169,7 @@ class _Grid:
         fps = float(fps)
         if not math.isfinite(fps) or fps <= 0:
             raise ValueError(f"fps must be > 0, got {fps!r}")
-        start = float(start)
-        if not math.isfinite(start) or start < 0:
-            raise ValueError(f"start must be >= 0 seconds, got {start!r}")
-        if end is not None:
-            end = float(end)
-            if not math.isfinite(end) or end <= start:
-                raise ValueError(f"end must be > start ({start}), got {end!r}")
+        start, end = check_time_range(start, end)
         self.path, self.fps, self.gray, self.start, self.end = path, fps, gray, start, end
         self.container, self.stream = _open(path)
         st = self.stream

@@ -1,6 +1,7 @@
 """Machine description shared by the benchmark scripts (written into every result JSON)."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -26,3 +27,12 @@ def machine_info() -> dict:
 def command_line() -> str:
     return " ".join([os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd())
                      else "python"] + sys.argv)
+
+
+def emit(out: dict, path=None) -> None:
+    """Print ``out`` as JSON and write it to ``path`` (when given)."""
+    text = json.dumps(out, indent=1)
+    print(text)
+    if path:
+        with open(path, "w") as f:
+            f.write(text + "\n")

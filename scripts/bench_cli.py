@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _bench_common import command_line, machine_info  # noqa: E402
+from _bench_common import command_line, emit, machine_info  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,11 +52,7 @@ def main():
     out.update({"model": os.path.abspath(args.model), "corpus": os.path.abspath(args.corpus), "split": args.split,
                 "pairs_kind": "full-frame 640x360 h264 + detection JSON (far channel 0 wav)",
                 "machine": machine_info(), "command": command_line()})
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(out, args.out)
 
 
 if __name__ == "__main__":

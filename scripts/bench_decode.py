@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _bench_common import command_line, machine_info  # noqa: E402
+from _bench_common import command_line, emit, machine_info  # noqa: E402
 
 
 def run_mode(args) -> dict:
@@ -118,11 +118,7 @@ def main():
            "speedup_greedy_vs_per_utt": res["per_utt"]["seconds"] / res["greedy"]["seconds"],
            "identical_hyps_batched_vs_per_utt": f"{same}/{len(res['batched']['hyps'])}",
            "machine": machine_info(), "command": command_line()}
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(out, args.out)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ bpemode=unigram      # sentencepiece model type: unigram, bpe, char, word
 force=false          # redo the selected stages even when done (later stages' markers are cleared)
 train_config=../../conf/full.yaml   # model + trainer YAML (conf/{micro,demo,mini,full}.yaml)
 train_args=          # extra arguments for every avsr.bin.train call, e.g. "--set trainer.max_epochs=5"
+v_args=              # extra arguments for the V training only
 av0_args=            # extra arguments for the AV0 training only (e.g. fewer epochs)
 av0_visual_init=auto # AV0's visual branch: auto = from V (stage 7) when v is in --models, none = scratch
 ngpu=0               # >1: training through torchrun --nproc_per_node=$ngpu (DDP); 1: one GPU
@@ -92,6 +93,7 @@ Options (default):
   --force BOOL       redo selected stages even if done ($force; "--force" alone means true)
   --train_config F   model/trainer YAML ($train_config; relative to the recipe dir)
   --train_args "..." extra avsr.bin.train arguments for every model ($train_args)
+  --v_args "..."     extra avsr.bin.train arguments for V only ($v_args)
   --av0_args "..."   extra avsr.bin.train arguments for AV0 only ($av0_args)
   --av0_visual_init M  auto: AV0's visual branch from V when v is in --models; none: scratch ($av0_visual_init)
   --ngpu N           GPUs for training: 0 = CPU, >1 = torchrun DDP ($ngpu)
@@ -227,7 +229,7 @@ train() {
 has_model() { case " $models " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 stage_train_a0()  { train a0 audio; }
 stage_train_v() {
-  case " $models " in *" v "*) train v video ;; *) log "stage 7: v not in --models ($models); not trained" ;; esac
+  case " $models " in *" v "*) train v video $v_args ;; *) log "stage 7: v not in --models ($models); not trained" ;; esac
 }
 av0_init() {  # the --init specs of AV0: A0 for everything, then V's visual branch (auto)
   local specs="$exp_dir/train_a0/model.pth"
@@ -313,7 +315,7 @@ stage_report() {
 
 run_stage 5 stats      stage_stats      "train_set=$train_set config=$train_config"
 run_stage 6 train_a0   stage_train_a0   "config=$train_config train_args=$train_args"
-run_stage 7 train_v    stage_train_v    "config=$train_config train_args=$train_args models=$models"
+run_stage 7 train_v    stage_train_v    "config=$train_config train_args=$train_args v_args=$v_args models=$models"
 run_stage 8 train_av0  stage_train_av0  "config=$train_config train_args=$train_args av0_args=$av0_args init=$(av0_init)"
 run_stage 9 train_av5  stage_train_av5  "config=$train_config train_args=$train_args d_prob=$d_prob kd=$kd_distance/$kd_tap/$kd_weight robust_args=$robust_args models=$models"
 run_stage 10 train_av6 stage_train_av6  "config=$train_config train_args=$train_args rank=$adapter_rank adapter_args=$adapter_args models=$models"
