@@ -122,6 +122,9 @@ def sec_calib(r):
                        f"{vb['p_b_not_better']:.3f} |" if vb else
                        f"| {x['set']} | {x['model']} | {x['search']} | {100 * x['cer']:.2f} "
                        f"[{100 * x['lo']:.2f}, {100 * x['hi']:.2f}] | {x['num_utts']} | | |")
+    notes = os.path.join(RES, "calibration_notes.md")
+    if os.path.isfile(notes):      # the hand-written diagnosis that goes with these numbers
+        out += ["", open(notes, encoding="utf-8").read().strip()]
     return out + [""]
 
 
