@@ -17,12 +17,14 @@ ESPNET_RUNTIME := "typeguard" "packaging" "librosa>=0.10.2" "torch_complex"
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NJ ?= 2
 
-.PHONY: help install sysdeps demo test test-all bench bench-train clean-venv
+.PHONY: help install sysdeps demo test test-all bench bench-train bench-robust bench-full clean-venv
 
 help:
 	@echo "make demo     set up (.venv, deps) and run the SynthMISP demo recipe"
 	@echo "make test     set up and run the default test suite (a few minutes)"
 	@echo "make bench    longer measurements; writes docs/BENCHMARKS.md"
+	@echo "make bench-robust  issue-4 core table on SynthMISP mini (after bench-train)"
+	@echo "make bench-full    every row and MDA-KD distance (CTC greedy sweep)"
 	@echo "make install  only the set-up"
 
 sysdeps:
@@ -66,6 +68,7 @@ bench: install
 	$(PY) scripts/bench_synthmisp.py --preset mini --nj $(NJ) --out docs/results/synthmisp_mini.json
 	$(PY) scripts/bench_dataprep.py --misp_root corpora/synthmisp_mini --out docs/results/dataprep_mini.json
 	$(MAKE) --no-print-directory bench-train
+	$(MAKE) --no-print-directory bench-robust
 
 # training calibration on the mini preset (resumable: re-running continues where it stopped)
 MINI_EXP := recipes/synthmisp/exp/synthmisp_mini
@@ -81,6 +84,17 @@ bench-train: install
 	$(PY) scripts/bench_cli.py --model $(MINI_EXP)/packed/av0 --corpus corpora/synthmisp_mini --split eval \
 	  --num 20 --out docs/results/bench_cli.json
 	$(PY) scripts/make_benchmarks_md.py
+
+# issue-4 robustness table on the mini exp dir (needs bench-train's A0 and AV0; resumable)
+bench-robust: install
+	$(PY) scripts/bench_robust.py --exp_dir $(MINI_EXP) --data_dir recipes/synthmisp/data/synthmisp_mini \
+	  --config conf/mini.yaml --table core --out docs/results/robust_core.json
+	$(PY) scripts/make_benchmarks_md.py
+
+# every row (AV1-AV6, S.1-S.7, all MDA-KD distances in the eval sweep), CTC greedy sweep
+bench-full: install
+	$(PY) scripts/bench_robust.py --exp_dir $(MINI_EXP) --data_dir recipes/synthmisp/data/synthmisp_mini \
+	  --config conf/mini.yaml --table full --search greedy --out docs/results/robust_full.json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -106,7 +106,8 @@ def sec_calib(r):
     for m, v in r["models"].items():
         best = v["best"][0] if v.get("best") else None
         p = v.get("parameters") or {}
-        out.append(f"| {m} | {v['mode']} | {p.get('total', '?'):,} | {v['epochs']} | "
+        total = f"{p['total']:,}" if "total" in p else "?"
+        out.append(f"| {m} | {v['mode']} | {total} | {v['epochs']} | "
                    f"{v['epoch_train_seconds_median'] or 0:.0f} | {v['train_seconds_total'] or 0:.0f} | "
                    + (f"{100 * best[0]:.2f} % (epoch {best[1]})" if best else "-") + " |")
     rows = r.get("report") or []
@@ -154,6 +155,71 @@ def sec_cli(r):
     return out + [""]
 
 
+def sec_robust(r):
+    """Issue-4 table (scripts/bench_robust.py): eval sweep, dev choices, claims, time."""
+    ev = r["eval"]
+    conds = ev["conditions"]
+    out = [f"## Robustness to missing video on SynthMISP mini eval ({r['table']} table)", ""] + header(r)
+    out += [f"Every fine-tune: {r['epochs_per_finetune']} epochs from its init, lr {r['lr']}, warm-up "
+            f"{r['warmup_steps']} steps, model = average of its epochs. Search: **{r['search']}**. "
+            f"{ev.get('utts')} eval utterances; CER % [95 % bootstrap CI].", "",
+            "| model | " + " | ".join(conds) + " | area |", "|---|" + "---|" * (len(conds) + 1)]
+    da = ev.get("degradation_area", {})
+    for m, row in ev["cer"].items():
+        out.append(f"| {m} | " + " | ".join(f"{100 * row[c]['cer']:.1f} [{100 * row[c]['lo']:.1f}, "
+                                              f"{100 * row[c]['hi']:.1f}]" for c in conds)
+                   + (f" | {100 * da[m]:.2f} |" if m in da else " | |"))
+    kd, ad = r["kd"], r["adapter"]
+    out += ["", "Area: trapezoid of CER(r) − CER_AV0(0) over the random-loss rates (%·rate; lower is more robust).", "",
+            f"**Dev choices.** MDA-KD distance (tap `{kd['tap']}`, weight {kd['weight']}), mean dev CER over random "
+            "loss 0 / 0.5 / 1 (CTC greedy): " + ", ".join(f"{k} {100 * v:.2f} %" for k, v in kd["dev_mean_cer_0_.5_1"].items())
+            + f" → **{kd['chosen_distance']}**. MS-Adapter threshold, mean dev CER over the random grid: "
+            + ", ".join(f"{k}: {100 * v:.2f} %" for k, v in ad["dev_mean_cer_random_grid"].items())
+            + f" → **{ad['tuned_threshold']}**. Adapter parameters: {ad['parameters'].get('adapter', 0):,} of "
+            f"{ad['parameters']['total']:,} ({100 * ad['adapter_share']:.2f} %), rank {ad['rank']}. "
+            f"Best dropout-only row on dev: {r['best_dropout_only_row_dev']}.", ""]
+    sims = ev.get("similarity") or {}
+    if sims:
+        out += ["| model | rate | similarity to A0: diag. dominance | linear CKA |", "|---|---|---|---|"]
+        for m, d in sims.items():
+            for rate, st in d.items():
+                out.append(f"| {m} | {rate} | {st['diagonal_dominance']:.4f} | {st['linear_cka']:.4f} |")
+        out.append("")
+    cl = r["claims"]
+    b = cl["1_bias_reproduced"]
+    out += ["**Claims** (paired bootstrap, 1000 resamples; p = share of resamples where B is not better):", "",
+            f"1. Bias reproduced: AV0 vs A0 at rate 0: {100 * b['AV0_vs_A0_rate0']['cer_b']:.2f} vs "
+            f"{100 * b['AV0_vs_A0_rate0']['cer_a']:.2f} (p {b['AV0_vs_A0_rate0']['p_b_not_better']:.3f}); at rate 1: "
+            f"AV0 {100 * b['A0_vs_AV0_rate1']['cer_a']:.2f} vs A0 {100 * b['A0_vs_AV0_rate1']['cer_b']:.2f} "
+            f"(p {b['A0_vs_AV0_rate1']['p_b_not_better']:.3f}) → **{'holds' if b['holds'] else 'fails'}**."]
+    n = cl["2_non_inferiority"]
+    worst = max(n["AV6_vs_A0_every_condition"].items(), key=lambda kv: kv[1]["AV6"] - kv[1]["A0"])
+    out.append(f"2. Non-inferiority (margin {100 * n['margin_abs']:.1f} % abs.): AV6 {100 * n['AV6_vs_AV0_rate0']['AV6']:.2f} "
+               f"vs AV0 {100 * n['AV6_vs_AV0_rate0']['AV0']:.2f} at rate 0; AV6 − A0 worst at {worst[0]}: "
+               f"{100 * (worst[1]['AV6'] - worst[1]['A0']):+.2f} → **{'holds' if n['holds'] else 'fails'}**.")
+    sp = cl["3_superiority"]
+    red = sp.get("area_reduction_vs_best_dropout")
+    ps = ", ".join(f"{c} p {v['p_b_not_better']:.3f}" for c, v in sp["AV6_vs_AV0_rates_ge_0.5"].items())
+    out.append(f"3. Superiority: AV6 area vs {sp['best_dropout_only_row']}: "
+               + (f"{100 * red:+.1f} % reduction" if red is not None else "n/a")
+               + f" (goal ≥ 20 %); AV6 better than AV0 at rates ≥ 0.5: {ps} → **{'holds' if sp['holds'] else 'fails'}**.")
+    st = cl.get("4_study_trend")
+    if st:
+        out.append(f"4. Study trend over {', '.join(st['rows'])}: mean relative CER vs A0's output "
+                   + ", ".join(f"{100 * v:.1f}" for v in st["relative_cer_mean"])
+                   + f" % (Kendall τ {st['kendall_tau']['relative_cer']:+.2f}); diagonal dominance at rate 0 "
+                   + ", ".join(f"{v:.4f}" for v in st["diagonal_dominance_rate0"])
+                   + f" (τ {st['kendall_tau']['diagonal_dominance']:+.2f}) → **{'holds' if st['holds'] else 'fails'}**.")
+    secs = r["seconds"]
+    out += ["", "Wall time (this run of the script; rows trained earlier are not re-timed): " +
+            ", ".join(f"{k} {v:.0f} s" for k, v in secs.items()) + ". Row training (from their logs): " +
+            ", ".join(f"{k} {v:.0f} s" for k, v in r.get("row_train_seconds", {}).items()) + ".", ""]
+    notes = os.path.join(RES, f"robust_{r['table']}_notes.md")
+    if os.path.isfile(notes):
+        out += [open(notes, encoding="utf-8").read().strip(), ""]
+    return out
+
+
 def main():
     lines = ["# Benchmarks", "",
              "Generated by `python scripts/make_benchmarks_md.py` from `docs/results/*.json` "
@@ -161,6 +227,7 @@ def main():
     for name, fn in [("bench_roi.json", sec_roi), ("synthmisp_text.json", sec_text),
                      ("synthmisp_mini.json", sec_mini), ("dataprep_mini.json", sec_prep),
                      ("calibration_mini.json", sec_calib), ("bench_decode.json", sec_decode),
+                     ("robust_core.json", sec_robust), ("robust_full.json", sec_robust),
                      ("bench_cli.json", sec_cli)]:
         r = load(name)
         lines += fn(r) if r else [f"## {name}: not run yet", ""]

@@ -67,6 +67,11 @@ def test_all_stages_and_artifacts(recipe):
     sw = json.loads((exp / "sweep" / "dev" / "sweep.json").read_text())
     assert set(sw["cer"]) == {"A0", "AV0", "AV5", "AV6"} and "degradation_area" in sw and "similarity" in sw
     assert set(sw["conditions"]) == {"random@0", "random@0.5", "random@1", "segment@0.5", "whole", "babble-5dB"}
+    # per-utterance errors (for paired bootstraps) add up to the corpus CER of every cell
+    for m, by_cond in sw["utt_errors"].items():
+        for c, errs in by_cond.items():
+            assert len(errs) == len(sw["utt_ids"]) == len(sw["utt_ref_chars"])
+            assert abs(sum(errs) / sum(sw["utt_ref_chars"]) - sw["cer"][m][c]["cer"]) < 1e-9
     assert (exp / "sweep" / "dev" / "cer_vs_frame_loss.png").stat().st_size > 1000
     assert "CER-vs-frame-loss plot:" in p.stdout + p.stderr
     assert "vs_baseline" in [r for r in rep["rows"] if r["model"] == "av0"][0]

@@ -105,12 +105,14 @@ def main(argv=None) -> int:
                     collect_fused=args.similarity_rates)
     wall = time.perf_counter() - t0
     refs = {u: ds.dd.text[u] for u in ds.utt_ids[: args.limit or None]}
-    table = {}
+    table, utt_err = {}, {}
+    ref_chars = [utt_errors(refs[u], refs[u])[1] for u in sorted(refs)]
     for m in models:
-        table[m] = {}
+        table[m], utt_err[m] = {}, {}
         for c in res["conditions"]:
             hy = res["hyps"][m][c]
             ee = [utt_errors(refs[u], hy.get(u, "")) for u in sorted(refs)]
+            utt_err[m][c] = [int(e) for e, _ in ee]
             ci = bootstrap_ci([e for e, _ in ee], [n for _, n in ee], num=args.bootstrap, seed=0)
             row = {k: ci[k] for k in ("cer", "lo", "hi", "errors", "ref_chars")}
             if args.baseline and m != args.baseline:     # relative CER: the A0 output as reference
@@ -121,6 +123,8 @@ def main(argv=None) -> int:
     out = {"data_dir": os.path.abspath(args.data_dir), "search": search, "seed": args.seed,
            "models": {n: {"path": os.path.abspath(p), "adapter_threshold": t} for n, (p, t) in specs.items()},
            "conditions": res["conditions"], "cer": table, "utts": len(refs),
+           # per-utterance errors (utterances in sorted order) for paired bootstrap comparisons
+           "utt_ids": sorted(refs), "utt_ref_chars": ref_chars, "utt_errors": utt_err,
            "timing": {"wall_seconds": wall, "load_seconds": res["load_seconds"], "per_model": res["timing"]}}
     rate_names = {r: f"random@{r:g}" for r in args.rates}
     if args.reference and args.reference in table:

@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""Issue-4 table on a recipe exp dir: train the robust rows, choose on dev, sweep on eval, test the claims.
+
+    python scripts/bench_robust.py --exp_dir recipes/synthmisp/exp/synthmisp_mini \\
+        --data_dir recipes/synthmisp/data/synthmisp_mini --config conf/mini.yaml \\
+        --table core --out docs/results/robust_core.json
+
+Needs the recipe's A0 and AV0 (stages 5-8: ``train_a0``, ``train_av0``, ``stats``).  Every row is an
+``avsr.bin.train`` run into ``<exp_dir>/rows/<ROW>`` (a re-run resumes an interrupted row and skips a
+finished one), so the whole script resumes.  Rows (see docs/ROBUSTNESS.md):
+
+* AV1 / AV2: init = AV0's init (A0 + V's visual branch), D_prob 1.0 / 0.5
+* AV3: init AV0, D_prob 0.5
+* AV5-<dist>: AV3 + MDA-KD from the frozen AV0 (tap ``--kd_tap``, weight ``--kd_weight``), one row per
+  distance; the distance with the lowest dev CER (mean over random loss 0 / 0.5 / 1.0, CTC greedy)
+  becomes AV5
+* AV6: MS-Adapter on AV5 (base frozen, audio-only); threshold 0 (paper) and one tuned on dev
+* S.1/.3/.5/.7 (full table): init AV0, D_prob 1.0, fixed rate 0.1 / 0.3 / 0.5 / 0.7
+
+Dropout rows draw the rate from U(0, 1] per dropped sample (pattern ``random``).  Fine-tunes run a
+fixed ``--epochs`` from their init (``model.pth`` = average of all their epochs: nothing chosen on
+eval).  The eval sweep decodes A0, AV0 and the rows with beam search (core) or CTC greedy
+(``--search greedy``); the claims use paired bootstrap over utterances (1000 resamples).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _bench_common import command_line, emit, machine_info  # noqa: E402
+
+DISTANCES = ("mse", "cosine", "gauss_kl", "mmd")
+RATES = (0.0, 0.1, 0.25, 0.3, 0.5, 0.7, 0.75, 1.0)
+THRESHOLDS = (0.0, 0.1, 0.25, 0.5, 0.75)
+
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.exp = os.path.abspath(args.exp_dir)
+        self.data = os.path.abspath(args.data_dir)
+        self.rows_dir = os.path.join(self.exp, "rows")
+        self.py = sys.executable
+        self.times = {}
+        os.makedirs(self.rows_dir, exist_ok=True)
+
+    # ---------------------------------------------------------------- helpers
+    def sh(self, cmd, log):
+        print("+ " + " ".join(cmd), flush=True)
+        with open(log, "a") as f:
+            f.write("+ " + " ".join(cmd) + "\n")
+            f.flush()
+            r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise SystemExit(f"command failed (rc {r.returncode}); see {log}")
+
+    def timed(self, key, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        self.times[key] = self.times.get(key, 0.0) + time.perf_counter() - t0
+        return out
+
+    def init_av0(self):
+        """AV0's own --init specs, read from its cmd.sh (A0, plus V's visual branch when used)."""
+        cmd = open(os.path.join(self.exp, "train_av0", "cmd.sh")).read().split()
+        i = cmd.index("--init")
+        specs = []
+        for tok in cmd[i + 1:]:
+            if tok.startswith("--"):
+                break
+            specs.append(tok)
+        return specs
+
+    def train(self, row, init, extra):
+        d = os.path.join(self.rows_dir, row)
+        if os.path.isfile(os.path.join(d, "model.pth")) and os.path.isfile(os.path.join(d, "train_result.json")):
+            print(f"{row}: trained ({d}/model.pth)", flush=True)
+            return d
+        os.makedirs(d, exist_ok=True)
+        e = self.a.epochs
+        cmd = [self.py, "-m", "avsr.bin.train", "--config", self.a.config, "--mode", "audiovisual",
+               "--train_data", os.path.join(self.data, "train"), "--valid_data", os.path.join(self.data, "dev"),
+               "--token_list", os.path.join(self.data, "token_list", "char", "tokens.txt"),
+               "--stats", os.path.join(self.exp, "stats", "feats_stats.json"), "--exp_dir", d,
+               "--init", *init, *extra,
+               "--set", f"trainer.max_epochs={e}", f"trainer.best_n={e}", f"trainer.patience={e + 1}",
+               f"trainer.lr={self.a.lr}", f"trainer.warmup_steps={self.a.warmup}"]
+        self.timed(f"train {row}", lambda: self.sh(cmd, os.path.join(self.rows_dir, f"{row}.log")))
+        return d
+
+    def pack(self, row, d):
+        out = os.path.join(self.rows_dir, "packed", row)
+        if not os.path.isfile(os.path.join(out, "model.pth")):
+            self.sh([self.py, "-m", "avsr.cli", "pack", "--exp_dir", d, "--out", out],
+                    os.path.join(self.rows_dir, "pack.log"))
+        return out
+
+    def sweep(self, name, models, split, greedy, rates=RATES, segment=True, whole=True, snrs=True,
+              extra=()):
+        out = os.path.join(self.rows_dir, "sweep", name)
+        j = os.path.join(out, "sweep.json")
+        want = sorted(models)
+        if os.path.isfile(j):
+            r = json.load(open(j))
+            if sorted(f"{k}={os.path.abspath(v['path'])}@{v['adapter_threshold']}" for k, v in r["models"].items()) \
+                    == sorted(f"{k}={os.path.abspath(p.split('@')[0])}@{float(p.split('@')[1]) if '@' in p else 0.0}"
+                              for k, p in ((s.split('=', 1)) for s in want)):
+                print(f"sweep {name}: done ({j})", flush=True)
+                return r
+        cmd = [self.py, "-m", "avsr.cli", "eval", "--models", *models, "--data_dir", os.path.join(self.data, split),
+               "--out_dir", out, "--batch_size", "16", "--rates", *map(str, rates)]
+        cmd += ["--ctc_greedy"] if greedy else ["--beam_size", str(self.a.beam_size)]
+        if not segment:
+            cmd += ["--segment_rates"]
+        if not whole:
+            cmd += ["--no_whole"]
+        if not snrs:
+            cmd += ["--snrs"]
+        cmd += list(extra)
+        os.makedirs(out, exist_ok=True)
+        self.timed(f"sweep {name}", lambda: self.sh(cmd, os.path.join(out, "log")))
+        return json.load(open(j))
+
+
+def mean_cer(sweep, model, conds):
+    return sum(sweep["cer"][model][c]["cer"] for c in conds) / len(conds)
+
+
+def paired(sweep, a, b, cond, seed=0):
+    from avsr.eval.metrics import paired_bootstrap
+    return paired_bootstrap(sweep["utt_errors"][a][cond], sweep["utt_errors"][b][cond], sweep["utt_ref_chars"],
+                            num=1000, seed=seed)
+
+
+def claims(sw, best_dropout):
+    """The issue's claims on the eval sweep (paired bootstrap; B better than A when p < 0.05)."""
+    r = {f"random@{x:g}": x for x in RATES}
+    c0, c1 = "random@0", "random@1"
+    out = {}
+    p0, p1 = paired(sw, "A0", "AV0", c0), paired(sw, "AV0", "A0", c1)
+    out["1_bias_reproduced"] = {
+        "AV0_vs_A0_rate0": p0, "A0_vs_AV0_rate1": p1,
+        "holds": p0["cer_b"] < p0["cer_a"] and p0["p_b_not_better"] < 0.05
+                 and p1["cer_a"] > p1["cer_b"] and p1["p_b_not_better"] < 0.05}
+    margin = 0.005
+    ni = {"AV6_vs_AV0_rate0": {"AV6": sw["cer"]["AV6"][c0]["cer"], "AV0": sw["cer"]["AV0"][c0]["cer"]}}
+    ni["AV6_vs_AV0_rate0"]["holds"] = ni["AV6_vs_AV0_rate0"]["AV6"] <= ni["AV6_vs_AV0_rate0"]["AV0"] + margin
+    per = {}
+    for c in list(r) + [k for k in sw["conditions"] if not k.startswith("random@")]:
+        a6, a0 = sw["cer"]["AV6"][c]["cer"], sw["cer"]["A0"][c]["cer"]
+        per[c] = {"AV6": a6, "A0": a0, "holds": a6 <= a0 + margin}
+    ni["AV6_vs_A0_every_condition"] = per
+    ni["holds"] = ni["AV6_vs_AV0_rate0"]["holds"] and all(v["holds"] for k, v in per.items() if k in r)
+    ni["margin_abs"] = margin
+    out["2_non_inferiority"] = ni
+    da = sw.get("degradation_area", {})
+    sup = {"degradation_area": da, "best_dropout_only_row": best_dropout}
+    if best_dropout in da and "AV6" in da and da[best_dropout] > 0:
+        sup["area_reduction_vs_best_dropout"] = 1 - da["AV6"] / da[best_dropout]
+    sup["AV6_vs_AV0_rates_ge_0.5"] = {c: paired(sw, "AV0", "AV6", c) for c, x in r.items() if x >= 0.5}
+    sup["holds"] = (sup.get("area_reduction_vs_best_dropout", -1) >= 0.20
+                    and all(v["p_b_not_better"] < 0.05 for v in sup["AV6_vs_AV0_rates_ge_0.5"].values()))
+    out["3_superiority"] = sup
+    return out
+
+
+def study_trend(sw):
+    """Claim 4 over S.1 < S.3 < S.5 < S.7 (training dropout rate): relative CER against A0's output
+    (mean over the random-loss rates) should fall, the A0 similarity (diagonal dominance at rate 0,
+    and linear CKA) should rise.  Kendall's tau over the 4 rows (+1: rising)."""
+    rows = [m for m in ("S.1", "S.3", "S.5", "S.7") if m in sw["cer"]]
+    if len(rows) < 2:
+        return None
+    rc = [c for c in sw["conditions"] if c.startswith("random@")]
+
+    def tau(v):
+        pairs = [(i, j) for i in range(len(v)) for j in range(i + 1, len(v))]
+        return sum((v[j] > v[i]) - (v[j] < v[i]) for i, j in pairs) / len(pairs)
+    rel = [sum(sw["cer"][m][c]["relative_cer_vs_baseline"] for c in rc) / len(rc) for m in rows]
+    dd = [sw["similarity"][m]["0"]["diagonal_dominance"] for m in rows]
+    cka = [sw["similarity"][m]["0"]["linear_cka"] for m in rows]
+    out = {"rows": rows, "relative_cer_mean": rel, "diagonal_dominance_rate0": dd, "linear_cka_rate0": cka,
+           "kendall_tau": {"relative_cer": tau(rel), "diagonal_dominance": tau(dd), "linear_cka": tau(cka)}}
+    out["holds"] = out["kendall_tau"]["relative_cer"] < 0 and out["kendall_tau"]["diagonal_dominance"] > 0
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--exp_dir", required=True)
+    ap.add_argument("--data_dir", required=True, help="recipe data dir base (train, dev, eval, token_list)")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--table", choices=["core", "full"], default="core")
+    ap.add_argument("--epochs", type=int, default=2, help="fixed fine-tune epochs of every row")
+    ap.add_argument("--lr", type=float, default=0.0005)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--distances", nargs="+", default=list(DISTANCES))
+    ap.add_argument("--kd_tap", default="fused")
+    ap.add_argument("--kd_weight", type=float, default=1.0)
+    ap.add_argument("--adapter_rank", type=int, default=8)
+    ap.add_argument("--beam_size", type=int, default=10)
+    ap.add_argument("--search", choices=["beam", "greedy"], default="beam", help="search of the eval sweep")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    args.config = os.path.abspath(args.config)
+    b = Bench(args)
+    t_all = time.perf_counter()
+    teacher = os.path.join(b.exp, "train_av0", "model.pth")
+    av0_init = b.init_av0()
+    drop = ["--drop_rate", "0", "1", "--drop_pattern", "random"]
+    rows = {}
+    rows["AV3"] = b.train("AV3", [teacher], ["--d_prob", "0.5", *drop])
+    for dist in args.distances:
+        kd = json.dumps({"teacher": teacher, "distance": dist, "tap": args.kd_tap, "weight": args.kd_weight})
+        rows[f"AV5-{dist}"] = b.train(f"AV5-{dist}", [teacher], ["--d_prob", "0.5", *drop, "--method", f"mda_kd:{kd}"])
+    if args.table == "full":
+        for r in (0.1, 0.3, 0.5, 0.7):
+            rows[f"S.{int(r * 10)}"] = b.train(f"S.{int(r * 10)}", [teacher],
+                                               ["--d_prob", "1.0", "--drop_rate", str(r), "--drop_pattern", "random"])
+        rows["AV1"] = b.train("AV1", av0_init, ["--d_prob", "1.0", *drop])
+        rows["AV2"] = b.train("AV2", av0_init, ["--d_prob", "0.5", *drop])
+    packed = {"A0": os.path.join(b.exp, "packed", "a0"), "AV0": os.path.join(b.exp, "packed", "av0")}
+    for m, p in packed.items():
+        if not os.path.isfile(os.path.join(p, "model.pth")):
+            raise SystemExit(f"{p} missing: run the recipe's stage 11 (pack) for a0 and av0 first")
+    for row, d in rows.items():
+        packed[row] = b.pack(row, d)
+
+    # --- dev: the MDA-KD distance (mean greedy CER over random loss 0 / 0.5 / 1.0)
+    sel_conds = ["random@0", "random@0.5", "random@1"]
+    kd_models = [f"AV5-{d}" for d in args.distances]
+    dev_kd = b.sweep("dev_kd", [f"{m}={packed[m]}" for m in kd_models], "dev", greedy=True, rates=(0, 0.5, 1.0),
+                     segment=False, whole=False, snrs=False)
+    kd_score = {m: mean_cer(dev_kd, m, sel_conds) for m in kd_models}
+    best = min(kd_score, key=kd_score.get)
+    best_dist = best[len("AV5-"):]
+    print(f"dev: MDA-KD distance {best_dist} ({kd_score})", flush=True)
+    packed["AV5"] = packed[best]
+    rows["AV6"] = b.train("AV6", [os.path.join(rows[best], "model.pth")],
+                          ["--method", "ms_adapter", "--set", f"model.adapter_rank={args.adapter_rank}"])
+    packed["AV6"] = b.pack("AV6", rows["AV6"])
+
+    # --- dev: the MS-Adapter threshold (mean greedy CER over the random-loss grid)
+    thr_models = [f"T{t:g}={packed['AV6']}@{t}" for t in THRESHOLDS]
+    dev_thr = b.sweep("dev_threshold", thr_models, "dev", greedy=True, segment=False, whole=False, snrs=False)
+    rconds = [f"random@{x:g}" for x in RATES]
+    thr_score = {t: mean_cer(dev_thr, f"T{t:g}", rconds) for t in THRESHOLDS}
+    thr = min(thr_score, key=lambda t: (thr_score[t], t))
+    print(f"dev: adapter threshold {thr} ({thr_score})", flush=True)
+
+    # --- dev: the best dropout-only row (for the superiority claim), chosen on dev as well
+    drop_rows = [r for r in ("AV1", "AV2", "AV3") if r in rows]
+    if len(drop_rows) > 1:
+        dev_drop = b.sweep("dev_dropout", [f"{m}={packed[m]}" for m in drop_rows], "dev", greedy=True,
+                           segment=False, whole=False, snrs=False)
+        best_drop = min(drop_rows, key=lambda m: mean_cer(dev_drop, m, rconds))
+    else:
+        best_drop = drop_rows[0]
+
+    # --- eval sweep
+    names = ["A0", "AV0"] + [r for r in ("AV1", "AV2", "AV3") if r in rows] + ["AV5"]
+    spec = [f"{m}={packed[m]}" for m in names] + [f"AV6={packed['AV6']}@0", f"AV6-tuned={packed['AV6']}@{thr}"]
+    if args.table == "full":
+        spec += [f"{m}={packed[m]}" for m in kd_models if m != best]
+        spec += [f"{m}={packed[m]}" for m in rows if m.startswith("S.")]
+    ev = b.sweep(f"eval_{args.table}", spec, "eval", greedy=args.search == "greedy",
+                 extra=["--baseline", "A0", "--reference", "AV0", "--similarity_rates", "0", "0.5", "1.0"])
+    wall = time.perf_counter() - t_all
+
+    from avsr.models.model import count_parameters
+    from avsr.pack import load_packed
+    counts = count_parameters(load_packed(packed["AV6"])[0])
+    out = {"machine": machine_info(), "command": command_line(), "table": args.table,
+           "search": ev["search"], "epochs_per_finetune": args.epochs, "lr": args.lr, "warmup_steps": args.warmup,
+           "kd": {"tap": args.kd_tap, "weight": args.kd_weight, "dev_mean_cer_0_.5_1": kd_score,
+                  "chosen_distance": best_dist},
+           "adapter": {"rank": args.adapter_rank, "dev_mean_cer_random_grid": {f"{t:g}": v for t, v in thr_score.items()},
+                       "tuned_threshold": thr, "parameters": counts,
+                       "adapter_share": counts.get("adapter", 0) / counts["total"]},
+           "best_dropout_only_row_dev": best_drop,
+           "eval": {k: ev[k] for k in ("conditions", "cer", "degradation_area", "similarity", "timing", "utts")
+                    if k in ev},
+           "claims": {**claims(ev, best_drop), **({"4_study_trend": study_trend(ev)} if study_trend(ev) else {})},
+           "seconds": {"total_this_run": wall, **{k: round(v, 1) for k, v in b.times.items()}},
+           "row_train_seconds": {}}
+    for row in rows:
+        p = os.path.join(b.rows_dir, row, "train_result.json")
+        if os.path.isfile(p):
+            h = json.load(open(p)).get("history") or []
+            out["row_train_seconds"][row] = sum((x.get("train_seconds") or 0) + (x.get("valid_seconds") or 0) for x in h)
+    emit(out, args.out)
+
+
+if __name__ == "__main__":
+    main()
