@@ -34,6 +34,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _bench_common import command_line, emit, machine_info  # noqa: E402
+from avsr.bin.sweep import parse_models  # noqa: E402
 
 DISTANCES = ("mse", "cosine", "gauss_kl", "mmd")
 RATES = (0.0, 0.1, 0.25, 0.3, 0.5, 0.7, 0.75, 1.0)
@@ -105,12 +106,11 @@ class Bench:
               extra=()):
         out = os.path.join(self.rows_dir, "sweep", name)
         j = os.path.join(out, "sweep.json")
-        want = sorted(models)
+        # done when sweep.json has these models, written as avsr eval writes them
+        want = {n: {"path": os.path.abspath(p), "adapter_threshold": t} for n, (p, t) in parse_models(models).items()}
         if os.path.isfile(j):
             r = json.load(open(j))
-            if sorted(f"{k}={os.path.abspath(v['path'])}@{v['adapter_threshold']}" for k, v in r["models"].items()) \
-                    == sorted(f"{k}={os.path.abspath(p.split('@')[0])}@{float(p.split('@')[1]) if '@' in p else 0.0}"
-                              for k, p in ((s.split('=', 1)) for s in want)):
+            if r["models"] == want:
                 print(f"sweep {name}: done ({j})", flush=True)
                 return r
         cmd = [self.py, "-m", "avsr.cli", "eval", "--models", *models, "--data_dir", os.path.join(self.data, split),
@@ -287,9 +287,12 @@ def main():
            "best_dropout_only_row_dev": best_drop,
            "eval": {k: ev[k] for k in ("conditions", "cer", "degradation_area", "similarity", "timing", "utts")
                     if k in ev},
-           "claims": {**claims(ev, best_drop), **({"4_study_trend": study_trend(ev)} if study_trend(ev) else {})},
+           "claims": claims(ev, best_drop),
            "seconds": {"total_this_run": wall, **{k: round(v, 1) for k, v in b.times.items()}},
            "row_train_seconds": {}}
+    trend = study_trend(ev)
+    if trend:
+        out["claims"]["4_study_trend"] = trend
     for row in rows:
         p = os.path.join(b.rows_dir, row, "train_result.json")
         if os.path.isfile(p):

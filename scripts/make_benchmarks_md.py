@@ -98,6 +98,12 @@ def sec_prep(r):
     return out + [""]
 
 
+def notes_md(name):
+    """A hand-written diagnosis in docs/results that goes with a section's numbers (lines; none if absent)."""
+    path = os.path.join(RES, name)
+    return ["", open(path, encoding="utf-8").read().strip()] if os.path.isfile(path) else []
+
+
 def sec_calib(r):
     out = ["## Training calibration on SynthMISP mini (A0, V, AV0)", ""] + header(r)
     out += [f"Config: `{r.get('config')}`; exp dir `{r.get('exp_dir')}`.", "",
@@ -123,9 +129,7 @@ def sec_calib(r):
                        f"{vb['p_b_not_better']:.3f} |" if vb else
                        f"| {x['set']} | {x['model']} | {x['search']} | {100 * x['cer']:.2f} "
                        f"[{100 * x['lo']:.2f}, {100 * x['hi']:.2f}] | {x['num_utts']} | | |")
-    notes = os.path.join(RES, "calibration_notes.md")
-    if os.path.isfile(notes):      # the hand-written diagnosis that goes with these numbers
-        out += ["", open(notes, encoding="utf-8").read().strip()]
+    out += notes_md("calibration_notes.md")
     return out + [""]
 
 
@@ -213,11 +217,8 @@ def sec_robust(r):
     secs = r["seconds"]
     out += ["", "Wall time (this run of the script; rows trained earlier are not re-timed): " +
             ", ".join(f"{k} {v:.0f} s" for k, v in secs.items()) + ". Row training (from their logs): " +
-            ", ".join(f"{k} {v:.0f} s" for k, v in r.get("row_train_seconds", {}).items()) + ".", ""]
-    notes = os.path.join(RES, f"robust_{r['table']}_notes.md")
-    if os.path.isfile(notes):
-        out += [open(notes, encoding="utf-8").read().strip(), ""]
-    return out
+            ", ".join(f"{k} {v:.0f} s" for k, v in r.get("row_train_seconds", {}).items()) + "."]
+    return out + notes_md(f"robust_{r['table']}_notes.md") + [""]
 
 
 def main():

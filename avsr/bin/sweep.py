@@ -105,14 +105,14 @@ def main(argv=None) -> int:
                     collect_fused=args.similarity_rates)
     wall = time.perf_counter() - t0
     refs = {u: ds.dd.text[u] for u in ds.utt_ids[: args.limit or None]}
-    table, utt_err = {}, {}
-    ref_chars = [utt_errors(refs[u], refs[u])[1] for u in sorted(refs)]
+    table, utt_err, ref_chars = {}, {}, None
     for m in models:
         table[m], utt_err[m] = {}, {}
         for c in res["conditions"]:
             hy = res["hyps"][m][c]
             ee = [utt_errors(refs[u], hy.get(u, "")) for u in sorted(refs)]
             utt_err[m][c] = [int(e) for e, _ in ee]
+            ref_chars = ref_chars or [n for _, n in ee]     # the same for every model and condition
             ci = bootstrap_ci([e for e, _ in ee], [n for _, n in ee], num=args.bootstrap, seed=0)
             row = {k: ci[k] for k in ("cer", "lo", "hi", "errors", "ref_chars")}
             if args.baseline and m != args.baseline:     # relative CER: the A0 output as reference
