@@ -17,6 +17,9 @@ finished one), so the whole script resumes.  Rows (see docs/ROBUSTNESS.md):
 * AV6: MS-Adapter on AV5 (base frozen, audio-only); threshold 0 (paper) and one tuned on dev
 * S.1/.3/.5/.7 (full table): init AV0, D_prob 1.0, fixed rate 0.1 / 0.3 / 0.5 / 0.7
 
+Rows other than AV6 train with AV0's own audio augmentation (the ``audio_noise`` methods in
+``train_av0/config.yaml``, i.e. the recipe's ``--av_noise``); AV6's adapters train on clean audio.
+
 Dropout rows draw the rate from U(0, 1] per dropped sample (pattern ``random``).  Fine-tunes run a
 fixed ``--epochs`` from their init (``model.pth`` = average of all their epochs: nothing chosen on
 eval).  The eval sweep decodes A0, AV0 and the rows with beam search (core) or CTC greedy
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -69,7 +73,7 @@ class Bench:
 
     def init_av0(self):
         """AV0's own --init specs, read from its cmd.sh (A0, plus V's visual branch when used)."""
-        cmd = open(os.path.join(self.exp, "train_av0", "cmd.sh")).read().split()
+        cmd = shlex.split(open(os.path.join(self.exp, "train_av0", "cmd.sh")).read(), comments=True)
         i = cmd.index("--init")
         specs = []
         for tok in cmd[i + 1:]:
@@ -77,6 +81,17 @@ class Bench:
                 break
             specs.append(tok)
         return specs
+
+    def av0_augmentation(self):
+        """AV0's audio augmentation (``audio_noise`` method specs in its config.yaml): the AV rows
+        are AV0's recipe plus dropout / KD, so they train with the same augmentation."""
+        import yaml
+        cfg = yaml.safe_load(open(os.path.join(self.exp, "train_av0", "config.yaml"), encoding="utf-8"))
+        out = []
+        for spec in cfg.get("methods") or []:
+            if spec.split(":", 1)[0] == "audio_noise":
+                out += ["--method", spec]
+        return out
 
     def train(self, row, init, extra):
         d = os.path.join(self.rows_dir, row)
@@ -215,6 +230,10 @@ def main():
     teacher = os.path.join(b.exp, "train_av0", "model.pth")
     av0_init = b.init_av0()
     drop = ["--drop_rate", "0", "1", "--drop_pattern", "random"]
+    aug = b.av0_augmentation()
+    if aug:
+        print(f"AV rows train with AV0's audio augmentation: {aug}", flush=True)
+        drop += aug
     rows = {}
     rows["AV3"] = b.train("AV3", [teacher], ["--d_prob", "0.5", *drop])
     for dist in args.distances:
@@ -223,7 +242,8 @@ def main():
     if args.table == "full":
         for r in (0.1, 0.3, 0.5, 0.7):
             rows[f"S.{int(r * 10)}"] = b.train(f"S.{int(r * 10)}", [teacher],
-                                               ["--d_prob", "1.0", "--drop_rate", str(r), "--drop_pattern", "random"])
+                                               ["--d_prob", "1.0", "--drop_rate", str(r), "--drop_pattern", "random",
+                                                *aug])
         rows["AV1"] = b.train("AV1", av0_init, ["--d_prob", "1.0", *drop])
         rows["AV2"] = b.train("AV2", av0_init, ["--d_prob", "0.5", *drop])
     packed = {"A0": os.path.join(b.exp, "packed", "a0"), "AV0": os.path.join(b.exp, "packed", "av0")}

@@ -11,6 +11,7 @@ import json
 from avsr.trainer.method import TrainingMethod
 
 METHODS = {
+    "audio_noise": "avsr.robust.audio_noise:AudioNoiseMethod",
     "frame_dropout": "avsr.robust.frame_dropout_method:FrameDropoutMethod",
     "mda_kd": "avsr.robust.mda_kd:MDAKDMethod",
     "ms_adapter": "avsr.robust.ms_adapter:MSAdapterMethod",

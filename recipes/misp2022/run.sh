@@ -27,6 +27,7 @@ train_args=          # extra arguments for every avsr.bin.train call, e.g. "--se
 v_args=              # extra arguments for the V training only
 av0_args=            # extra arguments for the AV0 training only (e.g. fewer epochs)
 av0_visual_init=auto # AV0's visual branch: auto = from V (stage 7) when v is in --models, none = scratch
+av_noise="0.8 -20 5"    # babble augmentation of the AV trainings (AV0, AV5): "PROB SNR_LO SNR_HI" (dB); none = off
 ngpu=0               # >1: training through torchrun --nproc_per_node=$ngpu (DDP); 1: one GPU
 models="a0 v av0 av5 av6"   # models to train (7, 9, 10 only when listed), pack, decode and sweep
 robust_args=         # extra avsr.bin.train arguments for the robust student (stage 9)
@@ -96,6 +97,9 @@ Options (default):
   --v_args "..."     extra avsr.bin.train arguments for V only ($v_args)
   --av0_args "..."   extra avsr.bin.train arguments for AV0 only ($av0_args)
   --av0_visual_init M  auto: AV0's visual branch from V when v is in --models; none: scratch ($av0_visual_init)
+  --av_noise "P LO HI" AV0 and AV5 train on audio mixed, with probability P, with babble from 3 other
+                     utterances of the batch at an SNR ~ U(LO, HI) dB (avsr.robust.audio_noise); none: off
+                     ($av_noise)
   --ngpu N           GPUs for training: 0 = CPU, >1 = torchrun DDP ($ngpu)
   --models "..."     models to pack/decode/report ("$models")
   --decode_sets "..." data sets to decode ("$decode_sets")
@@ -122,6 +126,13 @@ for v in stage stop_stage nj channel nbpe ngpu beam_size decode_batch adapter_ra
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$0: --$v must be a non-negative integer, got '${!v}'" >&2; exit 1; }
 done
 case "$av0_visual_init" in auto|none) ;; *) echo "$0: --av0_visual_init must be auto or none, got '$av0_visual_init'" >&2; exit 1 ;; esac
+if [ "$av_noise" != none ]; then
+  read -r -a _n <<< "$av_noise"
+  _num='^-?[0-9]+([.][0-9]+)?$'
+  if [ "${#_n[@]}" -ne 3 ] || ! [[ "${_n[0]}" =~ $_num && "${_n[1]}" =~ $_num && "${_n[2]}" =~ $_num ]]; then
+    echo "$0: --av_noise must be 'PROB SNR_LO SNR_HI' (numbers) or none, got '$av_noise'" >&2; exit 1
+  fi
+fi
 [ "$nj" -ge 1 ] || { echo "$0: --nj must be >= 1" >&2; exit 1; }
 [ -n "$dump_dir" ] || dump_dir="$data_dir/dump"
 # a relative --misp_root is relative to where run.sh was called from; the output
@@ -226,6 +237,13 @@ train() {
     --stats "$exp_dir/stats/feats_stats.json" --exp_dir "$dir" "${dev[@]}" "$@" $train_args
   [ -f "$dir/model.pth" ] || { echo "ERROR: $dir/model.pth was not written" >&2; return 1; }
 }
+# the --method argument of the babble augmentation (--av_noise), or nothing
+noise_method() {
+  [ "$av_noise" = none ] && return 0
+  local p lo hi
+  read -r p lo hi <<< "$av_noise"
+  printf '%s\n' --method "audio_noise:{\"prob\": $p, \"snr\": [$lo, $hi]}"
+}
 has_model() { case " $models " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 stage_train_a0()  { train a0 audio; }
 stage_train_v() {
@@ -242,8 +260,10 @@ stage_train_av0() {
     f=${f%%::*}
     [ -f "$f" ] || { echo "ERROR: $f not found (stage 6 / 7)" >&2; return 1; }
   done
+  local noise=()
+  mapfile -t noise < <(noise_method)
   # shellcheck disable=SC2046,SC2086
-  train av0 audiovisual --init $(av0_init) $av0_args
+  train av0 audiovisual --init $(av0_init) "${noise[@]}" $av0_args
 }
 
 stage_train_av5() {
@@ -254,9 +274,11 @@ stage_train_av5() {
   if [ "$kd_weight" != 0 ]; then
     kd=(--method "mda_kd:{\"teacher\": \"$teacher\", \"distance\": \"$kd_distance\", \"tap\": \"$kd_tap\", \"weight\": $kd_weight}")
   fi
+  local noise=()
+  mapfile -t noise < <(noise_method)
   # shellcheck disable=SC2086
   train av5 audiovisual --init "$teacher" --d_prob "$d_prob" --drop_rate 0 1 --drop_pattern random \
-    "${kd[@]}" $robust_args
+    "${noise[@]}" "${kd[@]}" $robust_args
 }
 
 stage_train_av6() {
@@ -316,8 +338,8 @@ stage_report() {
 run_stage 5 stats      stage_stats      "train_set=$train_set config=$train_config"
 run_stage 6 train_a0   stage_train_a0   "config=$train_config train_args=$train_args"
 run_stage 7 train_v    stage_train_v    "config=$train_config train_args=$train_args v_args=$v_args models=$models"
-run_stage 8 train_av0  stage_train_av0  "config=$train_config train_args=$train_args av0_args=$av0_args init=$(av0_init)"
-run_stage 9 train_av5  stage_train_av5  "config=$train_config train_args=$train_args d_prob=$d_prob kd=$kd_distance/$kd_tap/$kd_weight robust_args=$robust_args models=$models"
+run_stage 8 train_av0  stage_train_av0  "config=$train_config train_args=$train_args av0_args=$av0_args av_noise=$av_noise init=$(av0_init)"
+run_stage 9 train_av5  stage_train_av5  "config=$train_config train_args=$train_args d_prob=$d_prob av_noise=$av_noise kd=$kd_distance/$kd_tap/$kd_weight robust_args=$robust_args models=$models"
 run_stage 10 train_av6 stage_train_av6  "config=$train_config train_args=$train_args rank=$adapter_rank adapter_args=$adapter_args models=$models"
 run_stage 11 pack      stage_pack       "models=$models beam_size=$beam_size"
 run_stage 12 decode    stage_decode     "models=$models sets=$decode_sets beam=$beam_size args=$decode_args"
