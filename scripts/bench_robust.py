@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -71,27 +70,18 @@ class Bench:
         self.times[key] = self.times.get(key, 0.0) + time.perf_counter() - t0
         return out
 
-    def init_av0(self):
-        """AV0's own --init specs, read from its cmd.sh (A0, plus V's visual branch when used)."""
-        cmd = shlex.split(open(os.path.join(self.exp, "train_av0", "cmd.sh")).read(), comments=True)
-        i = cmd.index("--init")
-        specs = []
-        for tok in cmd[i + 1:]:
-            if tok.startswith("--"):
-                break
-            specs.append(tok)
-        return specs
-
-    def av0_augmentation(self):
-        """AV0's audio augmentation (``audio_noise`` method specs in its config.yaml): the AV rows
-        are AV0's recipe plus dropout / KD, so they train with the same augmentation."""
+    def av0_settings(self):
+        """AV0's own ``--init`` specs (A0, plus V's visual branch when used) and its audio augmentation
+        (``--method audio_noise:...`` arguments), from its config.yaml: the AV rows are AV0's recipe
+        plus dropout / KD, so AV1 / AV2 start where AV0 started and every AV row trains with the same
+        augmentation."""
         import yaml
         cfg = yaml.safe_load(open(os.path.join(self.exp, "train_av0", "config.yaml"), encoding="utf-8"))
-        out = []
+        aug = []
         for spec in cfg.get("methods") or []:
             if spec.split(":", 1)[0] == "audio_noise":
-                out += ["--method", spec]
-        return out
+                aug += ["--method", spec]
+        return list(cfg["trainer"]["init"]), aug
 
     def train(self, row, init, extra):
         d = os.path.join(self.rows_dir, row)
@@ -228,12 +218,10 @@ def main():
     b = Bench(args)
     t_all = time.perf_counter()
     teacher = os.path.join(b.exp, "train_av0", "model.pth")
-    av0_init = b.init_av0()
-    drop = ["--drop_rate", "0", "1", "--drop_pattern", "random"]
-    aug = b.av0_augmentation()
+    av0_init, aug = b.av0_settings()
     if aug:
         print(f"AV rows train with AV0's audio augmentation: {aug}", flush=True)
-        drop += aug
+    drop = ["--drop_rate", "0", "1", "--drop_pattern", "random", *aug]
     rows = {}
     rows["AV3"] = b.train("AV3", [teacher], ["--d_prob", "0.5", *drop])
     for dist in args.distances:

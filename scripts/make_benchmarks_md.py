@@ -145,8 +145,8 @@ def sec_decode(r):
                    f"{100 * v['cer']:.2f} | {v['threads']} |")
     out += ["", f"Batched vs per-utterance beam: **{r['speedup_batched_vs_per_utt']:.2f}x**; greedy vs per-utterance: "
             f"{r['speedup_greedy_vs_per_utt']:.1f}x; identical hypotheses batched vs per-utterance: "
-            f"{r['identical_hyps_batched_vs_per_utt']}.", ""]
-    return out
+            f"{r['identical_hyps_batched_vs_per_utt']}."]
+    return out + notes_md("bench_decode_notes.md") + [""]
 
 
 def sec_cli(r):
@@ -156,7 +156,7 @@ def sec_cli(r):
             f"search {r['search']}, device {r['device']}: wall {r['wall_seconds']:.1f} s, RTF {r['rtf']:.3f}, "
             f"peak RSS {r['peak_rss_mb']:.0f} MB.", "", "| step | seconds |", "|---|---|"]
     out += [f"| {k} | {v:.2f} |" for k, v in st.items()]
-    return out + [""]
+    return out + notes_md("bench_cli_notes.md") + [""]
 
 
 def sec_robust(r):

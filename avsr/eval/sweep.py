@@ -23,7 +23,6 @@ MS-Adapter routing: utterances whose share of present frames is <= the model's S
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
@@ -33,6 +32,7 @@ import torch
 
 from avsr.data.batch import Batch
 from avsr.models.model import reconcile_video
+from avsr.robust.audio_noise import mix_at_snr
 from avsr.robust.missing_video import drop_frames, stable_seed
 
 __all__ = ["RATES", "Condition", "default_conditions", "add_babble", "run_sweep", "degradation_area"]
@@ -76,19 +76,13 @@ def add_babble(batch: Batch, pool: Sequence[np.ndarray], snr_db: float, seed: in
     for b, u in enumerate(batch.utt_ids):
         n = int(batch.audio_lens[b])
         rng = np.random.default_rng(stable_seed(seed, "babble", u, float(snr_db)) % 2 ** 63)
-        noise = np.zeros(n, dtype=np.float64)
+        parts = []
         for _ in range(talkers):
             src = pool[int(rng.integers(len(pool)))]
             if len(src) == 0:
                 continue
-            off = int(rng.integers(len(src)))
-            rep = np.resize(np.roll(src, -off), n)
-            noise += rep / (np.sqrt(np.mean(rep.astype(np.float64) ** 2)) + 1e-8)
-        x = audio[b, :n].double()
-        ps = float((x ** 2).mean()) + 1e-12
-        pn = float(np.mean(noise ** 2)) + 1e-12
-        g = math.sqrt(ps / (pn * 10 ** (snr_db / 10.0)))
-        audio[b, :n] = (x + torch.from_numpy(noise * g)).to(audio.dtype)
+            parts.append((src, int(rng.integers(len(src)))))
+        audio[b, :n] = mix_at_snr(audio[b, :n], parts, snr_db).to(audio.dtype)
     return batch.replace(audio=audio)
 
 

@@ -19,7 +19,8 @@ noisy audio in training the video is the only way to lower the loss on the noisy
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Sequence, Tuple, Union
+import math
+from typing import Any, Dict, Iterable, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -27,7 +28,27 @@ import torch
 from avsr.robust.missing_video import stable_seed
 from avsr.trainer.method import TrainingMethod
 
-__all__ = ["AudioNoiseMethod", "mix_babble"]
+__all__ = ["AudioNoiseMethod", "mix_at_snr", "mix_babble"]
+
+
+def mix_at_snr(x: torch.Tensor, parts: Iterable[Tuple[np.ndarray, int]], snr_db: float) -> torch.Tensor:
+    """``x`` (one utterance's valid samples) plus babble at ``snr_db``, as a float64 tensor.
+
+    The babble is the sum of ``parts``, each ``(source, offset)``: the source circularly shifted by
+    ``offset`` samples, tiled to ``len(x)`` and normalised to unit power; it is scaled so that
+    power(x) / power(babble) is ``snr_db``.  Shared by this training augmentation and the
+    evaluation babble (:func:`avsr.eval.sweep.add_babble`).
+    """
+    n = x.shape[0]
+    noise = np.zeros(n, dtype=np.float64)
+    for src, off in parts:
+        rep = np.resize(np.roll(src, -off), n)
+        noise += rep / (np.sqrt(np.mean(rep.astype(np.float64) ** 2)) + 1e-8)
+    x = x.double()
+    ps = float((x ** 2).mean()) + 1e-12
+    pn = float(np.mean(noise ** 2)) + 1e-12
+    g = math.sqrt(ps / (pn * 10 ** (snr_db / 10.0)))
+    return x + torch.from_numpy(noise * g)
 
 
 def mix_babble(audio: torch.Tensor, audio_lens: torch.Tensor, rng: np.random.Generator, prob: float,
@@ -51,18 +72,11 @@ def mix_babble(audio: torch.Tensor, audio_lens: torch.Tensor, rng: np.random.Gen
         n = lens[b]
         if not use or not others or n == 0:
             continue
-        x = audio[b, :n].double()
-        noise = torch.zeros(n, dtype=torch.float64)
+        parts = []
         for p, o in zip(picks, offs):
             j = others[int(p)]
-            src = audio[j, :lens[j]].double()
-            src = torch.roll(src, -int(o * lens[j]))
-            rep = src.repeat(n // lens[j] + 1)[:n]
-            noise += rep / (rep.pow(2).mean().sqrt() + 1e-8)
-        ps = float(x.pow(2).mean()) + 1e-12
-        pn = float(noise.pow(2).mean()) + 1e-12
-        g = (ps / (pn * 10 ** (s_db / 10.0))) ** 0.5
-        out[b, :n] = (x + g * noise).to(audio.dtype)
+            parts.append((audio[j, :lens[j]].numpy(), int(o * lens[j])))
+        out[b, :n] = mix_at_snr(audio[b, :n], parts, s_db).to(audio.dtype)
         snrs[b] = s_db
     return out, snrs
 

@@ -126,12 +126,14 @@ for v in stage stop_stage nj channel nbpe ngpu beam_size decode_batch adapter_ra
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$0: --$v must be a non-negative integer, got '${!v}'" >&2; exit 1; }
 done
 case "$av0_visual_init" in auto|none) ;; *) echo "$0: --av0_visual_init must be auto or none, got '$av0_visual_init'" >&2; exit 1 ;; esac
+noise_args=()        # the --method argument of the babble augmentation (--av_noise) for AV0 and AV5
 if [ "$av_noise" != none ]; then
   read -r -a _n <<< "$av_noise"
   _num='^-?[0-9]+([.][0-9]+)?$'
   if [ "${#_n[@]}" -ne 3 ] || ! [[ "${_n[0]}" =~ $_num && "${_n[1]}" =~ $_num && "${_n[2]}" =~ $_num ]]; then
     echo "$0: --av_noise must be 'PROB SNR_LO SNR_HI' (numbers) or none, got '$av_noise'" >&2; exit 1
   fi
+  noise_args=(--method "audio_noise:{\"prob\": ${_n[0]}, \"snr\": [${_n[1]}, ${_n[2]}]}")
 fi
 [ "$nj" -ge 1 ] || { echo "$0: --nj must be >= 1" >&2; exit 1; }
 [ -n "$dump_dir" ] || dump_dir="$data_dir/dump"
@@ -237,13 +239,6 @@ train() {
     --stats "$exp_dir/stats/feats_stats.json" --exp_dir "$dir" "${dev[@]}" "$@" $train_args
   [ -f "$dir/model.pth" ] || { echo "ERROR: $dir/model.pth was not written" >&2; return 1; }
 }
-# the --method argument of the babble augmentation (--av_noise), or nothing
-noise_method() {
-  [ "$av_noise" = none ] && return 0
-  local p lo hi
-  read -r p lo hi <<< "$av_noise"
-  printf '%s\n' --method "audio_noise:{\"prob\": $p, \"snr\": [$lo, $hi]}"
-}
 has_model() { case " $models " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 stage_train_a0()  { train a0 audio; }
 stage_train_v() {
@@ -260,10 +255,8 @@ stage_train_av0() {
     f=${f%%::*}
     [ -f "$f" ] || { echo "ERROR: $f not found (stage 6 / 7)" >&2; return 1; }
   done
-  local noise=()
-  mapfile -t noise < <(noise_method)
   # shellcheck disable=SC2046,SC2086
-  train av0 audiovisual --init $(av0_init) "${noise[@]}" $av0_args
+  train av0 audiovisual --init $(av0_init) "${noise_args[@]}" $av0_args
 }
 
 stage_train_av5() {
@@ -274,11 +267,9 @@ stage_train_av5() {
   if [ "$kd_weight" != 0 ]; then
     kd=(--method "mda_kd:{\"teacher\": \"$teacher\", \"distance\": \"$kd_distance\", \"tap\": \"$kd_tap\", \"weight\": $kd_weight}")
   fi
-  local noise=()
-  mapfile -t noise < <(noise_method)
   # shellcheck disable=SC2086
   train av5 audiovisual --init "$teacher" --d_prob "$d_prob" --drop_rate 0 1 --drop_pattern random \
-    "${noise[@]}" "${kd[@]}" $robust_args
+    "${noise_args[@]}" "${kd[@]}" $robust_args
 }
 
 stage_train_av6() {
