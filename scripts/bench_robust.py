@@ -13,7 +13,8 @@ finished one), so the whole script resumes.  Rows (see docs/ROBUSTNESS.md):
 * AV3: init AV0, D_prob 0.5
 * AV5-<dist>: AV3 + MDA-KD from the frozen AV0 (tap ``--kd_tap``, weight ``--kd_weight``), one row per
   distance; the distance with the lowest dev CER (mean over random loss 0 / 0.5 / 1.0, CTC greedy)
-  becomes AV5
+  wins; then, for that distance, each further weight of ``--kd_weights`` is a row AV5-<dist>-w<λ>, and
+  the best of these (same dev criterion, the ``--kd_weight`` row included) becomes AV5
 * AV6: MS-Adapter on AV5 (base frozen, audio-only); threshold 0 (paper) and one tuned on dev
 * S.1/.3/.5/.7 (full table): init AV0, D_prob 1.0, fixed rate 0.1 / 0.3 / 0.5 / 0.7
 
@@ -85,6 +86,26 @@ class Bench:
 
     def train(self, row, init, extra):
         d = os.path.join(self.rows_dir, row)
+        cfg = os.path.join(d, "config.yaml")
+        if os.path.isfile(cfg):
+            import yaml
+            old = (yaml.safe_load(open(cfg, encoding="utf-8")).get("trainer") or {}).get("init") or []
+            old = [old] if isinstance(old, str) else list(old)
+            if old != [str(x) for x in init]:
+                # e.g. AV6 after a different AV5 won on dev: the old row (finished or not) is for another
+                # init; it is kept aside, and so are its packed model and the sweeps that decoded it
+                stale = f"{d}.stale-{int(time.time())}"
+                print(f"{row}: {d} was trained from {old}, not {list(init)}; moved to {stale}", flush=True)
+                os.replace(d, stale)
+                packed = os.path.join(self.rows_dir, "packed", row)
+                if os.path.isdir(packed):
+                    os.replace(packed, stale + ".packed")
+                    sweeps = os.path.join(self.rows_dir, "sweep")
+                    for name in sorted(os.listdir(sweeps)) if os.path.isdir(sweeps) else []:
+                        j = os.path.join(sweeps, name, "sweep.json")
+                        if os.path.isfile(j) and any(m.get("path") == os.path.abspath(packed)
+                                                     for m in json.load(open(j)).get("models", {}).values()):
+                            os.replace(os.path.join(sweeps, name), f"{stale}.sweep-{name}")
         if os.path.isfile(os.path.join(d, "model.pth")) and os.path.isfile(os.path.join(d, "train_result.json")):
             print(f"{row}: trained ({d}/model.pth)", flush=True)
             return d
@@ -208,7 +229,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--distances", nargs="+", default=list(DISTANCES))
     ap.add_argument("--kd_tap", default="fused")
-    ap.add_argument("--kd_weight", type=float, default=1.0)
+    ap.add_argument("--kd_weight", type=float, default=1.0, help="λ_KD of the distance ablation")
+    ap.add_argument("--kd_weights", type=float, nargs="*", default=[],
+                    help="further λ_KD values tried on dev for the winning distance (rows AV5-<dist>-w<λ>)")
     ap.add_argument("--adapter_rank", type=int, default=8)
     ap.add_argument("--beam_size", type=int, default=10)
     ap.add_argument("--search", choices=["beam", "greedy"], default="beam", help="search of the eval sweep")
@@ -250,6 +273,24 @@ def main():
     best = min(kd_score, key=kd_score.get)
     best_dist = best[len("AV5-"):]
     print(f"dev: MDA-KD distance {best_dist} ({kd_score})", flush=True)
+    weight_score = {args.kd_weight: kd_score[best]}
+    best_weight = args.kd_weight
+    extra_w = [w for w in args.kd_weights if w != args.kd_weight]
+    if extra_w:
+        w_rows = {}
+        for w in extra_w:
+            kd = json.dumps({"teacher": teacher, "distance": best_dist, "tap": args.kd_tap, "weight": w})
+            r = f"AV5-{best_dist}-w{w:g}"
+            rows[r] = b.train(r, [teacher], ["--d_prob", "0.5", *drop, "--method", f"mda_kd:{kd}"])
+            packed[r] = b.pack(r, rows[r])
+            w_rows[w] = r
+        dev_w = b.sweep("dev_kd_weight", [f"{m}={packed[m]}" for m in w_rows.values()], "dev", greedy=True,
+                        rates=(0, 0.5, 1.0), segment=False, whole=False, snrs=False)
+        weight_score.update({w: mean_cer(dev_w, r, sel_conds) for w, r in w_rows.items()})
+        best_weight = min(weight_score, key=lambda w: (weight_score[w], w != args.kd_weight))
+        if best_weight != args.kd_weight:
+            best = w_rows[best_weight]
+        print(f"dev: λ_KD {best_weight:g} ({weight_score})", flush=True)
     packed["AV5"] = packed[best]
     rows["AV6"] = b.train("AV6", [os.path.join(rows[best], "model.pth")],
                           ["--method", "ms_adapter", "--set", f"model.adapter_rank={args.adapter_rank}"])
@@ -288,7 +329,9 @@ def main():
     out = {"machine": machine_info(), "command": command_line(), "table": args.table,
            "search": ev["search"], "epochs_per_finetune": args.epochs, "lr": args.lr, "warmup_steps": args.warmup,
            "kd": {"tap": args.kd_tap, "weight": args.kd_weight, "dev_mean_cer_0_.5_1": kd_score,
-                  "chosen_distance": best_dist},
+                  "chosen_distance": best_dist,
+                  "weight_dev_mean_cer_0_.5_1": {f"{w:g}": v for w, v in weight_score.items()},
+                  "chosen_weight": best_weight, "chosen_row": best},
            "adapter": {"rank": args.adapter_rank, "dev_mean_cer_random_grid": {f"{t:g}": v for t, v in thr_score.items()},
                        "tuned_threshold": thr, "parameters": counts,
                        "adapter_share": counts.get("adapter", 0) / counts["total"]},
