@@ -89,7 +89,7 @@ bench-train: install
 # issue-4 robustness table on the mini exp dir (needs bench-train's A0 and AV0; resumable)
 bench-robust: install
 	$(PY) scripts/bench_robust.py --exp_dir $(MINI_EXP) --data_dir recipes/synthmisp/data/synthmisp_mini \
-	  --config conf/mini.yaml --table core --out docs/results/robust_core.json
+	  --config conf/mini.yaml --table core --kd_weights 10 --out docs/results/robust_core.json
 	$(PY) scripts/make_benchmarks_md.py
 
 # every row (AV1-AV6, S.1-S.7, all MDA-KD distances in the eval sweep), CTC greedy sweep

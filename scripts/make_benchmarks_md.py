@@ -190,7 +190,12 @@ def sec_robust(r):
     out += ["", "Area: trapezoid of CER(r) − CER_AV0(0) over the random-loss rates (%·rate; lower is more robust).", "",
             f"**Dev choices.** MDA-KD distance (tap `{kd['tap']}`, weight {kd['weight']}), mean dev CER over random "
             "loss 0 / 0.5 / 1 (CTC greedy): " + ", ".join(f"{k} {100 * v:.2f} %" for k, v in kd["dev_mean_cer_0_.5_1"].items())
-            + f" → **{kd['chosen_distance']}**. MS-Adapter threshold, mean dev CER over the random grid: "
+            + f" → **{kd['chosen_distance']}**."
+            + ("" if len(kd.get("weight_dev_mean_cer_0_.5_1") or {}) < 2 else
+               f" λ_KD for {kd['chosen_distance']}, same criterion: "
+               + ", ".join(f"{w}: {100 * v:.2f} %" for w, v in kd["weight_dev_mean_cer_0_.5_1"].items())
+               + f" → **{kd['chosen_weight']:g}** (AV5 = {kd['chosen_row']}).")
+            + " MS-Adapter threshold, mean dev CER over the random grid: "
             + ", ".join(f"{k}: {100 * v:.2f} %" for k, v in ad["dev_mean_cer_random_grid"].items())
             + f" → **{ad['tuned_threshold']}**. Adapter parameters: {ad['parameters'].get('adapter', 0):,} of "
             f"{ad['parameters']['total']:,} ({100 * ad['adapter_share']:.2f} %), rank {ad['rank']}. "

@@ -32,9 +32,9 @@ ngpu=0               # >1: training through torchrun --nproc_per_node=$ngpu (DDP
 models="a0 v av0 av5 av6"   # models to train (7, 9, 10 only when listed), pack, decode and sweep
 robust_args=         # extra avsr.bin.train arguments for the robust student (stage 9)
 d_prob=0.5           # robust student: share of samples with frame dropout (rate ~ U(0, 1], random pattern)
-kd_distance=gauss_kl # MDA-KD distance: mse | cosine | gauss_kl | mmd
+kd_distance=mse      # MDA-KD distance: mse | cosine | gauss_kl | mmd (chosen on mini dev, docs/ROBUSTNESS.md)
 kd_tap=fused         # MDA-KD tap: fused | fusion<i>.audio | fusion<i>.visual | shared_out
-kd_weight=1.0        # MDA-KD loss weight (0: dropout only, i.e. the AV3 row)
+kd_weight=10         # MDA-KD loss weight λ_KD (chosen on mini dev; 0: dropout only, i.e. the AV3 row)
 adapter_rank=8       # MS-Adapter LoRA rank (stage 10)
 adapter_args=        # extra avsr.bin.train arguments for the adapter training (stage 10)
 adapter_threshold=0  # MS-Adapter routing: present-frame share at or below which adapters switch on
