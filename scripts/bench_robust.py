@@ -45,6 +45,19 @@ RATES = (0.0, 0.1, 0.25, 0.3, 0.5, 0.7, 0.75, 1.0)
 THRESHOLDS = (0.0, 0.1, 0.25, 0.5, 0.75)
 
 
+def _train_config(exp_dir):
+    """The config.yaml that avsr.bin.train wrote into ``exp_dir``."""
+    import yaml
+    with open(os.path.join(exp_dir, "config.yaml"), encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
+def _init_specs(cfg):
+    """The ``--init`` specs of a train config as a list (TrainerConfig stores one spec as a plain string)."""
+    init = (cfg.get("trainer") or {}).get("init") or []
+    return [init] if isinstance(init, str) else [str(x) for x in init]
+
+
 class Bench:
     def __init__(self, args):
         self.a = args
@@ -76,36 +89,20 @@ class Bench:
         (``--method audio_noise:...`` arguments), from its config.yaml: the AV rows are AV0's recipe
         plus dropout / KD, so AV1 / AV2 start where AV0 started and every AV row trains with the same
         augmentation."""
-        import yaml
-        cfg = yaml.safe_load(open(os.path.join(self.exp, "train_av0", "config.yaml"), encoding="utf-8"))
+        cfg = _train_config(os.path.join(self.exp, "train_av0"))
         aug = []
         for spec in cfg.get("methods") or []:
             if spec.split(":", 1)[0] == "audio_noise":
                 aug += ["--method", spec]
-        return list(cfg["trainer"]["init"]), aug
+        return _init_specs(cfg), aug
 
     def train(self, row, init, extra):
         d = os.path.join(self.rows_dir, row)
-        cfg = os.path.join(d, "config.yaml")
-        if os.path.isfile(cfg):
-            import yaml
-            old = (yaml.safe_load(open(cfg, encoding="utf-8")).get("trainer") or {}).get("init") or []
-            old = [old] if isinstance(old, str) else list(old)
+        if os.path.isfile(os.path.join(d, "config.yaml")):
+            old = _init_specs(_train_config(d))
             if old != [str(x) for x in init]:
-                # e.g. AV6 after a different AV5 won on dev: the old row (finished or not) is for another
-                # init; it is kept aside, and so are its packed model and the sweeps that decoded it
-                stale = f"{d}.stale-{int(time.time())}"
-                print(f"{row}: {d} was trained from {old}, not {list(init)}; moved to {stale}", flush=True)
-                os.replace(d, stale)
-                packed = os.path.join(self.rows_dir, "packed", row)
-                if os.path.isdir(packed):
-                    os.replace(packed, stale + ".packed")
-                    sweeps = os.path.join(self.rows_dir, "sweep")
-                    for name in sorted(os.listdir(sweeps)) if os.path.isdir(sweeps) else []:
-                        j = os.path.join(sweeps, name, "sweep.json")
-                        if os.path.isfile(j) and any(m.get("path") == os.path.abspath(packed)
-                                                     for m in json.load(open(j)).get("models", {}).values()):
-                            os.replace(os.path.join(sweeps, name), f"{stale}.sweep-{name}")
+                # e.g. AV6 after a different AV5 won on dev: the old row (finished or not) is for another init
+                self.move_aside(row, d, f"was trained from {old}, not {list(init)}")
         if os.path.isfile(os.path.join(d, "model.pth")) and os.path.isfile(os.path.join(d, "train_result.json")):
             print(f"{row}: trained ({d}/model.pth)", flush=True)
             return d
@@ -120,6 +117,22 @@ class Bench:
                f"trainer.lr={self.a.lr}", f"trainer.warmup_steps={self.a.warmup}"]
         self.timed(f"train {row}", lambda: self.sh(cmd, os.path.join(self.rows_dir, f"{row}.log")))
         return d
+
+    def move_aside(self, row, d, why):
+        """Move row dir ``d`` to ``<d>.stale-<time>``, with its packed model and every sweep that decoded it."""
+        stale = f"{d}.stale-{int(time.time())}"
+        print(f"{row}: {d} {why}; moved to {stale}", flush=True)
+        os.replace(d, stale)
+        packed = os.path.join(self.rows_dir, "packed", row)
+        if not os.path.isdir(packed):
+            return
+        os.replace(packed, stale + ".packed")
+        sweeps = os.path.join(self.rows_dir, "sweep")
+        for name in sorted(os.listdir(sweeps)) if os.path.isdir(sweeps) else []:
+            j = os.path.join(sweeps, name, "sweep.json")
+            if os.path.isfile(j) and any(m.get("path") == os.path.abspath(packed)
+                                         for m in json.load(open(j)).get("models", {}).values()):
+                os.replace(os.path.join(sweeps, name), f"{stale}.sweep-{name}")
 
     def pack(self, row, d):
         out = os.path.join(self.rows_dir, "packed", row)

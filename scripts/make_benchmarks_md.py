@@ -135,30 +135,21 @@ def sec_calib(r):
 
 def sec_decode(r):
     out = ["## Decoding speed (eval set)", ""] + header(r)
-    sizes = r.get("batch_sizes", [r["batch_size"]])
-    out += [f"Model `{r['model']}`, beam {r['beam_size']}, batch {', '.join(map(str, sizes))} utterances; media "
-            "loading not timed; each mode in its own process; encode = model forward, search = the rest.", "",
+    out += [f"Model `{r['model']}`, beam {r['beam_size']}, batch {', '.join(map(str, r['batch_sizes']))} utterances; "
+            "media loading not timed; each mode in its own process; encode = model forward, search = the rest.", "",
             "| mode | batch | utt/s | RTF | encode s | search s | peak RSS MB | CER % | threads |",
             "|---|---|---|---|---|---|---|---|---|"]
     names = {"batched": "beam, batched across utterances (ours)", "per_utt": "beam, per utterance (ESPnet BatchBeamSearch)",
              "greedy": "CTC greedy, batched"}
-    for k, v in r["modes"].items():
-        enc = v.get("encode_seconds")
-        cols = (f"{enc:.1f} | {v['search_seconds']:.1f}" if enc is not None else "– | –")
-        out.append(f"| {names.get(v.get('mode', k), k)} | {v.get('batch_size', r['batch_size'] if k != 'per_utt' else 1)} | "
-                   f"{v['utts_per_second']:.2f} | {v['rtf']:.4f} | {cols} | {v['peak_rss_mb']:.0f} | "
+    for v in r["modes"].values():
+        out.append(f"| {names[v['mode']]} | {v['batch_size']} | {v['utts_per_second']:.2f} | {v['rtf']:.4f} | "
+                   f"{v['encode_seconds']:.1f} | {v['search_seconds']:.1f} | {v['peak_rss_mb']:.0f} | "
                    f"{100 * v['cer']:.2f} | {v['threads']} |")
-    by = r.get("speedup_batched_vs_per_utt_by_batch")
-    if by:
-        so = r["speedup_search_only_batched_vs_per_utt"]
-        ident = r["identical_hyps_batched_vs_per_utt"]
-        out += ["", "Batched vs per-utterance beam, end to end (search only in brackets): " + "; ".join(
-            f"batch {b}: **{x:.2f}x** ({so[b]:.1f}x), identical hypotheses {ident[b]}" for b, x in by.items())
-            + f". Greedy vs per-utterance beam: {r['speedup_greedy_vs_per_utt']:.1f}x."]
-    else:
-        out += ["", f"Batched vs per-utterance beam: **{r['speedup_batched_vs_per_utt']:.2f}x**; greedy vs per-utterance: "
-                f"{r['speedup_greedy_vs_per_utt']:.1f}x; identical hypotheses batched vs per-utterance: "
-                f"{r['identical_hyps_batched_vs_per_utt']}."]
+    so, ident = r["speedup_search_only_batched_vs_per_utt"], r["identical_hyps_batched_vs_per_utt"]
+    out += ["", "Batched vs per-utterance beam, end to end (search only in brackets): " + "; ".join(
+        f"batch {b}: **{x:.2f}x** ({so[b]:.1f}x), identical hypotheses {ident[b]}"
+        for b, x in r["speedup_batched_vs_per_utt_by_batch"].items())
+        + f". Greedy vs per-utterance beam: {r['speedup_greedy_vs_per_utt']:.1f}x."]
     return out + notes_md("bench_decode_notes.md") + [""]
 
 

@@ -55,3 +55,15 @@ def test_row_from_other_init_is_moved_aside_with_its_pack_and_sweeps(tmp_path):
     assert any(n.endswith(".packed") for n in stale) and any(".sweep-eval_core" in n for n in stale)
     cfg = yaml.safe_load(open(os.path.join(d2, "config.yaml")))
     assert cfg["trainer"]["init"] == "/x/AV5-gauss_kl/model.pth"
+
+
+def test_av0_settings_single_and_several_init_specs(tmp_path):
+    b = _bench(tmp_path, [])
+    d = os.path.join(b.exp, "train_av0")
+    os.makedirs(d)
+    noise = 'audio_noise:{"prob": 0.8, "snr": [-20, 5]}'
+    for init, want in (("/x/a0/model.pth", ["/x/a0/model.pth"]),   # one spec: stored as a plain string
+                       (["/x/a0/model.pth", "/x/v/model.pth::visual_"], ["/x/a0/model.pth", "/x/v/model.pth::visual_"])):
+        with open(os.path.join(d, "config.yaml"), "w") as f:
+            yaml.safe_dump({"trainer": {"init": init}, "methods": [noise, 'mda_kd:{"teacher": "t"}']}, f)
+        assert b.av0_settings() == (want, ["--method", noise])
