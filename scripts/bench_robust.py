@@ -14,7 +14,9 @@ finished one), so the whole script resumes.  Rows (see docs/ROBUSTNESS.md):
 * AV5-<dist>: AV3 + MDA-KD from the frozen AV0 (tap ``--kd_tap``, weight ``--kd_weight``), one row per
   distance; the distance with the lowest dev CER (mean over random loss 0 / 0.5 / 1.0, CTC greedy)
   wins; then, for that distance, each further weight of ``--kd_weights`` is a row AV5-<dist>-w<λ>, and
-  the best of these (same dev criterion, the ``--kd_weight`` row included) becomes AV5
+  the best of these (same dev criterion, the ``--kd_weight`` row included) wins; then, with that
+  distance and weight, each further tap of ``--kd_taps`` (e.g. ``fusion``: every per-fusion-layer
+  tap) is a row AV5-<dist>-w<λ>-<tap>, and the best (same criterion) becomes AV5
 * AV6: MS-Adapter on AV5 (base frozen, audio-only); threshold 0 (paper) and one tuned on dev
 * S.1/.3/.5/.7 (full table): init AV0, D_prob 1.0, fixed rate 0.1 / 0.3 / 0.5 / 0.7
 
@@ -245,6 +247,8 @@ def main():
     ap.add_argument("--kd_weight", type=float, default=1.0, help="λ_KD of the distance ablation")
     ap.add_argument("--kd_weights", type=float, nargs="*", default=[],
                     help="further λ_KD values tried on dev for the winning distance (rows AV5-<dist>-w<λ>)")
+    ap.add_argument("--kd_taps", nargs="*", default=[],
+                    help="further taps tried on dev with the chosen distance and λ_KD (rows AV5-<dist>-w<λ>-<tap>)")
     ap.add_argument("--adapter_rank", type=int, default=8)
     ap.add_argument("--beam_size", type=int, default=10)
     ap.add_argument("--search", choices=["beam", "greedy"], default="beam", help="search of the eval sweep")
@@ -304,6 +308,24 @@ def main():
         if best_weight != args.kd_weight:
             best = w_rows[best_weight]
         print(f"dev: λ_KD {best_weight:g} ({weight_score})", flush=True)
+    tap_score = {args.kd_tap: weight_score[best_weight]}
+    best_tap = args.kd_tap
+    extra_t = [t for t in args.kd_taps if t != args.kd_tap]
+    if extra_t:
+        t_rows = {}
+        for t in extra_t:
+            kd = json.dumps({"teacher": teacher, "distance": best_dist, "tap": t, "weight": best_weight})
+            r = f"AV5-{best_dist}-w{best_weight:g}-{t}"
+            rows[r] = b.train(r, [teacher], ["--d_prob", "0.5", *drop, "--method", f"mda_kd:{kd}"])
+            packed[r] = b.pack(r, rows[r])
+            t_rows[t] = r
+        dev_t = b.sweep("dev_kd_tap", [f"{m}={packed[m]}" for m in t_rows.values()], "dev", greedy=True,
+                        rates=(0, 0.5, 1.0), segment=False, whole=False, snrs=False)
+        tap_score.update({t: mean_cer(dev_t, r, sel_conds) for t, r in t_rows.items()})
+        best_tap = min(tap_score, key=lambda t: (tap_score[t], t != args.kd_tap))
+        if best_tap != args.kd_tap:
+            best = t_rows[best_tap]
+        print(f"dev: tap {best_tap} ({tap_score})", flush=True)
     packed["AV5"] = packed[best]
     rows["AV6"] = b.train("AV6", [os.path.join(rows[best], "model.pth")],
                           ["--method", "ms_adapter", "--set", f"model.adapter_rank={args.adapter_rank}"])
@@ -344,7 +366,8 @@ def main():
            "kd": {"tap": args.kd_tap, "weight": args.kd_weight, "dev_mean_cer_0_.5_1": kd_score,
                   "chosen_distance": best_dist,
                   "weight_dev_mean_cer_0_.5_1": {f"{w:g}": v for w, v in weight_score.items()},
-                  "chosen_weight": best_weight, "chosen_row": best},
+                  "chosen_weight": best_weight, "tap_dev_mean_cer_0_.5_1": tap_score, "chosen_tap": best_tap,
+                  "chosen_row": best},
            "adapter": {"rank": args.adapter_rank, "dev_mean_cer_random_grid": {f"{t:g}": v for t, v in thr_score.items()},
                        "tuned_threshold": thr, "parameters": counts,
                        "adapter_share": counts.get("adapter", 0) / counts["total"]},

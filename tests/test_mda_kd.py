@@ -121,3 +121,62 @@ def test_method_in_trainer(tmp_path):
     opt_ids = {id(p) for grp in tr.optimizer.param_groups for p in grp["params"]}
     assert not opt_ids & {id(p) for p in kd.teacher.parameters()}
     assert "loss_kd" in tr.history[-1]["train"]
+
+
+def test_expand_taps():
+    from avsr.robust.mda_kd import expand_taps
+    avail = ["fusion0.audio", "fusion0.visual", "fusion1.audio", "fusion1.visual", "fused", "shared_out"]
+    assert expand_taps("fused", avail) == ["fused"]
+    assert expand_taps("fusion", avail) == avail[:4]
+    assert expand_taps("fusion+fused", avail) == avail[:5]
+    assert expand_taps("fusion1.visual+fusion", avail) == ["fusion1.visual", "fusion0.audio", "fusion0.visual",
+                                                          "fusion1.audio"]
+    with pytest.raises(ValueError, match="fusion9.audio"):
+        expand_taps("fused+fusion9.audio", avail)
+
+
+def test_multi_tap_loss_is_mean_and_reaches_fusion_layers(tmp_path):
+    """``fusion+fused``: loss_kd = mean of the single-tap distances; with only the per-fusion-layer
+    taps the KD gradient reaches the fusion layers but not the shared layers after them."""
+    from avsr.data.dataset import collate
+    from avsr.models import AVSRModel, load_config
+    from avsr.robust.frame_dropout_method import FrameDropoutMethod
+    from avsr.trainer import Trainer, TrainerConfig
+    from avsr.trainer.checkpoint import save_checkpoint
+
+    V = 12
+    cfg = load_config(ROOT / "conf" / "micro.yaml", vocab_size=V)
+    torch.manual_seed(0)
+    save_checkpoint(AVSRModel(cfg).state_dict(), tmp_path / "teacher.pth")
+    g = torch.Generator().manual_seed(0)
+    items = [{"utt_id": f"u{i}", "audio": 0.1 * torch.randn(16000, generator=g),
+              "video": torch.randint(1, 255, (25, 88, 88), generator=g, dtype=torch.uint8),
+              "detected": None, "tokens": torch.randint(1, V - 1, (4,), generator=g), "text": "ab"}
+             for i in range(2)]
+    torch.manual_seed(1)
+    student = AVSRModel(cfg)
+    tc = TrainerConfig(max_epochs=1, batch_size=2, progress=False, warmup_steps=10, metric="loss")
+    specs = ("fusion+fused", "fusion", *student.tap_names("audiovisual")[:-1])
+    # set every method up (the teacher is a deepcopy of the student) before any forward
+    setups = {}
+    for i, spec in enumerate(specs):
+        kd = MDAKDMethod(str(tmp_path / "teacher.pth"), tap=spec, distance="mse", weight=1.0)
+        setups[spec] = (kd, Trainer(student, [], None, tc, methods=[kd, FrameDropoutMethod(rate=1.0, d_prob=1.0)],
+                                    exp_dir=tmp_path / f"exp_{i}"))
+    student.eval()                          # no dropout: every spec sees the same forward
+    losses = {}
+    for spec, (kd, tr) in setups.items():
+        b = tr.prepare_batch(collate(items), train=True)
+        out = student(b)
+        losses[spec] = kd.extra_losses(b, out, student)["loss_kd"]
+        if spec == "fusion":
+            student.zero_grad()
+            losses[spec].backward()
+            shared = [p.grad for p in student.shared_encoder.parameters()]
+            assert all(gr is None or float(gr.abs().sum()) == 0 for gr in shared)
+            for mod in (student.cross_a2v[0], student.audio_encoder.encoders[0]):
+                assert sum(float(p.grad.abs().sum()) for p in mod.parameters() if p.grad is not None) > 0
+    singles = [losses[t] for t in student.tap_names("audiovisual")[:-1]]
+    assert setups["fused"][0].taps == ["fused"] and len(setups["fusion"][0].taps) == 2 * cfg.fusion_layers
+    assert torch.allclose(losses["fusion+fused"], torch.stack(singles).mean(), rtol=1e-5)
+    assert torch.allclose(losses["fusion"], torch.stack(singles[:-1]).mean(), rtol=1e-5)

@@ -4,7 +4,9 @@ representations into a student trained with dropped frames.
 The teacher (AV0, frozen) sees the *clean* utterance; the student sees the same utterance after
 the missing-video transform.  ``loss = task + lambda_kd * D(teacher tap, student tap)`` on every
 sample (dropped or not).  The tap is configurable (default ``fused``, the input of the shared
-layers; also ``fusion{i}.audio`` / ``fusion{i}.visual`` / ``shared_out``).
+layers; also ``fusion{i}.audio`` / ``fusion{i}.visual`` / ``shared_out``).  Several taps are joined
+with ``+`` and their distances averaged; ``fusion`` stands for every per-fusion-layer tap
+(``fusion0.audio+fusion0.visual+...``), so ``fusion+fused`` adds the fused tap to them.
 
 Distances ``D`` (all computed per utterance over its valid frames, then averaged over the batch):
 
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 
 from avsr.trainer.method import TrainingMethod
 
-__all__ = ["DISTANCES", "distance", "MDAKDMethod"]
+__all__ = ["DISTANCES", "distance", "expand_taps", "MDAKDMethod"]
 
 DISTANCES = ("mse", "cosine", "gauss_kl", "mmd")
 
@@ -95,6 +97,21 @@ def distance(name: str, student: torch.Tensor, teacher: torch.Tensor, lens: torc
     return torch.stack(out).mean()
 
 
+def expand_taps(spec: str, available) -> list:
+    """The tap names of ``spec`` (``+``-joined; ``fusion`` = every ``fusion{i}.*`` of ``available``),
+    in order, without repeats; an unknown name is a ValueError listing ``available``."""
+    available = list(available)
+    out = []
+    for part in str(spec).split("+"):
+        part = part.strip()
+        names = [n for n in available if n.startswith("fusion") and "." in n] if part == "fusion" else [part]
+        if not names or any(n not in available for n in names):
+            raise ValueError(f"unknown tap {part!r} in {spec!r}; the model has {available} "
+                             "(and 'fusion' for all per-fusion-layer taps)")
+        out += [n for n in names if n not in out]
+    return out
+
+
 class MDAKDMethod(TrainingMethod):
     """``MDAKDMethod(teacher="exp/train_av0/model.pth", tap="fused", distance="mse", weight=10.0)``.
 
@@ -115,6 +132,7 @@ class MDAKDMethod(TrainingMethod):
         self.seed = int(seed)
         self.gen = torch.Generator().manual_seed(self.seed)
         self.teacher = None
+        self.taps = None
 
     def setup(self, trainer) -> None:
         import copy
@@ -134,8 +152,7 @@ class MDAKDMethod(TrainingMethod):
             raise ValueError(f"{path}: teacher weights do not fit the student's config "
                              f"(missing {bad[:4]}, unexpected {list(unexpected)[:4]})")
         self.teacher = trainer.register_frozen("mda_kd_teacher", teacher)
-        if self.tap not in student.tap_names("audiovisual"):
-            raise ValueError(f"unknown tap {self.tap!r}; the model has {student.tap_names('audiovisual')}")
+        self.taps = expand_taps(self.tap, student.tap_names("audiovisual"))
 
     def transform_batch(self, batch, train: bool):
         if batch.video is None:
@@ -146,13 +163,13 @@ class MDAKDMethod(TrainingMethod):
 
     def extra_losses(self, batch, out, model) -> Dict[str, torch.Tensor]:
         clean = batch.extras.get("clean_video")
-        if clean is None or self.tap not in out.taps:
+        if clean is None or any(t not in out.taps for t in self.taps):
             return {}
-        dev = out.taps[self.tap].device
+        dev = out.taps[self.taps[0]].device
         with torch.no_grad():
             _, _, ttaps = self.teacher.encode(batch.replace(video=clean.to(dev)), modality="audiovisual")
-        d = distance(self.dist, out.taps[self.tap], ttaps[self.tap], out.taps["lens"],
-                     n_samples=self.n_samples, generator=self.gen, var_floor=self.var_floor)
+        d = torch.stack([distance(self.dist, out.taps[t], ttaps[t], out.taps["lens"], n_samples=self.n_samples,
+                                  generator=self.gen, var_floor=self.var_floor) for t in self.taps]).mean()
         return {"loss_kd": self.weight * d}
 
     def state_dict(self) -> Dict[str, Any]:
