@@ -45,6 +45,7 @@ from avsr.bin.sweep import parse_models  # noqa: E402
 DISTANCES = ("mse", "cosine", "gauss_kl", "mmd")
 RATES = (0.0, 0.1, 0.25, 0.3, 0.5, 0.7, 0.75, 1.0)
 THRESHOLDS = (0.0, 0.1, 0.25, 0.5, 0.75)
+SEL_CONDS = ("random@0", "random@0.5", "random@1")   # dev criterion of the MDA-KD ablations
 
 
 def _train_config(exp_dir):
@@ -142,6 +143,25 @@ class Bench:
             self.sh([self.py, "-m", "avsr.cli", "pack", "--exp_dir", d, "--out", out],
                     os.path.join(self.rows_dir, "pack.log"))
         return out
+
+    def kd_ablation(self, sweep_name, teacher, train_args, rows, packed, current, current_score, current_row,
+                    variants):
+        """One AV5 row per ``variants`` entry ``key -> (row, kd settings)`` (trained into ``rows``, packed
+        into ``packed``), scored on dev like the distances (mean greedy CER over ``SEL_CONDS``).
+        Returns ``(scores with current's, best key, its row)``; a tie keeps ``current``."""
+        made = {}
+        for key, (r, kd_cfg) in variants.items():
+            kd = json.dumps({"teacher": teacher, **kd_cfg})
+            rows[r] = self.train(r, [teacher], [*train_args, "--method", f"mda_kd:{kd}"])
+            packed[r] = self.pack(r, rows[r])
+            made[key] = r
+        score = {current: current_score}
+        if made:
+            dev = self.sweep(sweep_name, [f"{m}={packed[m]}" for m in made.values()], "dev", greedy=True,
+                             rates=(0, 0.5, 1.0), segment=False, whole=False, snrs=False)
+            score.update({k: mean_cer(dev, r, SEL_CONDS) for k, r in made.items()})
+        win = min(score, key=lambda k: (score[k], k != current))
+        return score, win, made.get(win, current_row)
 
     def sweep(self, name, models, split, greedy, rates=RATES, segment=True, whole=True, snrs=True,
               extra=()):
@@ -282,49 +302,26 @@ def main():
         packed[row] = b.pack(row, d)
 
     # --- dev: the MDA-KD distance (mean greedy CER over random loss 0 / 0.5 / 1.0)
-    sel_conds = ["random@0", "random@0.5", "random@1"]
     kd_models = [f"AV5-{d}" for d in args.distances]
     dev_kd = b.sweep("dev_kd", [f"{m}={packed[m]}" for m in kd_models], "dev", greedy=True, rates=(0, 0.5, 1.0),
                      segment=False, whole=False, snrs=False)
-    kd_score = {m: mean_cer(dev_kd, m, sel_conds) for m in kd_models}
+    kd_score = {m: mean_cer(dev_kd, m, SEL_CONDS) for m in kd_models}
     best = min(kd_score, key=kd_score.get)
     best_dist = best[len("AV5-"):]
     print(f"dev: MDA-KD distance {best_dist} ({kd_score})", flush=True)
-    weight_score = {args.kd_weight: kd_score[best]}
-    best_weight = args.kd_weight
-    extra_w = [w for w in args.kd_weights if w != args.kd_weight]
-    if extra_w:
-        w_rows = {}
-        for w in extra_w:
-            kd = json.dumps({"teacher": teacher, "distance": best_dist, "tap": args.kd_tap, "weight": w})
-            r = f"AV5-{best_dist}-w{w:g}"
-            rows[r] = b.train(r, [teacher], ["--d_prob", "0.5", *drop, "--method", f"mda_kd:{kd}"])
-            packed[r] = b.pack(r, rows[r])
-            w_rows[w] = r
-        dev_w = b.sweep("dev_kd_weight", [f"{m}={packed[m]}" for m in w_rows.values()], "dev", greedy=True,
-                        rates=(0, 0.5, 1.0), segment=False, whole=False, snrs=False)
-        weight_score.update({w: mean_cer(dev_w, r, sel_conds) for w, r in w_rows.items()})
-        best_weight = min(weight_score, key=lambda w: (weight_score[w], w != args.kd_weight))
-        if best_weight != args.kd_weight:
-            best = w_rows[best_weight]
+
+    kd_args = ["--d_prob", "0.5", *drop]
+    weight_score, best_weight, best = b.kd_ablation(
+        "dev_kd_weight", teacher, kd_args, rows, packed, args.kd_weight, kd_score[best], best,
+        {w: (f"AV5-{best_dist}-w{w:g}", {"distance": best_dist, "tap": args.kd_tap, "weight": w})
+         for w in args.kd_weights if w != args.kd_weight})
+    if len(weight_score) > 1:
         print(f"dev: λ_KD {best_weight:g} ({weight_score})", flush=True)
-    tap_score = {args.kd_tap: weight_score[best_weight]}
-    best_tap = args.kd_tap
-    extra_t = [t for t in args.kd_taps if t != args.kd_tap]
-    if extra_t:
-        t_rows = {}
-        for t in extra_t:
-            kd = json.dumps({"teacher": teacher, "distance": best_dist, "tap": t, "weight": best_weight})
-            r = f"AV5-{best_dist}-w{best_weight:g}-{t}"
-            rows[r] = b.train(r, [teacher], ["--d_prob", "0.5", *drop, "--method", f"mda_kd:{kd}"])
-            packed[r] = b.pack(r, rows[r])
-            t_rows[t] = r
-        dev_t = b.sweep("dev_kd_tap", [f"{m}={packed[m]}" for m in t_rows.values()], "dev", greedy=True,
-                        rates=(0, 0.5, 1.0), segment=False, whole=False, snrs=False)
-        tap_score.update({t: mean_cer(dev_t, r, sel_conds) for t, r in t_rows.items()})
-        best_tap = min(tap_score, key=lambda t: (tap_score[t], t != args.kd_tap))
-        if best_tap != args.kd_tap:
-            best = t_rows[best_tap]
+    tap_score, best_tap, best = b.kd_ablation(
+        "dev_kd_tap", teacher, kd_args, rows, packed, args.kd_tap, weight_score[best_weight], best,
+        {t: (f"AV5-{best_dist}-w{best_weight:g}-{t}", {"distance": best_dist, "tap": t, "weight": best_weight})
+         for t in args.kd_taps if t != args.kd_tap})
+    if len(tap_score) > 1:
         print(f"dev: tap {best_tap} ({tap_score})", flush=True)
     packed["AV5"] = packed[best]
     rows["AV6"] = b.train("AV6", [os.path.join(rows[best], "model.pth")],

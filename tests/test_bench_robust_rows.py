@@ -67,3 +67,32 @@ def test_av0_settings_single_and_several_init_specs(tmp_path):
         with open(os.path.join(d, "config.yaml"), "w") as f:
             yaml.safe_dump({"trainer": {"init": init}, "methods": [noise, 'mda_kd:{"teacher": "t"}']}, f)
         assert b.av0_settings() == (want, ["--method", noise])
+
+
+def test_kd_ablation_trains_scores_and_keeps_current_on_a_tie(tmp_path):
+    calls = []
+    b = _bench(tmp_path, calls)
+    b.pack = lambda row, d: f"/packed/{row}"
+    dev = {"AV5-mse-w10": 0.50, "AV5-mse-w0.1": 0.60}
+    swept = []
+
+    def fake_sweep(name, models, split, greedy, **kw):
+        swept.append((name, split, greedy, tuple(models)))
+        return {"cer": {m.split("=")[0]: {c: {"cer": dev[m.split("=")[0]]} for c in bench_robust.SEL_CONDS}
+                        for m in models}}
+    b.sweep = fake_sweep
+    rows, packed = {}, {}
+    variants = {w: (f"AV5-mse-w{w:g}", {"distance": "mse", "tap": "fused", "weight": w}) for w in (10, 0.1)}
+    score, win, row = b.kd_ablation("dev_kd_weight", "/t/av0.pth", ["--d_prob", "0.5"], rows, packed,
+                                    1.0, 0.55, "AV5-mse", variants)
+    assert score == {1.0: 0.55, 10: 0.50, 0.1: 0.60} and win == 10 and row == "AV5-mse-w10"
+    assert set(rows) == {"AV5-mse-w10", "AV5-mse-w0.1"} and packed["AV5-mse-w10"] == "/packed/AV5-mse-w10"
+    assert swept[0][:3] == ("dev_kd_weight", "dev", True) and calls == ["/t/av0.pth", "/t/av0.pth"]
+    # the current setting wins a tie; nothing to try: no sweep, the current row stays
+    dev["AV5-mse-w10-fusion"] = 0.50
+    score, win, row = b.kd_ablation("dev_kd_tap", "/t/av0.pth", [], rows, packed, "fused", 0.50, "AV5-mse-w10",
+                                    {"fusion": ("AV5-mse-w10-fusion", {"tap": "fusion"})})
+    assert win == "fused" and row == "AV5-mse-w10" and score == {"fused": 0.50, "fusion": 0.50}
+    n = len(swept)
+    assert b.kd_ablation("x", "/t", [], rows, packed, "fused", 0.4, "R", {}) == ({"fused": 0.4}, "fused", "R")
+    assert len(swept) == n
