@@ -95,7 +95,7 @@ bench-robust: install
 # every row (AV1-AV6, S.1-S.7, all MDA-KD distances in the eval sweep), CTC greedy sweep
 bench-full: install
 	$(PY) scripts/bench_robust.py --exp_dir $(MINI_EXP) --data_dir recipes/synthmisp/data/synthmisp_mini \
-	  --config conf/mini.yaml --table full --search greedy --kd_weights 10 --out docs/results/robust_full.json
+	  --config conf/mini.yaml --table full --search greedy --kd_weights 10 --kd_taps fusion fusion+fused --out docs/results/robust_full.json
 	$(PY) scripts/make_benchmarks_md.py
 
 clean-venv:

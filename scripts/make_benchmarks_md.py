@@ -187,9 +187,10 @@ def sec_robust(r):
                + ", ".join(f"{w}: {100 * v:.2f} %" for w, v in kd["weight_dev_mean_cer_0_.5_1"].items())
                + f" → **{kd['chosen_weight']:g}** (AV5 = {kd['chosen_row']}).")
             + ("" if len(kd.get("tap_dev_mean_cer_0_.5_1") or {}) < 2 else
-               f" Tap with {kd['chosen_distance']}, λ_KD {kd['chosen_weight']:g}, same criterion: "
+               f" Taps, tried on dev only with {kd['chosen_distance']}, λ_KD {kd['chosen_weight']:g} "
+               f"(same criterion; AV5 keeps `{kd['tap']}`, the default): "
                + ", ".join(f"`{t}`: {100 * v:.2f} %" for t, v in kd["tap_dev_mean_cer_0_.5_1"].items())
-               + f" → **`{kd['chosen_tap']}`** (AV5 = {kd['chosen_row']}).")
+               + f" (lowest: `{kd['dev_lowest_tap']}`).")
             + " MS-Adapter threshold, mean dev CER over the random grid: "
             + ", ".join(f"{k}: {100 * v:.2f} %" for k, v in ad["dev_mean_cer_random_grid"].items())
             + f" → **{ad['tuned_threshold']}**. Adapter parameters: {ad['parameters'].get('adapter', 0):,} of "
