@@ -7,7 +7,8 @@
 
 Needs the recipe's A0 and AV0 (stages 5-8: ``train_a0``, ``train_av0``, ``stats``).  Every row is an
 ``avsr.bin.train`` run into ``<exp_dir>/rows/<ROW>`` (a re-run resumes an interrupted row and skips a
-finished one), so the whole script resumes.  Rows (see docs/ROBUSTNESS.md):
+finished one from the same init, --epochs, --lr and --warmup; a row made with other
+settings is moved aside with its pack and sweeps), so the whole script resumes.  Rows (see docs/ROBUSTNESS.md):
 
 * AV1 / AV2: init = AV0's init (A0 + V's visual branch), D_prob 1.0 / 0.5
 * AV3: init AV0, D_prob 0.5
@@ -103,10 +104,18 @@ class Bench:
     def train(self, row, init, extra):
         d = os.path.join(self.rows_dir, row)
         if os.path.isfile(os.path.join(d, "config.yaml")):
-            old = _init_specs(_train_config(d))
+            cfg = _train_config(d)
+            old = _init_specs(cfg)
             if old != [str(x) for x in init]:
                 # e.g. AV6 after a different AV5 won on dev: the old row (finished or not) is for another init
                 self.move_aside(row, d, f"was trained from {old}, not {list(init)}")
+            else:
+                # e.g. a re-run with another --epochs: a finished 2-epoch row is not a 4-epoch row
+                tc = cfg.get("trainer") or {}
+                want = {"max_epochs": self.a.epochs, "lr": self.a.lr, "warmup_steps": self.a.warmup}
+                diff = {k: tc.get(k) for k, v in want.items() if tc.get(k) is None or float(tc[k]) != float(v)}
+                if diff:
+                    self.move_aside(row, d, f"was trained with {diff}, not {want}")
         if os.path.isfile(os.path.join(d, "model.pth")) and os.path.isfile(os.path.join(d, "train_result.json")):
             print(f"{row}: trained ({d}/model.pth)", flush=True)
             return d
@@ -124,7 +133,9 @@ class Bench:
 
     def move_aside(self, row, d, why):
         """Move row dir ``d`` to ``<d>.stale-<time>``, with its packed model and every sweep that decoded it."""
-        stale = f"{d}.stale-{int(time.time())}"
+        stale, n = f"{d}.stale-{int(time.time())}", 1
+        while os.path.exists(stale):           # two in the same second
+            stale, n = f"{d}.stale-{int(time.time())}-{n}", n + 1
         print(f"{row}: {d} {why}; moved to {stale}", flush=True)
         os.replace(d, stale)
         packed = os.path.join(self.rows_dir, "packed", row)

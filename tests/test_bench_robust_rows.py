@@ -18,9 +18,11 @@ def _bench(tmp_path, calls):
     def fake_sh(cmd, log):  # stands in for avsr.bin.train: writes what a finished row has
         d = cmd[cmd.index("--exp_dir") + 1]
         init = cmd[cmd.index("--init") + 1]
+        sets = dict(x.split("=", 1) for x in cmd[cmd.index("--set") + 1:])
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "config.yaml"), "w") as f:
-            yaml.safe_dump({"trainer": {"init": init}}, f)
+            yaml.safe_dump({"trainer": {"init": init, **{k[len("trainer."):]: float(v) for k, v in sets.items()
+                                                         if k.startswith("trainer.")}}}, f)
         for n in ("model.pth", "train_result.json"):
             open(os.path.join(d, n), "w").write("{}")
         calls.append(init)
@@ -96,3 +98,18 @@ def test_kd_ablation_trains_scores_and_keeps_current_on_a_tie(tmp_path):
     n = len(swept)
     assert b.kd_ablation("x", "/t", [], rows, packed, "fused", 0.4, "R", {}) == ({"fused": 0.4}, "fused", "R")
     assert len(swept) == n
+
+
+def test_row_with_other_epochs_or_lr_is_moved_aside(tmp_path):
+    calls = []
+    b = _bench(tmp_path, calls)
+    b.train("AV3", ["/x/av0.pth"], [])
+    b.a.epochs = 4                        # a re-run with --epochs 4 must not reuse the 1-epoch row
+    b.train("AV3", ["/x/av0.pth"], [])
+    b.train("AV3", ["/x/av0.pth"], [])    # ...and then reuses the 4-epoch one
+    b.a.lr = 2e-4
+    b.train("AV3", ["/x/av0.pth"], [])
+    assert calls == ["/x/av0.pth"] * 3
+    assert len([n for n in os.listdir(b.rows_dir) if n.startswith("AV3.stale-")]) == 2
+    cfg = yaml.safe_load(open(os.path.join(b.rows_dir, "AV3", "config.yaml")))["trainer"]
+    assert cfg["max_epochs"] == 4 and cfg["lr"] == 2e-4
