@@ -47,7 +47,8 @@ from avsr.bin.sweep import parse_models  # noqa: E402
 DISTANCES = ("mse", "cosine", "gauss_kl", "mmd")
 RATES = (0.0, 0.1, 0.25, 0.3, 0.5, 0.7, 0.75, 1.0)
 THRESHOLDS = (0.0, 0.1, 0.25, 0.5, 0.75)
-SEL_CONDS = ("random@0", "random@0.5", "random@1")   # dev criterion of the MDA-KD ablations
+SEL_RATES = (0, 0.5, 1.0)                             # dev criterion of the MDA-KD choices:
+SEL_CONDS = tuple(f"random@{r:g}" for r in SEL_RATES)  # mean greedy CER at these random-loss rates
 
 
 def _train_config(exp_dir):
@@ -133,9 +134,10 @@ class Bench:
 
     def move_aside(self, row, d, why):
         """Move row dir ``d`` to ``<d>.stale-<time>``, with its packed model and every sweep that decoded it."""
-        stale, n = f"{d}.stale-{int(time.time())}", 1
+        base = stale = f"{d}.stale-{int(time.time())}"
+        n = 1
         while os.path.exists(stale):           # two in the same second
-            stale, n = f"{d}.stale-{int(time.time())}-{n}", n + 1
+            stale, n = f"{base}-{n}", n + 1
         print(f"{row}: {d} {why}; moved to {stale}", flush=True)
         os.replace(d, stale)
         packed = os.path.join(self.rows_dir, "packed", row)
@@ -156,6 +158,13 @@ class Bench:
                     os.path.join(self.rows_dir, "pack.log"))
         return out
 
+    def kd_dev_scores(self, sweep_name, models):
+        """``{name: mean greedy dev CER over SEL_CONDS}`` of packed ``models`` (``{name: path}``): the
+        dev criterion of every MDA-KD choice (distance, λ, tap)."""
+        dev = self.sweep(sweep_name, [f"{m}={p}" for m, p in models.items()], "dev", greedy=True, rates=SEL_RATES,
+                         segment=False, whole=False, snrs=False)
+        return {m: mean_cer(dev, m, SEL_CONDS) for m in models}
+
     def kd_ablation(self, sweep_name, teacher, train_args, rows, packed, current, current_score, current_row,
                     variants):
         """One AV5 row per ``variants`` entry ``key -> (row, kd settings)`` (trained into ``rows``, packed
@@ -169,9 +178,8 @@ class Bench:
             made[key] = r
         score = {current: current_score}
         if made:
-            dev = self.sweep(sweep_name, [f"{m}={packed[m]}" for m in made.values()], "dev", greedy=True,
-                             rates=(0, 0.5, 1.0), segment=False, whole=False, snrs=False)
-            score.update({k: mean_cer(dev, r, SEL_CONDS) for k, r in made.items()})
+            dev = self.kd_dev_scores(sweep_name, {r: packed[r] for r in made.values()})
+            score.update({k: dev[r] for k, r in made.items()})
         win = min(score, key=lambda k: (score[k], k != current))
         return score, win, made.get(win, current_row)
 
@@ -315,9 +323,7 @@ def main():
 
     # --- dev: the MDA-KD distance (mean greedy CER over random loss 0 / 0.5 / 1.0)
     kd_models = [f"AV5-{d}" for d in args.distances]
-    dev_kd = b.sweep("dev_kd", [f"{m}={packed[m]}" for m in kd_models], "dev", greedy=True, rates=(0, 0.5, 1.0),
-                     segment=False, whole=False, snrs=False)
-    kd_score = {m: mean_cer(dev_kd, m, SEL_CONDS) for m in kd_models}
+    kd_score = b.kd_dev_scores("dev_kd", {m: packed[m] for m in kd_models})
     best = min(kd_score, key=kd_score.get)
     best_dist = best[len("AV5-"):]
     print(f"dev: MDA-KD distance {best_dist} ({kd_score})", flush=True)
