@@ -86,10 +86,12 @@ bench-train: install
 	  --num 20 --out docs/results/bench_cli.json
 	$(PY) scripts/make_benchmarks_md.py
 
-# issue-4 robustness table on the mini exp dir (needs bench-train's A0 and AV0; resumable)
+# issue-4 robustness table on the mini exp dir (needs bench-train's A0 and AV0; resumable).
+# AV5 is the recipe's MDA-KD default (mse, λ 10, tap fused), which bench-full's distance / λ
+# ablation chose on dev; the core table does not repeat that ablation
 bench-robust: install
 	$(PY) scripts/bench_robust.py --exp_dir $(MINI_EXP) --data_dir recipes/synthmisp/data/synthmisp_mini \
-	  --config conf/mini.yaml --table core --kd_weights 10 --out docs/results/robust_core.json
+	  --config conf/mini.yaml --table core --distances mse --kd_weight 10 --out docs/results/robust_core.json
 	$(PY) scripts/make_benchmarks_md.py
 
 # every row (AV1-AV6, S.1-S.7, all MDA-KD distances in the eval sweep), CTC greedy sweep

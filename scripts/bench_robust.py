@@ -6,19 +6,22 @@
         --table core --out docs/results/robust_core.json
 
 Needs the recipe's A0 and AV0 (stages 5-8: ``train_a0``, ``train_av0``, ``stats``).  Every row is an
-``avsr.bin.train`` run into ``<exp_dir>/rows/<ROW>`` (a re-run resumes an interrupted row and skips a
-finished one from the same init, --epochs, --lr and --warmup; a row made with other
-settings is moved aside with its pack and sweeps), so the whole script resumes.  Rows (see docs/ROBUSTNESS.md):
+``avsr.bin.train`` run into ``<rows_dir>/<ROW>`` (default ``<exp_dir>/rows``; a re-run resumes an
+interrupted row and skips a finished one from the same init, --epochs, --lr, --warmup and ``--method``
+settings; a row made otherwise is moved aside with its pack and sweeps), so the whole script resumes.
+Rows (see docs/ROBUSTNESS.md):
 
 * AV1 / AV2: init = AV0's init (A0 + V's visual branch), D_prob 1.0 / 0.5
 * AV3: init AV0, D_prob 0.5
-* AV5-<dist>: AV3 + MDA-KD from the frozen AV0 (tap ``--kd_tap``, weight ``--kd_weight``), one row per
-  distance; the distance with the lowest dev CER (mean over random loss 0 / 0.5 / 1.0, CTC greedy)
-  wins; then, for that distance, each further weight of ``--kd_weights`` is a row AV5-<dist>-w<λ>, and
-  the best of these (same dev criterion, the ``--kd_weight`` row included) wins; then, with that
-  distance and weight, each further tap of ``--kd_taps`` (e.g. ``fusion``: every per-fusion-layer
-  tap) is a row AV5-<dist>-w<λ>-<tap>, scored on dev only (same criterion); AV5 keeps ``--kd_tap``
-  (``fused``, the issue's default) and the dev scores are reported
+* AV5-<dist>[-w<λ>][-<tap>]: AV3 + MDA-KD from the frozen AV0 (tap ``--kd_tap``, weight ``--kd_weight``),
+  one row per ``--distances``; with several, the distance with the lowest dev CER (mean over random
+  loss 0 / 0.5 / 1.0, CTC greedy) wins; then, for that distance, each further weight of ``--kd_weights``
+  is a row, and the best of these (same dev criterion, the ``--kd_weight`` row included) wins; then,
+  with that distance and weight, each further tap of ``--kd_taps`` (e.g. ``fusion``: every
+  per-fusion-layer tap) is a row scored on dev only (same criterion); AV5 keeps ``--kd_tap``
+  (``fused``, the issue's default) and the dev scores are reported.  The core table (``make
+  bench-robust``) gives one distance and weight, the recipe's default (mse, λ 10), which the full
+  table's ablation (``make bench-full``) chose on dev: it then trains just that AV5
 * AV6: MS-Adapter on AV5 (base frozen, audio-only); threshold 0 (paper) and one tuned on dev
 * S.1/.3/.5/.7 (full table): init AV0, D_prob 1.0, fixed rate 0.1 / 0.3 / 0.5 / 0.7
 
@@ -58,6 +61,18 @@ def _train_config(exp_dir):
         return yaml.safe_load(f) or {}
 
 
+def kd_row(distance, weight, tap, default_tap="fused"):
+    """Row name of an AV5 variant: ``AV5-<dist>``, then ``-w<λ>`` unless λ_KD is 1, then ``-<tap>`` unless
+    the tap is the default (so every KD setting has its own row dir)."""
+    return (f"AV5-{distance}" + ("" if float(weight) == 1.0 else f"-w{float(weight):g}")
+            + ("" if tap == default_tap else f"-{tap}"))
+
+
+def _methods(extra):
+    """The ``--method`` specs in a train command's arguments, as config.yaml stores them."""
+    return [extra[i + 1] for i, x in enumerate(extra[:-1]) if x == "--method"]
+
+
 def _init_specs(cfg):
     """The ``--init`` specs of a train config as a list (TrainerConfig stores one spec as a plain string)."""
     init = (cfg.get("trainer") or {}).get("init") or []
@@ -69,7 +84,7 @@ class Bench:
         self.a = args
         self.exp = os.path.abspath(args.exp_dir)
         self.data = os.path.abspath(args.data_dir)
-        self.rows_dir = os.path.join(self.exp, "rows")
+        self.rows_dir = os.path.abspath(getattr(args, "rows_dir", None) or os.path.join(self.exp, "rows"))
         self.py = sys.executable
         self.times = {}
         os.makedirs(self.rows_dir, exist_ok=True)
@@ -115,8 +130,12 @@ class Bench:
                 tc = cfg.get("trainer") or {}
                 want = {"max_epochs": self.a.epochs, "lr": self.a.lr, "warmup_steps": self.a.warmup}
                 diff = {k: tc.get(k) for k, v in want.items() if tc.get(k) is None or float(tc[k]) != float(v)}
+                methods = _methods(list(extra))
                 if diff:
                     self.move_aside(row, d, f"was trained with {diff}, not {want}")
+                elif list(cfg.get("methods") or []) != methods:
+                    # e.g. a row name reused for another λ_KD: the method settings are part of the row
+                    self.move_aside(row, d, f"was trained with methods {cfg.get('methods')}, not {methods}")
         if os.path.isfile(os.path.join(d, "model.pth")) and os.path.isfile(os.path.join(d, "train_result.json")):
             print(f"{row}: trained ({d}/model.pth)", flush=True)
             return d
@@ -279,6 +298,7 @@ def main():
     ap.add_argument("--data_dir", required=True, help="recipe data dir base (train, dev, eval, token_list)")
     ap.add_argument("--config", required=True)
     ap.add_argument("--table", choices=["core", "full"], default="core")
+    ap.add_argument("--rows_dir", help="where the rows, their packs and sweeps go (default <exp_dir>/rows)")
     ap.add_argument("--epochs", type=int, default=2, help="fixed fine-tune epochs of every row")
     ap.add_argument("--lr", type=float, default=0.0005)
     ap.add_argument("--warmup", type=int, default=50)
@@ -304,9 +324,10 @@ def main():
     drop = ["--drop_rate", "0", "1", "--drop_pattern", "random", *aug]
     rows = {}
     rows["AV3"] = b.train("AV3", [teacher], ["--d_prob", "0.5", *drop])
-    for dist in args.distances:
+    kd_models = [kd_row(d, args.kd_weight, args.kd_tap) for d in args.distances]
+    for dist, row in zip(args.distances, kd_models):
         kd = json.dumps({"teacher": teacher, "distance": dist, "tap": args.kd_tap, "weight": args.kd_weight})
-        rows[f"AV5-{dist}"] = b.train(f"AV5-{dist}", [teacher], ["--d_prob", "0.5", *drop, "--method", f"mda_kd:{kd}"])
+        rows[row] = b.train(row, [teacher], ["--d_prob", "0.5", *drop, "--method", f"mda_kd:{kd}"])
     if args.table == "full":
         for r in (0.1, 0.3, 0.5, 0.7):
             rows[f"S.{int(r * 10)}"] = b.train(f"S.{int(r * 10)}", [teacher],
@@ -321,24 +342,27 @@ def main():
     for row, d in rows.items():
         packed[row] = b.pack(row, d)
 
-    # --- dev: the MDA-KD distance (mean greedy CER over random loss 0 / 0.5 / 1.0)
-    kd_models = [f"AV5-{d}" for d in args.distances]
-    kd_score = b.kd_dev_scores("dev_kd", {m: packed[m] for m in kd_models})
-    best = min(kd_score, key=kd_score.get)
-    best_dist = best[len("AV5-"):]
-    print(f"dev: MDA-KD distance {best_dist} ({kd_score})", flush=True)
+    # --- dev: the MDA-KD distance (mean greedy CER over random loss 0 / 0.5 / 1.0); with one distance and
+    # nothing else to try (the core table: the recipe's default, chosen by the full table) there is no choice
+    if len(kd_models) > 1 or set(args.kd_weights) - {args.kd_weight} or set(args.kd_taps) - {args.kd_tap}:
+        kd_score = b.kd_dev_scores("dev_kd", {m: packed[m] for m in kd_models})
+    else:
+        kd_score = {}
+    best = min(kd_models, key=lambda m: kd_score.get(m, 0.0))
+    best_dist = args.distances[kd_models.index(best)]
+    print(f"dev: MDA-KD distance {best_dist} ({kd_score or 'the only one given'})", flush=True)
 
     kd_args = ["--d_prob", "0.5", *drop]
     weight_score, best_weight, best = b.kd_ablation(
-        "dev_kd_weight", teacher, kd_args, rows, packed, args.kd_weight, kd_score[best], best,
-        {w: (f"AV5-{best_dist}-w{w:g}", {"distance": best_dist, "tap": args.kd_tap, "weight": w})
+        "dev_kd_weight", teacher, kd_args, rows, packed, args.kd_weight, kd_score.get(best), best,
+        {w: (kd_row(best_dist, w, args.kd_tap), {"distance": best_dist, "tap": args.kd_tap, "weight": w})
          for w in args.kd_weights if w != args.kd_weight})
     if len(weight_score) > 1:
         print(f"dev: λ_KD {best_weight:g} ({weight_score})", flush=True)
     # taps: tried on dev only; AV5 keeps --kd_tap (the issue's default, `fused`) whatever wins here
     tap_score, best_tap, _ = b.kd_ablation(
         "dev_kd_tap", teacher, kd_args, rows, packed, args.kd_tap, weight_score[best_weight], best,
-        {t: (f"AV5-{best_dist}-w{best_weight:g}-{t}", {"distance": best_dist, "tap": t, "weight": best_weight})
+        {t: (kd_row(best_dist, best_weight, t, args.kd_tap), {"distance": best_dist, "tap": t, "weight": best_weight})
          for t in args.kd_taps if t != args.kd_tap})
     if len(tap_score) > 1:
         print(f"dev: taps {tap_score}; lowest {best_tap} (AV5 keeps {args.kd_tap})", flush=True)
@@ -380,6 +404,7 @@ def main():
     out = {"machine": machine_info(), "command": command_line(), "table": args.table,
            "search": ev["search"], "epochs_per_finetune": args.epochs, "lr": args.lr, "warmup_steps": args.warmup,
            "kd": {"tap": args.kd_tap, "weight": args.kd_weight, "dev_mean_cer_0_.5_1": kd_score,
+                  "chosen_on_dev": bool(kd_score),
                   "chosen_distance": best_dist,
                   "weight_dev_mean_cer_0_.5_1": {f"{w:g}": v for w, v in weight_score.items()},
                   "chosen_weight": best_weight, "tap_dev_mean_cer_0_.5_1": tap_score, "dev_lowest_tap": best_tap,

@@ -22,7 +22,8 @@ def _bench(tmp_path, calls):
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "config.yaml"), "w") as f:
             yaml.safe_dump({"trainer": {"init": init, **{k[len("trainer."):]: float(v) for k, v in sets.items()
-                                                         if k.startswith("trainer.")}}}, f)
+                                                         if k.startswith("trainer.")}},
+                            "methods": [cmd[i + 1] for i, x in enumerate(cmd) if x == "--method"]}, f)
         for n in ("model.pth", "train_result.json"):
             open(os.path.join(d, n), "w").write("{}")
         calls.append(init)
@@ -113,3 +114,31 @@ def test_row_with_other_epochs_or_lr_is_moved_aside(tmp_path):
     assert len([n for n in os.listdir(b.rows_dir) if n.startswith("AV3.stale-")]) == 2
     cfg = yaml.safe_load(open(os.path.join(b.rows_dir, "AV3", "config.yaml")))["trainer"]
     assert cfg["max_epochs"] == 4 and cfg["lr"] == 2e-4
+
+
+def test_row_with_other_method_settings_is_moved_aside(tmp_path):
+    calls = []
+    b = _bench(tmp_path, calls)
+    kd1 = ["--d_prob", "0.5", "--method", 'mda_kd:{"distance": "mse", "weight": 1.0}']
+    kd10 = ["--d_prob", "0.5", "--method", 'mda_kd:{"distance": "mse", "weight": 10.0}']
+    b.train("AV5-mse", ["/x/av0.pth"], kd1)
+    b.train("AV5-mse", ["/x/av0.pth"], kd1)     # same settings: reused
+    b.train("AV5-mse", ["/x/av0.pth"], kd10)    # the same name for another λ_KD: not reused
+    assert calls == ["/x/av0.pth"] * 2
+    assert len([n for n in os.listdir(b.rows_dir) if n.startswith("AV5-mse.stale-")]) == 1
+    assert yaml.safe_load(open(os.path.join(b.rows_dir, "AV5-mse", "config.yaml")))["methods"] == [kd10[-1]]
+
+
+def test_kd_row_names_every_setting_apart_from_the_defaults():
+    assert bench_robust.kd_row("mse", 1.0, "fused") == "AV5-mse"
+    assert bench_robust.kd_row("mse", 10, "fused") == "AV5-mse-w10"
+    assert bench_robust.kd_row("gauss_kl", 0.1, "fusion") == "AV5-gauss_kl-w0.1-fusion"
+    assert bench_robust.kd_row("mse", 1, "fusion+fused") == "AV5-mse-fusion+fused"
+    assert bench_robust._methods(["--d_prob", "0.5", "--method", "a", "--method", "b:{}"]) == ["a", "b:{}"]
+
+
+def test_rows_dir_option(tmp_path):
+    args = SimpleNamespace(exp_dir=str(tmp_path / "exp"), data_dir="d", config="c", epochs=1, lr=1e-3, warmup=1,
+                           rows_dir=str(tmp_path / "elsewhere"))
+    b = bench_robust.Bench(args)
+    assert b.rows_dir == str(tmp_path / "elsewhere") and os.path.isdir(b.rows_dir)
