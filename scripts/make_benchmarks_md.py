@@ -247,6 +247,12 @@ def sec_probe(r):
         out.append(f"| {k} | " + " | ".join(f"{100 * x:.2f}" for x in v.values()) + " |")
     out += ["", "Dev CER %, CTC greedy. Training seconds: "
             + ", ".join(f"{k} {v:.0f} s" for k, v in r["train_seconds"].items()) + ".", ""]
+    pd = r.get("paired_dev")
+    if pd:
+        out += [pd["what"] + ": " + "; ".join(
+            f"{c}: {100 * v['cer_b']:.2f} vs {100 * v['cer_a']:.2f} %, relative reduction {100 * v['rel_reduction']:+.1f} % "
+            f"[{100 * v['rel_lo']:+.1f}, {100 * v['rel_hi']:+.1f}], p(B not better) {v['p_b_not_better']:.3f}"
+            for c, v in pd.items() if c != "what") + ".", ""]
     return out
 
 
