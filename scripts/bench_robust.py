@@ -3,7 +3,7 @@
 
     python scripts/bench_robust.py --exp_dir recipes/synthmisp/exp/synthmisp_mini \\
         --data_dir recipes/synthmisp/data/synthmisp_mini --config conf/mini.yaml \\
-        --table core --out docs/results/robust_core.json
+        --table core --distances mse --kd_weight 10 --out docs/results/robust_core.json
 
 Needs the recipe's A0 and AV0 (stages 5-8: ``train_a0``, ``train_av0``, ``stats``).  Every row is an
 ``avsr.bin.train`` run into ``<rows_dir>/<ROW>`` (default ``<exp_dir>/rows``; a re-run resumes an
@@ -184,6 +184,12 @@ class Bench:
                          segment=False, whole=False, snrs=False)
         return {m: mean_cer(dev, m, SEL_CONDS) for m in models}
 
+    def train_kd(self, row, teacher, train_args, kd_cfg):
+        """Train AV5 row ``row``: ``train_args`` plus MDA-KD from ``teacher`` with ``kd_cfg`` (distance, tap,
+        weight), initialised from the teacher."""
+        kd = json.dumps({"teacher": teacher, **kd_cfg})
+        return self.train(row, [teacher], [*train_args, "--method", f"mda_kd:{kd}"])
+
     def kd_ablation(self, sweep_name, teacher, train_args, rows, packed, current, current_score, current_row,
                     variants):
         """One AV5 row per ``variants`` entry ``key -> (row, kd settings)`` (trained into ``rows``, packed
@@ -191,8 +197,7 @@ class Bench:
         Returns ``(scores with current's, best key, its row)``; a tie keeps ``current``."""
         made = {}
         for key, (r, kd_cfg) in variants.items():
-            kd = json.dumps({"teacher": teacher, **kd_cfg})
-            rows[r] = self.train(r, [teacher], [*train_args, "--method", f"mda_kd:{kd}"])
+            rows[r] = self.train_kd(r, teacher, train_args, kd_cfg)
             packed[r] = self.pack(r, rows[r])
             made[key] = r
         score = {current: current_score}
@@ -325,9 +330,9 @@ def main():
     rows = {}
     rows["AV3"] = b.train("AV3", [teacher], ["--d_prob", "0.5", *drop])
     kd_models = [kd_row(d, args.kd_weight, args.kd_tap) for d in args.distances]
+    kd_args = ["--d_prob", "0.5", *drop]
     for dist, row in zip(args.distances, kd_models):
-        kd = json.dumps({"teacher": teacher, "distance": dist, "tap": args.kd_tap, "weight": args.kd_weight})
-        rows[row] = b.train(row, [teacher], ["--d_prob", "0.5", *drop, "--method", f"mda_kd:{kd}"])
+        rows[row] = b.train_kd(row, teacher, kd_args, {"distance": dist, "tap": args.kd_tap, "weight": args.kd_weight})
     if args.table == "full":
         for r in (0.1, 0.3, 0.5, 0.7):
             rows[f"S.{int(r * 10)}"] = b.train(f"S.{int(r * 10)}", [teacher],
@@ -352,7 +357,6 @@ def main():
     best_dist = args.distances[kd_models.index(best)]
     print(f"dev: MDA-KD distance {best_dist} ({kd_score or 'the only one given'})", flush=True)
 
-    kd_args = ["--d_prob", "0.5", *drop]
     weight_score, best_weight, best = b.kd_ablation(
         "dev_kd_weight", teacher, kd_args, rows, packed, args.kd_weight, kd_score.get(best), best,
         {w: (kd_row(best_dist, w, args.kd_tap), {"distance": best_dist, "tap": args.kd_tap, "weight": w})
