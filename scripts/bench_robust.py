@@ -130,7 +130,7 @@ class Bench:
                 tc = cfg.get("trainer") or {}
                 want = {"max_epochs": self.a.epochs, "lr": self.a.lr, "warmup_steps": self.a.warmup}
                 diff = {k: tc.get(k) for k, v in want.items() if tc.get(k) is None or float(tc[k]) != float(v)}
-                methods = _methods(list(extra))
+                methods = _methods(extra)
                 if diff:
                     self.move_aside(row, d, f"was trained with {diff}, not {want}")
                 elif list(cfg.get("methods") or []) != methods:
@@ -408,7 +408,6 @@ def main():
     out = {"machine": machine_info(), "command": command_line(), "table": args.table,
            "search": ev["search"], "epochs_per_finetune": args.epochs, "lr": args.lr, "warmup_steps": args.warmup,
            "kd": {"tap": args.kd_tap, "weight": args.kd_weight, "dev_mean_cer_0_.5_1": kd_score,
-                  "chosen_on_dev": bool(kd_score),
                   "chosen_distance": best_dist,
                   "weight_dev_mean_cer_0_.5_1": {f"{w:g}": v for w, v in weight_score.items() if v is not None},
                   "chosen_weight": best_weight,
