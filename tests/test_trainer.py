@@ -458,3 +458,52 @@ def test_cer_hook_init_and_optional_tensorboard(tmp_path):
         assert (tmp_path / "b" / "tensorboard").is_dir()
     else:
         assert "TensorBoard unavailable" in log
+
+
+# ---------------------------------------------------------------------------- freeze_param
+class ToyBNModel(ToyModel):
+    """ToyModel with a BatchNorm on the pooled features (running statistics to keep still)."""
+
+    def __init__(self):
+        super().__init__(dropout=0.0)
+        self.bn = nn.BatchNorm1d(8)
+
+    def forward(self, batch: Batch, **kw) -> ToyOut:
+        x = batch.video.float().flatten(2) / 255.0
+        h = torch.tanh(self.enc(x))
+        mask = (torch.arange(x.shape[1])[None] < batch.video_lens[:, None]).float()
+        pooled = self.bn((h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
+        logits = self.head(pooled)
+        loss = nn.functional.cross_entropy(logits, batch.tokens[:, 0])
+        return ToyOut(loss, {"hidden": h, "lens": batch.video_lens}, {"loss_ce": float(loss.detach())})
+
+
+def _bn_fit(tmp, freeze):
+    torch.manual_seed(1234)
+    model = ToyBNModel()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tr = Trainer(model, ToyDataset(32, 0), ToyDataset(8, 1, prefix="v"),
+                 cfg(max_epochs=2, metric="loss", freeze_param=freeze), exp_dir=str(tmp))
+    tr.fit()
+    after = model.state_dict()
+    return tr, {k: not torch.equal(before[k], after[k]) for k in before}
+
+
+def test_freeze_param_keeps_parameters_and_batchnorm_statistics(tmp_path):
+    tr, changed = _bn_fit(tmp_path / "frozen", ("enc", "bn"))
+    assert not any(changed[k] for k in changed if k.startswith(("enc.", "bn."))), changed
+    assert changed["head.weight"] and changed["head.bias"]
+    opt_ids = {id(p) for g in tr.optimizer.param_groups for p in g["params"]}
+    assert opt_ids == {id(tr.model.head.weight), id(tr.model.head.bias)}
+    # without freezing, the same run moves both the weights and the running statistics
+    _, changed = _bn_fit(tmp_path / "free", ())
+    assert changed["enc.weight"] and changed["bn.weight"] and changed["bn.running_mean"]
+    # TrainerConfig.from_dict takes the YAML list form
+    assert TrainerConfig.from_dict({"trainer": {"freeze_param": ["enc"]}}).freeze_param == ("enc",)
+
+
+def test_freeze_param_rejects_unknown_prefix_and_freezing_everything(tmp_path):
+    with pytest.raises(ValueError, match=r"no parameter starts with \['encoder'\]"):
+        make_trainer(tmp_path / "a", cfg(freeze_param=("encoder",)))
+    with pytest.raises(ValueError, match="freezes every parameter"):
+        make_trainer(tmp_path / "b", cfg(freeze_param=("enc", "head")))

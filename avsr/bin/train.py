@@ -74,6 +74,9 @@ def build_parser():
                          "or PATH::PREFIX[,PREFIX] (only tensors with those name prefixes); later SPECs "
                          "overwrite earlier ones, e.g. --init a0/model.pth v/model.pth::visual_")
     ap.add_argument("--init_ignore", nargs="*", default=[], help="parameter name prefixes not to init")
+    ap.add_argument("--freeze_param", nargs="*", default=None, metavar="PREFIX",
+                    help="parameter name prefixes not to train (ESPnet's --freeze_param), e.g. "
+                         "audio_encoder shared_encoder; default: trainer.freeze_param of the config")
     ap.add_argument("--d_prob", type=float, default=0.0, help="frame dropout: share of samples (0: off)")
     ap.add_argument("--drop_rate", type=float, nargs="+", default=[0.0, 1.0],
                     help="frame dropout rate: one value (fixed) or lo hi (uniform in (lo, hi])")
@@ -117,6 +120,8 @@ def main(argv=None) -> int:
     if args.init:
         tconf["init"] = args.init
         tconf["init_ignore"] = list(args.init_ignore)
+    if args.freeze_param is not None:
+        tconf["freeze_param"] = list(args.freeze_param)
     tcfg = TrainerConfig.from_dict(tconf)
     os.makedirs(args.exp_dir, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))

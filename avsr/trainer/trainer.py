@@ -120,6 +120,9 @@ class TrainerConfig:
     #   each spec is "PATH" or "PATH::PREFIX[,PREFIX...]" (only tensors with those name prefixes);
     #   later specs overwrite what earlier ones filled (e.g. A0 everything, then V's "visual_")
     init_ignore: Tuple[str, ...] = ()
+    freeze_param: Tuple[str, ...] = ()  # ESPnet's --freeze_param: parameter name prefixes never
+    #   trained (requires_grad off, not in the optimiser; BatchNorm layers wholly inside them stay
+    #   in eval mode so their running statistics do not move either)
     log_interval: int = 50
     progress: bool = True
     tensorboard: bool = False
@@ -142,7 +145,7 @@ class TrainerConfig:
             raise ValueError(f"unknown trainer option(s): {', '.join(unknown)}")
         if isinstance(d.get("init"), (list, tuple)):
             d["init"] = tuple(d["init"]) if len(d["init"]) > 1 else (d["init"][0] if d["init"] else None)
-        for k in ("betas", "init_ignore"):
+        for k in ("betas", "init_ignore", "freeze_param"):
             if k in d and d[k] is not None:
                 d[k] = tuple(d[k])
         return cls(**d)
@@ -298,6 +301,7 @@ class Trainer:
                 self.init_result = r if self.init_result is None else self.init_result.merge(r)
         self.frozen: Dict[str, nn.Module] = {}
         self._hooks: List[Any] = []
+        self.frozen_bn = self._freeze_params(config.freeze_param)
         for m in self.methods:
             m.setup(self)
 
@@ -381,6 +385,39 @@ class Trainer:
         if c.optim == "sgd":
             return torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay)
         raise ValueError(f"unknown optim {c.optim!r} (adam, adamw, sgd)")
+
+    def _freeze_params(self, prefixes: Sequence[str]) -> List[nn.Module]:
+        """``trainer.freeze_param``: turn off the gradients of parameters whose names start with a
+        prefix; return the BatchNorm layers lying wholly inside them (kept in eval mode)."""
+        if not prefixes:
+            return []
+        names = [n for n, _ in self.model.named_parameters()]
+        unknown = [x for x in prefixes if not any(n.startswith(x) for n in names)]
+        if unknown:
+            top = sorted({n.split(".")[0] for n in names})
+            raise ValueError(f"freeze_param: no parameter starts with {unknown} (top-level modules: {top})")
+        n_frozen = 0
+        for n, p in self.model.named_parameters():
+            if n.startswith(tuple(prefixes)):
+                p.requires_grad_(False)
+                n_frozen += p.numel()
+        if not any(p.requires_grad for p in self.model.parameters()):
+            raise ValueError(f"freeze_param {list(prefixes)} freezes every parameter of the model")
+        bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               and not any(p.requires_grad for p in m.parameters(recurse=False))
+               and any(True for _ in m.parameters(recurse=False))]
+        if self.rank == 0:
+            logger.info("freeze_param %s: %d parameters frozen, %d BatchNorm layer(s) kept in eval mode",
+                        list(prefixes), n_frozen, len(bns))
+        return bns
+
+    def _train_mode(self) -> None:
+        """The model in training mode, except the frozen parts (auxiliary models, frozen BatchNorm)."""
+        self.model.train()
+        for fm in self.frozen.values():
+            fm.eval()
+        for m in self.frozen_bn:
+            m.eval()
 
     # ------------------------------------------------------------------ plug-in services
     def register_frozen(self, name: str, module: nn.Module) -> nn.Module:
@@ -693,7 +730,7 @@ class Trainer:
         if self.cer_fn is not None:
             sums["cer"], counts["cer"] = errs, max(ref, 0.0)
         sums, counts = self._all_reduce_sums(sums, counts)
-        self.model.train()
+        self._train_mode()
         return {k: sums[k] / counts[k] for k in sums if counts[k] > 0}
 
     def _mode(self) -> str:
@@ -715,9 +752,7 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> None:
         from tqdm import tqdm
         c = self.config
-        self.model.train()
-        for fm in self.frozen.values():
-            fm.eval()
+        self._train_mode()
         self.train_sampler.set_epoch(epoch)
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(epoch)
