@@ -117,8 +117,11 @@ class Bench:
                 aug += ["--method", spec]
         return _init_specs(cfg), aug
 
-    def train(self, row, init, extra):
+    def train(self, row, init, extra, freeze=()):
+        """Train row ``row`` from ``init`` with ``extra`` arguments; ``freeze``: parameter name prefixes not
+        trained (``--freeze_param``)."""
         d = os.path.join(self.rows_dir, row)
+        freeze = [str(x) for x in freeze]
         if os.path.isfile(os.path.join(d, "config.yaml")):
             cfg = _train_config(d)
             old = _init_specs(cfg)
@@ -131,8 +134,11 @@ class Bench:
                 want = {"max_epochs": self.a.epochs, "lr": self.a.lr, "warmup_steps": self.a.warmup}
                 diff = {k: tc.get(k) for k, v in want.items() if tc.get(k) is None or float(tc[k]) != float(v)}
                 methods = _methods(extra)
+                frozen = [str(x) for x in tc.get("freeze_param") or ()]
                 if diff:
                     self.move_aside(row, d, f"was trained with {diff}, not {want}")
+                elif frozen != freeze:
+                    self.move_aside(row, d, f"was trained with freeze_param {frozen}, not {freeze}")
                 elif list(cfg.get("methods") or []) != methods:
                     # e.g. a row name reused for another λ_KD: the method settings are part of the row
                     self.move_aside(row, d, f"was trained with methods {cfg.get('methods')}, not {methods}")
@@ -145,7 +151,7 @@ class Bench:
                "--train_data", os.path.join(self.data, "train"), "--valid_data", os.path.join(self.data, "dev"),
                "--token_list", os.path.join(self.data, "token_list", "char", "tokens.txt"),
                "--stats", os.path.join(self.exp, "stats", "feats_stats.json"), "--exp_dir", d,
-               "--init", *init, *extra,
+               "--init", *init, *extra, *(["--freeze_param", *freeze] if freeze else []),
                "--set", f"trainer.max_epochs={e}", f"trainer.best_n={e}", f"trainer.patience={e + 1}",
                f"trainer.lr={self.a.lr}", f"trainer.warmup_steps={self.a.warmup}"]
         self.timed(f"train {row}", lambda: self.sh(cmd, os.path.join(self.rows_dir, f"{row}.log")))
@@ -186,9 +192,9 @@ class Bench:
 
     def train_kd(self, row, teacher, train_args, kd_cfg):
         """Train AV5 row ``row``: ``train_args`` plus MDA-KD from ``teacher`` with ``kd_cfg`` (distance, tap,
-        weight), initialised from the teacher."""
+        weight), initialised from the teacher (a fine-tune from AV0: ``--ft_freeze`` applies)."""
         kd = json.dumps({"teacher": teacher, **kd_cfg})
-        return self.train(row, [teacher], [*train_args, "--method", f"mda_kd:{kd}"])
+        return self.train(row, [teacher], [*train_args, "--method", f"mda_kd:{kd}"], freeze=self.a.ft_freeze)
 
     def kd_ablation(self, sweep_name, teacher, train_args, rows, packed, current, current_score, current_row,
                     variants):
@@ -307,6 +313,10 @@ def main():
     ap.add_argument("--epochs", type=int, default=2, help="fixed fine-tune epochs of every row")
     ap.add_argument("--lr", type=float, default=0.0005)
     ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--ft_freeze", nargs="*", default=[], metavar="PREFIX",
+                    help="parameter name prefixes frozen in the fine-tunes from AV0 (AV3, AV5, S.x), e.g. every "
+                         "part but the visual branch; not in AV1 / AV2 (their fusion layers start untrained) nor "
+                         "AV6 (its base is frozen anyway)")
     ap.add_argument("--distances", nargs="+", default=list(DISTANCES))
     ap.add_argument("--kd_tap", default="fused")
     ap.add_argument("--kd_weight", type=float, default=1.0, help="λ_KD of the distance ablation")
@@ -328,7 +338,7 @@ def main():
         print(f"AV rows train with AV0's audio augmentation: {aug}", flush=True)
     drop = ["--drop_rate", "0", "1", "--drop_pattern", "random", *aug]
     rows = {}
-    rows["AV3"] = b.train("AV3", [teacher], ["--d_prob", "0.5", *drop])
+    rows["AV3"] = b.train("AV3", [teacher], ["--d_prob", "0.5", *drop], freeze=args.ft_freeze)
     kd_models = [kd_row(d, args.kd_weight, args.kd_tap) for d in args.distances]
     kd_args = ["--d_prob", "0.5", *drop]
     for dist, row in zip(args.distances, kd_models):
@@ -337,7 +347,7 @@ def main():
         for r in (0.1, 0.3, 0.5, 0.7):
             rows[f"S.{int(r * 10)}"] = b.train(f"S.{int(r * 10)}", [teacher],
                                                ["--d_prob", "1.0", "--drop_rate", str(r), "--drop_pattern", "random",
-                                                *aug])
+                                                *aug], freeze=args.ft_freeze)
         rows["AV1"] = b.train("AV1", av0_init, ["--d_prob", "1.0", *drop])
         rows["AV2"] = b.train("AV2", av0_init, ["--d_prob", "0.5", *drop])
     packed = {"A0": os.path.join(b.exp, "packed", "a0"), "AV0": os.path.join(b.exp, "packed", "av0")}
@@ -407,6 +417,7 @@ def main():
     counts = count_parameters(load_packed(packed["AV6"])[0])
     out = {"machine": machine_info(), "command": command_line(), "table": args.table,
            "search": ev["search"], "epochs_per_finetune": args.epochs, "lr": args.lr, "warmup_steps": args.warmup,
+           "finetune_frozen": list(args.ft_freeze),
            "kd": {"tap": args.kd_tap, "weight": args.kd_weight, "dev_mean_cer_0_.5_1": kd_score,
                   "chosen_distance": best_dist,
                   "weight_dev_mean_cer_0_.5_1": {f"{w:g}": v for w, v in weight_score.items() if v is not None},

@@ -168,8 +168,12 @@ def sec_robust(r):
     ev = r["eval"]
     conds = ev["conditions"]
     out = [f"## Robustness to missing video on SynthMISP mini eval ({r['table']} table)", ""] + header(r)
+    frozen = r.get("finetune_frozen") or []
     out += [f"Every fine-tune: {r['epochs_per_finetune']} epochs from its init, lr {r['lr']}, warm-up "
-            f"{r['warmup_steps']} steps, model = average of its epochs. Search: **{r['search']}**. "
+            f"{r['warmup_steps']} steps, model = average of its epochs"
+            + (f"; the fine-tunes from AV0 (AV3, AV5, S.x) train only what is not frozen: "
+               + ", ".join(f"`{x}`" for x in frozen) + " frozen" if frozen else "")
+            + f". Search: **{r['search']}**. "
             f"{ev.get('utts')} eval utterances; CER % [95 % bootstrap CI].", "",
             "| model | " + " | ".join(conds) + " | area |", "|---|" + "---|" * (len(conds) + 1)]
     da = ev.get("degradation_area", {})

@@ -12,17 +12,24 @@ import bench_robust  # noqa: E402
 
 def _bench(tmp_path, calls):
     args = SimpleNamespace(exp_dir=str(tmp_path / "exp"), data_dir=str(tmp_path / "data"), config="c.yaml",
-                           epochs=1, lr=1e-3, warmup=1)
+                           epochs=1, lr=1e-3, warmup=1, ft_freeze=[])
     b = bench_robust.Bench(args)
 
     def fake_sh(cmd, log):  # stands in for avsr.bin.train: writes what a finished row has
         d = cmd[cmd.index("--exp_dir") + 1]
         init = cmd[cmd.index("--init") + 1]
         sets = dict(x.split("=", 1) for x in cmd[cmd.index("--set") + 1:])
+        freeze = []
+        if "--freeze_param" in cmd:
+            for x in cmd[cmd.index("--freeze_param") + 1:]:
+                if x.startswith("--"):
+                    break
+                freeze.append(x)
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "config.yaml"), "w") as f:
             yaml.safe_dump({"trainer": {"init": init, **{k[len("trainer."):]: float(v) for k, v in sets.items()
-                                                         if k.startswith("trainer.")}},
+                                                         if k.startswith("trainer.")},
+                                        **({"freeze_param": freeze} if freeze else {})},
                             "methods": [cmd[i + 1] for i, x in enumerate(cmd) if x == "--method"]}, f)
         for n in ("model.pth", "train_result.json"):
             open(os.path.join(d, n), "w").write("{}")
@@ -142,3 +149,21 @@ def test_rows_dir_option(tmp_path):
                            rows_dir=str(tmp_path / "elsewhere"))
     b = bench_robust.Bench(args)
     assert b.rows_dir == str(tmp_path / "elsewhere") and os.path.isdir(b.rows_dir)
+
+
+def test_row_with_other_frozen_parts_is_moved_aside(tmp_path):
+    calls = []
+    b = _bench(tmp_path, calls)
+    b.train("AV3", ["/x/av0/model.pth"], ["--d_prob", "0.5"])
+    b.train("AV3", ["/x/av0/model.pth"], ["--d_prob", "0.5"], freeze=["audio_encoder", "shared_encoder"])
+    assert len(calls) == 2                                   # the unfrozen row is not a frozen one
+    cfg = yaml.safe_load(open(os.path.join(b.rows_dir, "AV3", "config.yaml")))
+    assert cfg["trainer"]["freeze_param"] == ["audio_encoder", "shared_encoder"]
+    assert any(n.startswith("AV3.stale-") for n in os.listdir(b.rows_dir))
+    b.train("AV3", ["/x/av0/model.pth"], ["--d_prob", "0.5"], freeze=["audio_encoder", "shared_encoder"])
+    assert len(calls) == 2                                   # same freeze: reused
+    # AV5 rows take --ft_freeze through train_kd
+    b.a.ft_freeze = ["audio_encoder"]
+    b.train_kd("AV5-mse", "/x/av0/model.pth", ["--d_prob", "0.5"], {"distance": "mse"})
+    cfg = yaml.safe_load(open(os.path.join(b.rows_dir, "AV5-mse", "config.yaml")))
+    assert cfg["trainer"]["freeze_param"] == ["audio_encoder"]

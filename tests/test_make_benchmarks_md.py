@@ -35,3 +35,12 @@ def test_full_table_renders_the_dev_ablation():
     fixed = copy.deepcopy(full)
     fixed["kd"]["dev_mean_cer_0_.5_1"] = {}
     assert "recipe's default" in "\n".join(mb.sec_robust(fixed))
+
+
+def test_frozen_parts_of_the_finetunes_are_stated():
+    core = copy.deepcopy(_load("robust_core.json"))
+    core["finetune_frozen"] = []
+    assert "frozen" not in "\n".join(mb.sec_robust(core)).split("Search:")[0]
+    core["finetune_frozen"] = ["audio_encoder", "shared_encoder"]
+    text = "\n".join(mb.sec_robust(core))
+    assert "(AV3, AV5, S.x) train only what is not frozen: `audio_encoder`, `shared_encoder` frozen" in text
