@@ -88,16 +88,22 @@ bench-train: install
 
 # issue-4 robustness table on the mini exp dir (needs bench-train's A0 and AV0; resumable).
 # AV5 is the recipe's MDA-KD default (mse, λ 10, tap fused), which bench-full's distance / λ
-# ablation chose on dev; the core table does not repeat that ablation
+# ablation chose on dev; the core table does not repeat that ablation.  The fine-tunes from AV0
+# keep AV0's audio side, shared layers, CTC and decoder frozen (the recipe's --robust_freeze,
+# chosen on dev); their rows go to rows_fzvc (rows/ holds the earlier all-parameter ones)
+FT_FREEZE := audio_encoder shared_encoder ctc decoder
+ROBUST_ROWS := $(MINI_EXP)/rows_fzvc
 bench-robust: install
 	$(PY) scripts/bench_robust.py --exp_dir $(MINI_EXP) --data_dir recipes/synthmisp/data/synthmisp_mini \
-	  --config conf/mini.yaml --table core --distances mse --kd_weight 10 --out docs/results/robust_core.json
+	  --config conf/mini.yaml --table core --distances mse --kd_weight 10 --ft_freeze $(FT_FREEZE) \
+	  --rows_dir $(ROBUST_ROWS) --out docs/results/robust_core.json
 	$(PY) scripts/make_benchmarks_md.py
 
 # every row (AV1-AV6, S.1-S.7, all MDA-KD distances in the eval sweep), CTC greedy sweep
 bench-full: install
 	$(PY) scripts/bench_robust.py --exp_dir $(MINI_EXP) --data_dir recipes/synthmisp/data/synthmisp_mini \
-	  --config conf/mini.yaml --table full --search greedy --kd_weights 10 --kd_taps fusion fusion+fused --out docs/results/robust_full.json
+	  --config conf/mini.yaml --table full --search greedy --kd_weights 10 --kd_taps fusion fusion+fused \
+	  --ft_freeze $(FT_FREEZE) --rows_dir $(ROBUST_ROWS) --out docs/results/robust_full.json
 	$(PY) scripts/make_benchmarks_md.py
 
 clean-venv:

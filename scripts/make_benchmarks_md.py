@@ -163,12 +163,14 @@ def sec_cli(r):
     return out + notes_md("bench_cli_notes.md") + [""]
 
 
-def sec_robust(r):
-    """Issue-4 table (scripts/bench_robust.py): eval sweep, dev choices, claims, time."""
+def sec_robust(r, notes=True):
+    """Issue-4 table (scripts/bench_robust.py): eval sweep, dev choices, claims, time; ``notes``: append
+    ``robust_<table>_notes.md``."""
     ev = r["eval"]
     conds = ev["conditions"]
-    out = [f"## Robustness to missing video on SynthMISP mini eval ({r['table']} table)", ""] + header(r)
     frozen = r.get("finetune_frozen") or []
+    kind = "" if frozen else ", all-parameter fine-tunes"
+    out = [f"## Robustness to missing video on SynthMISP mini eval ({r['table']} table{kind})", ""] + header(r)
     out += [f"Every fine-tune: {r['epochs_per_finetune']} epochs from its init, lr {r['lr']}, warm-up "
             f"{r['warmup_steps']} steps, model = average of its epochs"
             + (f"; the fine-tunes from AV0 (AV3, AV5, S.x) train only what is not frozen: "
@@ -239,7 +241,23 @@ def sec_robust(r):
     out += ["", "Wall time (this run of the script; rows trained earlier are not re-timed): " +
             ", ".join(f"{k} {v:.0f} s" for k, v in secs.items()) + ". Row training (from their logs): " +
             ", ".join(f"{k} {v:.0f} s" for k, v in r.get("row_train_seconds", {}).items()) + "."]
-    return out + notes_md(f"robust_{r['table']}_notes.md") + [""]
+    return out + (notes_md(f"robust_{r['table']}_notes.md") if notes else []) + [""]
+
+
+def sec_parts(r):
+    """Dev probes of which parameter groups carry the fine-tune's rate-0 loss and robustness."""
+    conds = [c for c in next(iter(r["cer"].values())) if c != "mean"]
+    out = ["## Dev probes: which parts of the robust fine-tune matter (issue 4)", "", f"- machine: {machine(r)}",
+           f"- command: `{r['command']}`", "", r["what"] + ".", "",
+           "| variant | " + " | ".join(conds) + " | mean | vs " + r["reference"] + " at random@0 [95 % CI], p |",
+           "|---|" + "---|" * (len(conds) + 2)]
+    for k, v in r["cer"].items():
+        p = r["paired_vs_reference"].get(k, {}).get("random@0")
+        cmp = (f"{100 * p['rel_reduction']:+.1f} % [{100 * p['rel_lo']:+.1f}, {100 * p['rel_hi']:+.1f}], "
+               f"{p['p_b_not_better']:.3f}" if p else "reference")
+        out.append(f"| {k} | " + " | ".join(f"{100 * v[c]:.2f}" for c in conds) + f" | {100 * v['mean']:.2f} | {cmp} |")
+    return out + ["", f"Dev CER %, {r['search']}; relative reduction against {r['reference']} (negative: worse), "
+                      "paired bootstrap over utterances.", ""]
 
 
 def sec_probe(r):
@@ -267,7 +285,9 @@ def main():
     for name, fn in [("bench_roi.json", sec_roi), ("synthmisp_text.json", sec_text),
                      ("synthmisp_mini.json", sec_mini), ("dataprep_mini.json", sec_prep),
                      ("calibration_mini.json", sec_calib), ("bench_decode.json", sec_decode),
-                     ("robust_core.json", sec_robust), ("robust_full.json", sec_robust),
+                     ("robust_core.json", sec_robust),
+                     ("robust_core_allparams.json", lambda r: sec_robust(r, notes=False)),
+                     ("robust_full.json", sec_robust), ("probe_finetune_parts.json", sec_parts),
                      ("probe_av5_levers.json", sec_probe), ("bench_cli.json", sec_cli)]:
         r = load(name)
         lines += fn(r) if r else [f"## {name}: not run yet", ""]

@@ -44,3 +44,13 @@ def test_frozen_parts_of_the_finetunes_are_stated():
     core["finetune_frozen"] = ["audio_encoder", "shared_encoder"]
     text = "\n".join(mb.sec_robust(core))
     assert "(AV3, AV5, S.x) train only what is not frozen: `audio_encoder`, `shared_encoder` frozen" in text
+
+
+def test_finetune_parts_probe_renders_each_variant_against_the_reference():
+    r = _load("probe_finetune_parts.json")
+    text = "\n".join(mb.sec_parts(r))
+    assert f"| {r['reference']} | " in text and "reference |" in text
+    for k in r["cer"]:
+        assert f"| {k} | " in text
+    p = r["paired_vs_reference"]["AV5"]["random@0"]
+    assert f"{100 * p['rel_reduction']:+.1f} % [{100 * p['rel_lo']:+.1f}, {100 * p['rel_hi']:+.1f}]" in text

@@ -32,6 +32,8 @@ ngpu=0               # >1: training through torchrun --nproc_per_node=$ngpu (DDP
 models="a0 v av0 av5 av6"   # models to train (7, 9, 10 only when listed), pack, decode and sweep
 robust_args=         # extra avsr.bin.train arguments for the robust student (stage 9)
 d_prob=0.5           # robust student: share of samples with frame dropout (rate ~ U(0, 1], random pattern)
+robust_freeze="audio_encoder shared_encoder ctc decoder"  # robust student: parts of AV0 kept frozen (only the
+                     # visual branch, cross-attention and merge FFN train; chosen on mini dev, docs/ROBUSTNESS.md); none = train all
 kd_distance=mse      # MDA-KD distance: mse | cosine | gauss_kl | mmd (chosen on mini dev, docs/ROBUSTNESS.md)
 kd_tap=fused         # MDA-KD tap: fused | fusion<i>.audio | fusion<i>.visual | shared_out | fusion (all per-layer); "+" joins
 kd_weight=10         # MDA-KD loss weight λ_KD (chosen on mini dev; 0: dropout only, i.e. the AV3 row)
@@ -63,7 +65,8 @@ a done stage is skipped unless --force true; running a stage clears later stages
   8 train_av0  audio-visual AV0, --init from A0 (full video, no dropout) -> \$exp_dir/train_av0;
              its visual branch (visual_*) from V when v is in --models (--av0_visual_init)
   9 train_av5  robust student AV5: init AV0, frame dropout (D_prob --d_prob, rate ~ U(0,1], random)
-               + MDA-KD from the frozen AV0 teacher (--kd_distance, --kd_tap, --kd_weight)
+               + MDA-KD from the frozen AV0 teacher (--kd_distance, --kd_tap, --kd_weight);
+               AV0's audio side, shared layers and decoder stay frozen (--robust_freeze)
   10 train_av6 MS-Adapter: LoRA (--adapter_rank) on AV5's audio/shared Conformers and decoder,
                base frozen, audio-only input -> \$exp_dir/train_av6
   11 pack      packed model dirs \$exp_dir/packed/<model> for --models
@@ -107,6 +110,7 @@ Options (default):
   --decode_batch N   utterances per batched decode ($decode_batch)
   --decode_args "..." extra avsr.bin.decode arguments ($decode_args)
   --d_prob P, --kd_distance D, --kd_tap T, --kd_weight W, --robust_args "..."   robust student (stage 9)
+  --robust_freeze "PREFIX ..."  parameter prefixes AV5 does not train ("$robust_freeze"; none = all)
   --adapter_rank R, --adapter_args "...", --adapter_threshold T                  MS-Adapter (stage 10)
   --sweep_set S, --sweep_args "..."                                              sweep (stage 13)
   --config FILE      file of name=value lines setting the options above
@@ -267,9 +271,12 @@ stage_train_av5() {
   if [ "$kd_weight" != 0 ]; then
     kd=(--method "mda_kd:{\"teacher\": \"$teacher\", \"distance\": \"$kd_distance\", \"tap\": \"$kd_tap\", \"weight\": $kd_weight}")
   fi
+  local freeze=()
+  # shellcheck disable=SC2206
+  [ "$robust_freeze" != none ] && [ -n "$robust_freeze" ] && freeze=(--freeze_param $robust_freeze)
   # shellcheck disable=SC2086
   train av5 audiovisual --init "$teacher" --d_prob "$d_prob" --drop_rate 0 1 --drop_pattern random \
-    "${noise_args[@]}" "${kd[@]}" $robust_args
+    "${noise_args[@]}" "${kd[@]}" "${freeze[@]}" $robust_args
 }
 
 stage_train_av6() {
@@ -330,7 +337,7 @@ run_stage 5 stats      stage_stats      "train_set=$train_set config=$train_conf
 run_stage 6 train_a0   stage_train_a0   "config=$train_config train_args=$train_args"
 run_stage 7 train_v    stage_train_v    "config=$train_config train_args=$train_args v_args=$v_args models=$models"
 run_stage 8 train_av0  stage_train_av0  "config=$train_config train_args=$train_args av0_args=$av0_args av_noise=$av_noise init=$(av0_init)"
-run_stage 9 train_av5  stage_train_av5  "config=$train_config train_args=$train_args d_prob=$d_prob av_noise=$av_noise kd=$kd_distance/$kd_tap/$kd_weight robust_args=$robust_args models=$models"
+run_stage 9 train_av5  stage_train_av5  "config=$train_config train_args=$train_args d_prob=$d_prob av_noise=$av_noise kd=$kd_distance/$kd_tap/$kd_weight robust_freeze=$robust_freeze robust_args=$robust_args models=$models"
 run_stage 10 train_av6 stage_train_av6  "config=$train_config train_args=$train_args rank=$adapter_rank adapter_args=$adapter_args models=$models"
 run_stage 11 pack      stage_pack       "models=$models beam_size=$beam_size"
 run_stage 12 decode    stage_decode     "models=$models sets=$decode_sets beam=$beam_size args=$decode_args"
