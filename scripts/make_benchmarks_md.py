@@ -244,10 +244,11 @@ def sec_robust(r, notes=True):
     return out + (notes_md(f"robust_{r['table']}_notes.md") if notes else []) + [""]
 
 
-def sec_parts(r):
-    """Dev probes of which parameter groups carry the fine-tune's rate-0 loss and robustness."""
+def sec_parts(r, title="Dev probes: which parts of the robust fine-tune matter (issue 4)"):
+    """Dev probes (scripts/collect_probes.py), each against a reference model; by default those of which
+    parameter groups carry the fine-tune's rate-0 loss and robustness."""
     conds = [c for c in next(iter(r["cer"].values())) if c != "mean"]
-    out = ["## Dev probes: which parts of the robust fine-tune matter (issue 4)", "", f"- machine: {machine(r)}",
+    out = [f"## {title}", "", f"- machine: {machine(r)}",
            f"- command: `{r['command']}`", "", r["what"] + ".", "",
            "| variant | " + " | ".join(conds) + " | mean | vs " + r["reference"] + " at random@0 [95 % CI], p |",
            "|---|" + "---|" * (len(conds) + 2)]
@@ -288,6 +289,8 @@ def main():
                      ("robust_core.json", sec_robust),
                      ("robust_core_allparams.json", lambda r: sec_robust(r, notes=False)),
                      ("robust_full.json", sec_robust), ("probe_finetune_parts.json", sec_parts),
+                     ("probe_frozen_kd_distances.json",
+                      lambda r: sec_parts(r, "Dev: MDA-KD distances with the frozen audio side (full-table re-run, partial)")),
                      ("probe_av5_levers.json", sec_probe), ("bench_cli.json", sec_cli)]:
         r = load(name)
         lines += fn(r) if r else [f"## {name}: not run yet", ""]
