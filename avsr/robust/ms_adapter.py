@@ -5,15 +5,14 @@ The student model must be built with ``model.adapter_rank > 0`` (e.g. ``--set mo
 and initialised from the robust AV model (``--init``): the base weights are then exactly those of
 that model, and only ``adapters.*`` are trained.  Every batch loses its video, and the model runs
 its audio-only path (no visual branch, no cross-attention, no merge-FFN term) with the adapters on.
-BatchNorm layers of the frozen base stay in eval mode, so the base (and thus the AV path) does not
-change at all.  At inference :class:`avsr.inference.Speech2Text` switches the adapters on for the
+BatchNorm layers of the frozen base stay in eval mode (the trainer keeps every BatchNorm whose
+parameters are frozen in eval mode), so the base (and thus the AV path) does not change at all.  At inference :class:`avsr.inference.Speech2Text` switches the adapters on for the
 utterances routed to the audio-only path (no video, or present frames <= a threshold).
 """
 from __future__ import annotations
 
 from typing import Any, Dict
 
-from torch import nn
 
 from avsr.trainer.method import TrainingMethod
 
@@ -46,12 +45,6 @@ class MSAdapterMethod(TrainingMethod):
 
     def forward_kwargs(self, batch) -> Dict[str, Any]:
         return {"modality": "audio"}
-
-    def train_step(self, trainer, batch) -> Dict[str, float]:
-        for m in trainer.model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
-        return trainer.default_train_step(batch)
 
     def __repr__(self) -> str:
         return f"MSAdapterMethod({getattr(self, 'counts', {})})"

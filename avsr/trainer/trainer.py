@@ -121,8 +121,8 @@ class TrainerConfig:
     #   later specs overwrite what earlier ones filled (e.g. A0 everything, then V's "visual_")
     init_ignore: Tuple[str, ...] = ()
     freeze_param: Tuple[str, ...] = ()  # ESPnet's --freeze_param: parameter name prefixes never
-    #   trained (requires_grad off, not in the optimiser; BatchNorm layers wholly inside them stay
-    #   in eval mode so their running statistics do not move either)
+    #   trained (requires_grad off, not in the optimiser; BatchNorm layers whose parameters are all
+    #   frozen stay in eval mode so their running statistics do not move either)
     log_interval: int = 50
     progress: bool = True
     tensorboard: bool = False
@@ -301,9 +301,10 @@ class Trainer:
                 self.init_result = r if self.init_result is None else self.init_result.merge(r)
         self.frozen: Dict[str, nn.Module] = {}
         self._hooks: List[Any] = []
-        self.frozen_bn = self._freeze_params(config.freeze_param)
+        self._freeze_params(config.freeze_param)
         for m in self.methods:
             m.setup(self)
+        self.frozen_bn = self._frozen_batchnorm()
 
         # ---- optimiser, scheduler, scaler
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -386,11 +387,10 @@ class Trainer:
             return torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay)
         raise ValueError(f"unknown optim {c.optim!r} (adam, adamw, sgd)")
 
-    def _freeze_params(self, prefixes: Sequence[str]) -> List[nn.Module]:
-        """``trainer.freeze_param``: turn off the gradients of parameters whose names start with a
-        prefix; return the BatchNorm layers lying wholly inside them (kept in eval mode)."""
+    def _freeze_params(self, prefixes: Sequence[str]) -> None:
+        """``trainer.freeze_param``: turn off the gradients of parameters whose names start with a prefix."""
         if not prefixes:
-            return []
+            return
         names = [n for n, _ in self.model.named_parameters()]
         unknown = [x for x in prefixes if not any(n.startswith(x) for n in names)]
         if unknown:
@@ -403,12 +403,18 @@ class Trainer:
                 n_frozen += p.numel()
         if not any(p.requires_grad for p in self.model.parameters()):
             raise ValueError(f"freeze_param {list(prefixes)} freezes every parameter of the model")
-        bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-               and not any(p.requires_grad for p in m.parameters(recurse=False))
-               and any(True for _ in m.parameters(recurse=False))]
         if self.rank == 0:
-            logger.info("freeze_param %s: %d parameters frozen, %d BatchNorm layer(s) kept in eval mode",
-                        list(prefixes), n_frozen, len(bns))
+            logger.info("freeze_param %s: %d parameters frozen", list(prefixes), n_frozen)
+
+    def _frozen_batchnorm(self) -> List[nn.Module]:
+        """BatchNorm layers whose affine parameters are all frozen (by ``freeze_param`` or a method's
+        ``setup``, e.g. MS-Adapter's frozen base): kept in eval mode in training, so their running
+        statistics do not move either."""
+        bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               and any(True for _ in m.parameters(recurse=False))
+               and not any(p.requires_grad for p in m.parameters(recurse=False))]
+        if bns and self.rank == 0:
+            logger.info("%d BatchNorm layer(s) with frozen parameters kept in eval mode", len(bns))
         return bns
 
     def _train_mode(self) -> None:
