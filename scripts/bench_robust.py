@@ -13,16 +13,19 @@ Rows (see docs/ROBUSTNESS.md):
 
 * AV1 / AV2: init = AV0's init (A0 + V's visual branch), D_prob 1.0 / 0.5
 * AV3: init AV0, D_prob 0.5
-* AV5-<dist>[-w<λ>][-<tap>]: AV3 + MDA-KD from the frozen AV0 (tap ``--kd_tap``, weight ``--kd_weight``),
-  one row per ``--distances``; with several, the distance with the lowest dev CER (mean over random
-  loss 0 / 0.5 / 1.0, CTC greedy) wins; then, for that distance, each further weight of ``--kd_weights``
-  is a row, and the best of these (same dev criterion, the ``--kd_weight`` row included) wins; then,
-  with that distance and weight, each further tap of ``--kd_taps`` (e.g. ``fusion``: every
-  per-fusion-layer tap) is a row scored on dev only (same criterion); AV5 keeps ``--kd_tap``
-  (``fused``, the issue's default) and the dev scores are reported.  The core table (``make
-  bench-robust``) gives one distance and weight, the recipe's default (mse, λ 10), which the full
-  table's ablation (``make bench-full``) chose on dev: it then trains just that AV5
-* AV6: MS-Adapter on AV5 (base frozen, audio-only); threshold 0 (paper) and one tuned on dev
+* AV5-<dist>[-w<λ>][-<tap>]: AV3 + MDA-KD from the frozen AV0 (tap ``--kd_tap``), one row per
+  (distance, λ_KD) of the grid ``--distances`` × (``--kd_weight`` + ``--kd_weights``); with more than one,
+  the row with the lowest dev CER (mean over random loss 0 / 0.5 / 1.0, CTC greedy) wins, a tie going to
+  the earlier distance, then the earlier weight (one joint minimum: choosing the distance at one λ and
+  then λ for that distance alone depends on the order).  Then, with that distance and weight, each
+  further tap of ``--kd_taps`` (e.g. ``fusion``: every per-fusion-layer tap) is a row scored on dev only
+  (same criterion); AV5 keeps ``--kd_tap`` (``fused``, the issue's default) and the dev scores are
+  reported.  The core table (``make bench-robust``) gives one distance and weight, the recipe's default
+  (mse, λ 10), which the full table's ablation (``make bench-full``) chose on dev: it then trains just
+  that AV5
+* AV6: MS-Adapter on AV5 (base frozen, audio-only); threshold 0 (paper) and one tuned on dev.  Its row
+  dir is ``AV6-on-<AV5 row>`` (and its threshold sweep ``dev_threshold-<AV5 row>``), so the core and the
+  full table can share a rows dir when they choose different AV5 rows
 * S.1/.3/.5/.7 (full table): init AV0, D_prob 1.0, fixed rate 0.1 / 0.3 / 0.5 / 0.7
 
 Rows other than AV6 train with AV0's own audio augmentation (the ``audio_noise`` methods in
@@ -66,6 +69,13 @@ def kd_row(distance, weight, tap, default_tap="fused"):
     the tap is the default (so every KD setting has its own row dir)."""
     return (f"AV5-{distance}" + ("" if float(weight) == 1.0 else f"-w{float(weight):g}")
             + ("" if tap == default_tap else f"-{tap}"))
+
+
+def choose_kd(grid, score):
+    """The (distance, weight) key of ``grid`` (``{(distance, weight): row}``, in the order tried) whose row has
+    the lowest ``score[row]``; ties go to the earlier key.  No scores (one row, nothing to choose): the first."""
+    order = list(grid)
+    return min(order, key=lambda k: (score.get(grid[k], 0.0), order.index(k)))
 
 
 def _methods(extra):
@@ -319,9 +329,9 @@ def main():
                          "AV6 (its base is frozen anyway)")
     ap.add_argument("--distances", nargs="+", default=list(DISTANCES))
     ap.add_argument("--kd_tap", default="fused")
-    ap.add_argument("--kd_weight", type=float, default=1.0, help="λ_KD of the distance ablation")
+    ap.add_argument("--kd_weight", type=float, default=1.0, help="first λ_KD of the (distance, λ_KD) grid (ties go to it)")
     ap.add_argument("--kd_weights", type=float, nargs="*", default=[],
-                    help="further λ_KD values tried on dev for the winning distance (rows AV5-<dist>-w<λ>)")
+                    help="further λ_KD values of the grid: every distance is trained at each (rows AV5-<dist>-w<λ>)")
     ap.add_argument("--kd_taps", nargs="*", default=[],
                     help="further taps tried on dev with the chosen distance and λ_KD (rows AV5-<dist>-w<λ>-<tap>)")
     ap.add_argument("--adapter_rank", type=int, default=8)
@@ -339,10 +349,12 @@ def main():
     drop = ["--drop_rate", "0", "1", "--drop_pattern", "random", *aug]
     rows = {}
     rows["AV3"] = b.train("AV3", [teacher], ["--d_prob", "0.5", *drop], freeze=args.ft_freeze)
-    kd_models = [kd_row(d, args.kd_weight, args.kd_tap) for d in args.distances]
+    weights = [args.kd_weight] + [w for w in dict.fromkeys(args.kd_weights) if w != args.kd_weight]
+    grid = {(d, w): kd_row(d, w, args.kd_tap) for d in args.distances for w in weights}
+    kd_models = list(grid.values())
     kd_args = ["--d_prob", "0.5", *drop]
-    for dist, row in zip(args.distances, kd_models):
-        rows[row] = b.train_kd(row, teacher, kd_args, {"distance": dist, "tap": args.kd_tap, "weight": args.kd_weight})
+    for (dist, w), row in grid.items():
+        rows[row] = b.train_kd(row, teacher, kd_args, {"distance": dist, "tap": args.kd_tap, "weight": w})
     if args.table == "full":
         for r in (0.1, 0.3, 0.5, 0.7):
             rows[f"S.{int(r * 10)}"] = b.train(f"S.{int(r * 10)}", [teacher],
@@ -357,37 +369,31 @@ def main():
     for row, d in rows.items():
         packed[row] = b.pack(row, d)
 
-    # --- dev: the MDA-KD distance (mean greedy CER over random loss 0 / 0.5 / 1.0); with one distance and
-    # nothing else to try (the core table: the recipe's default, chosen by the full table) there is no choice
-    if len(kd_models) > 1 or set(args.kd_weights) - {args.kd_weight} or set(args.kd_taps) - {args.kd_tap}:
+    # --- dev: the MDA-KD distance and λ_KD, jointly (mean greedy CER over random loss 0 / 0.5 / 1.0); with one
+    # row and nothing else to try (the core table: the recipe's default, chosen by the full table) no choice
+    if len(grid) > 1 or set(args.kd_taps) - {args.kd_tap}:
         kd_score = b.kd_dev_scores("dev_kd", {m: packed[m] for m in kd_models})
     else:
         kd_score = {}
-    best = min(kd_models, key=lambda m: kd_score.get(m, 0.0))
-    best_dist = args.distances[kd_models.index(best)]
-    print(f"dev: MDA-KD distance {best_dist} ({kd_score or 'the only one given'})", flush=True)
-
-    weight_score, best_weight, best = b.kd_ablation(
-        "dev_kd_weight", teacher, kd_args, rows, packed, args.kd_weight, kd_score.get(best), best,
-        {w: (kd_row(best_dist, w, args.kd_tap), {"distance": best_dist, "tap": args.kd_tap, "weight": w})
-         for w in args.kd_weights if w != args.kd_weight})
-    if len(weight_score) > 1:
-        print(f"dev: λ_KD {best_weight:g} ({weight_score})", flush=True)
+    best_dist, best_weight = choose_kd(grid, kd_score)
+    best = grid[(best_dist, best_weight)]
+    print(f"dev: MDA-KD {best_dist}, λ_KD {best_weight:g} ({kd_score or 'the only row given'})", flush=True)
     # taps: tried on dev only; AV5 keeps --kd_tap (the issue's default, `fused`) whatever wins here
     tap_score, best_tap, _ = b.kd_ablation(
-        "dev_kd_tap", teacher, kd_args, rows, packed, args.kd_tap, weight_score[best_weight], best,
+        "dev_kd_tap", teacher, kd_args, rows, packed, args.kd_tap, kd_score.get(best), best,
         {t: (kd_row(best_dist, best_weight, t, args.kd_tap), {"distance": best_dist, "tap": t, "weight": best_weight})
          for t in args.kd_taps if t != args.kd_tap})
     if len(tap_score) > 1:
         print(f"dev: taps {tap_score}; lowest {best_tap} (AV5 keeps {args.kd_tap})", flush=True)
     packed["AV5"] = packed[best]
-    rows["AV6"] = b.train("AV6", [os.path.join(rows[best], "model.pth")],
+    av6 = f"AV6-on-{best}"
+    rows["AV6"] = b.train(av6, [os.path.join(rows[best], "model.pth")],
                           ["--method", "ms_adapter", "--set", f"model.adapter_rank={args.adapter_rank}"])
-    packed["AV6"] = b.pack("AV6", rows["AV6"])
+    packed["AV6"] = b.pack(av6, rows["AV6"])
 
     # --- dev: the MS-Adapter threshold (mean greedy CER over the random-loss grid)
     thr_models = [f"T{t:g}={packed['AV6']}@{t}" for t in THRESHOLDS]
-    dev_thr = b.sweep("dev_threshold", thr_models, "dev", greedy=True, segment=False, whole=False, snrs=False)
+    dev_thr = b.sweep(f"dev_threshold-{best}", thr_models, "dev", greedy=True, segment=False, whole=False, snrs=False)
     rconds = [f"random@{x:g}" for x in RATES]
     thr_score = {t: mean_cer(dev_thr, f"T{t:g}", rconds) for t in THRESHOLDS}
     thr = min(thr_score, key=lambda t: (thr_score[t], t))
@@ -406,7 +412,9 @@ def main():
     names = ["A0", "AV0"] + [r for r in ("AV1", "AV2", "AV3") if r in rows] + ["AV5"]
     spec = [f"{m}={packed[m]}" for m in names] + [f"AV6={packed['AV6']}@0", f"AV6-tuned={packed['AV6']}@{thr}"]
     if args.table == "full":
-        spec += [f"{m}={packed[m]}" for m in kd_models if m != best]
+        # every other distance, at its own best λ_KD on dev
+        spec += [f"{m}={packed[m]}" for m in (grid[choose_kd({k: r for k, r in grid.items() if k[0] == d}, kd_score)]
+                                              for d in args.distances if d != best_dist)]
         spec += [f"{m}={packed[m]}" for m in rows if m.startswith("S.")]
     ev = b.sweep(f"eval_{args.table}", spec, "eval", greedy=args.search == "greedy",
                  extra=["--baseline", "A0", "--reference", "AV0", "--similarity_rates", "0", "0.5", "1.0"])
@@ -418,10 +426,11 @@ def main():
     out = {"machine": machine_info(), "command": command_line(), "table": args.table,
            "search": ev["search"], "epochs_per_finetune": args.epochs, "lr": args.lr, "warmup_steps": args.warmup,
            "finetune_frozen": list(args.ft_freeze),
-           "kd": {"tap": args.kd_tap, "weight": args.kd_weight, "dev_mean_cer_0_.5_1": kd_score,
-                  "chosen_distance": best_dist,
-                  "weight_dev_mean_cer_0_.5_1": {f"{w:g}": v for w, v in weight_score.items() if v is not None},
-                  "chosen_weight": best_weight,
+           "kd": {"tap": args.kd_tap, "weight": args.kd_weight, "distances": list(args.distances),
+                  "weights": weights,
+                  "grid_dev_mean_cer_0_.5_1": [{"distance": d, "weight": w, "row": r, "cer": kd_score.get(r)}
+                                               for (d, w), r in grid.items()] if kd_score else [],
+                  "chosen_distance": best_dist, "chosen_weight": best_weight,
                   "tap_dev_mean_cer_0_.5_1": {t: v for t, v in tap_score.items() if v is not None},
                   "dev_lowest_tap": best_tap,
                   "chosen_row": best},
@@ -438,7 +447,7 @@ def main():
     if trend:
         out["claims"]["4_study_trend"] = trend
     for row in rows:
-        p = os.path.join(b.rows_dir, row, "train_result.json")
+        p = os.path.join(rows[row], "train_result.json")
         if os.path.isfile(p):
             h = json.load(open(p)).get("history") or []
             out["row_train_seconds"][row] = sum((x.get("train_seconds") or 0) + (x.get("valid_seconds") or 0) for x in h)

@@ -188,9 +188,15 @@ def sec_robust(r, notes=True):
             (f"**Dev choices.** MDA-KD distance (tap `{kd['tap']}`, weight {kd['weight']}), mean dev CER over random "
              "loss 0 / 0.5 / 1 (CTC greedy): " + ", ".join(f"{k} {100 * v:.2f} %" for k, v in kd["dev_mean_cer_0_.5_1"].items())
              + f" → **{kd['chosen_distance']}**." if kd.get("dev_mean_cer_0_.5_1") else
+             "**Dev choices.**" if kd.get("grid_dev_mean_cer_0_.5_1") else
              f"**Dev choices.** MDA-KD: the recipe's default, **{kd['chosen_distance']}**, λ_KD **{kd['weight']:g}**, "
              f"tap `{kd['tap']}` (AV5 = {kd['chosen_row']}), which the full table's distance and λ ablation chose "
              "on dev (below); this table does not repeat it.")
+            + ("" if not kd.get("grid_dev_mean_cer_0_.5_1") else
+               f" Distance × λ_KD grid (tap `{kd['tap']}`), mean dev CER over random loss 0 / 0.5 / 1 (CTC greedy), "
+               "one joint minimum: " + "; ".join(f"{g['distance']} λ {g['weight']:g} {100 * g['cer']:.2f} %"
+                                                 for g in kd["grid_dev_mean_cer_0_.5_1"])
+               + f" → **{kd['chosen_distance']}, λ_KD {kd['chosen_weight']:g}** (AV5 = {kd['chosen_row']}).")
             + ("" if len(kd.get("weight_dev_mean_cer_0_.5_1") or {}) < 2 else
                f" λ_KD for {kd['chosen_distance']}, same criterion: "
                + ", ".join(f"{w}: {100 * v:.2f} %" for w, v in kd["weight_dev_mean_cer_0_.5_1"].items())

@@ -167,3 +167,20 @@ def test_row_with_other_frozen_parts_is_moved_aside(tmp_path):
     b.train_kd("AV5-mse", "/x/av0/model.pth", ["--d_prob", "0.5"], {"distance": "mse"})
     cfg = yaml.safe_load(open(os.path.join(b.rows_dir, "AV5-mse", "config.yaml")))
     assert cfg["trainer"]["freeze_param"] == ["audio_encoder"]
+
+
+def test_kd_choice_is_one_joint_dev_minimum_over_distance_and_weight():
+    grid = {(d, w): bench_robust.kd_row(d, w, "fused") for d in ("mse", "cosine", "mmd") for w in (1.0, 10.0)}
+    assert list(grid.values()) == ["AV5-mse", "AV5-mse-w10", "AV5-cosine", "AV5-cosine-w10", "AV5-mmd", "AV5-mmd-w10"]
+    # the frozen-audio-side dev scores of 2026-11-24: at λ 1 cosine leads mse, so choosing the distance at λ 1
+    # and then λ for cosine alone gives cosine λ 10 (0.5983); the joint minimum is mse λ 10 (0.5938)
+    score = {"AV5-mse": 0.6001, "AV5-cosine": 0.5998, "AV5-mmd": 0.6012,
+             "AV5-mse-w10": 0.5938, "AV5-cosine-w10": 0.5983, "AV5-mmd-w10": 0.6100}
+    assert bench_robust.choose_kd(grid, score) == ("mse", 10.0)
+    # a tie goes to the earlier distance, then the earlier weight
+    tie = dict.fromkeys(score, 0.6)
+    assert bench_robust.choose_kd(grid, tie) == ("mse", 1.0)
+    tie["AV5-cosine"] = tie["AV5-mmd-w10"] = 0.5
+    assert bench_robust.choose_kd(grid, tie) == ("cosine", 1.0)
+    # nothing scored (one row given, as in the core table): the first key
+    assert bench_robust.choose_kd({("mse", 10.0): "AV5-mse-w10"}, {}) == ("mse", 10.0)
