@@ -17,7 +17,7 @@ ESPNET_RUNTIME := "typeguard" "packaging" "librosa>=0.10.2" "torch_complex"
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NJ ?= 2
 
-.PHONY: help install sysdeps demo test test-all bench bench-train bench-robust bench-full clean-venv
+.PHONY: help install sysdeps demo test test-all bench bench-train bench-robust bench-sweep bench-full clean-venv
 
 help:
 	@echo "make demo     set up (.venv, deps) and run the SynthMISP demo recipe"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench    longer measurements; writes docs/BENCHMARKS.md"
 	@echo "make bench-robust  issue-4 core table on SynthMISP mini (after bench-train)"
 	@echo "make bench-full    every row and MDA-KD distance (CTC greedy sweep)"
+	@echo "make bench-sweep   cost of the eval sweep vs independent decodes (after bench-robust)"
 	@echo "make install  only the set-up"
 
 sysdeps:
@@ -69,6 +70,7 @@ bench: install
 	$(PY) scripts/bench_dataprep.py --misp_root corpora/synthmisp_mini --out docs/results/dataprep_mini.json
 	$(MAKE) --no-print-directory bench-train
 	$(MAKE) --no-print-directory bench-robust
+	$(MAKE) --no-print-directory bench-sweep
 
 # training calibration on the mini preset (resumable: re-running continues where it stopped)
 MINI_EXP := recipes/synthmisp/exp/synthmisp_mini
@@ -97,6 +99,14 @@ bench-robust: install
 	$(PY) scripts/bench_robust.py --exp_dir $(MINI_EXP) --data_dir recipes/synthmisp/data/synthmisp_mini \
 	  --config conf/mini.yaml --table core --distances mse --kd_weight 10 --ft_freeze $(FT_FREEZE) \
 	  --rows_dir $(ROBUST_ROWS) --out docs/results/robust_core.json
+	$(PY) scripts/make_benchmarks_md.py
+
+# the eval sweep's cost against independent decodes, per stage (needs bench-train and bench-robust)
+bench-sweep: install
+	$(PY) scripts/bench_sweep.py --models A0=$(MINI_EXP)/packed/a0 AV0=$(MINI_EXP)/packed/av0 \
+	  AV6=$(ROBUST_ROWS)/packed/AV6-on-AV5-mse-w10@0 --data_dir recipes/synthmisp/data/synthmisp_mini/eval \
+	  --limit 96 --searches greedy beam10 --note "mini A0, AV0 and the core table's AV6; mini eval" \
+	  --out docs/results/bench_sweep.json
 	$(PY) scripts/make_benchmarks_md.py
 
 # every row (AV1-AV6, S.1-S.7, all MDA-KD distances in the eval sweep), CTC greedy sweep; AV5 is the

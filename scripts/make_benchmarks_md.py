@@ -153,6 +153,29 @@ def sec_decode(r):
     return out + notes_md("bench_decode_notes.md") + [""]
 
 
+def sec_sweep(r):
+    out = ["## Evaluation sweep: shared front-ends vs independent decodes (issue 4)", ""] + header(r)
+    first = r["runs"][0]
+    out += [f"Models {', '.join(first['models'])} ({r['note']}); {first['utts']} utterances, "
+            f"{len(first['conditions'])} conditions, batch {r['batch_size']}, {r['threads']} threads; media loading "
+            f"not timed. Cached = `avsr eval` (audio front-end and per-frame visual features once per batch, the "
+            "frame-loss conditions of a batch in one stacked encoder forward and one search, an audio-only model "
+            "decoded once); uncached = every condition decoded on its own by `Speech2Text.decode_batch`. "
+            f"{r['runs'][0]['repeats']} runs per search; the run with the median ratio is shown.", "",
+            "| search | cached s | uncached s | ratio (all runs) | identical hypotheses |", "|---|---|---|---|---|"]
+    for x in r["runs"]:
+        out.append(f"| {x['search']} | {x['cached_seconds']:.1f} | {x['uncached_seconds']:.1f} | **{x['ratio']:.2f}** "
+                   f"({', '.join(f'{v:.2f}' for v in x['ratios'])}) | {x['identical_hyps']} |")
+    out += ["", "Per stage, seconds summed over the models (cached / uncached):", "",
+            "| search | audio front-end | visual front-end | encoder | search |", "|---|---|---|---|---|"]
+    for x in r["runs"]:
+        c, u = x["stage_totals_cached"], x["stage_totals_uncached"]
+        out.append(f"| {x['search']} | " + " | ".join(f"{c[k]:.1f} / {u[k]:.1f}"
+                                                      for k in ("audio_front", "visual_front", "encoder", "search"))
+                   + " |")
+    return out + notes_md("bench_sweep_notes.md") + [""]
+
+
 def sec_cli(r):
     out = ["## `avsr decode` on wav+mp4 pairs", ""] + header(r)
     st = r["steps_seconds"]
@@ -297,7 +320,8 @@ def main():
                      ("robust_full.json", sec_robust), ("probe_finetune_parts.json", sec_parts),
                      ("probe_frozen_kd_distances.json",
                       lambda r: sec_parts(r, "Dev: MDA-KD distances with the frozen audio side (full-table re-run, partial)")),
-                     ("probe_av5_levers.json", sec_probe), ("bench_cli.json", sec_cli)]:
+                     ("probe_av5_levers.json", sec_probe), ("bench_sweep.json", sec_sweep),
+                     ("bench_cli.json", sec_cli)]:
         r = load(name)
         lines += fn(r) if r else [f"## {name}: not run yet", ""]
     extra = os.path.join(RES, "manual.md")

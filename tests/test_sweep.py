@@ -76,6 +76,18 @@ def test_cached_equals_uncached(greedy):
     assert a["hyps"]["A0"]["random@0"] == a["hyps"]["A0"]["whole"]              # audio-only: same
     assert a["hyps"]["A0"]["random@0"] != a["hyps"]["A0"]["babble-5dB"]
     assert set(a["timing"]["AV"]) >= {"audio_front", "visual_front", "encoder", "search"}
+    # the independent decodes are timed by stage too (for the cost breakdown), and the stages fit in
+    # the whole decode; the wrapping is gone afterwards
+    stages = ("audio_front", "visual_front", "encoder", "search")
+    for name, t in b["timing"].items():
+        assert set(t) == {*stages, "decode"}, name
+        assert all(t[k] >= 0 for k in stages) and sum(t[k] for k in stages) <= t["decode"] + 1e-6, name
+    assert b["timing"]["A0"]["visual_front"] == 0 and b["timing"]["AV"]["visual_front"] > 0
+    assert b["timing"]["V"]["audio_front"] == 0 and b["timing"]["AV"]["audio_front"] > 0
+    for s2t in models.values():
+        assert "audio_front" not in vars(s2t.model)
+        vf = getattr(s2t.model, "visual_frontend", None)
+        assert vf is None or not (vf._forward_hooks or vf._forward_pre_hooks)
 
 
 def test_babble_snr_and_seed():

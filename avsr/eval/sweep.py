@@ -24,6 +24,7 @@ MS-Adapter routing: utterances whose share of present frames is <= the model's S
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -235,7 +236,48 @@ def _run(s2t, mode: str, front: Dict, n: int, timer: _Timer, route=None, vbatch:
     return res
 
 
+@contextmanager
+def _stage_times(s2t, timer: _Timer):
+    """Per-stage times of Speech2Text's own decode (the uncached sweep), under the cached sweep's stage
+    names: ``audio_front`` (:meth:`audio_front`), ``visual_front`` (the visual front-end's forward),
+    ``encoder`` (the rest of the encode) and ``search``.  The model is wrapped only inside the block."""
+    model = s2t.model
+    spent = {"audio_front": 0.0, "visual_front": 0.0}
+    orig_front = model.audio_front
+    started = []
+
+    def audio_front(batch):
+        t0 = time.perf_counter()
+        try:
+            return orig_front(batch)
+        finally:
+            spent["audio_front"] += time.perf_counter() - t0
+
+    def v_pre(_m, _inp):
+        started.append(time.perf_counter())
+
+    def v_post(_m, _inp, _out):
+        spent["visual_front"] += time.perf_counter() - started.pop()
+
+    model.audio_front = audio_front          # an instance attribute over the method, removed below
+    vf = getattr(model, "visual_frontend", None)
+    hooks = [vf.register_forward_pre_hook(v_pre), vf.register_forward_hook(v_post)] if vf is not None else []
+    enc0, search0 = s2t.timings["encode"], s2t.timings["search"]
+    try:
+        yield
+    finally:
+        del model.audio_front
+        for h in hooks:
+            h.remove()
+        for k, v in spent.items():
+            timer.add(k, v)
+        timer.add("encoder", s2t.timings["encode"] - enc0 - spent["audio_front"] - spent["visual_front"])
+        timer.add("search", s2t.timings["search"] - search0)
+
+
 def _decode_uncached(s2t, batch: Batch, conds: List[Condition], pool, seed: int, timer: _Timer) -> Dict[str, list]:
+    """Every condition decoded on its own, by Speech2Text's own path, from the raw batch; per-stage
+    times as in the cached sweep, plus ``decode`` (the whole decode of each condition)."""
     out = {}
     mode = s2t.model.cfg.mode
     for c in conds:
@@ -249,7 +291,8 @@ def _decode_uncached(s2t, batch: Batch, conds: List[Condition], pool, seed: int,
         if mode == "audio":
             b = b.replace(video=None, video_lens=None, frame_mask=None)
         t0 = time.perf_counter()
-        out[c.name] = s2t.decode_batch(b)
+        with _stage_times(s2t, timer):
+            out[c.name] = s2t.decode_batch(b)
         timer.add("decode", time.perf_counter() - t0)
     return out
 
