@@ -110,3 +110,25 @@ def test_degradation_area():
     assert degradation_area({0.0: 0.2, 1.0: 0.2}, 0.2) == 0.0
     assert abs(degradation_area({0.0: 0.2, 0.5: 0.3, 1.0: 0.6}, 0.2) - (0.5 * 0.05 + 0.5 * 0.25)) < 1e-12
     assert Condition(0.5, "segment").name == "segment@0.5" and Condition(snr_db=-2.5).name == "babble-2.5dB"
+
+
+def test_distinct_inputs_decodes_each_input_of_an_utterance_once():
+    from avsr.eval.sweep import _distinct_inputs
+    B, T = 2, 4
+    none = torch.zeros(B, T, dtype=torch.bool)
+    allb = torch.ones(B, T, dtype=torch.bool)
+    some = torch.tensor([[1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)   # utt 1: nothing dropped
+    # conditions: rate 0, a low rate, rate 1, whole
+    d = torch.cat([none, some, allb, allb])
+    uniq, src = _distinct_inputs(d, None, B)
+    # rate 1 == whole for both utterances; the low rate == rate 0 for utterance 1
+    assert uniq == [0, 1, 2, 4, 5]
+    assert src == [0, 1, 2, 1, 3, 4, 3, 4]
+    assert all(torch.equal(d[uniq[s]], d[r]) and uniq[s] % B == r % B for r, s in enumerate(src))
+    # on the adapter path (routed) the video is not an input: every routed row of an utterance is one
+    route = torch.tensor([False, False, False, False, True, True, True, True])
+    uniq, src = _distinct_inputs(d, route, B)
+    assert uniq == [0, 1, 2, 4, 5] and src[4:] == [3, 4, 3, 4]
+    route = torch.tensor([False, False, True, True, True, True, True, True])   # a threshold that routes more
+    uniq, src = _distinct_inputs(d, route, B)
+    assert uniq == [0, 1, 2, 3] and src == [0, 1, 2, 3, 2, 3, 2, 3]
