@@ -73,9 +73,15 @@ def kd_row(distance, weight, tap, default_tap="fused"):
 
 def choose_kd(grid, score):
     """The (distance, weight) key of ``grid`` (``{(distance, weight): row}``, in the order tried) whose row has
-    the lowest ``score[row]``; ties go to the earlier key.  No scores (one row, nothing to choose): the first."""
+    the lowest ``score[row]``; ties go to the earlier key.  No scores (one row, nothing to choose): the first.
+    With scores, every row must have one."""
     order = list(grid)
-    return min(order, key=lambda k: (score.get(grid[k], 0.0), order.index(k)))
+    if not score:
+        return order[0]
+    missing = [r for r in grid.values() if r not in score]
+    if missing:
+        raise ValueError(f"no dev score for {missing}")
+    return min(order, key=lambda k: (score[grid[k]], order.index(k)))
 
 
 def _methods(extra):

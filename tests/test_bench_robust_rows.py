@@ -4,6 +4,7 @@ import os
 import sys
 from types import SimpleNamespace
 
+import pytest
 import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
@@ -184,3 +185,6 @@ def test_kd_choice_is_one_joint_dev_minimum_over_distance_and_weight():
     assert bench_robust.choose_kd(grid, tie) == ("cosine", 1.0)
     # nothing scored (one row given, as in the core table): the first key
     assert bench_robust.choose_kd({("mse", 10.0): "AV5-mse-w10"}, {}) == ("mse", 10.0)
+    # a row left unscored is an error, not a win
+    with pytest.raises(ValueError, match="AV5-mmd-w10"):
+        bench_robust.choose_kd(grid, {r: v for r, v in score.items() if r != "AV5-mmd-w10"})

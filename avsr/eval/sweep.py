@@ -179,10 +179,11 @@ def _decode_cached(s2t, batch: Batch, conds: List[Condition], pool, seed: int, t
                 for i, c in enumerate(drop_conds):
                     out[c.name] = res[i * B:(i + 1) * B]
         for c in noise_conds:
-            t0 = time.perf_counter()
-            nb = add_babble(batch, pool, c.snr_db, seed)
-            a_n = model.audio_front(nb.to(s2t.device)) if model.has_audio else None
-            timer.add("audio_front", time.perf_counter() - t0)
+            a_n = None
+            if model.has_audio:          # (babble does not reach a video-only model)
+                t0 = time.perf_counter()
+                a_n = model.audio_front(add_babble(batch, pool, c.snr_db, seed).to(s2t.device))
+                timer.add("audio_front", time.perf_counter() - t0)
             if mode == "audio":
                 out[c.name] = _run(s2t, "audio", {"audio": a_n}, B, timer)
             elif mode == "video":      # babble does not reach a video-only model: clean-video result
@@ -288,14 +289,16 @@ def _stage_times(s2t, timer: _Timer):
     def v_post(_m, _inp, _out):
         spent["visual_front"] += time.perf_counter() - started.pop()
 
-    model.audio_front = audio_front          # an instance attribute over the method, removed below
-    vf = getattr(model, "visual_frontend", None)
-    hooks = [vf.register_forward_pre_hook(v_pre), vf.register_forward_hook(v_post)] if vf is not None else []
     enc0, search0 = s2t.timings["encode"], s2t.timings["search"]
+    vf = getattr(model, "visual_frontend", None)
+    hooks = []
     try:
+        model.audio_front = audio_front          # an instance attribute over the method, removed below
+        if vf is not None:
+            hooks = [vf.register_forward_pre_hook(v_pre), vf.register_forward_hook(v_post)]
         yield
     finally:
-        del model.audio_front
+        vars(model).pop("audio_front", None)
         for h in hooks:
             h.remove()
         for k, v in spent.items():
@@ -311,15 +314,17 @@ def _decode_uncached(s2t, batch: Batch, conds: List[Condition], pool, seed: int,
     mode = s2t.model.cfg.mode
     for c in conds:
         b = batch
+        t0 = time.perf_counter()
         if c.snr_db is not None:
-            b = add_babble(batch, pool, c.snr_db, seed)
+            if s2t.model.has_audio:      # the mixing counts as audio front-end, as in the cached sweep
+                b = add_babble(batch, pool, c.snr_db, seed)
+                timer.add("audio_front", time.perf_counter() - t0)
         elif c.drops_video and b.video is not None:
             video, mask = drop_frames(b.video, b.video_lens, c.rate, c.pattern, list(b.utt_ids), seed,
                                       frame_mask=b.frame_mask)
             b = b.replace(video=video, frame_mask=mask)
         if mode == "audio":
             b = b.replace(video=None, video_lens=None, frame_mask=None)
-        t0 = time.perf_counter()
         with _stage_times(s2t, timer):
             out[c.name] = s2t.decode_batch(b)
         timer.add("decode", time.perf_counter() - t0)
