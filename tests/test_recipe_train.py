@@ -152,3 +152,23 @@ def test_sigkill_during_training_resumes(recipe, tmp_path):
     assert (exp / "stages" / "6_train_a0.done").exists() and (exp / "train_a0" / "model.pth").exists()
     res = json.loads((exp / "train_a0" / "train_result.json").read_text())
     assert [h["epoch"] for h in res["history"]] == [1, 2, 3, 4]
+
+
+def test_eval_decodes_a_repeated_model_once(recipe, tmp_path):
+    """``avsr eval`` with the same packed model and threshold under two names (AV6 and AV6-tuned when the
+    dev threshold is 0) decodes it once and gives both names its results; another threshold is decoded."""
+    root, _ = recipe
+    av6 = root / "exp" / "packed" / "av6"
+    out = tmp_path / "sw"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "avsr.cli", "eval", "--models", f"AV6={av6}@0", f"AV6-tuned={av6}@0",
+                        f"AV6-half={av6}@0.5", "--data_dir", str(root / "data" / "dev"), "--out_dir", str(out),
+                        "--ctc_greedy", "--rates", "0", "0.5", "1.0", "--snrs", "--bootstrap", "10",
+                        "--compare_uncached"], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    sw = json.loads((out / "sweep.json").read_text())
+    assert sw["decoded_as"] == {"AV6-tuned": "AV6"}
+    assert list(sw["cer"]) == list(sw["models"]) == ["AV6", "AV6-tuned", "AV6-half"]
+    assert sw["cer"]["AV6-tuned"] == sw["cer"]["AV6"] and sw["utt_errors"]["AV6-tuned"] == sw["utt_errors"]["AV6"]
+    assert sw["timing"]["per_model"]["AV6-tuned"] == {} and sw["timing"]["per_model"]["AV6-half"]
+    assert sw["uncached"]["identical_hyps"] is True

@@ -132,3 +132,13 @@ def test_distinct_inputs_decodes_each_input_of_an_utterance_once():
     route = torch.tensor([False, False, True, True, True, True, True, True])   # a threshold that routes more
     uniq, src = _distinct_inputs(d, route, B)
     assert uniq == [0, 1, 2, 3] and src == [0, 1, 2, 3, 2, 3, 2, 3]
+
+
+def test_dedupe_specs_same_dir_and_threshold(tmp_path):
+    from avsr.bin.sweep import dedupe_specs, parse_models
+    (tmp_path / "av6").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "av6")
+    specs = parse_models([f"AV6={tmp_path}/av6@0", f"AV6-tuned={tmp_path}/link@0", f"T={tmp_path}/av6@0.25",
+                          f"N={tmp_path}/av6@none", f"N2={tmp_path}/av6/@none"])
+    unique, alias = dedupe_specs(specs)
+    assert list(unique) == ["AV6", "T", "N"] and alias == {"AV6-tuned": "AV6", "N2": "N"}

@@ -37,6 +37,30 @@ def parse_models(specs):
     return out
 
 
+def dedupe_specs(specs):
+    """``(unique specs, {alias name: name decoded for it})``: names given the same packed model (same
+    directory, same adapter threshold) decode identically, so only the first is decoded (e.g. AV6 and
+    AV6-tuned when the threshold tuned on dev is 0)."""
+    unique, alias, first = {}, {}, {}
+    for name, (path, thr) in specs.items():
+        key = (os.path.realpath(path), thr)
+        if key in first:
+            alias[name] = first[key]
+        else:
+            first[key] = name
+            unique[name] = (path, thr)
+    return unique, alias
+
+
+def _expand(res, alias, specs):
+    """Give every alias of ``dedupe_specs`` its model's hypotheses and representations, and an empty
+    timing (it was not decoded), in the order of ``specs``."""
+    for key in ("hyps", "timing", "fused"):
+        if key in res:
+            d = res[key]
+            res[key] = {m: (d[alias[m]] if key != "timing" else {}) if m in alias else d[m] for m in specs}
+
+
 def build_parser():
     ap = argparse.ArgumentParser(prog="avsr eval", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -92,18 +116,21 @@ def main(argv=None) -> int:
     from avsr.inference import Speech2Text
 
     specs = parse_models(args.models)
-    models = {}
-    for name, (path, thr) in specs.items():
-        models[name] = Speech2Text.from_packed(path, device=args.device, beam_size=args.beam_size,
+    unique, alias = dedupe_specs(specs)
+    decoders = {}
+    for name, (path, thr) in unique.items():
+        decoders[name] = Speech2Text.from_packed(path, device=args.device, beam_size=args.beam_size,
                                                ctc_greedy=args.ctc_greedy, adapter_threshold=thr)
     search = "ctc_greedy" if args.ctc_greedy else f"beam{args.beam_size}"
     ds = AVSRDataset(args.data_dir, None, modality="audiovisual")
     conds = default_conditions(args.rates, args.segment_rates, not args.no_whole, args.snrs)
     os.makedirs(args.out_dir, exist_ok=True)
     t0 = time.perf_counter()
-    res = run_sweep(models, ds, conds, batch_size=args.batch_size, cache=True, seed=args.seed, limit=args.limit,
+    res = run_sweep(decoders, ds, conds, batch_size=args.batch_size, cache=True, seed=args.seed, limit=args.limit,
                     collect_fused=args.similarity_rates)
     wall = time.perf_counter() - t0
+    _expand(res, alias, specs)
+    models = list(specs)          # every name given, in order (aliases share their model's output)
     refs = {u: ds.dd.text[u] for u in ds.utt_ids[: args.limit or None]}
     table, utt_err, ref_chars = {}, {}, None
     for m in models:
@@ -126,6 +153,8 @@ def main(argv=None) -> int:
            # per-utterance errors (utterances in sorted order) for paired bootstrap comparisons
            "utt_ids": sorted(refs), "utt_ref_chars": ref_chars, "utt_errors": utt_err,
            "timing": {"wall_seconds": wall, "load_seconds": res["load_seconds"], "per_model": res["timing"]}}
+    if alias:
+        out["decoded_as"] = alias
     rate_names = {r: f"random@{r:g}" for r in args.rates}
     if args.reference and args.reference in table:
         ref0 = table[args.reference][rate_names[0.0]]["cer"] if 0.0 in rate_names else None
@@ -146,8 +175,9 @@ def main(argv=None) -> int:
         _plot_similarity(mats, args, os.path.join(args.out_dir, "similarity.png"))
     if args.compare_uncached:
         t1 = time.perf_counter()
-        unc = run_sweep(models, ds, conds, batch_size=args.batch_size, cache=False, seed=args.seed,
+        unc = run_sweep(decoders, ds, conds, batch_size=args.batch_size, cache=False, seed=args.seed,
                         limit=args.limit)
+        _expand(unc, alias, specs)
         wall_u = time.perf_counter() - t1
         out["uncached"] = {"wall_seconds": wall_u, "per_model": unc["timing"],
                            "identical_hyps": unc["hyps"] == res["hyps"],
