@@ -171,4 +171,4 @@ def test_eval_decodes_a_repeated_model_once(recipe, tmp_path):
     assert list(sw["cer"]) == list(sw["models"]) == ["AV6", "AV6-tuned", "AV6-half"]
     assert sw["cer"]["AV6-tuned"] == sw["cer"]["AV6"] and sw["utt_errors"]["AV6-tuned"] == sw["utt_errors"]["AV6"]
     assert sw["timing"]["per_model"]["AV6-tuned"] == {} and sw["timing"]["per_model"]["AV6-half"]
-    assert sw["uncached"]["identical_hyps"] is True
+    assert sw["uncached"]["identical_hyps"] is True and sw["skipped"] == {}

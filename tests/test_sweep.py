@@ -142,3 +142,31 @@ def test_dedupe_specs_same_dir_and_threshold(tmp_path):
                           f"N={tmp_path}/av6@none", f"N2={tmp_path}/av6/@none"])
     unique, alias = dedupe_specs(specs)
     assert list(unique) == ["AV6", "T", "N"] and alias == {"AV6-tuned": "AV6", "N2": "N"}
+
+
+def test_unreadable_utterance_is_skipped_for_every_model_and_condition():
+    from frontends.errors import MediaError
+
+    class Broken(DS):
+        utt_ids = [f"u{i}" for i in range(5)]
+
+        def __getitem__(self, i):
+            if i == 2:
+                raise MediaError("/x/u2.npz", "unreadable ROI file (utterance u2)")
+            return super().__getitem__(i)
+
+        def load_audio(self, i):
+            if i == 2:
+                raise MediaError("/x/u2.wav", "truncated")
+            return super().load_audio(i)
+
+    models = {"A0": Speech2Text(_model("audio", 0), TOK, beam_size=2, ctc_greedy=True),
+              "AV": Speech2Text(_model("audiovisual", 2), TOK, beam_size=2, ctc_greedy=True)}
+    conds = default_conditions(rates=(0.0, 1.0), snrs=(-5.0,))
+    res = run_sweep(models, Broken(), conds, batch_size=2, progress=False)
+    assert list(res["skipped"]) == ["u2"] and "/x/u2.npz" in res["skipped"]["u2"]
+    for m in models:
+        for c in res["conditions"]:
+            assert set(res["hyps"][m][c]) == {"u0", "u1", "u3", "u4"}, (m, c)
+    ok = run_sweep(models, DS(), conds, batch_size=2, progress=False)
+    assert ok["skipped"] == {} and set(ok["hyps"]["AV"]["whole"]) == {f"u{i}" for i in range(5)}

@@ -9,7 +9,8 @@ modality-bias diagnostics.
 frames at or below which the audio-only adapter path is used; default 0 = only with no frame).
 Outputs in ``--out_dir``: ``sweep.json`` (CER with 95 % bootstrap interval per model and condition,
 degradation area, relative CER against the baseline's output, representation similarity, timing),
-``sweep.md`` (tables), ``cer_vs_frame_loss.png`` (the paper's Figure 1 style, baseline dashed),
+``sweep.md`` (tables), ``skipped`` (utterances whose media could not be read: skipped for every model
+and condition, scored as empty hypotheses, as ``avsr decode`` does), ``cer_vs_frame_loss.png`` (the paper's Figure 1 style, baseline dashed),
 ``similarity.png``.  Every table says which search produced it.
 """
 from __future__ import annotations
@@ -155,6 +156,11 @@ def main(argv=None) -> int:
            "timing": {"wall_seconds": wall, "load_seconds": res["load_seconds"], "per_model": res["timing"]}}
     if alias:
         out["decoded_as"] = alias
+    out["skipped"] = res["skipped"]       # unreadable media: empty hypotheses in every cell
+    with open(os.path.join(args.out_dir, "skipped"), "w", encoding="utf-8") as f:
+        for u, why in res["skipped"].items():
+            f.write(f"{u} {why}\n")
+            print(f"skipped {u}: {why}", file=sys.stderr)
     rate_names = {r: f"random@{r:g}" for r in args.rates}
     if args.reference and args.reference in table:
         ref0 = table[args.reference][rate_names[0.0]]["cer"] if 0.0 in rate_names else None
@@ -220,6 +226,9 @@ def render_md(out, args) -> str:
         for m, d in out["similarity"].items():
             for r, st in d.items():
                 lines.append(f"| {m} | {r} | {st['diagonal_dominance']:.4f} | {st['linear_cka']:.4f} |")
+    if out.get("skipped"):
+        lines += ["", f"{len(out['skipped'])} utterance(s) skipped (media unreadable; scored as empty hypotheses, "
+                      "listed in `skipped`)."]
     t = out["timing"]
     lines += ["", f"Sweep wall time {t['wall_seconds']:.1f} s (media loading {t['load_seconds']:.1f} s)."]
     if "uncached" in out:

@@ -336,7 +336,10 @@ def run_sweep(models: Dict[str, object], dataset, conditions: Sequence[Condition
               collect_fused: Sequence[float] = ()) -> Dict:
     """Decode ``dataset`` (an :class:`~avsr.data.dataset.AVSRDataset` with audio+video) with every
     model under every condition.  Returns ``{"hyps": {model: {cond: {utt: text}}}, "timing":
-    {model: {stage: s}}, "conditions": [...], "fused": {model: {rate: [U, d]}}}``.
+    {model: {stage: s}}, "conditions": [...], "fused": {model: {rate: [U, d]}}, "skipped": {utt: reason}}``.
+    An utterance whose media cannot be read is skipped for every model and condition and listed in
+    ``skipped`` (``avsr eval`` then scores it as an empty hypothesis, as ``avsr decode`` does); the
+    sweep goes on.
     ``collect_fused``: random-pattern rates at which to also collect mean-pooled ``fused``
     representations (for the representation-similarity diagnostic)."""
     from tqdm import tqdm
@@ -345,10 +348,13 @@ def run_sweep(models: Dict[str, object], dataset, conditions: Sequence[Condition
     conds = list(conditions)
     n = len(dataset) if not limit else min(limit, len(dataset))
     order = sorted(range(n), key=lambda i: -dataset.durations[i])
-    pool = []
+    pool, skipped = [], {}
     if any(c.snr_db is not None for c in conds):
         for i in range(min(n, 64)):       # babble sources: the first utterances of the set (seeded choice)
-            pool.append(dataset.load_audio(i).astype(np.float64))
+            try:
+                pool.append(dataset.load_audio(i).astype(np.float64))
+            except Exception:  # noqa: BLE001 - an unreadable source is not a babble source (reported below)
+                pass
     hyps = {m: {c.name: {} for c in conds} for m in models}
     timers = {m: _Timer() for m in models}
     fused = {m: {float(r): {} for r in collect_fused} for m in models}
@@ -356,8 +362,17 @@ def run_sweep(models: Dict[str, object], dataset, conditions: Sequence[Condition
     bar = tqdm(total=n, desc="sweep", disable=not progress, leave=False)
     for s in range(0, n, batch_size):
         t0 = time.perf_counter()
-        batch = collate([dataset[i] for i in order[s:s + batch_size]])
+        items = []
+        for i in order[s:s + batch_size]:
+            try:
+                items.append(dataset[i])
+            except Exception as e:  # noqa: BLE001 - skipped and reported, the sweep goes on
+                skipped[dataset.utt_ids[i]] = f"{type(e).__name__}: {e}"
         load_s += time.perf_counter() - t0
+        if not items:
+            bar.update(len(order[s:s + batch_size]))
+            continue
+        batch = collate(items)
         for name, s2t in models.items():
             fn = _decode_cached if cache else _decode_uncached
             res = fn(s2t, batch, conds, pool, seed, timers[name])
@@ -369,6 +384,7 @@ def run_sweep(models: Dict[str, object], dataset, conditions: Sequence[Condition
         bar.update(len(order[s:s + batch_size]))
     bar.close()
     return {"hyps": hyps, "timing": {m: dict(t.t) for m, t in timers.items()}, "load_seconds": load_s,
+            "skipped": skipped,
             "conditions": [c.name for c in conds], "cache": cache,
             "fused": {m: {r: d for r, d in v.items()} for m, v in fused.items()}}
 
