@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     from tqdm import tqdm
 
-    from avsr.data.dataset import AVSRDataset, collate
+    from avsr.data.dataset import AVSRDataset, collate, load_items
     from avsr.eval.metrics import score_texts, summarize
     from avsr.inference import Speech2Text
     from avsr.robust.missing_video import apply_missing_video
@@ -80,12 +80,8 @@ def main(argv=None) -> int:
     bar = tqdm(total=len(order), desc=f"decode {os.path.basename(args.data_dir.rstrip('/'))}", leave=False)
     for s in range(0, len(order), args.batch_size):
         t0 = time.perf_counter()
-        items = []
-        for i in order[s:s + args.batch_size]:
-            try:
-                items.append(ds[i])
-            except Exception as e:  # noqa: BLE001 - reported and skipped, the job goes on
-                skipped.append((ds.utt_ids[i], f"{type(e).__name__}: {e}"))
+        items, bad = load_items(ds, order[s:s + args.batch_size])
+        skipped += bad
         timing["load"] += time.perf_counter() - t0
         bar.update(len(order[s:s + args.batch_size]))
         if not items:

@@ -35,7 +35,7 @@ Documented behaviours
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ from avsr.data.batch import IGNORE_ID, Batch
 from avsr.data.datadir import DataDir, DataDirError, read_datadir
 from frontends.errors import MediaError
 
-__all__ = ["AVSRDataset", "collate", "load_roi_file", "dataset_video_mean", "MODALITIES", "VIDEO_FPS"]
+__all__ = ["AVSRDataset", "collate", "load_items", "load_roi_file", "dataset_video_mean", "MODALITIES", "VIDEO_FPS"]
 
 MODALITIES = ("audiovisual", "audio", "video")
 #: Frame rate of ROI files.
@@ -227,6 +227,19 @@ class AVSRDataset(torch.utils.data.Dataset):
         if self.tokenizer is not None and item["text"] is not None:
             item["tokens"] = torch.tensor(self.tokenizer.encode(item["text"]), dtype=torch.int64)
         return item
+
+
+def load_items(dataset, indices: Sequence[int]) -> Tuple[List[Dict[str, Any]], List[Tuple[str, str]]]:
+    """``(items, skipped)``: the items of ``dataset`` at ``indices``, leaving out those whose media
+    cannot be read, which are listed as ``(utt_id, "ErrorType: message")`` (batch jobs skip and
+    report them instead of dying)."""
+    items, skipped = [], []
+    for i in indices:
+        try:
+            items.append(dataset[i])
+        except Exception as e:  # noqa: BLE001 - reported and skipped, the job goes on
+            skipped.append((dataset.utt_ids[i], f"{type(e).__name__}: {e}"))
+    return items, skipped
 
 
 def _pad(seqs: Sequence[torch.Tensor], value) -> torch.Tensor:

@@ -344,7 +344,7 @@ def run_sweep(models: Dict[str, object], dataset, conditions: Sequence[Condition
     representations (for the representation-similarity diagnostic)."""
     from tqdm import tqdm
 
-    from avsr.data.dataset import collate
+    from avsr.data.dataset import collate, load_items
     conds = list(conditions)
     n = len(dataset) if not limit else min(limit, len(dataset))
     order = sorted(range(n), key=lambda i: -dataset.durations[i])
@@ -362,12 +362,8 @@ def run_sweep(models: Dict[str, object], dataset, conditions: Sequence[Condition
     bar = tqdm(total=n, desc="sweep", disable=not progress, leave=False)
     for s in range(0, n, batch_size):
         t0 = time.perf_counter()
-        items = []
-        for i in order[s:s + batch_size]:
-            try:
-                items.append(dataset[i])
-            except Exception as e:  # noqa: BLE001 - skipped and reported, the sweep goes on
-                skipped[dataset.utt_ids[i]] = f"{type(e).__name__}: {e}"
+        items, bad = load_items(dataset, order[s:s + batch_size])
+        skipped.update(bad)
         load_s += time.perf_counter() - t0
         if not items:
             bar.update(len(order[s:s + batch_size]))
