@@ -357,7 +357,6 @@ def main():
     rows["AV3"] = b.train("AV3", [teacher], ["--d_prob", "0.5", *drop], freeze=args.ft_freeze)
     weights = [args.kd_weight] + [w for w in dict.fromkeys(args.kd_weights) if w != args.kd_weight]
     grid = {(d, w): kd_row(d, w, args.kd_tap) for d in args.distances for w in weights}
-    kd_models = list(grid.values())
     kd_args = ["--d_prob", "0.5", *drop]
     for (dist, w), row in grid.items():
         rows[row] = b.train_kd(row, teacher, kd_args, {"distance": dist, "tap": args.kd_tap, "weight": w})
@@ -378,7 +377,7 @@ def main():
     # --- dev: the MDA-KD distance and λ_KD, jointly (mean greedy CER over random loss 0 / 0.5 / 1.0); with one
     # row and nothing else to try (the core table: the recipe's default, chosen by the full table) no choice
     if len(grid) > 1 or set(args.kd_taps) - {args.kd_tap}:
-        kd_score = b.kd_dev_scores("dev_kd", {m: packed[m] for m in kd_models})
+        kd_score = b.kd_dev_scores("dev_kd", {m: packed[m] for m in grid.values()})
     else:
         kd_score = {}
     best_dist, best_weight = choose_kd(grid, kd_score)

@@ -161,7 +161,7 @@ def sec_sweep(r):
             f"not timed. Cached = `avsr eval` (audio front-end and per-frame visual features once per batch, the "
             "frame-loss conditions of a batch in one stacked encoder forward and one search, each distinct input of "
             "an utterance decoded once, an audio-only model once for every frame-loss condition); uncached = every condition decoded on its own by `Speech2Text.decode_batch`. "
-            f"{r['runs'][0]['repeats']} runs per search; the run with the median ratio is shown.", "",
+            f"{first['repeats']} runs per search; the run with the median ratio is shown.", "",
             "| search | cached s | uncached s | ratio (all runs) | identical hypotheses |", "|---|---|---|---|---|"]
     for x in r["runs"]:
         out.append(f"| {x['search']} | {x['cached_seconds']:.1f} | {x['uncached_seconds']:.1f} | **{x['ratio']:.2f}** "

@@ -56,10 +56,9 @@ def dedupe_specs(specs):
 def _expand(res, alias, specs):
     """Give every alias of ``dedupe_specs`` its model's hypotheses and representations, and an empty
     timing (it was not decoded), in the order of ``specs``."""
-    for key in ("hyps", "timing", "fused"):
-        if key in res:
-            d = res[key]
-            res[key] = {m: (d[alias[m]] if key != "timing" else {}) if m in alias else d[m] for m in specs}
+    for key in ("hyps", "fused"):
+        res[key] = {m: res[key][alias.get(m, m)] for m in specs}
+    res["timing"] = {m: {} if m in alias else res["timing"][m] for m in specs}
 
 
 def build_parser():

@@ -170,12 +170,11 @@ def _decode_cached(s2t, batch: Batch, conds: List[Condition], pool, seed: int, t
                 uniq, src = _distinct_inputs(torch.cat(drops), route, B)
                 if len(uniq) < B * k:
                     idx = torch.tensor(uniq)
-                    res_u = _run(s2t, mode, _sub_front(front, idx.to(s2t.device)), len(uniq), timer,
-                                 route=None if route is None else route[idx],
-                                 vbatch=Batch(utt_ids=[vb.utt_ids[i] for i in uniq], video_lens=vb.video_lens[idx]))
-                    res = [res_u[j] for j in src]
-                else:
-                    res = _run(s2t, mode, front, B * k, timer, route=route, vbatch=vb)
+                    front = _sub_front(front, idx.to(s2t.device))
+                    route = None if route is None else route[idx]
+                    vb = Batch(utt_ids=[vb.utt_ids[i] for i in uniq], video_lens=vb.video_lens[idx])
+                res_u = _run(s2t, mode, front, len(uniq), timer, route=route, vbatch=vb)
+                res = [res_u[j] for j in src]
                 for i, c in enumerate(drop_conds):
                     out[c.name] = res[i * B:(i + 1) * B]
         for c in noise_conds:

@@ -6,13 +6,13 @@ and initialised from the robust AV model (``--init``): the base weights are then
 that model, and only ``adapters.*`` are trained.  Every batch loses its video, and the model runs
 its audio-only path (no visual branch, no cross-attention, no merge-FFN term) with the adapters on.
 BatchNorm layers of the frozen base stay in eval mode (the trainer keeps every BatchNorm whose
-parameters are frozen in eval mode), so the base (and thus the AV path) does not change at all.  At inference :class:`avsr.inference.Speech2Text` switches the adapters on for the
-utterances routed to the audio-only path (no video, or present frames <= a threshold).
+parameters are frozen in eval mode), so the base (and thus the AV path) does not change at all.
+At inference :class:`avsr.inference.Speech2Text` switches the adapters on for the utterances routed
+to the audio-only path (no video, or present frames <= a threshold).
 """
 from __future__ import annotations
 
 from typing import Any, Dict
-
 
 from avsr.trainer.method import TrainingMethod
 
