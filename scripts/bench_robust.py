@@ -25,7 +25,9 @@ Rows (see docs/ROBUSTNESS.md):
   that AV5
 * AV6: MS-Adapter on AV5 (base frozen, audio-only); threshold 0 (paper) and one tuned on dev.  Its row
   dir is ``AV6-on-<AV5 row>`` (and its threshold sweep ``dev_threshold-<AV5 row>``), so the core and the
-  full table can share a rows dir when they choose different AV5 rows
+  full table can share a rows dir when they choose different AV5 rows.  ``--adapter_epochs`` (default
+  ``--epochs``) sets the adapters' epochs; given several, each is a row ``AV6-on-<AV5 row>-e<N>`` (unless
+  N = ``--epochs``) and the lowest dev CER with no video (CTC greedy) wins, a tie going to the earlier value
 * S.1/.3/.5/.7 (full table): init AV0, D_prob 1.0, fixed rate 0.1 / 0.3 / 0.5 / 0.7
 
 Rows other than AV6 train with AV0's own audio augmentation (the ``audio_noise`` methods in
@@ -72,9 +74,9 @@ def kd_row(distance, weight, tap, default_tap="fused"):
 
 
 def choose_kd(grid, score):
-    """The (distance, weight) key of ``grid`` (``{(distance, weight): row}``, in the order tried) whose row has
-    the lowest ``score[row]``; ties go to the earlier key.  No scores (one row, nothing to choose): the first.
-    With scores, every row must have one."""
+    """The key of ``grid`` (``{key: row}`` in the order tried, e.g. ``(distance, weight)`` or adapter epochs)
+    whose row has the lowest ``score[row]``; ties go to the earlier key.  No scores (one row, nothing to
+    choose): the first.  With scores, every row must have one."""
     order = list(grid)
     if not score:
         return order[0]
@@ -82,6 +84,12 @@ def choose_kd(grid, score):
     if missing:
         raise ValueError(f"no dev score for {missing}")
     return min(order, key=lambda k: (score[grid[k]], order.index(k)))
+
+
+def av6_row(av5_row, epochs, default_epochs):
+    """Row name of AV6 on ``av5_row``: ``AV6-on-<AV5 row>``, then ``-e<N>`` unless its adapters train the
+    fine-tunes' default number of epochs."""
+    return f"AV6-on-{av5_row}" + ("" if int(epochs) == int(default_epochs) else f"-e{int(epochs)}")
 
 
 def _methods(extra):
@@ -133,10 +141,11 @@ class Bench:
                 aug += ["--method", spec]
         return _init_specs(cfg), aug
 
-    def train(self, row, init, extra, freeze=()):
-        """Train row ``row`` from ``init`` with ``extra`` arguments; ``freeze``: parameter name prefixes not
-        trained (``--freeze_param``)."""
+    def train(self, row, init, extra, freeze=(), epochs=None):
+        """Train row ``row`` from ``init`` with ``extra`` arguments for ``epochs`` (default ``--epochs``);
+        ``freeze``: parameter name prefixes not trained (``--freeze_param``)."""
         d = os.path.join(self.rows_dir, row)
+        e = int(self.a.epochs if epochs is None else epochs)
         freeze = [str(x) for x in freeze]
         if os.path.isfile(os.path.join(d, "config.yaml")):
             cfg = _train_config(d)
@@ -147,7 +156,7 @@ class Bench:
             else:
                 # e.g. a re-run with another --epochs: a finished 2-epoch row is not a 4-epoch row
                 tc = cfg.get("trainer") or {}
-                want = {"max_epochs": self.a.epochs, "lr": self.a.lr, "warmup_steps": self.a.warmup}
+                want = {"max_epochs": e, "lr": self.a.lr, "warmup_steps": self.a.warmup}
                 diff = {k: tc.get(k) for k, v in want.items() if tc.get(k) is None or float(tc[k]) != float(v)}
                 methods = _methods(extra)
                 frozen = [str(x) for x in tc.get("freeze_param") or ()]
@@ -162,7 +171,6 @@ class Bench:
             print(f"{row}: trained ({d}/model.pth)", flush=True)
             return d
         os.makedirs(d, exist_ok=True)
-        e = self.a.epochs
         cmd = [self.py, "-m", "avsr.bin.train", "--config", self.a.config, "--mode", "audiovisual",
                "--train_data", os.path.join(self.data, "train"), "--valid_data", os.path.join(self.data, "dev"),
                "--token_list", os.path.join(self.data, "token_list", "char", "tokens.txt"),
@@ -228,6 +236,25 @@ class Bench:
             score.update({k: dev[r] for k, r in made.items()})
         win = min(score, key=lambda k: (score[k], k != current))
         return score, win, made.get(win, current_row)
+
+    def adapters(self, av5_row, av5_dir, epochs_grid):
+        """MS-Adapter rows on AV5 row ``av5_row`` (in ``av5_dir``; base frozen, audio-only input), one per
+        ``epochs_grid`` value.  With more than one, each is decoded on dev with no video (``random@1``, CTC
+        greedy, threshold 0: the adapter path) and the lowest CER wins, a tie going to the earlier value.
+        Returns ``(scores {epochs: CER} or {}, chosen epochs, {epochs: (row, row dir, packed dir)})``."""
+        made = {}
+        for e in epochs_grid:
+            r = av6_row(av5_row, e, self.a.epochs)
+            d = self.train(r, [os.path.join(av5_dir, "model.pth")],
+                           ["--method", "ms_adapter", "--set", f"model.adapter_rank={self.a.adapter_rank}"], epochs=e)
+            made[e] = (r, d, self.pack(r, d))
+        score = {}
+        if len(made) > 1:
+            dev = self.sweep(f"dev_adapter_epochs-{av5_row}", [f"E{e}={p}@0" for e, (_, _, p) in made.items()],
+                             "dev", greedy=True, rates=(1.0,), segment=False, whole=False, snrs=False)
+            score = {e: dev["cer"][f"E{e}"]["random@1"]["cer"] for e in made}
+        chosen = choose_kd({e: r for e, (r, _, _) in made.items()}, {made[e][0]: v for e, v in score.items()})
+        return score, chosen, made
 
     def sweep(self, name, models, split, greedy, rates=RATES, segment=True, whole=True, snrs=True,
               extra=()):
@@ -341,6 +368,9 @@ def main():
     ap.add_argument("--kd_taps", nargs="*", default=[],
                     help="further taps tried on dev with the chosen distance and λ_KD (rows AV5-<dist>-w<λ>-<tap>)")
     ap.add_argument("--adapter_rank", type=int, default=8)
+    ap.add_argument("--adapter_epochs", type=int, nargs="+", default=None,
+                    help="fixed epochs of AV6's adapter training (default: --epochs); several: one row each "
+                         "(AV6-on-<AV5 row>-e<N>), chosen on dev with no video (CTC greedy)")
     ap.add_argument("--beam_size", type=int, default=10)
     ap.add_argument("--search", choices=["beam", "greedy"], default="beam", help="search of the eval sweep")
     ap.add_argument("--out", required=True)
@@ -391,14 +421,18 @@ def main():
     if len(tap_score) > 1:
         print(f"dev: taps {tap_score}; lowest {best_tap} (AV5 keeps {args.kd_tap})", flush=True)
     packed["AV5"] = packed[best]
-    av6 = f"AV6-on-{best}"
-    rows["AV6"] = b.train(av6, [os.path.join(rows[best], "model.pth")],
-                          ["--method", "ms_adapter", "--set", f"model.adapter_rank={args.adapter_rank}"])
-    packed["AV6"] = b.pack(av6, rows["AV6"])
+    # --- AV6: MS-Adapter on AV5, one row per --adapter_epochs value; with more than one, dev chooses (greedy CER
+    # with no video, where threshold-0 routing uses the adapters), a tie going to the earlier value
+    ad_epochs = list(dict.fromkeys(args.adapter_epochs or [args.epochs]))
+    ad_score, ad_e, ad_rows = b.adapters(best, rows[best], ad_epochs)
+    if ad_score:
+        print(f"dev: adapter epochs {ad_e} ({ad_score})", flush=True)
+    av6, rows["AV6"], packed["AV6"] = ad_rows[ad_e]
 
     # --- dev: the MS-Adapter threshold (mean greedy CER over the random-loss grid)
     thr_models = [f"T{t:g}={packed['AV6']}@{t}" for t in THRESHOLDS]
-    dev_thr = b.sweep(f"dev_threshold-{best}", thr_models, "dev", greedy=True, segment=False, whole=False, snrs=False)
+    dev_thr = b.sweep(f"dev_threshold-{av6[len('AV6-on-'):]}", thr_models, "dev", greedy=True, segment=False,
+                      whole=False, snrs=False)
     rconds = [f"random@{x:g}" for x in RATES]
     thr_score = {t: mean_cer(dev_thr, f"T{t:g}", rconds) for t in THRESHOLDS}
     thr = min(thr_score, key=lambda t: (thr_score[t], t))
@@ -439,7 +473,9 @@ def main():
                   "tap_dev_mean_cer_0_.5_1": {t: v for t, v in tap_score.items() if v is not None},
                   "dev_lowest_tap": best_tap,
                   "chosen_row": best},
-           "adapter": {"rank": args.adapter_rank, "dev_mean_cer_random_grid": {f"{t:g}": v for t, v in thr_score.items()},
+           "adapter": {"rank": args.adapter_rank, "epochs": ad_e, "row": av6,
+                       "epochs_dev_cer_random@1": {str(k): v for k, v in ad_score.items()},
+                       "dev_mean_cer_random_grid": {f"{t:g}": v for t, v in thr_score.items()},
                        "tuned_threshold": thr, "parameters": counts,
                        "adapter_share": counts.get("adapter", 0) / counts["total"]},
            "best_dropout_only_row_dev": best_drop,
@@ -451,8 +487,9 @@ def main():
     trend = study_trend(ev)
     if trend:
         out["claims"]["4_study_trend"] = trend
-    for row in rows:
-        p = os.path.join(rows[row], "train_result.json")
+    others = {r: d for e, (r, d, _) in ad_rows.items() if e != ad_e}     # adapter rows dev did not choose
+    for row, d in {**rows, **others}.items():
+        p = os.path.join(d, "train_result.json")
         if os.path.isfile(p):
             h = json.load(open(p)).get("history") or []
             out["row_train_seconds"][row] = sum((x.get("train_seconds") or 0) + (x.get("valid_seconds") or 0) for x in h)

@@ -229,6 +229,10 @@ def sec_robust(r, notes=True):
                f"(same criterion; AV5 keeps `{kd['tap']}`, the default): "
                + ", ".join(f"`{t}`: {100 * v:.2f} %" for t, v in kd["tap_dev_mean_cer_0_.5_1"].items())
                + f" (lowest: `{kd['dev_lowest_tap']}`).")
+            + ("" if len(ad.get("epochs_dev_cer_random@1") or {}) < 2 else
+               " MS-Adapter epochs, dev CER with no video (CTC greedy, threshold 0): "
+               + ", ".join(f"{e}: {100 * v:.2f} %" for e, v in ad["epochs_dev_cer_random@1"].items())
+               + f" → **{ad['epochs']}** (AV6 = {ad['row']}).")
             + " MS-Adapter threshold, mean dev CER over the random grid: "
             + ", ".join(f"{k}: {100 * v:.2f} %" for k, v in ad["dev_mean_cer_random_grid"].items())
             + f" → **{ad['tuned_threshold']}**. Adapter parameters: {ad['parameters'].get('adapter', 0):,} of "

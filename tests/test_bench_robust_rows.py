@@ -19,7 +19,11 @@ def _bench(tmp_path, calls):
     def fake_sh(cmd, log):  # stands in for avsr.bin.train: writes what a finished row has
         d = cmd[cmd.index("--exp_dir") + 1]
         init = cmd[cmd.index("--init") + 1]
-        sets = dict(x.split("=", 1) for x in cmd[cmd.index("--set") + 1:])
+        sets, cur = {}, False                 # every --set group (a method may add its own before the trainer's)
+        for x in cmd:
+            cur = x == "--set" or (cur and not x.startswith("--"))
+            if cur and x != "--set":
+                sets.update([x.split("=", 1)])
         freeze = []
         if "--freeze_param" in cmd:
             for x in cmd[cmd.index("--freeze_param") + 1:]:
@@ -188,3 +192,35 @@ def test_kd_choice_is_one_joint_dev_minimum_over_distance_and_weight():
     # a row left unscored is an error, not a win
     with pytest.raises(ValueError, match="AV5-mmd-w10"):
         bench_robust.choose_kd(grid, {r: v for r, v in score.items() if r != "AV5-mmd-w10"})
+
+
+def test_adapter_epochs_grid_trains_one_row_each_and_dev_chooses_with_no_video(tmp_path):
+    calls = []
+    b = _bench(tmp_path, calls)
+    b.a.adapter_rank = 4
+    b.pack = lambda row, d: f"/packed/{row}"
+    dev = {"/packed/AV6-on-AV5-mse-w10": 0.70, "/packed/AV6-on-AV5-mse-w10-e4": 0.66,
+           "/packed/AV6-on-AV5-mse-w10-e8": 0.66}
+    swept = []
+
+    def fake_sweep(name, models, split, greedy, rates=None, **kw):
+        swept.append((name, split, greedy, tuple(rates), tuple(models)))
+        return {"cer": {m.split("=")[0]: {"random@1": {"cer": dev[m.split("=", 1)[1].rsplit("@", 1)[0]]}}
+                        for m in models}}
+    b.sweep = fake_sweep
+    score, e, made = b.adapters("AV5-mse-w10", "/rows/AV5-mse-w10", [1, 4, 8])
+    # one row per value (the default --epochs keeps the plain name), each trained for its own epochs
+    assert [r for r, _, _ in made.values()] == ["AV6-on-AV5-mse-w10", "AV6-on-AV5-mse-w10-e4",
+                                                "AV6-on-AV5-mse-w10-e8"]
+    assert calls == ["/rows/AV5-mse-w10/model.pth"] * 3
+    for n, (r, d, _) in made.items():
+        cfg = yaml.safe_load(open(os.path.join(d, "config.yaml")))
+        assert cfg["trainer"]["max_epochs"] == n and cfg["methods"] == ["ms_adapter"]
+    # dev, greedy, no video only, at threshold 0; the tie between 4 and 8 epochs goes to 4
+    assert swept == [("dev_adapter_epochs-AV5-mse-w10", "dev", True, (1.0,),
+                      ("E1=/packed/AV6-on-AV5-mse-w10@0", "E4=/packed/AV6-on-AV5-mse-w10-e4@0",
+                       "E8=/packed/AV6-on-AV5-mse-w10-e8@0"))]
+    assert score == {1: 0.70, 4: 0.66, 8: 0.66} and e == 4
+    # re-run: the finished rows are reused; a single value: no dev sweep, that row
+    score, e, made = b.adapters("AV5-mse-w10", "/rows/AV5-mse-w10", [8])
+    assert (score, e, made[8][0]) == ({}, 8, "AV6-on-AV5-mse-w10-e8") and len(calls) == 3 and len(swept) == 1
