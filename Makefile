@@ -94,17 +94,19 @@ bench-train: install
 # keep AV0's audio side, shared layers, CTC and decoder frozen (the recipe's --robust_freeze,
 # chosen on dev); their rows go to rows_fzvc (rows/ holds the earlier all-parameter ones)
 FT_FREEZE := audio_encoder shared_encoder ctc decoder
+# AV6's adapter epochs: one row each, the lowest dev CER with no video wins (ties: fewer epochs)
+ADAPTER_EPOCHS := 2 4 8 16
 ROBUST_ROWS := $(MINI_EXP)/rows_fzvc
 bench-robust: install
 	$(PY) scripts/bench_robust.py --exp_dir $(MINI_EXP) --data_dir recipes/synthmisp/data/synthmisp_mini \
 	  --config conf/mini.yaml --table core --distances mse --kd_weight 10 --ft_freeze $(FT_FREEZE) \
-	  --rows_dir $(ROBUST_ROWS) --out docs/results/robust_core.json
+	  --adapter_epochs $(ADAPTER_EPOCHS) --rows_dir $(ROBUST_ROWS) --out docs/results/robust_core.json
 	$(PY) scripts/make_benchmarks_md.py
 
 # the eval sweep's cost against independent decodes, per stage (needs bench-train and bench-robust)
 bench-sweep: install
 	$(PY) scripts/bench_sweep.py --models A0=$(MINI_EXP)/packed/a0 AV0=$(MINI_EXP)/packed/av0 \
-	  AV6=$(ROBUST_ROWS)/packed/AV6-on-AV5-mse-w10@0 --data_dir recipes/synthmisp/data/synthmisp_mini/eval \
+	  AV6=$(ROBUST_ROWS)/packed/AV6-on-AV5-mse-w10-e16@0 --data_dir recipes/synthmisp/data/synthmisp_mini/eval \
 	  --limit 96 --searches greedy beam10 --note "mini A0, AV0 and the core table's AV6; mini eval" \
 	  --out docs/results/bench_sweep.json
 	$(PY) scripts/make_benchmarks_md.py
@@ -114,7 +116,8 @@ bench-sweep: install
 bench-full: install
 	$(PY) scripts/bench_robust.py --exp_dir $(MINI_EXP) --data_dir recipes/synthmisp/data/synthmisp_mini \
 	  --config conf/mini.yaml --table full --search greedy --kd_weights 10 --kd_taps fusion fusion+fused \
-	  --ft_freeze $(FT_FREEZE) --rows_dir $(ROBUST_ROWS) --out docs/results/robust_full.json
+	  --ft_freeze $(FT_FREEZE) --adapter_epochs $(ADAPTER_EPOCHS) --rows_dir $(ROBUST_ROWS) \
+	  --out docs/results/robust_full.json
 	$(PY) scripts/make_benchmarks_md.py
 
 clean-venv:

@@ -18,9 +18,26 @@ def _load(name):
 def test_core_table_states_its_kd_setting_comes_from_the_full_table():
     core = _load("robust_core.json")
     text = "\n".join(mb.sec_robust(core))
-    assert not core["kd"]["dev_mean_cer_0_.5_1"]
+    assert not core["kd"].get("dev_mean_cer_0_.5_1") and not core["kd"].get("grid_dev_mean_cer_0_.5_1")
     assert "recipe's default, **mse**, λ_KD **10**" in text and "full table's distance and λ ablation" in text
     assert "(core table)" in text and f"Search: **{core['search']}**" in text
+
+
+def test_core_table_states_the_adapter_epochs_chosen_on_dev_and_each_half_of_claim_2():
+    core = _load("robust_core.json")
+    ad = core["adapter"]
+    text = "\n".join(mb.sec_robust(core))
+    grid = ad["epochs_dev_cer_random@1"]
+    assert len(grid) > 1 and str(ad["epochs"]) == min(grid, key=grid.get)
+    assert f"→ **{ad['epochs']}** (AV6 = {ad['row']})" in text
+    line = next(x for x in text.splitlines() if x.startswith("2. Non-inferiority"))
+    n = core["claims"]["2_non_inferiority"]
+    assert line.count("(holds)") + line.count("(fails)") == 2
+    assert ("at rate 0 (holds)" in line) == n["AV6_vs_AV0_rate0"]["holds"]
+    # without the grid (one value): no adapter-epochs sentence
+    one = copy.deepcopy(core)
+    one["adapter"]["epochs_dev_cer_random@1"] = {}
+    assert "MS-Adapter epochs" not in "\n".join(mb.sec_robust(one))
 
 
 def test_full_table_renders_the_dev_ablation():
