@@ -73,7 +73,7 @@ def kd_row(distance, weight, tap, default_tap="fused"):
             + ("" if tap == default_tap else f"-{tap}"))
 
 
-def choose_kd(grid, score):
+def choose_on_dev(grid, score):
     """The key of ``grid`` (``{key: row}`` in the order tried, e.g. ``(distance, weight)`` or adapter epochs)
     whose row has the lowest ``score[row]``; ties go to the earlier key.  No scores (one row, nothing to
     choose): the first.  With scores, every row must have one."""
@@ -253,7 +253,7 @@ class Bench:
             dev = self.sweep(f"dev_adapter_epochs-{av5_row}", [f"E{e}={p}@0" for e, (_, _, p) in made.items()],
                              "dev", greedy=True, rates=(1.0,), segment=False, whole=False, snrs=False)
             score = {e: dev["cer"][f"E{e}"]["random@1"]["cer"] for e in made}
-        chosen = choose_kd({e: r for e, (r, _, _) in made.items()}, {made[e][0]: v for e, v in score.items()})
+        chosen = choose_on_dev({e: e for e in made}, score)      # the epochs stand for their rows
         return score, chosen, made
 
     def sweep(self, name, models, split, greedy, rates=RATES, segment=True, whole=True, snrs=True,
@@ -410,7 +410,7 @@ def main():
         kd_score = b.kd_dev_scores("dev_kd", {m: packed[m] for m in grid.values()})
     else:
         kd_score = {}
-    best_dist, best_weight = choose_kd(grid, kd_score)
+    best_dist, best_weight = choose_on_dev(grid, kd_score)
     best = grid[(best_dist, best_weight)]
     print(f"dev: MDA-KD {best_dist}, λ_KD {best_weight:g} ({kd_score or 'the only row given'})", flush=True)
     # taps: tried on dev only; AV5 keeps --kd_tap (the issue's default, `fused`) whatever wins here
@@ -431,7 +431,7 @@ def main():
 
     # --- dev: the MS-Adapter threshold (mean greedy CER over the random-loss grid)
     thr_models = [f"T{t:g}={packed['AV6']}@{t}" for t in THRESHOLDS]
-    dev_thr = b.sweep(f"dev_threshold-{av6[len('AV6-on-'):]}", thr_models, "dev", greedy=True, segment=False,
+    dev_thr = b.sweep(f"dev_threshold-{av6.removeprefix('AV6-on-')}", thr_models, "dev", greedy=True, segment=False,
                       whole=False, snrs=False)
     rconds = [f"random@{x:g}" for x in RATES]
     thr_score = {t: mean_cer(dev_thr, f"T{t:g}", rconds) for t in THRESHOLDS}
@@ -452,7 +452,7 @@ def main():
     spec = [f"{m}={packed[m]}" for m in names] + [f"AV6={packed['AV6']}@0", f"AV6-tuned={packed['AV6']}@{thr}"]
     if args.table == "full":
         # every other distance, at its own best λ_KD on dev
-        spec += [f"{m}={packed[m]}" for m in (grid[choose_kd({k: r for k, r in grid.items() if k[0] == d}, kd_score)]
+        spec += [f"{m}={packed[m]}" for m in (grid[choose_on_dev({k: r for k, r in grid.items() if k[0] == d}, kd_score)]
                                               for d in args.distances if d != best_dist)]
         spec += [f"{m}={packed[m]}" for m in rows if m.startswith("S.")]
     ev = b.sweep(f"eval_{args.table}", spec, "eval", greedy=args.search == "greedy",

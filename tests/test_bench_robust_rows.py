@@ -181,17 +181,17 @@ def test_kd_choice_is_one_joint_dev_minimum_over_distance_and_weight():
     # and then λ for cosine alone gives cosine λ 10 (0.5983); the joint minimum is mse λ 10 (0.5938)
     score = {"AV5-mse": 0.6001, "AV5-cosine": 0.5998, "AV5-mmd": 0.6012,
              "AV5-mse-w10": 0.5938, "AV5-cosine-w10": 0.5983, "AV5-mmd-w10": 0.6100}
-    assert bench_robust.choose_kd(grid, score) == ("mse", 10.0)
+    assert bench_robust.choose_on_dev(grid, score) == ("mse", 10.0)
     # a tie goes to the earlier distance, then the earlier weight
     tie = dict.fromkeys(score, 0.6)
-    assert bench_robust.choose_kd(grid, tie) == ("mse", 1.0)
+    assert bench_robust.choose_on_dev(grid, tie) == ("mse", 1.0)
     tie["AV5-cosine"] = tie["AV5-mmd-w10"] = 0.5
-    assert bench_robust.choose_kd(grid, tie) == ("cosine", 1.0)
+    assert bench_robust.choose_on_dev(grid, tie) == ("cosine", 1.0)
     # nothing scored (one row given, as in the core table): the first key
-    assert bench_robust.choose_kd({("mse", 10.0): "AV5-mse-w10"}, {}) == ("mse", 10.0)
+    assert bench_robust.choose_on_dev({("mse", 10.0): "AV5-mse-w10"}, {}) == ("mse", 10.0)
     # a row left unscored is an error, not a win
     with pytest.raises(ValueError, match="AV5-mmd-w10"):
-        bench_robust.choose_kd(grid, {r: v for r, v in score.items() if r != "AV5-mmd-w10"})
+        bench_robust.choose_on_dev(grid, {r: v for r, v in score.items() if r != "AV5-mmd-w10"})
 
 
 def test_adapter_epochs_grid_trains_one_row_each_and_dev_chooses_with_no_video(tmp_path):
