@@ -153,8 +153,8 @@ def sec_decode(r):
     return out + notes_md("bench_decode_notes.md") + [""]
 
 
-def sec_sweep(r):
-    out = ["## Evaluation sweep: shared front-ends vs independent decodes (issue 4)", ""] + header(r)
+def sec_sweep(r, notes="bench_sweep_notes.md", models="SynthMISP mini models"):
+    out = [f"## Evaluation sweep: shared front-ends vs independent decodes (issue 4; {models})", ""] + header(r)
     first = r["runs"][0]
     out += [f"Models {', '.join(first['models'])} ({r['note']}); {first['utts']} utterances, "
             f"{len(first['conditions'])} conditions, batch {r['batch_size']}, {r['threads']} threads; media loading "
@@ -173,7 +173,7 @@ def sec_sweep(r):
         out.append(f"| {x['search']} | " + " | ".join(f"{c[k]:.1f} / {u[k]:.1f}"
                                                       for k in ("audio_front", "visual_front", "encoder", "search"))
                    + " |")
-    return out + notes_md("bench_sweep_notes.md") + [""]
+    return out + notes_md(notes) + [""]
 
 
 def sec_cli(r):
@@ -186,9 +186,14 @@ def sec_cli(r):
     return out + notes_md("bench_cli_notes.md") + [""]
 
 
+def monotone(v, sign):
+    """True if the sequence strictly rises (sign +1) or strictly falls (sign −1)."""
+    return all(sign * (b - a) > 0 for a, b in zip(v, v[1:]))
+
+
 def sec_robust(r, notes=True):
     """Issue-4 table (scripts/bench_robust.py): eval sweep, dev choices, claims, time; ``notes``: append
-    ``robust_<table>_notes.md``."""
+    ``robust_<table>_notes.md`` (True), the named file in docs/results (a str) or nothing (False)."""
     ev = r["eval"]
     conds = ev["conditions"]
     frozen = r.get("finetune_frozen") or []
@@ -272,12 +277,23 @@ def sec_robust(r, notes=True):
                    + ", ".join(f"{100 * v:.1f}" for v in st["relative_cer_mean"])
                    + f" % (Kendall τ {st['kendall_tau']['relative_cer']:+.2f}); diagonal dominance at rate 0 "
                    + ", ".join(f"{v:.4f}" for v in st["diagonal_dominance_rate0"])
-                   + f" (τ {st['kendall_tau']['diagonal_dominance']:+.2f}) → **{'holds' if st['holds'] else 'fails'}**.")
+                   + f" (τ {st['kendall_tau']['diagonal_dominance']:+.2f})"
+                   + ("" if "linear_cka_rate0" not in st else "; linear CKA at rate 0 "
+                      + ", ".join(f"{v:.3f}" for v in st["linear_cka_rate0"])
+                      + f" (τ {st['kendall_tau']['linear_cka']:+.2f})")
+                   + f" → **{'holds' if st['holds'] else 'fails'}** (criterion: τ < 0 for relative CER, τ > 0 for "
+                   "diagonal dominance). Strictly monotone: " + ", ".join(
+                       f"{name} {'yes' if monotone(st[key], sign) else 'no'}"
+                       for name, key, sign in (("relative CER", "relative_cer_mean", -1),
+                                               ("diagonal dominance", "diagonal_dominance_rate0", 1),
+                                               ("linear CKA", "linear_cka_rate0", 1)) if key in st) + ".")
     secs = r["seconds"]
     out += ["", "Wall time (this run of the script; rows trained earlier are not re-timed): " +
             ", ".join(f"{k} {v:.0f} s" for k, v in secs.items()) + ". Row training (from their logs): " +
             ", ".join(f"{k} {v:.0f} s" for k, v in r.get("row_train_seconds", {}).items()) + "."]
-    return out + (notes_md(f"robust_{r['table']}_notes.md") if notes else []) + [""]
+    if notes is True:
+        notes = f"robust_{r['table']}_notes.md"
+    return out + (notes_md(notes) if notes else []) + [""]
 
 
 def sec_parts(r, title="Dev probes: which parts of the robust fine-tune matter (issue 4)"):
@@ -324,10 +340,11 @@ def main():
                      ("calibration_mini.json", sec_calib), ("bench_decode.json", sec_decode),
                      ("robust_core.json", sec_robust),
                      ("robust_core_allparams.json", lambda r: sec_robust(r, notes=False)),
-                     ("robust_full.json", sec_robust), ("probe_finetune_parts.json", sec_parts),
-                     ("probe_frozen_kd_distances.json",
-                      lambda r: sec_parts(r, "Dev: MDA-KD distances with the frozen audio side (full-table re-run, partial)")),
+                     ("robust_full.json", sec_robust),
+                     ("robust_full_allparams.json", lambda r: sec_robust(r, notes="robust_full_allparams_notes.md")),
+                     ("probe_finetune_parts.json", sec_parts),
                      ("probe_av5_levers.json", sec_probe), ("bench_sweep.json", sec_sweep),
+                     ("bench_sweep_demo.json", lambda r: sec_sweep(r, "bench_sweep_demo_notes.md", "demo-size models")),
                      ("bench_cli.json", sec_cli)]:
         r = load(name)
         lines += fn(r) if r else [f"## {name}: not run yet", ""]

@@ -40,18 +40,34 @@ def test_core_table_states_the_adapter_epochs_chosen_on_dev_and_each_half_of_cla
     assert "MS-Adapter epochs" not in "\n".join(mb.sec_robust(one))
 
 
-def test_full_table_renders_the_dev_ablation():
-    full = _load("robust_full.json")
-    text = "\n".join(mb.sec_robust(full))
+def test_all_parameter_full_table_renders_its_distance_ablation_and_its_own_notes():
+    full = _load("robust_full_allparams.json")
+    text = "\n".join(mb.sec_robust(full, notes="robust_full_allparams_notes.md"))
     kd = full["kd"]
     assert len(kd["dev_mean_cer_0_.5_1"]) == 4
     best = min(kd["dev_mean_cer_0_.5_1"], key=kd["dev_mean_cer_0_.5_1"].get)
     assert f"→ **{kd['chosen_distance']}**" in text and best == f"AV5-{kd['chosen_distance']}"
-    assert "recipe's default" not in text
+    assert "recipe's default" not in text and "all-parameter fine-tunes" in text
+    with open(os.path.join(ROOT, "docs", "results", "robust_full_allparams_notes.md"), encoding="utf-8") as f:
+        assert f.read().strip() in text
+    assert "robust_full_allparams_notes" not in "\n".join(mb.sec_robust(full, notes=False))
     # the same dict with the scores removed renders as the core table's fixed setting
     fixed = copy.deepcopy(full)
     fixed["kd"]["dev_mean_cer_0_.5_1"] = {}
     assert "recipe's default" in "\n".join(mb.sec_robust(fixed))
+
+
+def test_distance_by_weight_grid_renders_every_cell_and_the_joint_minimum():
+    r = copy.deepcopy(_load("robust_core.json"))
+    grid = [{"distance": d, "weight": w, "row": f"AV5-{d}" + ("" if w == 1 else f"-w{w:g}"), "cer": c}
+            for (d, w), c in {("mse", 1.0): 0.61, ("mse", 10.0): 0.58, ("mmd", 1.0): 0.6, ("mmd", 10.0): 0.62}.items()]
+    r["kd"].update({"grid_dev_mean_cer_0_.5_1": grid, "chosen_distance": "mse", "chosen_weight": 10.0,
+                    "chosen_row": "AV5-mse-w10"})
+    text = "\n".join(mb.sec_robust(r, notes=False))
+    assert "recipe's default" not in text
+    for g in grid:
+        assert f"{g['distance']} λ {g['weight']:g} {100 * g['cer']:.2f} %" in text
+    assert "→ **mse, λ_KD 10** (AV5 = AV5-mse-w10)" in text
 
 
 def test_frozen_parts_of_the_finetunes_are_stated():
@@ -71,3 +87,16 @@ def test_finetune_parts_probe_renders_each_variant_against_the_reference():
         assert f"| {k} | " in text
     p = r["paired_vs_reference"]["AV5"]["random@0"]
     assert f"{100 * p['rel_reduction']:+.1f} % [{100 * p['rel_lo']:+.1f}, {100 * p['rel_hi']:+.1f}]" in text
+
+
+def test_study_trend_says_which_series_are_strictly_monotone():
+    full = copy.deepcopy(_load("robust_full.json"))
+    st = full["claims"]["4_study_trend"]
+    st["diagonal_dominance_rate0"] = [0.14, 0.15, 0.16, 0.155]   # rises, dips at the end: τ > 0, not monotone
+    st["relative_cer_mean"] = [0.7, 0.65, 0.6, 0.55]
+    line = next(x for x in mb.sec_robust(full, notes=False) if x.startswith("4. Study trend"))
+    assert "relative CER yes, diagonal dominance no" in line
+    st["diagonal_dominance_rate0"] = [0.14, 0.15, 0.16, 0.17]
+    line = next(x for x in mb.sec_robust(full, notes=False) if x.startswith("4. Study trend"))
+    assert "diagonal dominance yes" in line
+    assert mb.monotone([3, 2, 1], -1) and not mb.monotone([1, 1, 2], 1)
