@@ -95,7 +95,7 @@ bench-train: install
 # chosen on dev); their rows go to rows_fzvc (rows/ holds the earlier all-parameter ones)
 FT_FREEZE := audio_encoder shared_encoder ctc decoder
 # AV6's adapter epochs: one row each, the lowest dev CER with no video wins (ties: fewer epochs)
-ADAPTER_EPOCHS := 2 4 8 16
+ADAPTER_EPOCHS := 2 4 8 16 32
 ROBUST_ROWS := $(MINI_EXP)/rows_fzvc
 bench-robust: install
 	$(PY) scripts/bench_robust.py --exp_dir $(MINI_EXP) --data_dir recipes/synthmisp/data/synthmisp_mini \
@@ -106,7 +106,7 @@ bench-robust: install
 # the eval sweep's cost against independent decodes, per stage (needs bench-train and bench-robust)
 bench-sweep: install
 	$(PY) scripts/bench_sweep.py --models A0=$(MINI_EXP)/packed/a0 AV0=$(MINI_EXP)/packed/av0 \
-	  AV6=$(ROBUST_ROWS)/packed/AV6-on-AV5-mse-w10-e16@0 --data_dir recipes/synthmisp/data/synthmisp_mini/eval \
+	  AV6=$(ROBUST_ROWS)/packed/AV6-on-AV5-mse-w10-e32@0 --data_dir recipes/synthmisp/data/synthmisp_mini/eval \
 	  --limit 96 --searches greedy beam10 --note "mini A0, AV0 and the core table's AV6; mini eval" \
 	  --out docs/results/bench_sweep.json
 	$(PY) scripts/make_benchmarks_md.py

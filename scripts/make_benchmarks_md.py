@@ -288,9 +288,15 @@ def sec_robust(r, notes=True):
                                                ("diagonal dominance", "diagonal_dominance_rate0", 1),
                                                ("linear CKA", "linear_cka_rate0", 1)) if key in st) + ".")
     secs = r["seconds"]
-    out += ["", "Wall time (this run of the script; rows trained earlier are not re-timed): " +
+    run = ("this run of the script" if "seconds_from_command" not in r else
+           f"the run of the same script that did the work, `{r['seconds_from_command']}`; the JSON's own command "
+           "then found every row and sweep done")
+    out += ["", f"Wall time ({run}; rows trained earlier are not re-timed): " +
             ", ".join(f"{k} {v:.0f} s" for k, v in secs.items()) + ". Row training (from their logs): " +
             ", ".join(f"{k} {v:.0f} s" for k, v in r.get("row_train_seconds", {}).items()) + "."]
+    for e in r.get("seconds_earlier_runs") or []:
+        out.append(f"Earlier run of the same table ({e['why']}; its rows and sweeps were reused): "
+                   + ", ".join(f"{k} {v:.0f} s" for k, v in e["seconds"].items()) + ".")
     if notes is True:
         notes = f"robust_{r['table']}_notes.md"
     return out + (notes_md(notes) if notes else []) + [""]

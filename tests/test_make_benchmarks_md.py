@@ -100,3 +100,16 @@ def test_study_trend_says_which_series_are_strictly_monotone():
     line = next(x for x in mb.sec_robust(full, notes=False) if x.startswith("4. Study trend"))
     assert "diagonal dominance yes" in line
     assert mb.monotone([3, 2, 1], -1) and not mb.monotone([1, 1, 2], 1)
+
+
+def test_wall_time_names_the_run_that_did_the_work_and_earlier_runs():
+    r = copy.deepcopy(_load("robust_core.json"))
+    r["seconds_from_command"] = "python scripts/bench_robust.py --out /tmp/x.json"
+    r["seconds_earlier_runs"] = [{"why": "before the grid grew", "seconds": {"total_this_run": 4008.0}}]
+    text = "\n".join(mb.sec_robust(r, notes=False))
+    assert "that did the work, `python scripts/bench_robust.py --out /tmp/x.json`" in text
+    assert "Earlier run of the same table (before the grid grew; its rows and sweeps were reused): " \
+           "total_this_run 4008 s." in text
+    del r["seconds_from_command"], r["seconds_earlier_runs"]
+    text = "\n".join(mb.sec_robust(r, notes=False))
+    assert "Wall time (this run of the script;" in text and "Earlier run" not in text
