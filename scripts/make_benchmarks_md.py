@@ -186,11 +186,6 @@ def sec_cli(r):
     return out + notes_md("bench_cli_notes.md") + [""]
 
 
-def monotone(v, sign):
-    """True if the sequence strictly rises (sign +1) or strictly falls (sign −1)."""
-    return all(sign * (b - a) > 0 for a, b in zip(v, v[1:]))
-
-
 def sec_robust(r, notes=True):
     """Issue-4 table (scripts/bench_robust.py): eval sweep, dev choices, claims, time; ``notes``: append
     ``robust_<table>_notes.md`` (True), the named file in docs/results (a str) or nothing (False)."""
@@ -283,10 +278,10 @@ def sec_robust(r, notes=True):
                       + f" (τ {st['kendall_tau']['linear_cka']:+.2f})")
                    + f" → **{'holds' if st['holds'] else 'fails'}** (criterion: τ < 0 for relative CER, τ > 0 for "
                    "diagonal dominance). Strictly monotone: " + ", ".join(
-                       f"{name} {'yes' if monotone(st[key], sign) else 'no'}"
-                       for name, key, sign in (("relative CER", "relative_cer_mean", -1),
-                                               ("diagonal dominance", "diagonal_dominance_rate0", 1),
-                                               ("linear CKA", "linear_cka_rate0", 1)) if key in st) + ".")
+                       f"{name} {'yes' if st['kendall_tau'][key] == sign else 'no'}"
+                       for name, key, sign in (("relative CER", "relative_cer", -1),
+                                               ("diagonal dominance", "diagonal_dominance", 1),
+                                               ("linear CKA", "linear_cka", 1)) if key in st["kendall_tau"]) + ".")
     secs = r["seconds"]
     run = ("this run of the script" if "seconds_from_command" not in r else
            f"the run of the same script that did the work, `{r['seconds_from_command']}`; the JSON's own command "

@@ -7,6 +7,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import bench_robust  # noqa: E402
 import make_benchmarks_md as mb  # noqa: E402
 
 
@@ -91,15 +92,22 @@ def test_finetune_parts_probe_renders_each_variant_against_the_reference():
 
 def test_study_trend_says_which_series_are_strictly_monotone():
     full = copy.deepcopy(_load("robust_full.json"))
-    st = full["claims"]["4_study_trend"]
-    st["diagonal_dominance_rate0"] = [0.14, 0.15, 0.16, 0.155]   # rises, dips at the end: τ > 0, not monotone
-    st["relative_cer_mean"] = [0.7, 0.65, 0.6, 0.55]
+    # strictly monotone = Kendall's τ of ±1 (every pair of rows in order), the τ bench_robust writes
+    def trend(dd, rel):
+        sw = {"conditions": ["random@0"], "cer": {}, "similarity": {}}
+        for m, d, c in zip(("S.1", "S.3", "S.5", "S.7"), dd, rel):
+            sw["cer"][m] = {"random@0": {"relative_cer_vs_baseline": c}}
+            sw["similarity"][m] = {"0": {"diagonal_dominance": d, "linear_cka": d}}
+        return bench_robust.study_trend(sw)
+    full["claims"]["4_study_trend"] = trend([0.14, 0.15, 0.16, 0.155], [0.7, 0.65, 0.6, 0.55])  # dips at S.7
     line = next(x for x in mb.sec_robust(full, notes=False) if x.startswith("4. Study trend"))
-    assert "relative CER yes, diagonal dominance no" in line
-    st["diagonal_dominance_rate0"] = [0.14, 0.15, 0.16, 0.17]
+    assert "relative CER yes, diagonal dominance no" in line and "**holds**" in line
+    full["claims"]["4_study_trend"] = trend([0.14, 0.15, 0.16, 0.17], [0.7, 0.65, 0.6, 0.55])
     line = next(x for x in mb.sec_robust(full, notes=False) if x.startswith("4. Study trend"))
     assert "diagonal dominance yes" in line
-    assert mb.monotone([3, 2, 1], -1) and not mb.monotone([1, 1, 2], 1)
+    full["claims"]["4_study_trend"] = trend([0.14, 0.14, 0.16, 0.17], [0.7, 0.7, 0.6, 0.55])   # ties: not strict
+    line = next(x for x in mb.sec_robust(full, notes=False) if x.startswith("4. Study trend"))
+    assert "relative CER no, diagonal dominance no" in line
 
 
 def test_wall_time_names_the_run_that_did_the_work_and_earlier_runs():
