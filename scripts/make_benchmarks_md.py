@@ -255,7 +255,9 @@ def sec_robust(r, notes=True):
     n = cl["2_non_inferiority"]
     worst = max(n["AV6_vs_A0_every_condition"].items(), key=lambda kv: kv[1]["AV6"] - kv[1]["A0"])
     half = lambda ok: "holds" if ok else "fails"  # noqa: E731
-    a0_ok = all(v["holds"] for c, v in n["AV6_vs_A0_every_condition"].items() if c.startswith("random@"))
+    a0_ok = n.get("AV6_vs_A0_every_rate_holds")      # JSONs written before bench_robust wrote the A0 half
+    if a0_ok is None:
+        a0_ok = all(v["holds"] for c, v in n["AV6_vs_A0_every_condition"].items() if c.startswith("random@"))
     out.append(f"2. Non-inferiority (margin {100 * n['margin_abs']:.1f} % abs.): AV6 {100 * n['AV6_vs_AV0_rate0']['AV6']:.2f} "
                f"vs AV0 {100 * n['AV6_vs_AV0_rate0']['AV0']:.2f} at rate 0 ({half(n['AV6_vs_AV0_rate0']['holds'])}); "
                f"AV6 − A0 worst at {worst[0]}: {100 * (worst[1]['AV6'] - worst[1]['A0']):+.2f} ({half(a0_ok)}) "
