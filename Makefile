@@ -99,14 +99,14 @@ ADAPTER_EPOCHS := 2 4 8 16 32
 ROBUST_ROWS := $(MINI_EXP)/rows_fzvc
 bench-robust: install
 	$(PY) scripts/bench_robust.py --exp_dir $(MINI_EXP) --data_dir recipes/synthmisp/data/synthmisp_mini \
-	  --config conf/mini.yaml --table core --distances mse --kd_weight 10 --ft_freeze $(FT_FREEZE) \
+	  --config conf/mini.yaml --table core --distances mse --kd_weight 100 --ft_freeze $(FT_FREEZE) \
 	  --adapter_epochs $(ADAPTER_EPOCHS) --rows_dir $(ROBUST_ROWS) --out docs/results/robust_core.json
 	$(PY) scripts/make_benchmarks_md.py
 
 # the eval sweep's cost against independent decodes, per stage (needs bench-train and bench-robust)
 bench-sweep: install
 	$(PY) scripts/bench_sweep.py --models A0=$(MINI_EXP)/packed/a0 AV0=$(MINI_EXP)/packed/av0 \
-	  AV6=$(ROBUST_ROWS)/packed/AV6-on-AV5-mse-w10-e32@0 --data_dir recipes/synthmisp/data/synthmisp_mini/eval \
+	  AV6=$(ROBUST_ROWS)/packed/AV6-on-AV5-mse-w100-e32@0 --data_dir recipes/synthmisp/data/synthmisp_mini/eval \
 	  --limit 96 --searches greedy beam10 --note "mini A0, AV0 and the core table's AV6; mini eval" \
 	  --out docs/results/bench_sweep.json
 	$(PY) scripts/make_benchmarks_md.py
@@ -115,7 +115,7 @@ bench-sweep: install
 # joint dev minimum over the distance x λ_KD grid (4 distances at λ 1 and 10), then the taps are tried on dev
 bench-full: install
 	$(PY) scripts/bench_robust.py --exp_dir $(MINI_EXP) --data_dir recipes/synthmisp/data/synthmisp_mini \
-	  --config conf/mini.yaml --table full --search greedy --kd_weights 10 --kd_taps fusion fusion+fused \
+	  --config conf/mini.yaml --table full --search greedy --kd_weights 10 100 --kd_taps fusion fusion+fused \
 	  --ft_freeze $(FT_FREEZE) --adapter_epochs $(ADAPTER_EPOCHS) --rows_dir $(ROBUST_ROWS) \
 	  --out docs/results/robust_full.json
 	$(PY) scripts/make_benchmarks_md.py

@@ -20,7 +20,7 @@ def test_core_table_states_its_kd_setting_comes_from_the_full_table():
     core = _load("robust_core.json")
     text = "\n".join(mb.sec_robust(core))
     assert not core["kd"].get("dev_mean_cer_0_.5_1") and not core["kd"].get("grid_dev_mean_cer_0_.5_1")
-    assert "recipe's default, **mse**, λ_KD **10**" in text and "full table's distance and λ ablation" in text
+    assert "recipe's default, **mse**, λ_KD **100**" in text and "full table's distance and λ ablation" in text
     assert "(core table)" in text and f"Search: **{core['search']}**" in text
 
 

@@ -123,7 +123,7 @@ class MDAKDMethod(TrainingMethod):
     """
     name = "mda_kd"
 
-    def __init__(self, teacher: str, tap: str = "fused", distance: str = "mse", weight: float = 10.0,
+    def __init__(self, teacher: str, tap: str = "fused", distance: str = "mse", weight: float = 100.0,
                  n_samples: int = 64, seed: int = 0, var_floor: float = 1e-4):
         if distance not in DISTANCES:
             raise ValueError(f"unknown distance {distance!r}; choose from {DISTANCES}")
