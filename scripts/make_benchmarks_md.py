@@ -347,6 +347,8 @@ def main():
                      ("robust_full_allparams.json", lambda r: sec_robust(r, notes="robust_full_allparams_notes.md")),
                      ("probe_finetune_parts.json", sec_parts),
                      ("probe_av5_levers.json", sec_probe), ("bench_sweep.json", sec_sweep),
+                     ("bench_sweep_w10e16.json", lambda r: sec_sweep(
+                         r, "bench_sweep_w10e16_notes.md", "SynthMISP mini models, the run before, with the AV6 of the time")),
                      ("bench_sweep_demo.json", lambda r: sec_sweep(r, "bench_sweep_demo_notes.md", "demo-size models")),
                      ("bench_cli.json", sec_cli)]:
         r = load(name)
