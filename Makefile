@@ -112,7 +112,7 @@ bench-sweep: install
 	$(PY) scripts/make_benchmarks_md.py
 
 # every row (AV1-AV6, S.1-S.7, all MDA-KD distances in the eval sweep), CTC greedy sweep; AV5 is the
-# joint dev minimum over the distance x λ_KD grid (4 distances at λ 1 and 10), then the taps are tried on dev
+# joint dev minimum over the distance x λ_KD grid (4 distances at λ 1, 10 and 100), then the taps are tried on dev
 bench-full: install
 	$(PY) scripts/bench_robust.py --exp_dir $(MINI_EXP) --data_dir recipes/synthmisp/data/synthmisp_mini \
 	  --config conf/mini.yaml --table full --search greedy --kd_weights 10 100 --kd_taps fusion fusion+fused \
