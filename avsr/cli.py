@@ -65,7 +65,7 @@ def _decode(argv) -> int:
 
 
 def _eval(argv) -> int:
-    from avsr.bin.sweep import main as sweep_main
+    from avsr.bin.eval import main as sweep_main
     return sweep_main(argv)
 
 

@@ -50,7 +50,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _bench_common import command_line, emit, machine_info  # noqa: E402
-from avsr.bin.sweep import parse_models  # noqa: E402
+from avsr.bin.eval import parse_models  # noqa: E402
 
 DISTANCES = ("mse", "cosine", "gauss_kl", "mmd")
 RATES = (0.0, 0.1, 0.25, 0.3, 0.5, 0.7, 0.75, 1.0)

@@ -135,7 +135,7 @@ def test_distinct_inputs_decodes_each_input_of_an_utterance_once():
 
 
 def test_dedupe_specs_same_dir_and_threshold(tmp_path):
-    from avsr.bin.sweep import dedupe_specs, parse_models
+    from avsr.bin.eval import dedupe_specs, parse_models
     (tmp_path / "av6").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "av6")
     specs = parse_models([f"AV6={tmp_path}/av6@0", f"AV6-tuned={tmp_path}/link@0", f"T={tmp_path}/av6@0.25",
