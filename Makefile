@@ -17,14 +17,15 @@ ESPNET_RUNTIME := "typeguard" "packaging" "librosa>=0.10.2" "torch_complex"
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NJ ?= 2
 
-.PHONY: help install sysdeps demo test test-all bench bench-train bench-robust bench-sweep bench-full clean-venv
+.PHONY: help install sysdeps demo test test-all bench bench-train bench-robust bench-sweep bench-full docs clean-venv
 
 help:
 	@echo "make demo     set up (.venv, deps) and run the SynthMISP demo recipe"
 	@echo "make test     set up and run the default test suite (a few minutes)"
-	@echo "make bench    longer measurements; writes docs/BENCHMARKS.md"
-	@echo "make bench-robust  issue-4 core table on SynthMISP mini (after bench-train)"
+	@echo "make bench    longer measurements; writes docs/BENCHMARKS.md and recipes/synthmisp/RESULTS.md"
+	@echo "make bench-robust  the core rows of conf/rows/dai2024.yaml on SynthMISP mini (after bench-train)"
 	@echo "make bench-full    every row and MDA-KD distance (CTC greedy sweep)"
+	@echo "make docs     re-render the reports from docs/results/*.json"
 	@echo "make bench-sweep   cost of the eval sweep vs independent decodes (after bench-robust)"
 	@echo "make install  only the set-up"
 
@@ -86,22 +87,19 @@ bench-train: install
 	  --beam_size 10 --batch_size 16 32 --threads 2 --out docs/results/bench_decode.json
 	$(PY) scripts/bench_cli.py --model $(MINI_EXP)/packed/av0 --corpus corpora/synthmisp_mini --split eval \
 	  --num 20 --out docs/results/bench_cli.json
-	$(PY) scripts/make_benchmarks_md.py
+	$(PY) -m avsr.bin.report --docs
 
-# issue-4 robustness table on the mini exp dir (needs bench-train's A0 and AV0; resumable).
-# AV5 is the recipe's MDA-KD default (mse, λ 10, tap fused), which bench-full's distance / λ
-# ablation chose on dev; the core table does not repeat that ablation.  The fine-tunes from AV0
-# keep AV0's audio side, shared layers, CTC and decoder frozen (the recipe's --robust_freeze,
-# chosen on dev); their rows go to rows_fzvc (rows/ holds the earlier all-parameter ones)
-FT_FREEZE := audio_encoder shared_encoder ctc decoder
-# AV6's adapter epochs: one row each, the lowest dev CER with no video wins (ties: fewer epochs)
-ADAPTER_EPOCHS := 2 4 8 16 32
+# the robustness rows (conf/rows/dai2024.yaml) on the mini exp dir: recipe stages 15-18 (needs bench-train's
+# A0 and AV0; resumable: finished runs and sweeps are reused).  Table core: AV3, AV5 at the MDA-KD setting
+# the full table chose on dev (mse, λ 100, tap fused), AV6 with its adapter epochs chosen on dev; beam 10.
+# The fine-tunes from AV0 keep AV0's audio side, shared layers, CTC and decoder frozen (the row spec's
+# defaults.freeze); their runs go to rows_fzvc.
 ROBUST_ROWS := $(MINI_EXP)/rows_fzvc
+ROWS_RUN = cd recipes/synthmisp && ./run.sh --preset mini --nj $(NJ) --corpus_dir ../../corpora/synthmisp_mini \
+	  --stage 15 --stop_stage 18 --rows ../../conf/rows/dai2024.yaml --rows_dir $(CURDIR)/$(ROBUST_ROWS)
 bench-robust: install
-	$(PY) scripts/bench_robust.py --exp_dir $(MINI_EXP) --data_dir recipes/synthmisp/data/synthmisp_mini \
-	  --config conf/mini.yaml --table core --distances mse --kd_weight 100 --ft_freeze $(FT_FREEZE) \
-	  --adapter_epochs $(ADAPTER_EPOCHS) --rows_dir $(ROBUST_ROWS) --out docs/results/robust_core.json
-	$(PY) scripts/make_benchmarks_md.py
+	( $(ROWS_RUN) --rows_table core --rows_out $(CURDIR)/docs/results/robust_core.json )
+	$(PY) -m avsr.bin.report --docs
 
 # the eval sweep's cost against independent decodes, per stage (needs bench-train and bench-robust)
 bench-sweep: install
@@ -109,16 +107,18 @@ bench-sweep: install
 	  AV6=$(ROBUST_ROWS)/packed/AV6-on-AV5-mse-w100-e32@0 --data_dir recipes/synthmisp/data/synthmisp_mini/eval \
 	  --limit 96 --searches greedy beam10 --note "mini A0, AV0 and the core table's AV6; mini eval" \
 	  --out docs/results/bench_sweep.json
-	$(PY) scripts/make_benchmarks_md.py
+	$(PY) -m avsr.bin.report --docs
 
-# every row (AV1-AV6, S.1-S.7, all MDA-KD distances in the eval sweep), CTC greedy sweep; AV5 is the
-# joint dev minimum over the distance x λ_KD grid (4 distances at λ 1, 10 and 100), then the taps are tried on dev
+# every row (AV1-AV6, S.1-S.7, AV5 over the 4 MDA-KD distances x λ 1, 10, 100 with one joint dev minimum,
+# then the per-fusion-layer taps on dev), CTC greedy sweep: table full of the same row spec
 bench-full: install
-	$(PY) scripts/bench_robust.py --exp_dir $(MINI_EXP) --data_dir recipes/synthmisp/data/synthmisp_mini \
-	  --config conf/mini.yaml --table full --search greedy --kd_weights 10 100 --kd_taps fusion fusion+fused \
-	  --ft_freeze $(FT_FREEZE) --adapter_epochs $(ADAPTER_EPOCHS) --rows_dir $(ROBUST_ROWS) \
-	  --out docs/results/robust_full.json
-	$(PY) scripts/make_benchmarks_md.py
+	( $(ROWS_RUN) --rows_table full --rows_out $(CURDIR)/docs/results/robust_full.json )
+	$(PY) -m avsr.bin.report --docs
+
+# every committed report (docs/BENCHMARKS.md, recipes/*/RESULTS.md, ...) from the committed JSONs;
+# tests/test_docs.py checks in `make test` that this changes nothing
+docs: install
+	$(PY) -m avsr.bin.report --docs
 
 clean-venv:
 	rm -rf $(VENV)

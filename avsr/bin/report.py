@@ -7,6 +7,12 @@ Reads ``<decode_dir>/<model>_<set>/result.json`` (avsr.bin.decode); writes ``<ou
 ``<out>.md`` and prints the Markdown table.  Every comparison uses the same utterances for both
 systems: relative CER reduction vs ``--baseline`` with its bootstrap interval and the share of
 resamples where the model is not better (p-value).
+
+    python -m avsr.bin.report --docs [--root .] [--out_root DIR]
+
+renders every committed report (docs/BENCHMARKS.md, recipes/*/RESULTS.md, the committed recipe sweep's
+Markdown) from the committed JSONs (:func:`avsr.eval.render.render_docs`); ``make test`` checks that this
+changes nothing.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import os
 import sys
 
 from avsr.eval.metrics import paired_bootstrap
+from avsr.eval.render import render_docs, report_md
 
 
 def load(decode_dir, model, split):
@@ -28,13 +35,22 @@ def load(decode_dir, model, split):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--decode_dir", required=True)
-    ap.add_argument("--models", nargs="+", required=True)
+    ap.add_argument("--docs", action="store_true", help="render the committed reports from the committed JSONs")
+    ap.add_argument("--root", default=".", help="repository root (--docs)")
+    ap.add_argument("--out_root", default=None, help="where --docs writes (default --root)")
+    ap.add_argument("--decode_dir")
+    ap.add_argument("--models", nargs="+")
     ap.add_argument("--sets", nargs="+", default=["dev", "eval"])
     ap.add_argument("--baseline", default=None)
     ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument("--out", required=True, help="output prefix (.json, .md)")
+    ap.add_argument("--out", help="output prefix (.json, .md)")
     args = ap.parse_args(argv)
+    if args.docs:
+        for rel in render_docs(args.root, args.out_root):
+            print(f"wrote {os.path.join(args.out_root or args.root, rel)}")
+        return 0
+    if not (args.decode_dir and args.models and args.out):
+        ap.error("--decode_dir, --models and --out are required (or --docs)")
     rows, missing = [], []
     for split in args.sets:
         base = load(args.decode_dir, args.baseline, split) if args.baseline else None
@@ -57,18 +73,7 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
     with open(args.out + ".json", "w", encoding="utf-8") as f:
         json.dump(out, f, indent=1, ensure_ascii=False)
-    lines = ["| set | model | modality | search | CER % [95 % CI] | utts | rel. vs " + str(args.baseline)
-             + " [95 % CI] | p(not better) |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        vb = r.get("vs_baseline")
-        rel = (f"{100 * vb['rel_reduction']:+.1f} % [{100 * vb['rel_lo']:+.1f}, {100 * vb['rel_hi']:+.1f}]"
-               if vb else "")
-        p = f"{vb['p_b_not_better']:.3f}" if vb else ""
-        lines.append(f"| {r['set']} | {r['model']} | {r['modality']} | {r['search']} | "
-                     f"{100 * r['cer']:.2f} [{100 * r['lo']:.2f}, {100 * r['hi']:.2f}] | {r['num_utts']} | {rel} | {p} |")
-    md = "\n".join(lines) + "\n"
-    if missing:
-        md += f"\nmissing decode dirs: {', '.join(missing)}\n"
+    md = report_md(rows, args.baseline, missing)
     with open(args.out + ".md", "w", encoding="utf-8") as f:
         f.write(md)
     print(md)

@@ -1,20 +1,20 @@
-#!/usr/bin/env python
-"""Render docs/BENCHMARKS.md from the result JSONs in docs/results/ (written by `make bench`).
+"""Every Markdown / PNG report of the toolkit, rendered from result dicts (the JSONs the commands write).
 
-    python scripts/make_benchmarks_md.py
-Every table names the command and the machine it came from; a missing JSON is listed as not run.
+* :func:`report_md`: the recipe's CER table (``avsr.bin.report``, stage 14);
+* :func:`sweep_md`, :func:`plot_sweep`, :func:`plot_similarity`: ``avsr eval``'s ``sweep.md`` and PNGs;
+* ``sec_*``: the sections of the benchmark page and of the robustness tables (from ``docs/results/*.json``);
+* :func:`benchmarks_md`, :func:`synthmisp_results_md`, :func:`misp2022_results_md`: ``docs/BENCHMARKS.md``
+  and the recipes' ``RESULTS.md``;
+* :func:`render_docs`: every committed report from the committed JSONs (``python -m avsr.bin.report --docs``);
+  a test checks that this gives the committed files byte for byte.
 """
+from __future__ import annotations
+
 import json
 import os
+from typing import Dict, Optional
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-RES = os.path.join(HERE, "..", "docs", "results")
-OUT = os.path.join(HERE, "..", "docs", "BENCHMARKS.md")
-
-
-def load(name):
-    p = os.path.join(RES, name)
-    return json.load(open(p)) if os.path.exists(p) else None
+NOTES_DIR: Optional[str] = None     # lab notes appended to sections (docs/notebook); None on the user pages
 
 
 def machine(r):
@@ -99,8 +99,11 @@ def sec_prep(r):
 
 
 def notes_md(name):
-    """A hand-written diagnosis in docs/results that goes with a section's numbers (lines; none if absent)."""
-    path = os.path.join(RES, name)
+    """A hand-written diagnosis (``NOTES_DIR/<name>``) that goes with a section's numbers (lines; none if
+    absent or when ``NOTES_DIR`` is None: the user pages carry no lab notes)."""
+    if NOTES_DIR is None or not name:
+        return []
+    path = os.path.join(NOTES_DIR, name)
     return ["", open(path, encoding="utf-8").read().strip()] if os.path.isfile(path) else []
 
 
@@ -154,7 +157,7 @@ def sec_decode(r):
 
 
 def sec_sweep(r, notes="bench_sweep_notes.md", models="SynthMISP mini models"):
-    out = [f"## Evaluation sweep: shared front-ends vs independent decodes (issue 4; {models})", ""] + header(r)
+    out = [f"## Evaluation sweep: shared front-ends vs independent decodes ({models})", ""] + header(r)
     first = r["runs"][0]
     out += [f"Models {', '.join(first['models'])} ({r['note']}); {first['utts']} utterances, "
             f"{len(first['conditions'])} conditions, batch {r['batch_size']}, {r['threads']} threads; media loading "
@@ -187,8 +190,8 @@ def sec_cli(r):
 
 
 def sec_robust(r, notes=True):
-    """Issue-4 table (scripts/bench_robust.py): eval sweep, dev choices, claims, time; ``notes``: append
-    ``robust_<table>_notes.md`` (True), the named file in docs/results (a str) or nothing (False)."""
+    """A robustness table (``python -m avsr.bin.rows table``): eval sweep, dev choices, claims, time;
+    ``notes``: append ``robust_<table>_notes.md`` (True), the named notes file (a str) or nothing (False)."""
     ev = r["eval"]
     conds = ev["conditions"]
     frozen = r.get("finetune_frozen") or []
@@ -255,7 +258,7 @@ def sec_robust(r, notes=True):
     n = cl["2_non_inferiority"]
     worst = max(n["AV6_vs_A0_every_condition"].items(), key=lambda kv: kv[1]["AV6"] - kv[1]["A0"])
     half = lambda ok: "holds" if ok else "fails"  # noqa: E731
-    a0_ok = n.get("AV6_vs_A0_every_rate_holds")      # JSONs written before bench_robust wrote the A0 half
+    a0_ok = n.get("AV6_vs_A0_every_rate_holds")      # JSONs written before the claims wrote the A0 half
     if a0_ok is None:
         a0_ok = all(v["holds"] for c, v in n["AV6_vs_A0_every_condition"].items() if c.startswith("random@"))
     out.append(f"2. Non-inferiority (margin {100 * n['margin_abs']:.1f} % abs.): AV6 {100 * n['AV6_vs_AV0_rate0']['AV6']:.2f} "
@@ -299,9 +302,9 @@ def sec_robust(r, notes=True):
     return out + (notes_md(notes) if notes else []) + [""]
 
 
-def sec_parts(r, title="Dev probes: which parts of the robust fine-tune matter (issue 4)"):
-    """Dev probes (scripts/collect_probes.py), each against a reference model; by default those of which
-    parameter groups carry the fine-tune's rate-0 loss and robustness."""
+def sec_parts(r, title="Dev probes: which parts of the robust fine-tune matter"):
+    """Dev probes (sweeps gathered against a reference model, docs/notebook/probe_*.json); by default those of
+    which parameter groups carry the fine-tune's rate-0 loss and robustness."""
     conds = [c for c in next(iter(r["cer"].values())) if c != "mean"]
     out = [f"## {title}", "", f"- machine: {machine(r)}",
            f"- command: `{r['command']}`", "", r["what"] + ".", "",
@@ -317,7 +320,7 @@ def sec_parts(r, title="Dev probes: which parts of the robust fine-tune matter (
 
 
 def sec_probe(r):
-    out = ["## Dev probes of AV5's rate-0 loss (issue 4)", "", f"- machine: {machine(r)}", "",
+    out = ["## Dev probes of AV5's rate-0 loss", "", f"- machine: {machine(r)}", "",
            r["what"] + ".", "", "Commands: " + r["command"], "",
            "| variant | " + " | ".join(c for c in next(iter(r["dev_greedy_cer"].values()))) + " |",
            "|---|" + "---|" * len(next(iter(r["dev_greedy_cer"].values())))]
@@ -334,32 +337,254 @@ def sec_probe(r):
     return out
 
 
-def main():
+# ------------------------------------------------------------------------------------ avsr.bin.report
+def report_md(rows, baseline=None, missing=()) -> str:
+    """The CER table of ``avsr.bin.report`` (``rows`` as in its ``report.json``)."""
+    if baseline is None:
+        baseline = next((r["vs_baseline"]["baseline"] for r in rows if r.get("vs_baseline")), None)
+    lines = ["| set | model | modality | search | CER % [95 % CI] | utts | rel. vs " + str(baseline)
+             + " [95 % CI] | p(not better) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        vb = r.get("vs_baseline")
+        rel = (f"{100 * vb['rel_reduction']:+.1f} % [{100 * vb['rel_lo']:+.1f}, {100 * vb['rel_hi']:+.1f}]"
+               if vb else "")
+        p = f"{vb['p_b_not_better']:.3f}" if vb else ""
+        lines.append(f"| {r['set']} | {r['model']} | {r['modality']} | {r['search']} | "
+                     f"{100 * r['cer']:.2f} [{100 * r['lo']:.2f}, {100 * r['hi']:.2f}] | {r['num_utts']} | {rel} | {p} |")
+    md = "\n".join(lines) + "\n"
+    if missing:
+        md += f"\nmissing decode dirs: {', '.join(missing)}\n"
+    return md
+
+
+# ------------------------------------------------------------------------------------ avsr eval
+def sweep_md(out, reference=None, baseline=None) -> str:
+    """``sweep.md`` of ``avsr eval`` (``out``: its sweep.json dict; ``reference``/``baseline``: its options)."""
+    conds = out["conditions"]
+    lines = [f"CER % [95 % CI] on `{out['data_dir']}` ({out['utts']} utterances), search: **{out['search']}**", "",
+             "| model | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
+    for m, row in out["cer"].items():
+        lines.append(f"| {m} | " + " | ".join(f"{100 * row[c]['cer']:.1f} [{100 * row[c]['lo']:.1f}, "
+                                               f"{100 * row[c]['hi']:.1f}]" for c in conds) + " |")
+    if "degradation_area" in out:
+        lines += ["", f"Degradation area (trapezoid of CER(r) - CER_{reference}(0) over the random-loss rates, "
+                      "CER in %·rate):", "", "| model | area |", "|---|---|"]
+        lines += [f"| {m} | {100 * a:.2f} |" for m, a in out["degradation_area"].items()]
+    if baseline:
+        rel = [(m, row) for m, row in out["cer"].items() if m != baseline]
+        if rel:
+            rc = [c for c in conds if c.startswith("random@")]
+            lines += ["", f"Relative CER % (hypotheses scored against {baseline}'s output):", "",
+                      "| model | " + " | ".join(rc) + " |", "|---|" + "---|" * len(rc)]
+            lines += [f"| {m} | " + " | ".join(f"{100 * row[c]['relative_cer_vs_baseline']:.1f}" for c in rc) + " |"
+                      for m, row in rel]
+    if "similarity" in out:
+        lines += ["", f"Representation similarity to {baseline} (mean-pooled `fused`, cosine; "
+                      "diagonal dominance = mean diagonal - mean off-diagonal; linear CKA):", "",
+                  "| model | rate | diag. dominance | CKA |", "|---|---|---|---|"]
+        for m, d in out["similarity"].items():
+            for r, st in d.items():
+                lines.append(f"| {m} | {r} | {st['diagonal_dominance']:.4f} | {st['linear_cka']:.4f} |")
+    if out.get("skipped"):
+        lines += ["", f"{len(out['skipped'])} utterance(s) skipped (media unreadable; scored as empty hypotheses, "
+                      "listed in `skipped`)."]
+    t = out["timing"]
+    lines += ["", f"Sweep wall time {t['wall_seconds']:.1f} s (media loading {t['load_seconds']:.1f} s)."]
+    if "uncached" in out:
+        u = out["uncached"]
+        lines += [f"Independent decodes: {u['wall_seconds']:.1f} s; cost ratio cached/uncached "
+                  f"**{u['cost_ratio_cached_vs_uncached']:.2f}**; identical hypotheses: {u['identical_hyps']}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(out, rates, baseline, path):
+    """The paper's Figure-1-style plot: CER vs random frame-loss rate per model, the baseline dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rates = sorted(rates)
+    for m, row in out["cer"].items():
+        ys = [100 * row[f"random@{r:g}"]["cer"] for r in rates]
+        ax.plot(rates, ys, "--" if m == baseline else "-o", label=m, markersize=3)
+    ax.set_xlabel("test video frame loss rate (random)")
+    ax.set_ylabel("CER (%)")
+    ax.set_title(f"CER vs frame loss ({out['search']})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_similarity(mats, path):
+    """Cosine-similarity matrices ``{(model, rate): S}`` (first 50 utterances) as a grid of images."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    models = sorted({m for m, _ in mats})
+    rates = sorted({r for _, r in mats})
+    fig, axes = plt.subplots(len(models), len(rates), figsize=(2.6 * len(rates), 2.6 * len(models)), squeeze=False)
+    for i, m in enumerate(models):
+        for j, r in enumerate(rates):
+            S = mats[(m, r)][:50, :50]
+            axes[i][j].imshow(S, vmin=-1, vmax=1, cmap="viridis")
+            axes[i][j].set_title(f"{m} @ {r:g}", fontsize=8)
+            axes[i][j].set_xticks([])
+            axes[i][j].set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------ pages
+def _load(res_dir, name):
+    p = os.path.join(res_dir, name)
+    if not os.path.exists(p):
+        return None
+    with open(p, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def benchmarks_md(res_dir) -> str:
+    """docs/BENCHMARKS.md: speed and size measurements (results: the recipes' RESULTS.md)."""
     lines = ["# Benchmarks", "",
-             "Generated by `python scripts/make_benchmarks_md.py` from `docs/results/*.json` "
-             "(`make bench` runs everything). Machines are noisy: numbers are medians or totals of one run.", ""]
+             "Speed and size measurements, rendered by `python -m avsr.bin.report --docs` from `docs/results/*.json` "
+             "(`make bench` measures everything again). Each section names its command and machine. CER results "
+             "are in `recipes/synthmisp/RESULTS.md`. Machines are noisy: numbers are medians or totals of one run.", ""]
     for name, fn in [("bench_roi.json", sec_roi), ("synthmisp_text.json", sec_text),
                      ("synthmisp_mini.json", sec_mini), ("dataprep_mini.json", sec_prep),
                      ("calibration_mini.json", sec_calib), ("bench_decode.json", sec_decode),
-                     ("robust_core.json", sec_robust),
-                     ("robust_core_allparams.json", lambda r: sec_robust(r, notes=False)),
-                     ("robust_full.json", sec_robust),
-                     ("robust_full_allparams.json", lambda r: sec_robust(r, notes="robust_full_allparams_notes.md")),
-                     ("probe_finetune_parts.json", sec_parts),
-                     ("probe_av5_levers.json", sec_probe), ("bench_sweep.json", sec_sweep),
-                     ("bench_sweep_w10e16.json", lambda r: sec_sweep(
-                         r, "bench_sweep_w10e16_notes.md", "SynthMISP mini models, the run before, with the AV6 of the time")),
-                     ("bench_sweep_demo.json", lambda r: sec_sweep(r, "bench_sweep_demo_notes.md", "demo-size models")),
+                     ("bench_sweep.json", lambda r: sec_sweep(r, None)),
+                     ("bench_sweep_demo.json", lambda r: sec_sweep(r, None, "demo-size models")),
                      ("bench_cli.json", sec_cli)]:
-        r = load(name)
+        r = _load(res_dir, name)
         lines += fn(r) if r else [f"## {name}: not run yet", ""]
-    extra = os.path.join(RES, "manual.md")
-    if os.path.exists(extra):
-        lines += open(extra).read().splitlines()
-    with open(OUT, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"wrote {OUT}")
+    return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":
-    main()
+MINI_RUN = ("cd recipes/synthmisp && ./run.sh --preset mini --nj 2 --stage 1 --corpus_dir ../../corpora/synthmisp_mini \\\n"
+            "    --models \"a0 v av0\" --v_args \"--set trainer.max_epochs=15\" \\\n"
+            "    --av0_args \"--set trainer.max_epochs=14 trainer.lr=0.001 trainer.warmup_steps=200\"")
+ROWS_RUN = ("cd recipes/synthmisp && ./run.sh --preset mini --corpus_dir ../../corpora/synthmisp_mini \\\n"
+            "    --models \"a0 v av0\" --stage 15 --stop_stage 18 --rows conf/rows/dai2024.yaml --rows_table {table} \\\n"
+            "    --rows_dir exp/synthmisp_mini/rows_fzvc --rows_out ../../docs/results/robust_{table}.json")
+_SHOWN = ("random@0", "random@0.25", "random@0.5", "random@0.75", "random@1", "segment@0.5", "babble-5dB")
+
+
+def _row_table(r, trained_by):
+    ev = r["eval"]
+    conds = [c for c in _SHOWN if c in ev["conditions"]]
+    da = ev.get("degradation_area", {})
+    out = ["| model | set | " + " | ".join(conds) + " | area | trained by |", "|---|---|" + "---|" * (len(conds) + 2)]
+    for m, row in ev["cer"].items():
+        out.append(f"| {m} | eval | " + " | ".join(f"{100 * row[c]['cer']:.1f}" for c in conds)
+                   + (f" | {100 * da[m]:.2f}" if m in da else " | ") + f" | {trained_by(m)} |")
+    return out
+
+
+def synthmisp_results_md(res_dir) -> str:
+    """recipes/synthmisp/RESULTS.md: per model, CER per condition and the command, from docs/results."""
+    out = ["# SynthMISP recipe: results", "",
+           "CER % on the SynthMISP `mini` preset (`conf/mini.yaml` models, 2 CPU cores), rendered by "
+           "`python -m avsr.bin.report --docs` from `docs/results/*.json`. Bootstrap intervals, dev choices and "
+           "paired tests are in the JSONs and in the details below.", "",
+           "## Commands", "", "```bash",
+           "make bench-train    # corpus, then A0, V and AV0 (stages 1-14):",
+           "# " + MINI_RUN.replace("\n", "\n# "),
+           "make bench-robust   # the core rows (AV3, AV5, AV6): stages 15-18 with the row spec, beam 10:",
+           "# " + ROWS_RUN.format(table="core").replace("\n", "\n# "),
+           "make bench-full     # every row (AV1-AV6, S.1-S.7, the MDA-KD grid), CTC greedy (--rows_table full)",
+           "```", ""]
+    cal = _load(res_dir, "calibration_mini.json")
+    if cal:
+        stage = {"a0": "stage 6", "v": "stage 7", "av0": "stage 8"}
+        out += ["## A0, V, AV0 (recipe stages 6-8, decoded by stage 12)", "",
+                "| model | set | search | CER % [95 % CI] | rel. vs A0 | trained by |", "|---|---|---|---|---|---|"]
+        for x in cal.get("report") or []:
+            vb = x.get("vs_baseline")
+            rel = f"{100 * vb['rel_reduction']:+.1f} %" if vb else ""
+            out.append(f"| {x['model']} | {x['set']} | {x['search']} | {100 * x['cer']:.2f} "
+                       f"[{100 * x['lo']:.2f}, {100 * x['hi']:.2f}] | {rel} | {stage.get(x['model'], '')} |")
+        out += ["", f"Command: `{MINI_RUN.splitlines()[0].strip()} ...` (above).", ""]
+    for name, table in (("robust_core.json", "core"), ("robust_full.json", "full")):
+        r = _load(res_dir, name)
+        if not r:
+            continue
+        kd, ad = r.get("kd", {}), r.get("adapter", {})
+
+        def trained_by(m, kd=kd, ad=ad):
+            if m in ("A0", "AV0"):
+                return "stage " + ("6" if m == "A0" else "8")
+            if m.startswith("AV6"):
+                return f"row AV6 ({ad.get('row')})"
+            if m == "AV5":
+                return f"row AV5 ({kd.get('chosen_row')})"
+            return f"row {m.split('-')[0] if m.startswith('AV5-') else m}" + (f" ({m})" if m.startswith("AV5-") else "")
+        out += [f"## Robustness rows, {table} table ({r['search']})", "",
+                f"Rows of `conf/rows/dai2024.yaml`, table `{table}`; CER % per test condition (random / segment "
+                "frame loss at the rate given, babble at -5 dB with full video); area: degradation area "
+                "(lower is more robust). `docs/results/" + name + "` holds the intervals.", ""]
+        out += _row_table(r, trained_by)
+        out += ["", "```bash", ROWS_RUN.format(table=table), "```", ""]
+    out += ["## Details", ""]
+    for name in ("robust_core.json", "robust_full.json"):
+        r = _load(res_dir, name)
+        if r:
+            sec = sec_robust(r, notes=False)
+            sec[0] = sec[0].replace("## ", "### ", 1)
+            out += [x for x in sec if not x.startswith("- command: ")]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def misp2022_results_md() -> str:
+    """recipes/misp2022/RESULTS.md: no real-data result yet, and the commands that make one."""
+    return "\n".join([
+        "# MISP2022 recipe: results", "",
+        "No result on the real MISP2022 corpus exists yet: the corpus is licensed and cannot be redistributed, "
+        "and the toolkit has not been run on it. Every measured number is on SynthMISP "
+        "(`recipes/synthmisp/RESULTS.md`), which has the same layout and runs through this recipe.", "",
+        "## Commands", "",
+        "With the corpus at `/path/to/MISP2022` (audio/, video/, transcription/, detection/):", "",
+        "```bash",
+        "cd recipes/misp2022",
+        "./run.sh --misp_root /path/to/MISP2022 --nj 8 --ngpu 4 --stop_stage 14   # A0, V, AV0, AV5, AV6; decode, sweep, report",
+        "./run.sh --misp_root /path/to/MISP2022 --ngpu 4 --stage 15 --stop_stage 18 \\",
+        "    --rows conf/rows/dai2024.yaml --rows_table full --rows_out exp/rows_full.json   # the Dai et al. rows",
+        "python -m avsr.bin.report --decode_dir exp/decode --models a0 v av0 av5 av6 --sets dev eval \\",
+        "    --baseline a0 --out exp/report",
+        "```", "",
+        "Outputs: `exp/report.md` (CER with 95 % bootstrap intervals, paired comparisons against A0), "
+        "`exp/sweep/eval/sweep.md` (CER vs frame loss) and the rows table JSON. Add a table here in the style of "
+        "`recipes/synthmisp/RESULTS.md` when a run exists.", ""])
+
+
+# (relative path of the page, how to render it); ``res_dir`` is docs/results
+RECIPE_SWEEP = "docs/results/recipe_sweep_mini"
+
+
+def render_docs(root, out_root=None, notes_dir=None) -> Dict[str, str]:
+    """Render every committed report under ``root`` (the repository) from its committed JSON into
+    ``out_root`` (default ``root``); returns ``{relative path: text}``."""
+    global NOTES_DIR
+    old, NOTES_DIR = NOTES_DIR, notes_dir
+    try:
+        res = os.path.join(root, "docs", "results")
+        pages = {"docs/BENCHMARKS.md": benchmarks_md(res),
+                 "recipes/synthmisp/RESULTS.md": synthmisp_results_md(res),
+                 "recipes/misp2022/RESULTS.md": misp2022_results_md()}
+        sw = _load(os.path.join(root, RECIPE_SWEEP), "sweep.json")
+        if sw:
+            pages[f"{RECIPE_SWEEP}/sweep.md"] = sweep_md(sw, reference="AV0", baseline="A0")
+        for name in ("report", "control_a0n"):
+            r = _load(os.path.join(root, RECIPE_SWEEP), f"{name}.json")
+            if r:
+                pages[f"{RECIPE_SWEEP}/{name}.md"] = report_md(r["rows"], missing=r.get("missing") or ())
+    finally:
+        NOTES_DIR = old
+    for rel, text in pages.items():
+        p = os.path.join(out_root or root, rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "w", encoding="utf-8") as f:
+            f.write(text)
+    return pages

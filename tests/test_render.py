@@ -1,18 +1,23 @@
-"""make_benchmarks_md renders the committed issue-4 results, with the core table's MDA-KD setting stated
-as taken from the full table's dev ablation, and the full table's ablation as chosen on dev."""
+"""The renderer (avsr.eval.render) on the committed robustness results: the core table's MDA-KD setting
+stated as taken from the full table's dev ablation, the full table's ablation as chosen on dev, and the
+claims (avsr.eval.claims) as written."""
 import copy
 import json
 import os
-import sys
+
+from avsr.eval import claims as cl
+from avsr.eval import render as mb
+from avsr.eval.sweep import RATES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-import bench_robust  # noqa: E402
-import make_benchmarks_md as mb  # noqa: E402
+NOTEBOOK = os.path.join(ROOT, "docs", "notebook", "results")
 
 
 def _load(name):
-    with open(os.path.join(ROOT, "docs", "results", name), encoding="utf-8") as f:
+    path = os.path.join(ROOT, "docs", "results", name)
+    if not os.path.exists(path):                      # superseded variants and probes: the notebook
+        path = os.path.join(NOTEBOOK, name)
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -41,7 +46,8 @@ def test_core_table_states_the_adapter_epochs_chosen_on_dev_and_each_half_of_cla
     assert "MS-Adapter epochs" not in "\n".join(mb.sec_robust(one))
 
 
-def test_all_parameter_full_table_renders_its_distance_ablation_and_its_own_notes():
+def test_all_parameter_full_table_renders_its_distance_ablation_and_its_own_notes(monkeypatch):
+    monkeypatch.setattr(mb, "NOTES_DIR", NOTEBOOK)
     full = _load("robust_full_allparams.json")
     text = "\n".join(mb.sec_robust(full, notes="robust_full_allparams_notes.md"))
     kd = full["kd"]
@@ -49,7 +55,7 @@ def test_all_parameter_full_table_renders_its_distance_ablation_and_its_own_note
     best = min(kd["dev_mean_cer_0_.5_1"], key=kd["dev_mean_cer_0_.5_1"].get)
     assert f"→ **{kd['chosen_distance']}**" in text and best == f"AV5-{kd['chosen_distance']}"
     assert "recipe's default" not in text and "all-parameter fine-tunes" in text
-    with open(os.path.join(ROOT, "docs", "results", "robust_full_allparams_notes.md"), encoding="utf-8") as f:
+    with open(os.path.join(NOTEBOOK, "robust_full_allparams_notes.md"), encoding="utf-8") as f:
         assert f.read().strip() in text
     assert "robust_full_allparams_notes" not in "\n".join(mb.sec_robust(full, notes=False))
     # the same dict with the scores removed renders as the core table's fixed setting
@@ -92,13 +98,13 @@ def test_finetune_parts_probe_renders_each_variant_against_the_reference():
 
 def test_study_trend_says_which_series_are_strictly_monotone():
     full = copy.deepcopy(_load("robust_full.json"))
-    # strictly monotone = Kendall's τ of ±1 (every pair of rows in order), the τ bench_robust writes
+    # strictly monotone = Kendall's τ of ±1 (every pair of rows in order), the τ avsr.eval.claims writes
     def trend(dd, rel):
         sw = {"conditions": ["random@0"], "cer": {}, "similarity": {}}
         for m, d, c in zip(("S.1", "S.3", "S.5", "S.7"), dd, rel):
             sw["cer"][m] = {"random@0": {"relative_cer_vs_baseline": c}}
             sw["similarity"][m] = {"0": {"diagonal_dominance": d, "linear_cka": d}}
-        return bench_robust.study_trend(sw)
+        return cl.study_trend(sw)
     full["claims"]["4_study_trend"] = trend([0.14, 0.15, 0.16, 0.155], [0.7, 0.65, 0.6, 0.55])  # dips at S.7
     line = next(x for x in mb.sec_robust(full, notes=False) if x.startswith("4. Study trend"))
     assert "relative CER yes, diagonal dominance no" in line and "**holds**" in line
@@ -125,7 +131,7 @@ def test_wall_time_names_the_run_that_did_the_work_and_earlier_runs():
 
 def _sweep(errors, n_utt=20, ref=10):
     """A sweep dict as ``avsr eval`` writes it: ``errors[model](cond) -> errors per utterance``."""
-    conds = [f"random@{r:g}" for r in bench_robust.RATES] + ["whole"]
+    conds = [f"random@{r:g}" for r in RATES] + ["whole"]
     ue = {m: {c: [f(c)] * n_utt for c in conds} for m, f in errors.items()}
     cer = {m: {c: {"cer": sum(v) / (ref * n_utt)} for c, v in d.items()} for m, d in ue.items()}
     return {"conditions": conds, "utt_errors": ue, "utt_ref_chars": [ref] * n_utt, "cer": cer,
@@ -137,13 +143,13 @@ def test_claims_write_each_half_of_claim_2_and_the_renderer_reads_them():
     base = {"A0": lambda c: 6, "AV0": lambda c: 3 + 6 * rate(c), "AV3": lambda c: 4 + 2 * rate(c)}
     # AV6: equal to AV0 at rate 0, 1 error per utterance (10 % abs.) above A0 at rate 1 only
     sw = _sweep({**base, "AV6": lambda c: 3 + 4 * rate(c)})
-    n = bench_robust.claims(sw, "AV3")["2_non_inferiority"]
+    n = cl.claims(sw, "AV3")["2_non_inferiority"]
     assert n["AV6_vs_AV0_rate0"]["holds"] and not n["AV6_vs_A0_every_rate_holds"] and not n["holds"]
     assert not n["AV6_vs_A0_every_condition"]["random@1"]["holds"] and n["AV6_vs_A0_every_condition"]["random@0.5"]["holds"]
     # within the margin everywhere
-    ok = bench_robust.claims(_sweep({**base, "AV6": lambda c: 3 + 3 * rate(c)}), "AV3")["2_non_inferiority"]
+    ok = cl.claims(_sweep({**base, "AV6": lambda c: 3 + 3 * rate(c)}), "AV3")["2_non_inferiority"]
     assert ok["AV6_vs_A0_every_rate_holds"] and ok["holds"]
-    # the renderer states the half bench_robust wrote, not a re-derivation of its own
+    # the renderer states the half the claims wrote, not a re-derivation of its own
     core = _load("robust_core.json")
     core["claims"]["2_non_inferiority"] = n
     line = next(x for x in "\n".join(mb.sec_robust(core)).splitlines() if x.startswith("2. Non-inferiority"))

@@ -1,0 +1,478 @@
+"""Train, choose on dev, sweep and tabulate the rows of a row spec (``conf/rows/*.yaml``) on a recipe exp dir.
+
+    python -m avsr.bin.rows train  --rows conf/rows/dai2024.yaml --table core --exp_dir EXP --data_dir DATA \\
+        --config conf/mini.yaml [--rows_dir EXP/rows]
+    python -m avsr.bin.rows select ...   # dev choices (grids, probes, adapter threshold, best dropout row)
+    python -m avsr.bin.rows sweep ...    # the eval sweep (avsr eval) of the table's models
+    python -m avsr.bin.rows table ... --out robust_core.json   # claims (avsr.eval.claims) and the table JSON
+
+Called by ``recipes/misp2022/run.sh`` stages 15-18.  Needs the recipe's A0 and AV0 (``train_a0``,
+``train_av0``, ``stats``, ``packed/{a0,av0}``).  Every run is an ``avsr.bin.train`` call into
+``<rows_dir>/<RUN>``; a finished run trained with the same init, epochs, lr, warm-up, frozen parts and
+``--method`` settings is skipped, an interrupted one resumes from its checkpoint, one made otherwise is
+moved aside (``<RUN>.stale-<time>``) with its pack and every sweep that decoded it.  Every step is
+resumable, so each subcommand runs the steps before it that are not done (``select`` trains what it
+needs; done sweeps are reused by name and models).  The row spec format: :mod:`avsr.eval.rows`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from avsr.eval.claims import claims, mean_cer, study_trend
+from avsr.eval.rows import RECIPE_MODELS, RowSpecError, choose_on_dev, expand, load_spec
+from avsr.eval.sweep import RATES
+
+THRESHOLDS_DEFAULT = (0.0, 0.1, 0.25, 0.5, 0.75)
+
+
+def _train_config(exp_dir):
+    """The config.yaml that avsr.bin.train wrote into ``exp_dir``."""
+    import yaml
+    with open(os.path.join(exp_dir, "config.yaml"), encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
+def _methods(extra):
+    """The ``--method`` specs in a train command's arguments, as config.yaml stores them."""
+    return [extra[i + 1] for i, x in enumerate(extra[:-1]) if x == "--method"]
+
+
+def _init_specs(cfg):
+    """The ``--init`` specs of a train config as a list (TrainerConfig stores one spec as a plain string)."""
+    init = (cfg.get("trainer") or {}).get("init") or []
+    return [init] if isinstance(init, str) else [str(x) for x in init]
+
+
+def _parse_models(specs):
+    """``NAME=DIR[@T]`` → ``{name: (dir, threshold or None when not given)}``."""
+    out = {}
+    for s in specs:
+        name, rest = s.split("=", 1)
+        thr = None
+        if "@" in rest:
+            rest, t = rest.rsplit("@", 1)
+            thr = "none" if t.lower() == "none" else float(t)
+        out[name] = (rest, thr)
+    return out
+
+
+def sweep_done(models, specs):
+    """Whether a sweep.json's ``models`` are the ``specs`` (``NAME=DIR[@T]``): the same names and paths,
+    and the same routing threshold wherever a spec gives one (without ``@T`` the packed model's own)."""
+    want = _parse_models(specs)
+    if set(models) != set(want):
+        return False
+    for n, (p, t) in want.items():
+        got = models[n]
+        if got.get("path") != os.path.abspath(p):
+            return False
+        if t is not None and got.get("adapter_threshold") != (None if t == "none" else t):
+            return False
+    return True
+
+
+def budget_steps(run_dir):
+    """Optimiser steps the run took (its last history record), or None."""
+    p = os.path.join(run_dir, "train_result.json")
+    if not os.path.isfile(p):
+        return None
+    with open(p, encoding="utf-8") as f:
+        h = json.load(f).get("history") or []
+    return h[-1].get("step") if h else None
+
+
+class RowRunner:
+    """The bookkeeping of one rows dir: train (skip / resume / move aside), pack, sweep (reused when done)."""
+
+    def __init__(self, exp_dir, data_dir, config, rows_dir=None, beam_size=10, python=None):
+        self.exp = os.path.abspath(exp_dir)
+        self.data = os.path.abspath(data_dir)
+        self.config = os.path.abspath(config) if config else config
+        self.rows_dir = os.path.abspath(rows_dir or os.path.join(self.exp, "rows"))
+        self.beam_size = beam_size
+        self.py = python or sys.executable
+        self.times = {}
+        os.makedirs(self.rows_dir, exist_ok=True)
+
+    # ---------------------------------------------------------------- helpers
+    def sh(self, cmd, log):
+        print("+ " + " ".join(cmd), flush=True)
+        with open(log, "a") as f:
+            f.write("+ " + " ".join(cmd) + "\n")
+            f.flush()
+            r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise SystemExit(f"command failed (rc {r.returncode}); see {log}")
+
+    def timed(self, key, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        self.times[key] = self.times.get(key, 0.0) + time.perf_counter() - t0
+        return out
+
+    def model_path(self, m):
+        """``model.pth`` of recipe model ``m`` (a0, v, av0)."""
+        return os.path.join(self.exp, f"train_{m}", "model.pth")
+
+    def av0_settings(self):
+        """AV0's own ``--init`` specs (A0, plus V's visual branch when used) and its audio augmentation
+        (``--method audio_noise:...`` arguments), from its config.yaml: the AV rows are AV0's recipe
+        plus dropout / KD, so AV1 / AV2 start where AV0 started and every AV row trains with the same
+        augmentation."""
+        cfg = _train_config(os.path.join(self.exp, "train_av0"))
+        aug = []
+        for spec in cfg.get("methods") or []:
+            if spec.split(":", 1)[0] == "audio_noise":
+                aug += ["--method", spec]
+        return _init_specs(cfg), aug
+
+    def train(self, row, init, extra, freeze=(), epochs=2, lr=0.0005, warmup=50):
+        """Train run ``row`` from ``init`` (a list of ``--init`` specs) with ``extra`` arguments for ``epochs``;
+        ``freeze``: parameter name prefixes not trained (``--freeze_param``)."""
+        d = os.path.join(self.rows_dir, row)
+        e = int(epochs)
+        freeze = [str(x) for x in freeze]
+        if os.path.isfile(os.path.join(d, "config.yaml")):
+            cfg = _train_config(d)
+            old = _init_specs(cfg)
+            if old != [str(x) for x in init]:
+                # e.g. AV6 after a different AV5 won on dev: the old row (finished or not) is for another init
+                self.move_aside(row, d, f"was trained from {old}, not {list(init)}")
+            else:
+                # e.g. a re-run with another budget: a finished 2-epoch row is not a 4-epoch row
+                tc = cfg.get("trainer") or {}
+                want = {"max_epochs": e, "lr": lr, "warmup_steps": warmup}
+                diff = {k: tc.get(k) for k, v in want.items() if tc.get(k) is None or float(tc[k]) != float(v)}
+                methods = _methods(extra)
+                frozen = [str(x) for x in tc.get("freeze_param") or ()]
+                if diff:
+                    self.move_aside(row, d, f"was trained with {diff}, not {want}")
+                elif frozen != freeze:
+                    self.move_aside(row, d, f"was trained with freeze_param {frozen}, not {freeze}")
+                elif list(cfg.get("methods") or []) != methods:
+                    # e.g. a row name reused for another λ_KD: the method settings are part of the row
+                    self.move_aside(row, d, f"was trained with methods {cfg.get('methods')}, not {methods}")
+        if os.path.isfile(os.path.join(d, "model.pth")) and os.path.isfile(os.path.join(d, "train_result.json")):
+            print(f"{row}: trained ({d}/model.pth)", flush=True)
+            return d
+        os.makedirs(d, exist_ok=True)
+        cmd = [self.py, "-m", "avsr.bin.train", "--config", self.config, "--mode", "audiovisual",
+               "--train_data", os.path.join(self.data, "train"), "--valid_data", os.path.join(self.data, "dev"),
+               "--token_list", os.path.join(self.data, "token_list", "char", "tokens.txt"),
+               "--stats", os.path.join(self.exp, "stats", "feats_stats.json"), "--exp_dir", d,
+               "--init", *init, *extra, *(["--freeze_param", *freeze] if freeze else []),
+               "--set", f"trainer.max_epochs={e}", f"trainer.best_n={e}", f"trainer.patience={e + 1}",
+               f"trainer.lr={lr}", f"trainer.warmup_steps={warmup}"]
+        self.timed(f"train {row}", lambda: self.sh(cmd, os.path.join(self.rows_dir, f"{row}.log")))
+        return d
+
+    def move_aside(self, row, d, why):
+        """Move row dir ``d`` to ``<d>.stale-<time>``, with its packed model and every sweep that decoded it."""
+        base = stale = f"{d}.stale-{int(time.time())}"
+        n = 1
+        while os.path.exists(stale):           # two in the same second
+            stale, n = f"{base}-{n}", n + 1
+        print(f"{row}: {d} {why}; moved to {stale}", flush=True)
+        os.replace(d, stale)
+        packed = os.path.join(self.rows_dir, "packed", row)
+        if not os.path.isdir(packed):
+            return
+        os.replace(packed, stale + ".packed")
+        sweeps = os.path.join(self.rows_dir, "sweep")
+        for name in sorted(os.listdir(sweeps)) if os.path.isdir(sweeps) else []:
+            j = os.path.join(sweeps, name, "sweep.json")
+            if os.path.isfile(j) and any(m.get("path") == os.path.abspath(packed)
+                                         for m in json.load(open(j)).get("models", {}).values()):
+                os.replace(os.path.join(sweeps, name), f"{stale}.sweep-{name}")
+
+    def pack(self, row, d):
+        out = os.path.join(self.rows_dir, "packed", row)
+        if not os.path.isfile(os.path.join(out, "model.pth")):
+            self.sh([self.py, "-m", "avsr.cli", "pack", "--exp_dir", d, "--out", out],
+                    os.path.join(self.rows_dir, "pack.log"))
+        return out
+
+    def sweep(self, name, models, split, greedy, rates=RATES, segment=True, whole=True, snrs=True, extra=()):
+        """``avsr eval`` of ``models`` (``NAME=DIR[@T]``) on ``split`` into ``<rows_dir>/sweep/<name>``; a
+        sweep.json with these models is reused (:func:`sweep_done`)."""
+        out = os.path.join(self.rows_dir, "sweep", name)
+        j = os.path.join(out, "sweep.json")
+        if os.path.isfile(j):
+            r = json.load(open(j))
+            if sweep_done(r["models"], models):
+                print(f"sweep {name}: done ({j})", flush=True)
+                return r
+        cmd = [self.py, "-m", "avsr.cli", "eval", "--models", *models, "--data_dir", os.path.join(self.data, split),
+               "--out_dir", out, "--batch_size", "16", "--rates", *map(str, rates)]
+        cmd += ["--ctc_greedy"] if greedy else ["--beam_size", str(self.beam_size)]
+        if not segment:
+            cmd += ["--segment_rates"]
+        if not whole:
+            cmd += ["--no_whole"]
+        if not snrs:
+            cmd += ["--snrs"]
+        cmd += list(extra)
+        os.makedirs(out, exist_ok=True)
+        self.timed(f"sweep {name}", lambda: self.sh(cmd, os.path.join(out, "log")))
+        return json.load(open(j))
+
+    def dev_scores(self, sweep_name, models, rates, threshold=None):
+        """``{name: mean greedy dev CER over random loss at rates}`` of packed ``models`` (``{name: path}``)."""
+        suf = "" if threshold is None else f"@{threshold:g}"
+        dev = self.sweep(sweep_name, [f"{m}={p}{suf}" for m, p in models.items()], "dev", greedy=True,
+                         rates=tuple(rates), segment=False, whole=False, snrs=False)
+        conds = [f"random@{float(r):g}" for r in rates]
+        return {m: mean_cer(dev, m, conds) for m in models}
+
+
+class Experiment:
+    """The rows of one table of a row spec on a :class:`RowRunner`: train → select → sweep → table."""
+
+    def __init__(self, spec, runner):
+        self.spec, self.r = spec, runner
+        self.av0_init, self.aug = None, []
+        self.runs = {}          # row -> [Run]
+        self.dirs = {}          # run name -> train dir
+        self.packed = {}        # run name -> packed dir
+        self.chosen = {}        # row -> chosen run
+        self.scores = {}        # row -> {run name: dev score}
+        self.probes = {}        # row -> {value: score}, lowest, current
+        self.route = {}
+
+    def resolve(self, m):
+        if m == "av0_init":
+            raise RowSpecError(f"{self.spec.path}: '@av0_init' is not one model; use init: av0_init")
+        return self.r.model_path(m)
+
+    def _init(self, run):
+        if run.init == "av0_init":
+            return list(self.av0_init)
+        if run.init in RECIPE_MODELS:
+            return [self.r.model_path(run.init)]
+        return [os.path.join(self.dirs[self.chosen[run.init].name], "model.pth")]
+
+    def _train_run(self, run):
+        d = self.r.train(run.name, self._init(run), run.train_args(self.resolve, self.aug), freeze=run.freeze,
+                         epochs=run.epochs, lr=run.lr, warmup=run.warmup_steps)
+        self.dirs[run.name] = d
+        self.packed[run.name] = self.r.pack(run.name, d)
+        return d
+
+    def train(self):
+        """Train every run of every row, in the table's order; a row whose init is another row waits for
+        that row's dev choice (made here, on the same sweep ``select`` reuses)."""
+        for m in ("a0", "av0"):
+            p = os.path.join(self.r.exp, "packed", m)
+            if not os.path.isfile(os.path.join(p, "model.pth")):
+                raise SystemExit(f"{p} missing: run the recipe's stage 11 (pack) for a0 and av0 first")
+        self.av0_init, self.aug = self.r.av0_settings()
+        if self.aug:
+            print(f"AV rows train with AV0's audio augmentation: {self.aug}", flush=True)
+        for name, row in self.spec.rows.items():
+            init_run = self.chosen[row.init].name if row.init in self.spec.rows else None
+            self.runs[name] = expand(row, init_run=init_run)
+            for run in self.runs[name]:
+                self._train_run(run)
+            self.choose(name)
+
+    def choose(self, name):
+        """Dev choice among a row's runs (select: mean greedy CER at the random-loss rates; ties: earlier run)."""
+        row, runs = self.spec.rows[name], self.runs[name]
+        sel = row.select
+        score = {}
+        if len(runs) > 1:
+            labels = {run.fmt(sel.get("label", "{run}")): run for run in runs}
+            dev = self.r.dev_scores(runs[0].fmt(sel["sweep"]), {lab: self.packed[run.name] for lab, run in labels.items()},
+                                    sel.get("rates", (0, 0.5, 1.0)), sel.get("threshold"))
+            score = {labels[lab].name: v for lab, v in dev.items()}
+        key = choose_on_dev({i: run.name for i, run in enumerate(runs)}, score)
+        self.chosen[name], self.scores[name] = runs[key], score
+        if score:
+            print(f"dev: {name} = {runs[key].name} ({score})", flush=True)
+
+    def select(self):
+        """The dev choices after training: probes (reported), the adapter threshold, the best dropout row."""
+        self.train()
+        for name, row in self.spec.rows.items():
+            if row.probe:
+                self._probe(name, row)
+            if row.route:
+                self._route(name, row)
+        rconds = [f"random@{x:g}" for x in RATES]
+        drop = [m for m in self.spec.roles.get("dropout_rows", []) if m in self.spec.rows]
+        if len(drop) > 1:
+            dev = self.r.sweep("dev_dropout", [f"{m}={self.packed[self.chosen[m].name]}" for m in drop], "dev",
+                               greedy=True, segment=False, whole=False, snrs=False)
+            self.best_dropout = min(drop, key=lambda m: mean_cer(dev, m, rconds))
+        else:
+            self.best_dropout = drop[0] if drop else None
+
+    def _probe(self, name, row):
+        p, cur = row.probe, self.chosen[name]
+        axis = p["axis"]
+        spec_axis = {axis: {"values": [v for v in p["values"]], "name": p.get("name", "-{}"), "omit": None}}
+        _, mname, key = axis.split(".")
+        cur_value = next((m[mname].get(key) for m in cur.methods if isinstance(m, dict) and mname in m), None)
+        base = self.spec.rows[name]
+        probe_row = type(base)(**{**base.__dict__, "methods": cur.methods, "options": cur.options,
+                                  "budget": {"epochs": cur.epochs}})
+        runs = [x for x in expand(probe_row, cur.init_run, extra=spec_axis, base=cur.name)
+                if x.values[axis] != cur_value]
+        for run in runs:
+            self._train_run(run)
+        score = {cur_value: self.scores[name].get(cur.name)}
+        if runs:
+            dev = self.r.dev_scores(p["sweep"], {run.name: self.packed[run.name] for run in runs},
+                                    (row.select or {}).get("rates", (0, 0.5, 1.0)))
+            score.update({run.values[axis]: dev[run.name] for run in runs})
+        lowest = min(score, key=lambda k: (score[k] if score[k] is not None else float("inf"), k != cur_value))
+        self.probes[name] = {"score": score, "lowest": lowest, "current": cur_value,
+                             "runs": [run.name for run in runs]}
+
+    def _route(self, name, row):
+        run = self.chosen[name]
+        thrs = [float(t) for t in row.route.get("thresholds", THRESHOLDS_DEFAULT)]
+        p = self.packed[run.name]
+        dev = self.r.sweep(run.fmt(row.route["sweep"]), [f"T{t:g}={p}@{t}" for t in thrs], "dev", greedy=True,
+                           segment=False, whole=False, snrs=False)
+        rconds = [f"random@{x:g}" for x in RATES]
+        score = {t: mean_cer(dev, f"T{t:g}", rconds) for t in thrs}
+        self.route[name] = {"score": score, "threshold": min(score, key=lambda t: (score[t], t))}
+
+    def eval_models(self):
+        """``NAME=DIR[@T]`` specs of the eval sweep: A0, AV0, the dropout rows, the student, the adapter at
+        threshold 0 and tuned, the student's other best runs per ``eval_best_per`` value, then the rest."""
+        roles = self.spec.roles
+        student, adapter = roles.get("student"), roles.get("adapter")
+        spec = [f"A0={os.path.join(self.r.exp, 'packed', 'a0')}", f"AV0={os.path.join(self.r.exp, 'packed', 'av0')}"]
+        for m in list(roles.get("dropout_rows", [])) + [student]:
+            if m in self.spec.rows:
+                spec.append(f"{m}={self.packed[self.chosen[m].name]}")
+        if adapter in self.spec.rows:
+            p = self.packed[self.chosen[adapter].name]
+            spec += [f"{adapter}={p}@0", f"{adapter}-tuned={p}@{self.route[adapter]['threshold']}"]
+        for name, row in self.spec.rows.items():
+            if row.eval_best_per and self.scores.get(name):
+                axis, cur = row.eval_best_per, self.chosen[name]
+                for v in dict.fromkeys(run.values[axis] for run in self.runs[name]):
+                    if v == cur.values[axis]:
+                        continue
+                    sub = [run for run in self.runs[name] if run.values[axis] == v]
+                    k = choose_on_dev({i: run.name for i, run in enumerate(sub)}, self.scores[name])
+                    spec.append(f"{sub[k].name}={self.packed[sub[k].name]}")
+        named = {s.split("=", 1)[0] for s in spec}
+        for name in self.spec.rows:
+            if name not in named and name not in (student, adapter) and name not in roles.get("dropout_rows", []):
+                spec.append(f"{name}={self.packed[self.chosen[name].name]}")
+        return spec
+
+    def sweep(self):
+        self.select()
+        search = self.spec.search
+        if search.startswith("beam"):
+            self.r.beam_size = int(search[4:])
+        return self.r.sweep(f"eval_{self.spec.table}", self.eval_models(), "eval", greedy=search == "greedy",
+                            extra=["--baseline", "A0", "--reference", "AV0", "--similarity_rates", "0", "0.5", "1.0"])
+
+    def table(self, command="", machine=None):
+        """The table JSON (the format docs/results/robust_*.json have): eval sweep, dev choices, claims."""
+        t0 = time.perf_counter()
+        ev = self.sweep()
+        roles = self.spec.roles
+        st, ad_row = roles.get("student"), roles.get("adapter")
+        s_run, a_run = self.chosen.get(st), self.chosen.get(ad_row)
+        kd = next((m[k] for m in (s_run.methods if s_run else []) if isinstance(m, dict) for k in m if k == "mda_kd"), {})
+        grid = self.spec.rows[st].grid if st in self.spec.rows else {}
+        out = {"machine": machine or {}, "command": command, "table": self.spec.table, "row_spec": self.spec.path,
+               "search": ev["search"], "epochs_per_finetune": self.spec.rows[st].budget["epochs"] if st else None,
+               "lr": s_run.lr if s_run else None, "warmup_steps": s_run.warmup_steps if s_run else None,
+               "finetune_frozen": list(s_run.freeze) if s_run else []}
+        if s_run:
+            dist_ax, w_ax = "methods.mda_kd.distance", "methods.mda_kd.weight"
+            pr = self.probes.get(st, {})
+            out["kd"] = {
+                "tap": kd.get("tap"), "weight": (grid.get(w_ax) or {"values": [kd.get("weight")]})["values"][0],
+                "distances": list((grid.get(dist_ax) or {"values": [kd.get("distance")]})["values"]),
+                "weights": list((grid.get(w_ax) or {"values": [kd.get("weight")]})["values"]),
+                "grid_dev_mean_cer_0_.5_1": [{"distance": run.values.get(dist_ax), "weight": run.values.get(w_ax),
+                                              "row": run.name, "cer": self.scores[st].get(run.name)}
+                                             for run in self.runs[st]] if self.scores.get(st) else [],
+                "chosen_distance": kd.get("distance"), "chosen_weight": kd.get("weight"),
+                "tap_dev_mean_cer_0_.5_1": {t: v for t, v in (pr.get("score") or {}).items() if v is not None},
+                "dev_lowest_tap": pr.get("lowest", kd.get("tap")), "chosen_row": s_run.name}
+        if a_run:
+            from avsr.models.model import count_parameters
+            from avsr.pack import load_packed
+            counts = count_parameters(load_packed(self.packed[a_run.name])[0])
+            ep_ax = "budget.epochs"
+            out["adapter"] = {
+                "rank": self.spec.rows[ad_row].set.get("model.adapter_rank"), "epochs": a_run.epochs, "row": a_run.name,
+                "epochs_dev_cer_random@1": {str(run.values.get(ep_ax, run.epochs)): self.scores[ad_row][run.name]
+                                            for run in self.runs[ad_row]} if self.scores.get(ad_row) else {},
+                "dev_mean_cer_random_grid": {f"{t:g}": v for t, v in self.route[ad_row]["score"].items()},
+                "tuned_threshold": self.route[ad_row]["threshold"], "parameters": counts,
+                "adapter_share": counts.get("adapter", 0) / counts["total"]}
+        out["best_dropout_only_row_dev"] = self.best_dropout
+        out["eval"] = {k: ev[k] for k in ("conditions", "cer", "degradation_area", "similarity", "timing", "utts")
+                       if k in ev}
+        out["claims"] = claims(ev, self.best_dropout)
+        trend = study_trend(ev)
+        if trend:
+            out["claims"]["4_study_trend"] = trend
+        out["seconds"] = {"total_this_run": time.perf_counter() - t0,
+                          **{k: round(v, 1) for k, v in self.r.times.items()}}
+        out["row_train_seconds"], out["budget_steps"] = {}, {}
+        for run_name, d in self.dirs.items():
+            p = os.path.join(d, "train_result.json")
+            if os.path.isfile(p):
+                h = json.load(open(p)).get("history") or []
+                out["row_train_seconds"][run_name] = sum((x.get("train_seconds") or 0) + (x.get("valid_seconds") or 0)
+                                                         for x in h)
+                out["budget_steps"][run_name] = budget_steps(d)
+        return out
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="python -m avsr.bin.rows", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("command", choices=["train", "select", "sweep", "table"])
+    ap.add_argument("--rows", required=True, help="row spec YAML (conf/rows/dai2024.yaml)")
+    ap.add_argument("--table", default="core", help="table of the row spec (core, full)")
+    ap.add_argument("--exp_dir", required=True)
+    ap.add_argument("--data_dir", required=True, help="recipe data dir base (train, dev, eval, token_list)")
+    ap.add_argument("--config", required=True, help="the recipe's model/trainer YAML")
+    ap.add_argument("--rows_dir", help="where the runs, their packs and sweeps go (default <exp_dir>/rows)")
+    ap.add_argument("--out", help="table JSON (table)")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        spec = load_spec(args.rows, args.table)
+    except RowSpecError as e:
+        raise SystemExit(f"error: {e}")
+    exp = Experiment(spec, RowRunner(args.exp_dir, args.data_dir, args.config, args.rows_dir))
+    if args.command == "table":
+        if not args.out:
+            raise SystemExit("error: table needs --out")
+        import platform
+        out = exp.table(command="python -m avsr.bin.rows " + " ".join(sys.argv[1:] if argv is None else argv),
+                        machine={"cores": os.cpu_count(), "python": platform.python_version(),
+                                 "cpu": platform.processor() or platform.machine()})
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=1, ensure_ascii=False)
+        print(f"wrote {args.out}")
+    else:
+        getattr(exp, args.command)()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

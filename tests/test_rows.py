@@ -1,0 +1,372 @@
+"""Row specs (avsr.eval.rows) and their driver (avsr.bin.rows): parsing with clear errors, grids expanded
+into the run names the rows dirs already hold, dev choices (ties to the earlier run), and the run
+bookkeeping: a finished run trained from another init, budget, lr, frozen parts or method settings is
+moved aside, not reused.  avsr.bin.train is replaced by a fake that writes what a finished run has."""
+import json
+import os
+
+import pytest
+import yaml
+
+from avsr.bin import rows as rb
+from avsr.eval.rows import RowSpecError, choose_on_dev, expand, load_spec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPEC = os.path.join(ROOT, "conf", "rows", "dai2024.yaml")
+
+
+def _fake_sh(calls):
+    def fake_sh(cmd, log):  # stands in for avsr.bin.train: writes what a finished row has
+        d = cmd[cmd.index("--exp_dir") + 1]
+        init = cmd[cmd.index("--init") + 1]
+        sets, cur = {}, False                 # every --set group (a method may add its own before the trainer's)
+        for x in cmd:
+            cur = x == "--set" or (cur and not x.startswith("--"))
+            if cur and x != "--set":
+                sets.update([x.split("=", 1)])
+        freeze = []
+        if "--freeze_param" in cmd:
+            for x in cmd[cmd.index("--freeze_param") + 1:]:
+                if x.startswith("--"):
+                    break
+                freeze.append(x)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "config.yaml"), "w") as f:
+            yaml.safe_dump({"trainer": {"init": init, **{k[len("trainer."):]: float(v) for k, v in sets.items()
+                                                         if k.startswith("trainer.")},
+                                        **({"freeze_param": freeze} if freeze else {})},
+                            "methods": [cmd[i + 1] for i, x in enumerate(cmd) if x == "--method"]}, f)
+        open(os.path.join(d, "model.pth"), "w").write("{}")
+        json.dump({"history": [{"step": 7 * int(float(sets["trainer.max_epochs"])), "train_seconds": 1.0}]},
+                  open(os.path.join(d, "train_result.json"), "w"))
+        calls.append(init)
+    return fake_sh
+
+
+def _runner(tmp_path, calls):
+    r = rb.RowRunner(str(tmp_path / "exp"), str(tmp_path / "data"), "c.yaml")
+    r.sh = _fake_sh(calls)
+    return r
+
+
+# ------------------------------------------------------------------------------------ bookkeeping
+def test_finished_row_is_skipped_with_same_init(tmp_path):
+    calls = []
+    b = _runner(tmp_path, calls)
+    b.train("AV6", ["/x/AV5-mse/model.pth"], [])
+    b.train("AV6", ["/x/AV5-mse/model.pth"], [])
+    assert calls == ["/x/AV5-mse/model.pth"]
+
+
+def test_row_from_other_init_is_moved_aside_with_its_pack_and_sweeps(tmp_path):
+    calls = []
+    b = _runner(tmp_path, calls)
+    d = b.train("AV6", ["/x/AV5-mse/model.pth"], [])
+    packed = os.path.join(b.rows_dir, "packed", "AV6")
+    os.makedirs(packed)
+    for name, path in (("eval_core", packed), ("dev_kd", "/elsewhere")):
+        os.makedirs(os.path.join(b.rows_dir, "sweep", name))
+        json.dump({"models": {"M": {"path": os.path.abspath(path), "adapter_threshold": None}}},
+                  open(os.path.join(b.rows_dir, "sweep", name, "sweep.json"), "w"))
+    d2 = b.train("AV6", ["/x/AV5-gauss_kl/model.pth"], [])
+    assert d2 == d and calls == ["/x/AV5-mse/model.pth", "/x/AV5-gauss_kl/model.pth"]
+    assert not os.path.exists(packed)                        # the old pack is not reused
+    assert not os.path.exists(os.path.join(b.rows_dir, "sweep", "eval_core"))  # nor sweeps that decoded it
+    assert os.path.exists(os.path.join(b.rows_dir, "sweep", "dev_kd"))         # other sweeps stay
+    stale = [n for n in os.listdir(b.rows_dir) if n.startswith("AV6.stale-")]
+    assert any(n.endswith(".packed") for n in stale) and any(".sweep-eval_core" in n for n in stale)
+    cfg = yaml.safe_load(open(os.path.join(d2, "config.yaml")))
+    assert cfg["trainer"]["init"] == "/x/AV5-gauss_kl/model.pth"
+
+
+def test_av0_settings_single_and_several_init_specs(tmp_path):
+    b = _runner(tmp_path, [])
+    d = os.path.join(b.exp, "train_av0")
+    os.makedirs(d)
+    noise = 'audio_noise:{"prob": 0.8, "snr": [-20, 5]}'
+    for init, want in (("/x/a0/model.pth", ["/x/a0/model.pth"]),   # one spec: stored as a plain string
+                       (["/x/a0/model.pth", "/x/v/model.pth::visual_"], ["/x/a0/model.pth", "/x/v/model.pth::visual_"])):
+        with open(os.path.join(d, "config.yaml"), "w") as f:
+            yaml.safe_dump({"trainer": {"init": init}, "methods": [noise, 'mda_kd:{"teacher": "t"}']}, f)
+        assert b.av0_settings() == (want, ["--method", noise])
+
+
+def test_row_with_other_epochs_or_lr_is_moved_aside(tmp_path):
+    calls = []
+    b = _runner(tmp_path, calls)
+    b.train("AV3", ["/x/av0.pth"], [], epochs=1)
+    b.train("AV3", ["/x/av0.pth"], [], epochs=4)     # a 4-epoch budget must not reuse the 1-epoch row
+    b.train("AV3", ["/x/av0.pth"], [], epochs=4)     # ...and then reuses the 4-epoch one
+    b.train("AV3", ["/x/av0.pth"], [], epochs=4, lr=2e-4)
+    assert calls == ["/x/av0.pth"] * 3
+    assert len([n for n in os.listdir(b.rows_dir) if n.startswith("AV3.stale-")]) == 2
+    cfg = yaml.safe_load(open(os.path.join(b.rows_dir, "AV3", "config.yaml")))["trainer"]
+    assert cfg["max_epochs"] == 4 and cfg["lr"] == 2e-4
+    assert rb.budget_steps(os.path.join(b.rows_dir, "AV3")) == 28
+
+
+def test_row_with_other_method_settings_is_moved_aside(tmp_path):
+    calls = []
+    b = _runner(tmp_path, calls)
+    kd1 = ["--d_prob", "0.5", "--method", 'mda_kd:{"distance": "mse", "weight": 1.0}']
+    kd10 = ["--d_prob", "0.5", "--method", 'mda_kd:{"distance": "mse", "weight": 10.0}']
+    b.train("AV5-mse", ["/x/av0.pth"], kd1)
+    b.train("AV5-mse", ["/x/av0.pth"], kd1)     # same settings: reused
+    b.train("AV5-mse", ["/x/av0.pth"], kd10)    # the same name for another λ_KD: not reused
+    assert calls == ["/x/av0.pth"] * 2
+    assert len([n for n in os.listdir(b.rows_dir) if n.startswith("AV5-mse.stale-")]) == 1
+    assert yaml.safe_load(open(os.path.join(b.rows_dir, "AV5-mse", "config.yaml")))["methods"] == [kd10[-1]]
+    assert rb._methods(["--d_prob", "0.5", "--method", "a", "--method", "b:{}"]) == ["a", "b:{}"]
+
+
+def test_rows_dir_option(tmp_path):
+    b = rb.RowRunner(str(tmp_path / "exp"), "d", "c", rows_dir=str(tmp_path / "elsewhere"))
+    assert b.rows_dir == str(tmp_path / "elsewhere") and os.path.isdir(b.rows_dir)
+    assert rb.RowRunner(str(tmp_path / "exp"), "d", "c").rows_dir == str(tmp_path / "exp" / "rows")
+
+
+def test_row_with_other_frozen_parts_is_moved_aside(tmp_path):
+    calls = []
+    b = _runner(tmp_path, calls)
+    b.train("AV3", ["/x/av0/model.pth"], ["--d_prob", "0.5"])
+    b.train("AV3", ["/x/av0/model.pth"], ["--d_prob", "0.5"], freeze=["audio_encoder", "shared_encoder"])
+    assert len(calls) == 2                                   # the unfrozen row is not a frozen one
+    cfg = yaml.safe_load(open(os.path.join(b.rows_dir, "AV3", "config.yaml")))
+    assert cfg["trainer"]["freeze_param"] == ["audio_encoder", "shared_encoder"]
+    assert any(n.startswith("AV3.stale-") for n in os.listdir(b.rows_dir))
+    b.train("AV3", ["/x/av0/model.pth"], ["--d_prob", "0.5"], freeze=["audio_encoder", "shared_encoder"])
+    assert len(calls) == 2                                   # same freeze: reused
+
+
+# ------------------------------------------------------------------------------------ dev choice
+def test_kd_choice_is_one_joint_dev_minimum_over_distance_and_weight():
+    row = load_spec(SPEC, "full").rows["AV5"]
+    row.grid["methods.mda_kd.distance"]["values"] = ["mse", "cosine", "mmd"]
+    row.grid["methods.mda_kd.weight"]["values"] = [1.0, 10.0]
+    runs = expand(row)
+    grid = {(r.values["methods.mda_kd.distance"], r.values["methods.mda_kd.weight"]): r.name for r in runs}
+    assert list(grid.values()) == ["AV5-mse", "AV5-mse-w10", "AV5-cosine", "AV5-cosine-w10", "AV5-mmd", "AV5-mmd-w10"]
+    # frozen-audio-side dev scores: at λ 1 cosine leads mse, so choosing the distance at λ 1 and then λ for
+    # cosine alone gives cosine λ 10 (0.5983); the joint minimum is mse λ 10 (0.5938)
+    score = {"AV5-mse": 0.6001, "AV5-cosine": 0.5998, "AV5-mmd": 0.6012,
+             "AV5-mse-w10": 0.5938, "AV5-cosine-w10": 0.5983, "AV5-mmd-w10": 0.6100}
+    assert choose_on_dev(grid, score) == ("mse", 10.0)
+    # a tie goes to the earlier distance, then the earlier weight
+    tie = dict.fromkeys(score, 0.6)
+    assert choose_on_dev(grid, tie) == ("mse", 1.0)
+    tie["AV5-cosine"] = tie["AV5-mmd-w10"] = 0.5
+    assert choose_on_dev(grid, tie) == ("cosine", 1.0)
+    # nothing scored (one row given, as in the core table): the first key
+    assert choose_on_dev({("mse", 10.0): "AV5-mse-w10"}, {}) == ("mse", 10.0)
+    # a row left unscored is an error, not a win
+    with pytest.raises(ValueError, match="AV5-mmd-w10"):
+        choose_on_dev(grid, {r: v for r, v in score.items() if r != "AV5-mmd-w10"})
+
+
+# ------------------------------------------------------------------------------------ the spec
+def test_dai_spec_gives_the_run_names_and_train_arguments_of_the_rows_dirs():
+    core, full = load_spec(SPEC, "core"), load_spec(SPEC, "full")
+    assert list(core.rows) == ["AV3", "AV5", "AV6"] and core.search == "beam10" and full.search == "greedy"
+    assert [r.name for r in expand(core.rows["AV5"])] == ["AV5-mse-w100"]
+    assert [r.name for r in expand(full.rows["AV5"])][:4] == ["AV5-mse", "AV5-mse-w10", "AV5-mse-w100", "AV5-cosine"]
+    assert len(expand(full.rows["AV5"])) == 12
+    av6 = expand(core.rows["AV6"], init_run="AV5-mse-w100")
+    assert [r.name for r in av6] == ["AV6-on-AV5-mse-w100"] + [f"AV6-on-AV5-mse-w100-e{e}" for e in (4, 8, 16, 32)]
+    assert [r.epochs for r in av6] == [2, 4, 8, 16, 32] and av6[-1].fmt("E{budget.epochs}") == "E32"
+    assert av6[-1].fmt("dev_threshold-{init}{suffix}") == "dev_threshold-AV5-mse-w100-e32"
+    aug = ["--method", 'audio_noise:{"prob": 0.8, "snr": [-20, 5]}']
+    res = lambda m: f"/e/train_{m}/model.pth"  # noqa: E731
+    # the arguments bench_robust gave: options, AV0's augmentation, then the methods (config.yaml's order)
+    assert expand(core.rows["AV5"])[0].train_args(res, aug) == [
+        "--d_prob", "0.5", "--drop_rate", "0", "1", "--drop_pattern", "random", *aug,
+        "--method", 'mda_kd:{"teacher": "/e/train_av0/model.pth", "distance": "mse", "tap": "fused", "weight": 100.0}']
+    assert av6[0].train_args(res, aug) == ["--method", "ms_adapter", "--set", "model.adapter_rank=8"]
+    assert av6[0].freeze == [] and expand(core.rows["AV3"])[0].freeze == ["audio_encoder", "shared_encoder", "ctc",
+                                                                          "decoder"]
+    s1 = expand(full.rows["S.1"])[0]
+    assert s1.train_args(res, aug) == ["--d_prob", "1.0", "--drop_rate", "0.1", "--drop_pattern", "random", *aug]
+    assert full.rows["AV1"].init == "av0_init" and full.rows["AV1"].freeze == []
+
+
+@pytest.mark.parametrize("text, match", [
+    ("rows: {A: {init: av0, colour: red}}\ntables: {t: {rows: [A]}}", r"rows\.A: unknown fields \['colour'\]"),
+    ("rows: {A: {init: AV9}}\ntables: {t: {rows: [A]}}", r"rows\.A\.init: 'AV9'"),
+    ("rows: {A: {init: av0}}\ntables: {t: {rows: [B]}}", r"tables\.t\.rows: row 'B'"),
+    ("rows: {A: {init: av0}}\ntables: {x: {rows: [A]}}", r"tables: no table 't'"),
+    ("rows: {A: {init: av0, grid: {budget.epochs: {values: [1, 2]}}}}\ntables: {t: {rows: [A]}}",
+     r"rows\.A\.select: a grid of several runs"),
+    ("rows: {A: {init: av0, grid: {methods.kd.w: {values: [1]}}}}\ntables: {t: {rows: [A]}}",
+     r"rows\.A\.grid\.methods\.kd\.w: axis .* names method 'kd'"),
+    ("rows: {A: {init: av0, budget: {steps: 5}}}\ntables: {t: {rows: [A]}}", r"rows\.A\.budget"),
+    ("rows: {A: {init: av0, options: {rate: 1}}}\ntables: {t: {rows: [A]}}", r"rows\.A\.options: unknown options"),
+    ("rows: {A: {init: av0}}\ntables: {t: {rows: [A], search: fast}}", r"tables\.t\.search"),
+])
+def test_spec_errors_name_the_file_and_the_field(tmp_path, text, match):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(RowSpecError, match=match) as e:
+        load_spec(str(p), "t")
+    assert str(e.value).startswith(str(p))
+
+
+def test_grid_has_at_most_four_axes_and_distinct_run_names(tmp_path):
+    axes = ", ".join(f"options.{k}: {{values: [1]}}" for k in ("d_prob", "drop_rate", "drop_pattern"))
+    p = tmp_path / "g.yaml"
+    p.write_text("rows: {A: {init: av0, methods: [{m: {a: 1}}], grid: {" + axes
+                 + ", budget.epochs: {values: [1]}, methods.m.a: {values: [1]}}}}\ntables: {t: {rows: [A]}}")
+    with pytest.raises(RowSpecError, match="5 axes; at most 4"):
+        load_spec(str(p), "t")
+    p.write_text("rows: {A: {init: av0, grid: {budget.epochs: {values: [1, 2], name: '-x'}}, "
+                 "select: {sweep: s}}}\ntables: {t: {rows: [A]}}")
+    with pytest.raises(RowSpecError, match="same name"):
+        expand(load_spec(str(p), "t").rows["A"])
+
+
+# ------------------------------------------------------------------------------------ the pipeline
+class _FakeRunner(rb.RowRunner):
+    """Trains with the fake, packs to /packed/<run>, answers sweeps from ``dev[label or run]``."""
+
+    def __init__(self, tmp_path, dev):
+        super().__init__(str(tmp_path / "exp"), str(tmp_path / "data"), "c.yaml")
+        self.calls, self.swept, self.dev = [], [], dev
+        self.sh = _fake_sh(self.calls)
+        os.makedirs(os.path.join(self.exp, "train_av0"))
+        yaml.safe_dump({"trainer": {"init": ["/a0.pth", "/v.pth::visual_"]},
+                        "methods": ['audio_noise:{"prob": 0.8}']}, open(os.path.join(self.exp, "train_av0", "config.yaml"), "w"))
+        for m in ("a0", "av0"):
+            os.makedirs(os.path.join(self.exp, "packed", m))
+            open(os.path.join(self.exp, "packed", m, "model.pth"), "w").close()
+
+    def pack(self, row, d):
+        return f"/packed/{row}"
+
+    def sweep(self, name, models, split, greedy, rates=rb.RATES, **kw):
+        self.swept.append((name, split, greedy, tuple(rates), tuple(models)))
+        conds = [f"random@{float(r):g}" for r in rates]
+        def cer(m):
+            name, rest = m.split("=", 1)
+            v = self.dev.get(name, self.dev.get(rest.rsplit("@", 1)[0].rsplit("/", 1)[-1], 0.5))
+            return {c: {"cer": v} for c in conds}
+        return {"cer": {m.split("=")[0]: cer(m) for m in models}}
+
+
+def _spec(tmp_path):
+    p = tmp_path / "rows.yaml"
+    p.write_text("""
+defaults: {budget: {epochs: 1}, lr: 0.001, warmup_steps: 1, freeze: [audio_encoder]}
+rows:
+  AV3: {init: av0, options: {d_prob: 0.5}}
+  AV5:
+    init: av0
+    methods: [{mda_kd: {teacher: "@av0", distance: mse, tap: fused, weight: 1.0}}]
+    grid: {methods.mda_kd.weight: {values: [1.0, 10.0, 0.1], name: "-w{:g}", omit: 1.0}}
+    select: {sweep: dev_kd, rates: [0, 0.5, 1.0]}
+    probe: {axis: methods.mda_kd.tap, values: [fused, fusion], name: "-{}", sweep: dev_kd_tap}
+  AV6:
+    init: AV5
+    name: "AV6-on-{init}"
+    audio_aug: false
+    freeze: []
+    methods: [ms_adapter]
+    set: {model.adapter_rank: 4}
+    grid: {budget.epochs: {values: [1, 4, 8], name: "-e{}", omit: 1}}
+    select: {sweep: "dev_adapter_epochs-{init}", rates: [1.0], threshold: 0, label: "E{budget.epochs}"}
+    route: {thresholds: [0, 0.5], sweep: "dev_threshold-{init}{suffix}"}
+roles: {student: AV5, adapter: AV6, dropout_rows: [AV3]}
+tables: {t: {rows: [AV3, AV5, AV6], search: greedy}}
+""")
+    return load_spec(str(p), "t")
+
+
+def test_pipeline_trains_chooses_probes_and_adapter_epochs_on_dev(tmp_path):
+    dev = {"AV5-w10": 0.50, "AV5": 0.55, "AV5-w0.1": 0.60, "AV5-w10-fusion": 0.50,
+           "E1": 0.70, "E4": 0.66, "E8": 0.66, "T0": 0.4, "T0.5": 0.3}
+    r = _FakeRunner(tmp_path, dev)
+    exp = rb.Experiment(_spec(tmp_path), r)
+    exp.select()
+    # the λ grid: the joint minimum; its run is AV6's init
+    assert exp.chosen["AV5"].name == "AV5-w10" and exp.scores["AV5"] == {"AV5": 0.55, "AV5-w10": 0.50, "AV5-w0.1": 0.60}
+    assert r.swept[0] == ("dev_kd", "dev", True, (0, 0.5, 1.0),
+                          ("AV5=/packed/AV5", "AV5-w10=/packed/AV5-w10", "AV5-w0.1=/packed/AV5-w0.1"))
+    # adapter epochs: one run each, trained for its own epochs from the chosen AV5; dev with no video at
+    # threshold 0; the tie between 4 and 8 goes to 4
+    av6 = [x for x in r.swept if x[0] == "dev_adapter_epochs-AV5-w10"]
+    assert av6 == [("dev_adapter_epochs-AV5-w10", "dev", True, (1.0,),
+                    ("E1=/packed/AV6-on-AV5-w10@0", "E4=/packed/AV6-on-AV5-w10-e4@0", "E8=/packed/AV6-on-AV5-w10-e8@0"))]
+    assert exp.chosen["AV6"].name == "AV6-on-AV5-w10-e4"
+    for run in exp.runs["AV6"]:
+        cfg = yaml.safe_load(open(os.path.join(r.rows_dir, run.name, "config.yaml")))
+        assert cfg["trainer"]["max_epochs"] == run.epochs and cfg["methods"] == ["ms_adapter"]
+        assert cfg["trainer"]["init"] == os.path.join(r.rows_dir, "AV5-w10", "model.pth")
+    # AV3 / AV5 train with AV0's augmentation and the frozen parts; AV6 neither
+    cfg = yaml.safe_load(open(os.path.join(r.rows_dir, "AV5-w10", "config.yaml")))
+    assert cfg["methods"][0] == 'audio_noise:{"prob": 0.8}' and cfg["trainer"]["freeze_param"] == ["audio_encoder"]
+    # the probe: only the other tap is trained, on the chosen setting; the current tap wins a tie
+    assert exp.probes["AV5"]["runs"] == ["AV5-w10-fusion"]
+    assert exp.probes["AV5"]["score"] == {"fused": 0.50, "fusion": 0.50} and exp.probes["AV5"]["lowest"] == "fused"
+    assert exp.route["AV6"]["threshold"] == 0.5
+    assert any(x[0] == "dev_threshold-AV5-w10-e4" for x in r.swept)
+    assert exp.best_dropout == "AV3"
+    n = len(r.calls)
+    assert exp.eval_models() == ["A0=" + os.path.join(r.exp, "packed", "a0"), "AV0=" + os.path.join(r.exp, "packed", "av0"),
+                                 "AV3=/packed/AV3", "AV5=/packed/AV5-w10", "AV6=/packed/AV6-on-AV5-w10-e4@0",
+                                 "AV6-tuned=/packed/AV6-on-AV5-w10-e4@0.5"]
+    # a re-run: every finished run is reused
+    rb.Experiment(_spec(tmp_path), r).select()
+    assert len(r.calls) == n
+
+
+def test_cli_reports_spec_errors(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("rows: {A: {init: nowhere}}\ntables: {core: {rows: [A]}}")
+    with pytest.raises(SystemExit, match=r"bad.yaml: rows\.A\.init"):
+        rb.main(["train", "--rows", str(p), "--exp_dir", str(tmp_path), "--data_dir", "d", "--config", "c"])
+
+
+def test_table_writes_the_robust_table_format_with_claims(tmp_path, monkeypatch):
+    import avsr.models.model as mm
+    import avsr.pack as pk
+    from avsr.eval import render
+    dev = {"AV5-w10": 0.50, "AV5": 0.55, "AV5-w0.1": 0.60, "E1": 0.70, "E4": 0.66, "E8": 0.66, "T0": 0.4, "T0.5": 0.3}
+    r = _FakeRunner(tmp_path, dev)
+    fake_sweep = r.sweep
+    n_utt, conds = 20, [f"random@{x:g}" for x in rb.RATES] + ["whole"]
+
+    def sweep(name, models, split, greedy, **kw):
+        if split == "dev":
+            return fake_sweep(name, models, split, greedy, **kw)
+        errs = {"A0": 6, "AV0": 3, "AV3": 4, "AV5": 4, "AV6": 3, "AV6-tuned": 3}
+        names = [m.split("=")[0] for m in models]
+        ue = {m: {c: [errs[m]] * n_utt for c in conds} for m in names}
+        cer = {m: {c: {"cer": errs[m] / 10, "lo": 0, "hi": 1, "relative_cer_vs_baseline": 0.1} for c in conds}
+               for m in names}
+        return {"search": "ctc_greedy", "conditions": conds, "utt_errors": ue, "utt_ref_chars": [10] * n_utt,
+                "cer": cer, "utts": n_utt, "degradation_area": {"AV3": 1.0, "AV6": 0.5}, "models": {}}
+    r.sweep = sweep
+    monkeypatch.setattr(pk, "load_packed", lambda p: (None,))
+    monkeypatch.setattr(mm, "count_parameters", lambda m: {"total": 100, "adapter": 4})
+    spec = _spec(tmp_path)
+    spec.rows["AV5"].probe = {}
+    out = rb.Experiment(spec, r).table(command="c")
+    assert out["kd"]["chosen_row"] == "AV5-w10" and out["kd"]["chosen_weight"] == 10.0
+    assert [g["row"] for g in out["kd"]["grid_dev_mean_cer_0_.5_1"]] == ["AV5", "AV5-w10", "AV5-w0.1"]
+    assert out["adapter"]["epochs"] == 4 and out["adapter"]["row"] == "AV6-on-AV5-w10-e4"
+    assert out["adapter"]["epochs_dev_cer_random@1"] == {"1": 0.70, "4": 0.66, "8": 0.66}
+    assert out["adapter"]["tuned_threshold"] == 0.5 and out["best_dropout_only_row_dev"] == "AV3"
+    assert out["budget_steps"]["AV6-on-AV5-w10-e4"] == 28 and out["claims"]["1_bias_reproduced"]
+    assert "Dev choices" in "\n".join(render.sec_robust(out, notes=False))   # the renderer reads it
+
+
+def test_a_done_sweep_is_reused_only_for_the_same_models(tmp_path):
+    r = rb.RowRunner(str(tmp_path / "exp"), "d", "c")
+    out = os.path.join(r.rows_dir, "sweep", "dev_x")
+    os.makedirs(out)
+    models = {"A": {"path": "/p/a", "adapter_threshold": 0.0}, "T0.5": {"path": "/p/b", "adapter_threshold": 0.5}}
+    json.dump({"models": models}, open(os.path.join(out, "sweep.json"), "w"))
+    ran = []
+    r.sh = lambda cmd, log: ran.append(cmd)
+    assert r.sweep("dev_x", ["A=/p/a", "T0.5=/p/b@0.5"], "dev", True)["models"] == models   # reused
+    assert rb.sweep_done(models, ["A=/p/a@0", "T0.5=/p/b@0.5"])
+    assert not rb.sweep_done(models, ["A=/p/a", "T0.5=/p/b@0.25"])      # another threshold
+    assert not rb.sweep_done(models, ["A=/p/a"]) and not rb.sweep_done(models, ["A=/p/c", "T0.5=/p/b@0.5"])
+    assert not ran
