@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from avsr.eval.render import plot_similarity, plot_sweep, sweep_md
+
 
 def parse_models(specs):
     out = {}
@@ -200,79 +202,16 @@ def main(argv=None) -> int:
 
 
 def render_md(out, args) -> str:
-    conds = out["conditions"]
-    lines = [f"CER % [95 % CI] on `{out['data_dir']}` ({out['utts']} utterances), search: **{out['search']}**", "",
-             "| model | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
-    for m, row in out["cer"].items():
-        lines.append(f"| {m} | " + " | ".join(f"{100 * row[c]['cer']:.1f} [{100 * row[c]['lo']:.1f}, "
-                                               f"{100 * row[c]['hi']:.1f}]" for c in conds) + " |")
-    if "degradation_area" in out:
-        lines += ["", f"Degradation area (trapezoid of CER(r) - CER_{args.reference}(0) over the random-loss rates, "
-                      "CER in %·rate):", "", "| model | area |", "|---|---|"]
-        lines += [f"| {m} | {100 * a:.2f} |" for m, a in out["degradation_area"].items()]
-    if args.baseline:
-        rel = [(m, row) for m, row in out["cer"].items() if m != args.baseline]
-        if rel:
-            rc = [c for c in conds if c.startswith("random@")]
-            lines += ["", f"Relative CER % (hypotheses scored against {args.baseline}'s output):", "",
-                      "| model | " + " | ".join(rc) + " |", "|---|" + "---|" * len(rc)]
-            lines += [f"| {m} | " + " | ".join(f"{100 * row[c]['relative_cer_vs_baseline']:.1f}" for c in rc) + " |"
-                      for m, row in rel]
-    if "similarity" in out:
-        lines += ["", f"Representation similarity to {args.baseline} (mean-pooled `fused`, cosine; "
-                      "diagonal dominance = mean diagonal - mean off-diagonal; linear CKA):", "",
-                  "| model | rate | diag. dominance | CKA |", "|---|---|---|---|"]
-        for m, d in out["similarity"].items():
-            for r, st in d.items():
-                lines.append(f"| {m} | {r} | {st['diagonal_dominance']:.4f} | {st['linear_cka']:.4f} |")
-    if out.get("skipped"):
-        lines += ["", f"{len(out['skipped'])} utterance(s) skipped (media unreadable; scored as empty hypotheses, "
-                      "listed in `skipped`)."]
-    t = out["timing"]
-    lines += ["", f"Sweep wall time {t['wall_seconds']:.1f} s (media loading {t['load_seconds']:.1f} s)."]
-    if "uncached" in out:
-        u = out["uncached"]
-        lines += [f"Independent decodes: {u['wall_seconds']:.1f} s; cost ratio cached/uncached "
-                  f"**{u['cost_ratio_cached_vs_uncached']:.2f}**; identical hypotheses: {u['identical_hyps']}."]
-    return "\n".join(lines) + "\n"
+    """sweep.md (the renderer: :func:`avsr.eval.render.sweep_md`)."""
+    return sweep_md(out, reference=args.reference, baseline=args.baseline)
 
 
 def _plot(out, args, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    rates = sorted(args.rates)
-    for m, row in out["cer"].items():
-        ys = [100 * row[f"random@{r:g}"]["cer"] for r in rates]
-        ax.plot(rates, ys, "--" if m == args.baseline else "-o", label=m, markersize=3)
-    ax.set_xlabel("test video frame loss rate (random)")
-    ax.set_ylabel("CER (%)")
-    ax.set_title(f"CER vs frame loss ({out['search']})")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_sweep(out, args.rates, args.baseline, path)
 
 
 def _plot_similarity(mats, args, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    models = sorted({m for m, _ in mats})
-    rates = sorted({r for _, r in mats})
-    fig, axes = plt.subplots(len(models), len(rates), figsize=(2.6 * len(rates), 2.6 * len(models)), squeeze=False)
-    for i, m in enumerate(models):
-        for j, r in enumerate(rates):
-            S = mats[(m, r)][:50, :50]
-            axes[i][j].imshow(S, vmin=-1, vmax=1, cmap="viridis")
-            axes[i][j].set_title(f"{m} @ {r:g}", fontsize=8)
-            axes[i][j].set_xticks([])
-            axes[i][j].set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_similarity(mats, path)
 
 
 if __name__ == "__main__":
