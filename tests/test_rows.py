@@ -370,3 +370,12 @@ def test_a_done_sweep_is_reused_only_for_the_same_models(tmp_path):
     assert not rb.sweep_done(models, ["A=/p/a", "T0.5=/p/b@0.25"])      # another threshold
     assert not rb.sweep_done(models, ["A=/p/a"]) and not rb.sweep_done(models, ["A=/p/c", "T0.5=/p/b@0.5"])
     assert not ran
+
+
+def test_recipe_lists_the_row_stages():
+    import subprocess
+    out = subprocess.run(["bash", os.path.join(ROOT, "recipes", "misp2022", "run.sh"), "--help"],
+                         capture_output=True, text=True).stdout
+    for n, name in ((15, "rows_train"), (16, "rows_select"), (17, "rows_sweep"), (18, "rows_table")):
+        assert f"{n} {name}" in out
+    assert "--rows FILE" in out
