@@ -379,3 +379,6 @@ def test_recipe_lists_the_row_stages():
     for n, name in ((15, "rows_train"), (16, "rows_select"), (17, "rows_sweep"), (18, "rows_table")):
         assert f"{n} {name}" in out
     assert "--rows FILE" in out
+    # without --rows the row stages are skipped: the default recipe (make demo) runs stages 1-14 only
+    src = open(os.path.join(ROOT, "recipes", "misp2022", "run.sh")).read()
+    assert 'rows=                #' in src and 'if [ -n "$rows" ]; then' in src

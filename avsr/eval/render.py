@@ -467,8 +467,8 @@ MINI_RUN = ("cd recipes/synthmisp && ./run.sh --preset mini --nj 2 --stage 1 --c
             "    --models \"a0 v av0\" --v_args \"--set trainer.max_epochs=15\" \\\n"
             "    --av0_args \"--set trainer.max_epochs=14 trainer.lr=0.001 trainer.warmup_steps=200\"")
 ROWS_RUN = ("cd recipes/synthmisp && ./run.sh --preset mini --corpus_dir ../../corpora/synthmisp_mini \\\n"
-            "    --stage 15 --stop_stage 18 --rows_table {table} --rows_dir \"$PWD/exp/synthmisp_mini/rows_fzvc\" \\\n"
-            "    --rows_out \"$PWD/../../docs/results/robust_{table}.json\"   # row spec: conf/rows/dai2024.yaml")
+            "    --stage 15 --stop_stage 18 --rows ../../conf/rows/dai2024.yaml --rows_table {table} \\\n"
+            "    --rows_dir \"$PWD/exp/synthmisp_mini/rows_fzvc\" --rows_out \"$PWD/../../docs/results/robust_{table}.json\"")
 _SHOWN = ("random@0", "random@0.25", "random@0.5", "random@0.75", "random@1", "segment@0.5", "babble-5dB")
 
 
@@ -550,7 +550,7 @@ def misp2022_results_md() -> str:
         "cd recipes/misp2022",
         "./run.sh --misp_root /path/to/MISP2022 --nj 8 --ngpu 4 --stop_stage 14   # A0, V, AV0, AV5, AV6; decode, sweep, report",
         "./run.sh --misp_root /path/to/MISP2022 --ngpu 4 --stage 15 --stop_stage 18 \\",
-        "    --rows_table full --rows_out exp/rows_full.json   # the Dai et al. rows of conf/rows/dai2024.yaml",
+        "    --rows ../../conf/rows/dai2024.yaml --rows_table full --rows_out exp/rows_full.json   # the Dai et al. rows",
         "python -m avsr.bin.report --decode_dir exp/decode --models a0 v av0 av5 av6 --sets dev eval \\",
         "    --baseline a0 --out exp/report",
         "```", "",

@@ -46,7 +46,7 @@ decode_sets="dev eval"
 beam_size=10         # 0: CTC greedy
 decode_batch=16      # utterances per batched decode
 decode_args=         # extra arguments for avsr.bin.decode
-rows=../../conf/rows/dai2024.yaml   # row spec of stages 15-18 (avsr/eval/rows.py: rows, grids, dev choices)
+rows=                # row spec of stages 15-18, e.g. ../../conf/rows/dai2024.yaml (empty: those stages are skipped)
 rows_table=core      # table of the row spec: core (AV3, AV5, AV6; beam 10) or full (every row; CTC greedy)
 rows_dir=            # where the rows' runs, packs and sweeps go (empty: \$exp_dir/rows)
 rows_out=            # the table JSON of stage 18 (empty: \$exp_dir/rows_<table>.json)
@@ -81,7 +81,8 @@ a done stage is skipped unless --force true; running a stage clears later stages
                -> \$exp_dir/sweep/\$sweep_set/{sweep.json,sweep.md,cer_vs_frame_loss.png}
   14 report    CER table with bootstrap intervals and paired-bootstrap comparisons
                -> \$exp_dir/report.{json,md}, printed, then the sweep table and the plot's path
-  15 rows_train   train every run of the row spec's table (--rows, --rows_table) with avsr.bin.train
+  15 rows_train   (only with --rows FILE, e.g. ../../conf/rows/dai2024.yaml)
+               train every run of the row spec's table (--rows, --rows_table) with avsr.bin.train
                into \$rows_dir/<RUN> (finished runs skipped, interrupted ones resumed); a row that starts
                from another row waits for that row's dev choice
   16 rows_select  dev choices: each row's grid (lowest mean greedy dev CER), probes, the MS-Adapter
@@ -125,7 +126,7 @@ Options (default):
   --robust_freeze "PREFIX ..."  parameter prefixes AV5 does not train ("$robust_freeze"; none = all)
   --adapter_rank R, --adapter_args "...", --adapter_threshold T                  MS-Adapter (stage 10)
   --sweep_set S, --sweep_args "..."                                              sweep (stage 13)
-  --rows FILE, --rows_table T, --rows_dir DIR, --rows_out FILE   rows (stages 15-18; $rows, $rows_table)
+  --rows FILE, --rows_table T, --rows_dir DIR, --rows_out FILE   rows (stages 15-18, only with --rows; table $rows_table)
   --config FILE      file of name=value lines setting the options above
   --help             this message
 EOF
@@ -158,7 +159,7 @@ fi
 # dirs (--exp_dir, --data_dir, --dump_dir) are relative to this recipe directory.
 case "$misp_root" in ""|/*) ;; *) misp_root="$invoke_dir/$misp_root" ;; esac
 train_config=$(realpath -m "$train_config")   # relative paths: to this recipe dir
-rows=$(realpath -m "$rows")                   # relative paths: to this recipe dir
+[ -z "$rows" ] || rows=$(realpath -m "$rows")   # relative paths: to this recipe dir
 [ -n "$rows_dir" ] || rows_dir="$exp_dir/rows"
 [ -n "$rows_out" ] || rows_out="$exp_dir/rows_${rows_table}.json"
 case "$token_type" in char|bpe) ;; *) echo "$0: --token_type must be char or bpe" >&2; exit 1 ;; esac
@@ -371,9 +372,13 @@ stage_rows_select() { stage_rows select; }
 stage_rows_sweep()  { stage_rows sweep; }
 stage_rows_table()  { stage_rows table --out "$rows_out"; }
 rows_sig="rows=$rows table=$rows_table rows_dir=$rows_dir config=$train_config"
-run_stage 15 "rows_train_$rows_table"  stage_rows_train  "$rows_sig"
-run_stage 16 "rows_select_$rows_table" stage_rows_select "$rows_sig"
-run_stage 17 "rows_sweep_$rows_table"  stage_rows_sweep  "$rows_sig"
-run_stage 18 "rows_table_$rows_table"  stage_rows_table  "$rows_sig out=$rows_out"
+if [ -n "$rows" ]; then
+  run_stage 15 "rows_train_$rows_table"  stage_rows_train  "$rows_sig"
+  run_stage 16 "rows_select_$rows_table" stage_rows_select "$rows_sig"
+  run_stage 17 "rows_sweep_$rows_table"  stage_rows_sweep  "$rows_sig"
+  run_stage 18 "rows_table_$rows_table"  stage_rows_table  "$rows_sig out=$rows_out"
+elif [ "$stop_stage" -ge 15 ] && [ "$stop_stage" -lt 100 ]; then
+  log "stages 15-18 (rows) need --rows FILE (e.g. ../../conf/rows/dai2024.yaml); skipped"
+fi
 
 log "finished stages $stage..$stop_stage"
