@@ -1,28 +1,53 @@
-"""``Speech2Text``: batched inference for AVSR / ASR / VSR models (separate from any CLI).
+"""``Speech2Text``: the one class that runs a model for text.
+
+Every decode in the toolkit goes through it: ``avsr decode`` (wav+mp4 pairs and data dirs), the
+recipe's decode stage and ``avsr eval`` (the CER-vs-frame-loss sweep)::
 
     s2t = Speech2Text.from_packed("exp/.../packed", beam_size=10)        # or Speech2Text(model, tokenizer)
     res = s2t(audio, video)                 # one utterance: float32 [N] 16 kHz, uint8 ROIs [T,88,88] or None
     results = s2t.decode_batch(batch)       # a padded Batch: several utterances in ONE forward
+    results = s2t.decode_items(items, batch_size=8)          # dicts with audio / video, batched here
+    by_name = s2t.decode_variants(batch, [Variant("whole", frame_mask=...), Variant("babble", audio=...)])
 
-Search: joint CTC/attention beam search batched across utterances
-(:func:`avsr.decoding.batch_beam_search`: CTC prefix scores + decoder + length bonus), or the
-CTC-greedy fast path (``ctc_greedy=True``, or ``beam_size=0``).  Modality: an AV model given no
-video runs its audio-only path (``modality="audio"``: no visual branch, no cross-attention, no
-merge FFN term, adapters on if it has them).
+It owns, in one place:
+
+* **cropping and batching** (:meth:`make_batch`, :meth:`decode_items`): 96x96 ROIs are centre-cropped
+  to the model's 88x88 input by :func:`frontends.roi.center_crop`;
+* **search**: joint CTC/attention beam search batched across utterances
+  (:func:`avsr.decoding.batch_beam_search`), or CTC greedy (``ctc_greedy=True`` or ``beam_size=0``);
+* **modality and MS-Adapter routing** (:meth:`route`): an AV model given no video runs its audio-only
+  path (no visual branch, no cross-attention, no merge term, adapters on if it has them); with video,
+  an utterance whose share of present frames is at or below ``adapter_threshold`` takes the same
+  path.  The default threshold and adapter policy come from the packed model (``avsr pack
+  --adapter_threshold``); a constructor argument overrides them.  Nothing is stored on the model;
+* **the cached multi-condition decode** (:meth:`decode_variants`) that ``avsr eval`` runs: the audio
+  front-end of each distinct audio and the per-frame visual features of the clean video are computed
+  once per batch, and each *distinct* model input of an utterance is encoded and searched once (a
+  dropped frame is a black frame, whose feature is one constant vector).  ``cache=False`` decodes
+  every variant on its own through :meth:`decode_batch`; both give identical hypotheses (tested).
+
+Per-stage seconds accumulate in ``timings``: ``audio_front``, ``visual_front``, ``encoder`` (the rest
+of the encode) and ``search``; ``encode`` is their encode part (front-ends + encoder).
 """
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from avsr.data.batch import Batch
 from avsr.decoding import batch_beam_search, ctc_greedy
+from avsr.models.model import reconcile_video
+from frontends.roi import CROP_SIZE, center_crop
 
-__all__ = ["Speech2Text", "Result"]
+__all__ = ["Speech2Text", "Result", "Variant", "ADAPTER_POLICIES"]
+
+ADAPTER_POLICIES = ("auto", "on", "off")
+STAGES = ("audio_front", "visual_front", "encoder", "search")
 
 
 @dataclass
@@ -34,11 +59,26 @@ class Result:
     nbest: List[Dict] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One input condition of a batch for :meth:`Speech2Text.decode_variants`.
+
+    ``frame_mask``: bool ``[B, T]``, the frames shown (the others are black; ``None``: the batch's
+    own mask).  ``audio``: ``[B, N]`` audio replacing the batch's (``None``: the batch's own), e.g.
+    babble-mixed; it has the batch's lengths."""
+    name: str
+    frame_mask: Optional[torch.Tensor] = None
+    audio: Optional[torch.Tensor] = None
+
+
 def _as_tensor(x, dtype):
     if x is None:
         return None
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a numpy array or a torch tensor, got {type(x).__name__} "
+                        "(file paths: see frontends.pairs.prepare_pair)")
     return x.to(dtype)
 
 
@@ -58,11 +98,36 @@ def _subset(batch: Batch, idx: List[int]) -> Batch:
     return Batch(**kw)
 
 
+def present_mask(batch: Batch, frame_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Bool ``[B, T]`` of the frames an utterance shows: ``frame_mask``, else the batch's, else all
+    frames within ``video_lens``."""
+    if frame_mask is not None:
+        return frame_mask
+    if batch.frame_mask is not None:
+        return batch.frame_mask
+    return torch.arange(batch.video.shape[1])[None, :] < batch.video_lens.cpu()[:, None]
+
+
+def _cat_audio(fronts: Sequence[tuple]) -> tuple:
+    a = torch.cat([f[0] for f in fronts])
+    return a, fronts[0][1], torch.cat([f[2] for f in fronts]), torch.cat([f[3] for f in fronts])
+
+
+def _sub_front(front: Dict, idx: torch.Tensor) -> Dict:
+    out = {}
+    if "audio" in front:
+        a, pos, lens, mask = front["audio"]
+        out["audio"] = (a[idx], pos, lens[idx], mask[idx])
+    if "visual" in front:
+        out["visual"] = front["visual"][idx]
+    return out
+
+
 class Speech2Text:
     def __init__(self, model: torch.nn.Module, tokenizer, *, device: Union[str, torch.device] = "cpu",
                  beam_size: int = 10, ctc_weight: Optional[float] = None, penalty: float = 0.0,
                  maxlenratio: float = 0.0, minlenratio: float = 0.0, ctc_greedy: bool = False,
-                 nbest: int = 1, crop: int = 88, adapters: str = "auto",
+                 nbest: int = 1, crop: Optional[int] = None, adapters: str = "auto",
                  adapter_threshold: Optional[float] = 0.0):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -76,18 +141,22 @@ class Speech2Text:
         self.minlenratio = float(minlenratio)
         self.use_greedy = bool(ctc_greedy) or self.beam_size <= 0
         self.nbest = int(nbest)
-        self.crop = int(crop)
-        self.timings: Dict[str, float] = {"encode": 0.0, "search": 0.0}
-        # MS-Adapter routing: "auto" = adapters on the audio-only path; utterances whose share of
-        # present video frames is <= adapter_threshold take that path (0: only with no frame at
-        # all, the paper's behaviour; None: never route by the frame mask).  "on"/"off" force them.
-        if adapters not in ("auto", "on", "off"):
-            raise ValueError(f"adapters must be auto, on or off, got {adapters!r}")
-        self.model.adapter_policy = adapters
-        self.adapter_threshold = adapter_threshold
+        self.crop = int(CROP_SIZE if crop is None else crop)
+        self.timings: Dict[str, float] = {"encode": 0.0, **{k: 0.0 for k in STAGES}}
+        # MS-Adapter routing: "auto" = adapters on the audio-only path of an AV model; utterances whose
+        # share of present video frames is <= adapter_threshold take that path (0: only with no frame
+        # at all, the paper's behaviour; None: never route by the frame mask).  "on"/"off" force them.
+        if adapters not in ADAPTER_POLICIES:
+            raise ValueError(f"adapters must be one of {ADAPTER_POLICIES}, got {adapters!r}")
+        self.adapters = adapters
+        self.adapter_threshold = None if adapter_threshold is None else float(adapter_threshold)
+        self.info: Dict = {}
 
     @classmethod
     def from_packed(cls, path, device="cpu", **kw) -> "Speech2Text":
+        """A packed model dir (``avsr pack``) with its stored decoding defaults (beam size, CTC
+        weight, adapter threshold); keyword arguments given override them (``adapter_threshold=None``:
+        never route by the frames)."""
         from avsr.pack import load_packed
         model, tok, info = load_packed(path, device=device)
         dec = dict(info.get("decode") or {})
@@ -96,7 +165,11 @@ class Speech2Text:
         s.info = info
         return s
 
-    # ------------------------------------------------------------------ modality
+    @property
+    def search_name(self) -> str:
+        return "ctc_greedy" if self.use_greedy else f"beam{self.beam_size}"
+
+    # ------------------------------------------------------------------ modality and routing
     def pick_modality(self, batch: Batch, modality: Optional[str] = None) -> str:
         if modality:
             return modality
@@ -105,13 +178,71 @@ class Speech2Text:
             return "audio"
         return mode
 
-    # ------------------------------------------------------------------ decoding
+    def adapters_on(self, modality: str) -> bool:
+        """Whether the adapters run for a forward in ``modality`` under this decoder's policy."""
+        return self.model.adapters_for(modality, self.adapters)
+
+    @contextmanager
+    def _adapters(self, modality: str) -> Iterator[None]:
+        with self.model.adapter_switch(self.adapters_on(modality)):
+            yield
+
+    def route(self, batch: Batch, frame_mask: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """Bool [B]: utterances sent to the audio-only (adapter) path by their frames (``frame_mask``,
+        default the batch's), or None when this model and policy never route."""
+        m = self.model
+        if (m.adapters is None or m.cfg.mode != "audiovisual" or batch.video is None
+                or self.adapter_threshold is None or self.adapters == "off"):
+            return None
+        fm = present_mask(batch, frame_mask) if frame_mask is not None or batch.frame_mask is not None \
+            else batch.video.flatten(2).any(-1)
+        T = fm.shape[1]
+        lens = batch.video_lens.cpu()
+        valid = torch.arange(T)[None, :] < lens[:, None]
+        present = (fm.cpu() & valid).sum(1).float() / lens.clamp_min(1).float()
+        return present <= self.adapter_threshold + 1e-9
+
+    # ------------------------------------------------------------------ encoder and search
+    def _tick(self, stage: str, t0: float) -> None:
+        dt = time.perf_counter() - t0
+        self.timings[stage] += dt
+        if stage != "search":
+            self.timings["encode"] += dt
+
+    def _fronts(self, batch: Batch, modality: str) -> Dict:
+        """The front-end outputs of ``batch`` for ``modality`` (timed per stage)."""
+        model, front = self.model, {}
+        if modality in ("audio", "audiovisual"):
+            t0 = time.perf_counter()
+            front["audio"] = model.audio_front(batch)
+            self._tick("audio_front", t0)
+        if modality in ("video", "audiovisual"):
+            t0 = time.perf_counter()
+            if "audio" in front:
+                video, vlens = reconcile_video(batch.video, batch.video_lens, front["audio"][2])
+            else:
+                video, vlens = batch.video, batch.video_lens
+            front["visual"] = model.visual_frontend(video, vlens)[0]
+            self._tick("visual_front", t0)
+        return front
+
+    def _encode_front(self, front: Dict, n: int, modality: str, video_lens=None):
+        """Encoder from front-end outputs (``n`` utterances): ``(enc, lens)``."""
+        b = Batch(utt_ids=[""] * n)
+        if modality == "video":
+            b = b.replace(video_lens=video_lens.to(self.device))
+        t0 = time.perf_counter()
+        enc, lens, _ = self.model.encode(b, modality=modality, front=front)
+        self._tick("encoder", t0)
+        return enc, lens
+
     @torch.no_grad()
     def encode(self, batch: Batch, modality: Optional[str] = None):
+        """``(enc [B, T, d], lens [B], modality)`` for a batch (adapters per the policy, no routing)."""
         m = self.pick_modality(batch, modality)
-        t0 = time.perf_counter()
-        enc, lens, _ = self.model.encode(batch.to(self.device), modality=m)
-        self.timings["encode"] += time.perf_counter() - t0
+        batch = batch.to(self.device)
+        with self._adapters(m):
+            enc, lens = self._encode_front(self._fronts(batch, m), len(batch), m, batch.video_lens)
         return enc, lens, m
 
     @torch.no_grad()
@@ -141,21 +272,32 @@ class Speech2Text:
                     ids = [int(t) for t in h.yseq if int(t) not in (model.sos, model.eos)]
                     nb.append({"text": self.tokenizer.decode(ids), "token_ids": ids, "score": float(h.score)})
                 out.append(Result(nb[0]["text"], nb[0]["token_ids"], nb[0]["score"], modality, nb))
-        self.timings["search"] += time.perf_counter() - t0
+        self._tick("search", t0)
         return out
 
-    def route(self, batch: Batch) -> Optional[torch.Tensor]:
-        """Bool [B]: utterances sent to the audio-only (adapter) path by the frame mask, or None."""
-        m = self.model
-        if (m.adapters is None or m.cfg.mode != "audiovisual" or batch.video is None
-                or self.adapter_threshold is None or m.adapter_policy == "off"):
-            return None
-        fm = batch.frame_mask if batch.frame_mask is not None else batch.video.flatten(2).any(-1)
-        T = batch.video.shape[1]
-        valid = torch.arange(T)[None, :] < batch.video_lens.cpu()[:, None]
-        present = (fm.cpu() & valid).sum(1).float() / batch.video_lens.cpu().clamp_min(1).float()
-        return present <= float(self.adapter_threshold) + 1e-9
+    def _search_front(self, front: Dict, n: int, modality: str, route=None, video_lens=None) -> List[Result]:
+        """Encoder + search from front-end outputs of ``n`` utterances; with ``route``, the routed
+        ones run the audio-only path (adapters per the policy)."""
+        res: List[Optional[Result]] = [None] * n
+        groups = [(torch.arange(n), modality)]
+        if route is not None and bool(route.any()):
+            groups = [(torch.nonzero(route).flatten(), "audio"), (torch.nonzero(~route).flatten(), modality)]
+        for idx, m in groups:
+            if idx.numel() == 0:
+                continue
+            f = front if len(groups) == 1 else _sub_front(front, idx.to(self.device))
+            if m == "audio":
+                f = {k: v for k, v in f.items() if k != "visual"}
+            vl = None if video_lens is None else video_lens[idx.cpu()]
+            with self._adapters(m):
+                enc, lens = self._encode_front(f, idx.numel(), m, vl)
+                rs = self.decode_encoded(enc, lens, m)
+            for j, r in zip(idx.tolist(), rs):
+                res[j] = r
+        return res  # type: ignore[return-value]
 
+    # ------------------------------------------------------------------ decoding a batch
+    @torch.no_grad()
     def decode_batch(self, batch: Batch, modality: Optional[str] = None) -> List[Result]:
         """Decode every utterance of a padded batch in one encoder forward and one batched search
         (two when MS-Adapter routing splits the batch into audio-only and audio-visual parts)."""
@@ -176,13 +318,15 @@ class Speech2Text:
 
     def _decode(self, batch: Batch, modality: Optional[str]) -> List[Result]:
         m = self.pick_modality(batch, modality)
-        with self.model.adapter_switch(self.model.adapters_for(m)):
-            enc, lens, m = self.encode(batch, m)
-            return self.decode_encoded(enc, lens, m)
+        batch = batch.to(self.device)
+        with self._adapters(m):
+            front = self._fronts(batch, m)
+        return self._search_front(front, len(batch), m, video_lens=batch.video_lens)
 
+    # ------------------------------------------------------------------ items and single utterances
     def make_batch(self, items: Sequence[Dict]) -> Batch:
         """A Batch from dicts with ``audio`` (float [N] 16 kHz) and optional ``video`` (uint8 ROIs
-        ``[T, H, W]``, H=W=88 or 96: 96 is centre-cropped) -- all items with video, or none."""
+        ``[T, H, W]``, H=W=88 or 96: larger ROIs are centre-cropped) -- all items with video, or none."""
         from avsr.data.dataset import collate
         prepared = []
         has_v = [it.get("video") is not None for it in items]
@@ -192,12 +336,162 @@ class Speech2Text:
             a = _as_tensor(it.get("audio"), torch.float32)
             v = _as_tensor(it.get("video"), torch.uint8)
             if v is not None and v.shape[-1] != self.crop:
-                off = (v.shape[-1] - self.crop) // 2
-                v = v[..., off:off + self.crop, off:off + self.crop]
+                v = center_crop(v, self.crop)
             prepared.append({"utt_id": it.get("utt_id", f"utt{i}"), "audio": a, "video": v,
                              "detected": None if v is None else torch.ones(v.shape[0], dtype=torch.bool),
                              "tokens": None, "text": None})
         return collate(prepared)
 
+    def decode_items(self, items: Sequence[Dict], batch_size: int = 8) -> List[Result]:
+        """Decode dicts (``audio``, optional ``video``, ``utt_id``) ``batch_size`` at a time, the items
+        with video and those without in separate batches; results in the order of ``items``."""
+        out: List[Optional[Result]] = [None] * len(items)
+        for has_video in (True, False):
+            idx = [i for i, it in enumerate(items) if (it.get("video") is not None) == has_video]
+            for s in range(0, len(idx), max(int(batch_size), 1)):
+                part = idx[s:s + batch_size]
+                for i, r in zip(part, self.decode_batch(self.make_batch([items[i] for i in part]))):
+                    out[i] = r
+        return out  # type: ignore[return-value]
+
     def __call__(self, audio, video=None, modality: Optional[str] = None) -> Result:
         return self.decode_batch(self.make_batch([{"audio": audio, "video": video}]), modality)[0]
+
+    # ------------------------------------------------------------------ several conditions of a batch
+    def materialize(self, batch: Batch, variant: Variant) -> Batch:
+        """The plain batch a variant stands for (its audio; its missing frames black)."""
+        b = batch
+        mode = self.model.cfg.mode
+        if variant.audio is not None and self.model.has_audio:
+            b = b.replace(audio=variant.audio)
+        if mode == "audio":
+            return b.replace(video=None, video_lens=None, frame_mask=None)
+        if variant.frame_mask is not None and b.video is not None:
+            fm = variant.frame_mask
+            b = b.replace(video=b.video * fm[:, :b.video.shape[1], None, None].to(b.video.dtype), frame_mask=fm)
+        return b
+
+    @torch.no_grad()
+    def decode_variants(self, batch: Batch, variants: Sequence[Variant], cache: bool = True
+                        ) -> Dict[str, List[Result]]:
+        """``{variant name: [Result per utterance]}``: the same utterances under several input
+        conditions (frames blacked out, audio replaced).  Cached (default): the front-ends of each
+        distinct audio and of the clean video are computed once, the variants sharing the batch's
+        audio run as one stacked encoder forward and search, and each distinct model input of an
+        utterance is decoded once (on the adapter path only the audio is an input; an audio-only
+        model never sees the video; a video-only model never hears the audio).  ``cache=False``:
+        every variant through :meth:`decode_batch` on its own."""
+        if not cache:
+            return {v.name: self.decode_batch(self.materialize(batch, v)) for v in variants}
+        model = self.model
+        mode = model.cfg.mode
+        use_a, use_v = mode in ("audio", "audiovisual"), mode in ("video", "audiovisual")
+        batch = batch.to(self.device)
+        B = len(batch)
+        # audio sources: 0 = the batch's own, then one per variant that replaces the audio
+        sources, src_of = [batch.audio], []
+        for v in variants:
+            if v.audio is not None and use_a:
+                sources.append(v.audio.to(self.device))
+                src_of.append(len(sources) - 1)
+            else:
+                src_of.append(0)
+        a_fronts: Dict[int, tuple] = {}
+
+        def a_front(s: int):
+            if s not in a_fronts:
+                t0 = time.perf_counter()
+                a_fronts[s] = model.audio_front(batch.replace(audio=sources[s]))
+                self._tick("audio_front", t0)
+            return a_fronts[s]
+
+        feats = black = video = vlens = None
+        inside = None
+        v_feats: Dict[int, torch.Tensor] = {}
+        if use_v:
+            per_frame = model.cfg.visual_frontend == "light"
+            t0 = time.perf_counter()
+            if use_a:
+                video, vlens = reconcile_video(batch.video, batch.video_lens, a_front(0)[2].cpu())
+            else:
+                video, vlens = batch.video, batch.video_lens
+            if per_frame:
+                feats = model.visual_frontend(video.to(self.device), vlens.to(self.device))[0]
+                z = torch.zeros((1, 1) + tuple(video.shape[2:]), dtype=video.dtype, device=self.device)
+                black = model.visual_frontend(z, torch.ones(1, dtype=torch.long, device=self.device))[0][0, 0]
+            self._tick("visual_front", t0)
+            Tt = video.shape[1]
+            inside = torch.arange(Tt)[None, :] < batch.video_lens.cpu()[:, None]
+        # every (variant, utterance) row: its route and its blacked-out frames
+        rows_drop, rows_route = [], []
+        for v in variants:
+            if use_v:
+                fm = present_mask(batch, v.frame_mask).cpu()
+                Tt = video.shape[1]
+                fm = fm[:, :Tt] if fm.shape[1] >= Tt else torch.cat([fm, fm.new_zeros(B, Tt - fm.shape[1])], 1)
+                rows_drop.append((~fm) & inside)      # frames that become black (beyond the video: black already)
+                r = self.route(batch, present_mask(batch, v.frame_mask))
+                rows_route.append(r if r is not None else torch.zeros(B, dtype=torch.bool))
+            else:
+                rows_drop.append(None)
+                rows_route.append(torch.zeros(B, dtype=torch.bool))
+        # identical inputs give identical outputs: each distinct input of an utterance is decoded once
+        done: Dict[tuple, Result] = {}
+        out: Dict[str, List[Result]] = {}
+        for s in sorted(set(src_of)):
+            vi = [i for i, x in enumerate(src_of) if x == s]
+            keys, todo = [], []
+            for i in vi:
+                packed = None if rows_drop[i] is None else np.packbits(rows_drop[i].numpy(), axis=1)
+                for j in range(B):
+                    routed = bool(rows_route[i][j])
+                    key = (j, s if (use_a or routed) else None,
+                           packed[j].tobytes() if (use_v and not routed) else None)
+                    keys.append(key)
+                    if key not in done and key not in {k for k, _ in todo}:
+                        todo.append((key, (i, j)))
+            if todo:
+                front: Dict = {}
+                rows = [ij for _, ij in todo]
+                if use_a:
+                    a = a_front(s)
+                    idx = torch.tensor([j for _, j in rows], device=self.device)
+                    front["audio"] = (a[0][idx], a[1], a[2][idx], a[3][idx])
+                if use_v:
+                    t0 = time.perf_counter()
+                    fv = []
+                    for i, j in rows:
+                        d = rows_drop[i][j]
+                        if feats is not None:
+                            fv.append(torch.where(d[:, None].to(feats.device), black, feats[j]))
+                        else:              # a Conv3D front-end: features of the variant's own video
+                            if i not in v_feats:
+                                keep = (~rows_drop[i])[..., None, None].to(video.dtype)
+                                v_feats[i] = model.visual_frontend((video * keep).to(self.device),
+                                                                   vlens.to(self.device))[0]
+                            fv.append(v_feats[i][j])
+                    front["visual"] = torch.stack(fv)
+                    self._tick("visual_front", t0)
+                route = torch.tensor([bool(rows_route[i][j]) for i, j in rows])
+                vl = torch.stack([batch.video_lens[j] for _, j in rows]) if batch.video_lens is not None else None
+                res = self._search_front(front, len(rows), mode, route=route if bool(route.any()) else None,
+                                         video_lens=vl)
+                for (key, _), r in zip(todo, res):
+                    done[key] = r
+            for n, i in enumerate(vi):
+                out[variants[i].name] = [done[k] for k in keys[n * B:(n + 1) * B]]
+        return {v.name: out[v.name] for v in variants}
+
+    # ------------------------------------------------------------------ representations
+    @torch.no_grad()
+    def pooled_representation(self, batch: Batch, tap: str = "fused") -> Dict[str, np.ndarray]:
+        """Mean-pooled encoder tap per utterance (bias diagnostics), on the batch's own path (no
+        routing, adapters off)."""
+        model = self.model
+        b = batch.to(self.device)
+        if model.cfg.mode == "audio":
+            b = b.replace(video=None, video_lens=None, frame_mask=None)
+        _, _, taps = model.encode(b)
+        x, m = taps[tap], taps["mask"]
+        pooled = (x * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp_min(1)
+        return {u: pooled[i].cpu().numpy() for i, u in enumerate(batch.utt_ids)}

@@ -45,12 +45,10 @@ def test_identity_at_init_switch_and_deepcopy():
                 p.normal_(0, 0.5)
         on = ad(b, modality="audio").loss         # auto: AV model, audio path -> adapters on
         av = ad(b).loss
-        ad.adapter_policy = "off"
-        off = ad(b, modality="audio").loss
-        av_off = ad(b).loss
+        off = ad(b, modality="audio", adapters="off").loss
+        av_off = ad(b, adapters="off").loss
     assert not torch.allclose(on, ref, atol=1e-4) and torch.allclose(off, ref, atol=1e-6)
     assert torch.allclose(av, av_off, atol=1e-6)      # the AV path never uses the adapters (auto)
-    ad.adapter_policy = "auto"
     cp = copy.deepcopy(ad)
     with torch.no_grad():
         for p in cp.adapters.parameters():
@@ -112,7 +110,7 @@ def test_training_changes_only_adapters(tmp_path):
 
 def test_inference_routing_by_frame_mask(tmp_path):
     from avsr.inference import Speech2Text
-    from avsr.robust.missing_video import apply_missing_video
+    from avsr.robust.frame_loss import apply_missing_video
     from avsr.text.tokens import Tokenizer
 
     tok = Tokenizer(["<blank>", "<unk>"] + list("abcdefghi") + ["<sos/eos>"])

@@ -172,3 +172,18 @@ def test_eval_decodes_a_repeated_model_once(recipe, tmp_path):
     assert sw["cer"]["AV6-tuned"] == sw["cer"]["AV6"] and sw["utt_errors"]["AV6-tuned"] == sw["utt_errors"]["AV6"]
     assert sw["timing"]["per_model"]["AV6-tuned"] == {} and sw["timing"]["per_model"]["AV6-half"]
     assert sw["uncached"]["identical_hyps"] is True and sw["skipped"] == {}
+
+
+def test_golden_outputs(recipe):
+    """Every hypothesis of the tiny recipe's models -- the recipe's decode stage, ``avsr decode`` of a
+    data dir with frame loss and of wav+mp4 pairs, the sweep cached and uncached -- equals the one
+    recorded before the decode paths were merged into Speech2Text (tests/golden/collect.py)."""
+    sys.path.insert(0, str(ROOT / "tests" / "golden"))
+    from collect import collect
+    root, _ = recipe
+    want = json.loads((ROOT / "tests" / "golden" / "tiny_recipe.json").read_text(encoding="utf-8"))
+    got = collect(str(root))
+    for part in ("datadir", "pairs", "sweep"):
+        assert set(got[part]) == set(want[part]), part
+        for k in want[part]:
+            assert got[part][k] == want[part][k], (part, k)

@@ -75,19 +75,15 @@ def test_cached_equals_uncached(greedy):
     assert av["random@0"] != av["whole"] or av["random@0"] != av["random@0.3"]   # conditions differ
     assert a["hyps"]["A0"]["random@0"] == a["hyps"]["A0"]["whole"]              # audio-only: same
     assert a["hyps"]["A0"]["random@0"] != a["hyps"]["A0"]["babble-5dB"]
-    assert set(a["timing"]["AV"]) >= {"audio_front", "visual_front", "encoder", "search"}
-    # the independent decodes are timed by stage too (for the cost breakdown), and the stages fit in
-    # the whole decode; the wrapping is gone afterwards
+    # both paths are timed by the same stages of Speech2Text (for the cost breakdown), and the stages
+    # fit in the whole decode
     stages = ("audio_front", "visual_front", "encoder", "search")
-    for name, t in b["timing"].items():
-        assert set(t) == {*stages, "decode"}, name
-        assert all(t[k] >= 0 for k in stages) and sum(t[k] for k in stages) <= t["decode"] + 1e-6, name
-    assert b["timing"]["A0"]["visual_front"] == 0 and b["timing"]["AV"]["visual_front"] > 0
-    assert b["timing"]["V"]["audio_front"] == 0 and b["timing"]["AV"]["audio_front"] > 0
-    for s2t in models.values():
-        assert "audio_front" not in vars(s2t.model)
-        vf = getattr(s2t.model, "visual_frontend", None)
-        assert vf is None or not (vf._forward_hooks or vf._forward_pre_hooks)
+    for res in (a, b):
+        for name, t in res["timing"].items():
+            assert set(t) == {*stages, "decode"}, name
+            assert all(t[k] >= 0 for k in stages) and sum(t[k] for k in stages) <= t["decode"] + 1e-6, name
+        assert res["timing"]["A0"]["visual_front"] == 0 and res["timing"]["AV"]["visual_front"] > 0
+        assert res["timing"]["V"]["audio_front"] == 0 and res["timing"]["AV"]["audio_front"] > 0
 
 
 def test_babble_snr_and_seed():
@@ -112,26 +108,41 @@ def test_degradation_area():
     assert Condition(0.5, "segment").name == "segment@0.5" and Condition(snr_db=-2.5).name == "babble-2.5dB"
 
 
-def test_distinct_inputs_decodes_each_input_of_an_utterance_once():
-    from avsr.eval.sweep import _distinct_inputs
-    B, T = 2, 4
-    none = torch.zeros(B, T, dtype=torch.bool)
-    allb = torch.ones(B, T, dtype=torch.bool)
-    some = torch.tensor([[1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)   # utt 1: nothing dropped
-    # conditions: rate 0, a low rate, rate 1, whole
-    d = torch.cat([none, some, allb, allb])
-    uniq, src = _distinct_inputs(d, None, B)
-    # rate 1 == whole for both utterances; the low rate == rate 0 for utterance 1
-    assert uniq == [0, 1, 2, 4, 5]
-    assert src == [0, 1, 2, 1, 3, 4, 3, 4]
-    assert all(torch.equal(d[uniq[s]], d[r]) and uniq[s] % B == r % B for r, s in enumerate(src))
-    # on the adapter path (routed) the video is not an input: every routed row of an utterance is one
-    route = torch.tensor([False, False, False, False, True, True, True, True])
-    uniq, src = _distinct_inputs(d, route, B)
-    assert uniq == [0, 1, 2, 4, 5] and src[4:] == [3, 4, 3, 4]
-    route = torch.tensor([False, False, True, True, True, True, True, True])   # a threshold that routes more
-    uniq, src = _distinct_inputs(d, route, B)
-    assert uniq == [0, 1, 2, 3] and src == [0, 1, 2, 3, 2, 3, 2, 3]
+def _count_encoded_rows(s2t):
+    """Wrap the model's encoder: a list that receives the batch size of every encoder forward."""
+    rows, enc = [], s2t.model.encode
+
+    def counting(batch, modality=None, front=None):
+        out = enc(batch, modality=modality, front=front)
+        rows.append(int(out[0].shape[0]))
+        return out
+    s2t.model.encode = counting
+    return rows
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_cached_sweep_encodes_each_distinct_input_once(cache):
+    """Conditions rate 0, rate 1, whole, babble on B utterances: random@1 and whole black out the
+    same frames, so an AV model has 3 distinct inputs per utterance; A0 ignores the video (2); V
+    ignores the audio (2); on AV6's adapter path the video is not an input, so random@1 = whole (3).
+    Independent decodes encode every condition (4 per utterance)."""
+    models = {"A0": Speech2Text(_model("audio", 0), TOK, beam_size=2, ctc_greedy=True),
+              "V": Speech2Text(_model("video", 1), TOK, beam_size=2, ctc_greedy=True),
+              "AV": Speech2Text(_model("audiovisual", 2), TOK, beam_size=2, ctc_greedy=True),
+              "AV6": Speech2Text(_model("audiovisual", 3, adapter_rank=2), TOK, beam_size=2, ctc_greedy=True,
+                                 adapter_threshold=0.0)}
+    counts = {m: _count_encoded_rows(s) for m, s in models.items()}
+    conds = default_conditions(rates=(0.0, 1.0), segment=(), snrs=(-5.0,))
+    assert [c.name for c in conds] == ["random@0", "random@1", "whole", "babble-5dB"]
+    ds = DS(4)
+    res = run_sweep(models, ds, conds, batch_size=4, cache=cache, progress=False)
+    B = len(ds)
+    expect = {"A0": 2 * B, "V": 2 * B, "AV": 3 * B, "AV6": 3 * B} if cache else {m: 4 * B for m in models}
+    assert {m: sum(c) for m, c in counts.items()} == expect
+    if cache:   # the frame-loss conditions of a batch are one stacked forward (AV6: one per route)
+        assert counts["AV"] == [2 * B, B] and counts["A0"] == [B, B] and counts["V"] == [2 * B]
+        assert sorted(counts["AV6"]) == [B, B, B]
+    assert res["hyps"]["AV6"]["random@1"] == res["hyps"]["AV6"]["whole"]
 
 
 def test_dedupe_specs_same_dir_and_threshold(tmp_path):

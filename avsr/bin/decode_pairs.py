@@ -49,7 +49,9 @@ def build_parser():
     ap.add_argument("--ctc_greedy", action="store_true")
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--adapter_threshold", type=float, default=0.0)
+    ap.add_argument("--adapter_threshold", type=float, default=None,
+                    help="MS-Adapter routing: share of present frames at or below which an utterance is decoded "
+                         "audio-only with the adapters (default: the packed model's, normally 0)")
     ap.add_argument("--chunk_seconds", type=float, default=30.0)
     ap.add_argument("--max_seconds", type=float, default=1800.0)
     ap.add_argument("--no_progress", action="store_true")
@@ -111,44 +113,31 @@ def main(argv=None) -> int:
         except (ValueError, AssertionError):
             raise ValueError(f"--bbox expects x1,y1,x2,y2, got {args.bbox!r}") from None
     pairs = [("utt", args.wav, args.video, args.detection)] if args.wav else read_pairs(args.pairs)
+    kw = {} if args.adapter_threshold is None else {"adapter_threshold": args.adapter_threshold}
     s2t = Speech2Text.from_packed(args.model, device=args.device, beam_size=args.beam_size,
-                                  ctc_greedy=args.ctc_greedy, adapter_threshold=args.adapter_threshold)
+                                  ctc_greedy=args.ctc_greedy, **kw)
     sink = sys.stdout if args.output == "-" else open(args.output + ".tmp", "w", encoding="utf-8")
     failed = 0
     bar = tqdm(total=len(pairs), desc="decode", disable=args.no_progress or len(pairs) < 2, file=sys.stderr)
     pending: List = []
 
     def flush():
-        # decode the prepared pairs of `pending` in batches (with video / without video apart)
-        for has_video in (True, False):
-            group = [x for x in pending if (x[2][0][1] is not None) == has_video]
-            items, owners = [], []
-            for key, prep, chunks, meta in group:
-                for a, r in chunks:
-                    items.append({"utt_id": key, "audio": a, "video": r})
-                    owners.append(key)
-            texts = {}
-            t_model = 0.0
-            for s in range(0, len(items), args.batch_size):
-                part = items[s:s + args.batch_size]
-                t0 = time.perf_counter()
-                enc0, sea0 = s2t.timings["encode"], s2t.timings["search"]
-                res = s2t.decode_batch(s2t.make_batch(part))
-                t_model += time.perf_counter() - t0
-                for it, r in zip(part, res):
-                    texts.setdefault(it["utt_id"], []).append(r)
-            for key, prep, chunks, meta in group:
-                rs = texts.get(key, [])
-                text = "".join(r.text for r in rs)
-                rec = {"key": key, "text": text, "modality": rs[0].modality if rs else None,
-                       "warnings": prep.warnings, "chunks": len(chunks), **meta,
-                       "timing": {k: round(v, 4) for k, v in prep.timings.items()}}
-                if args.output_format == "kaldi":
-                    sink.write(f"{key} {text}\n")
-                else:
-                    sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                for w in prep.warnings:
-                    print(f"avsr decode: warning: {key}: {w}", file=sys.stderr)
+        # decode the chunks of the prepared pairs of `pending` (Speech2Text batches them)
+        items = [{"utt_id": key, "audio": a, "video": r}
+                 for key, prep, chunks, meta in pending for a, r in chunks]
+        results = iter(s2t.decode_items(items, batch_size=args.batch_size))
+        for key, prep, chunks, meta in pending:
+            rs = [next(results) for _ in chunks]
+            text = "".join(r.text for r in rs)
+            rec = {"key": key, "text": text, "modality": rs[0].modality if rs else None,
+                   "warnings": prep.warnings, "chunks": len(chunks), **meta,
+                   "timing": {k: round(v, 4) for k, v in prep.timings.items()}}
+            if args.output_format == "kaldi":
+                sink.write(f"{key} {text}\n")
+            else:
+                sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            for w in prep.warnings:
+                print(f"avsr decode: warning: {key}: {w}", file=sys.stderr)
         sink.flush()
         pending.clear()
 

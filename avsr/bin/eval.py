@@ -5,13 +5,15 @@ modality-bias diagnostics.
         --data_dir data/eval --out_dir exp/sweep/eval [--ctc_greedy | --beam_size 10] \\
         [--baseline A0 --reference AV0] [--similarity_rates 0 0.5 1.0] [--compare_uncached]
 
-``NAME=DIR[@T]``: a packed model; ``@T`` sets its MS-Adapter routing threshold (share of present
-frames at or below which the audio-only adapter path is used; default 0 = only with no frame).
+``NAME=DIR[@T]``: a packed model; ``@T`` overrides its MS-Adapter routing threshold (share of present
+frames at or below which the audio-only adapter path is used; default: the one stored in the packed
+model, 0 = only with no frame; ``@none``: never route).
 Outputs in ``--out_dir``: ``sweep.json`` (CER with 95 % bootstrap interval per model and condition,
 degradation area, relative CER against the baseline's output, representation similarity, timing),
 ``sweep.md`` (tables), ``skipped`` (utterances whose media could not be read: skipped for every model
 and condition, scored as empty hypotheses, as ``avsr decode`` does), ``cer_vs_frame_loss.png`` (the paper's Figure 1 style, baseline dashed),
-``similarity.png``.  Every table says which search produced it.
+``similarity.png``, ``hyps.json`` (every hypothesis: ``{model: {condition: {utt: text}}}``).  Every
+table says which search produced it.
 """
 from __future__ import annotations
 
@@ -26,13 +28,16 @@ import numpy as np
 from avsr.eval.render import plot_similarity, plot_sweep, sweep_md
 
 
+PACKED = "packed"      # no @T: the packed model's own routing threshold
+
+
 def parse_models(specs):
     out = {}
     for s in specs:
         if "=" not in s:
             raise SystemExit(f"--models expects NAME=DIR[@threshold], got {s!r}")
         name, rest = s.split("=", 1)
-        thr = 0.0
+        thr = PACKED
         if "@" in rest:
             rest, t = rest.rsplit("@", 1)
             thr = None if t.lower() == "none" else float(t)
@@ -121,8 +126,10 @@ def main(argv=None) -> int:
     unique, alias = dedupe_specs(specs)
     decoders = {}
     for name, (path, thr) in unique.items():
+        kw = {} if thr == PACKED else {"adapter_threshold": thr}
         decoders[name] = Speech2Text.from_packed(path, device=args.device, beam_size=args.beam_size,
-                                               ctc_greedy=args.ctc_greedy, adapter_threshold=thr)
+                                               ctc_greedy=args.ctc_greedy, **kw)
+    thresholds = {n: decoders[alias.get(n, n)].adapter_threshold for n in specs}
     search = "ctc_greedy" if args.ctc_greedy else f"beam{args.beam_size}"
     ds = AVSRDataset(args.data_dir, None, modality="audiovisual")
     conds = default_conditions(args.rates, args.segment_rates, not args.no_whole, args.snrs)
@@ -150,7 +157,8 @@ def main(argv=None) -> int:
                 row["relative_cer_vs_baseline"] = sum(e for e, _ in rr) / max(sum(n for _, n in rr), 1)
             table[m][c] = row
     out = {"data_dir": os.path.abspath(args.data_dir), "search": search, "seed": args.seed,
-           "models": {n: {"path": os.path.abspath(p), "adapter_threshold": t} for n, (p, t) in specs.items()},
+           "models": {n: {"path": os.path.abspath(p), "adapter_threshold": thresholds[n]}
+                      for n, (p, _) in specs.items()},
            "conditions": res["conditions"], "cer": table, "utts": len(refs),
            # per-utterance errors (utterances in sorted order) for paired bootstrap comparisons
            "utt_ids": sorted(refs), "utt_ref_chars": ref_chars, "utt_errors": utt_err,
@@ -190,6 +198,8 @@ def main(argv=None) -> int:
                            "identical_hyps": unc["hyps"] == res["hyps"],
                            "cost_ratio_cached_vs_uncached": (wall - res["load_seconds"]) /
                                                             max(wall_u - unc["load_seconds"], 1e-9)}
+    with open(os.path.join(args.out_dir, "hyps.json"), "w", encoding="utf-8") as f:
+        json.dump(res["hyps"], f, indent=0, ensure_ascii=False, sort_keys=True)
     with open(os.path.join(args.out_dir, "sweep.json"), "w", encoding="utf-8") as f:
         json.dump(out, f, indent=1, ensure_ascii=False)
     md = render_md(out, args)

@@ -78,10 +78,10 @@ from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 
 from avsr.data.batch import IGNORE_ID, Batch
-from avsr.models.config import ModelConfig
-from avsr.trainer.checkpoint import PartialLoad, load_partial  # noqa: F401  (the one --init implementation)
-from avsr.models.frontends import (AudioFrontend, LightFrontend, ResNet18Frontend, VGGSubsampling,
-                                   compute_feature_stats)
+from avsr.models.config import ConfigSource, ModelConfig, load_model_config
+from avsr.utils.checkpoint import PartialLoad, load_partial  # noqa: F401  (the one --init implementation)
+from avsr.models.front_nets import (AudioFrontend, LightFrontend, ResNet18Frontend, VGGSubsampling,
+                                    compute_feature_stats)
 
 # parameter-name prefixes of the model's parts
 AUDIO_PREFIXES = ("audio_frontend.", "audio_vgg.", "audio_encoder.")
@@ -241,8 +241,7 @@ class AVSRModel(nn.Module):
         self.sos = self.eos = cfg.vocab_size - 1
         self.ignore_id = IGNORE_ID
         # MS-Adapter: LoRA on the audio Conformers, shared Conformers and decoder, switched on for
-        # the audio-only path of an AV model (policy "auto"), or forced "on" / "off"
-        self.adapter_policy = "auto"
+        # the audio-only path of an AV model (policy "auto"), or forced "on" / "off" by the caller
         if cfg.adapter_rank > 0:
             from avsr.models.lora import Adapters
             self.adapters = Adapters(self, cfg.adapter_rank, cfg.adapter_alpha, cfg.adapter_dropout,
@@ -251,11 +250,14 @@ class AVSRModel(nn.Module):
             self.adapters = None
 
     # ------------------------------------------------------------------ adapters
-    def adapters_for(self, modality: Optional[str] = None) -> bool:
-        """Whether the adapters are used for a forward in ``modality`` (under ``adapter_policy``)."""
-        if self.adapters is None or self.adapter_policy == "off":
+    def adapters_for(self, modality: Optional[str] = None, policy: str = "auto") -> bool:
+        """Whether the adapters are used for a forward in ``modality`` under ``policy``: ``auto``
+        (the audio-only path of an AV model), ``on`` or ``off``."""
+        if policy not in ("auto", "on", "off"):
+            raise ValueError(f"adapter policy must be auto, on or off, got {policy!r}")
+        if self.adapters is None or policy == "off":
             return False
-        if self.adapter_policy == "on":
+        if policy == "on":
             return True
         return self.cfg.mode == "audiovisual" and (modality or self.cfg.mode) == "audio"
 
@@ -398,8 +400,8 @@ class AVSRModel(nn.Module):
         """Pre-softmax CTC activations [B, T, vocab]."""
         return self.ctc.ctc_lo(enc_out)
 
-    def forward(self, batch: Batch, modality: Optional[str] = None) -> ModelOutput:
-        with self.adapter_switch(self.adapters_for(modality)):
+    def forward(self, batch: Batch, modality: Optional[str] = None, adapters: str = "auto") -> ModelOutput:
+        with self.adapter_switch(self.adapters_for(modality, adapters)):
             return self._forward(batch, modality)
 
     def _forward(self, batch: Batch, modality: Optional[str] = None) -> ModelOutput:
@@ -427,6 +429,12 @@ class AVSRModel(nn.Module):
 
 def build_model(cfg: ModelConfig) -> AVSRModel:
     return AVSRModel(cfg)
+
+
+def build_model_from_config(source: ConfigSource, **overrides) -> AVSRModel:
+    """YAML (path or parsed mapping) / ``model:`` section / :class:`ModelConfig` -> :class:`AVSRModel`
+    (:func:`avsr.models.config.load_model_config`, then the model)."""
+    return AVSRModel(load_model_config(source, **overrides))
 
 
 def param_part(name: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from avsr.trainer.method import TrainingMethod
+from avsr.method import TrainingMethod
 
 __all__ = ["MSAdapterMethod"]
 
@@ -38,7 +38,6 @@ class MSAdapterMethod(TrainingMethod):
             else:
                 n_base += p.numel()
         self.counts = {"adapter_parameters": n_ad, "base_parameters": n_base}
-        model.adapter_policy = "auto"
 
     def transform_batch(self, batch, train: bool):
         return batch.replace(video=None, video_lens=None, frame_mask=None)
