@@ -1,59 +1,22 @@
-"""The ``avsr`` command line.
+"""The ``avsr`` command line: one command per entry point in :mod:`avsr.bin` (``avsr --help`` lists them).
 
+    avsr synthmisp --out corpus/synthmisp_tiny --preset tiny      generate a SynthMISP corpus
+    avsr prepare_rois --data_dir data/train_all ...                lip ROIs of a data dir
+    avsr tokens --text data/train/text --output_dir ...            token list
+    avsr train  --config conf/mini.yaml --mode audio ...           train a model
     avsr pack   --exp_dir exp/train_av0 --out exp/packed/av0      make a packed model dir
     avsr decode --model exp/packed/av0 --data_dir data/eval ...    decode + score a data dir
     avsr eval   --models A0=exp/packed/a0 AV0=exp/packed/av0 ...   CER-vs-frame-loss sweep
 
+Each command runs ``avsr.bin.<module>.main``; ``python -m avsr.bin.<module>`` is the same.
 ``avsr <command> --help`` shows each command's options.  Errors are one line naming the file,
 exit code != 0, no traceback (set ``AVSR_DEBUG=1`` for tracebacks).
 """
 from __future__ import annotations
 
-import argparse
+import importlib
 import os
 import sys
-
-
-def _pack(argv) -> int:
-    ap = argparse.ArgumentParser(prog="avsr pack", description="Make a packed model dir from a training exp dir.")
-    ap.add_argument("--exp_dir", required=True, help="training dir of avsr.bin.train (config.yaml, model.pth)")
-    ap.add_argument("--out", required=True, help="packed model dir to write")
-    ap.add_argument("--weights", default=None, help="weights to pack (default: <exp_dir>/model.pth)")
-    ap.add_argument("--token_list", default=None, help="default: data.token_list of <exp_dir>/config.yaml")
-    ap.add_argument("--bpemodel", default=None)
-    ap.add_argument("--adapters", default=None, help="adapter weights (.pth) to include")
-    ap.add_argument("--beam_size", type=int, default=10, help="decoding default stored in the pack")
-    ap.add_argument("--ctc_weight", type=float, default=None, help="decoding default (default: the model's)")
-    args = ap.parse_args(argv)
-    import json
-
-    import yaml
-
-    from avsr.pack import pack_model
-    cfg_path = os.path.join(args.exp_dir, "config.yaml")
-    if not os.path.isfile(cfg_path):
-        raise FileNotFoundError(f"{cfg_path}: not found (not a training exp dir)")
-    with open(cfg_path, encoding="utf-8") as f:
-        conf = yaml.safe_load(f) or {}
-    weights = args.weights or os.path.join(args.exp_dir, "model.pth")
-    if not os.path.isfile(weights):
-        raise FileNotFoundError(f"{weights}: not found (training not finished?)")
-    tokens = args.token_list or (conf.get("data") or {}).get("token_list")
-    extra = {}
-    res = os.path.join(args.exp_dir, "train_result.json")
-    if os.path.isfile(res):
-        with open(res) as f:
-            r = json.load(f)
-        extra["training"] = {"best": r.get("best"), "epochs": len(r.get("history") or []),
-                             "train_utterances": r.get("train_utterances")}
-    dec = {"beam_size": args.beam_size}
-    if args.ctc_weight is not None:
-        dec["ctc_weight"] = args.ctc_weight
-    out = pack_model(args.out, model_config=conf["model"], token_list=tokens, weights=weights,
-                     bpemodel=args.bpemodel, adapters=args.adapters, decode=dec,
-                     extra_meta={**extra, "exp_dir": os.path.abspath(args.exp_dir)})
-    print(f"packed {weights} -> {out}")
-    return 0
 
 
 def _decode(argv) -> int:
@@ -64,21 +27,45 @@ def _decode(argv) -> int:
     return pairs_main(argv)
 
 
-def _eval(argv) -> int:
-    from avsr.bin.eval import main as sweep_main
-    return sweep_main(argv)
+def _run(module: str):
+    """A command that runs ``module.main(argv)`` (imported only when the command is used)."""
+    def run(argv) -> int:
+        return importlib.import_module(module).main(argv)
+    return run
 
 
+#: command -> (function, one-line description, the avsr.bin modules it runs); the order is the
+#: order of a recipe: data, training, packing, decoding and evaluation.
 COMMANDS = {
-    "pack": (_pack, "make a packed model dir (config, tokens, stats, averaged weights, version)"),
-    "decode": (_decode, "decode wav(+mp4) pairs (--wav/--pairs), or a data dir (--data_dir) with scoring"),
-    "eval": (_eval, "CER vs video frame loss / babble noise for several models, with bias diagnostics"),
+    "synthmisp": (_run("avsr.bin.synthmisp"), "generate a SynthMISP corpus in the MISP2022 layout",
+                  ("avsr.bin.synthmisp",)),
+    "synthmisp_checks": (_run("avsr.bin.synthmisp_checks"), "proxy checks (visemes, speaker tracking) on a "
+                         "SynthMISP corpus", ("avsr.bin.synthmisp_checks",)),
+    "datadir": (_run("avsr.bin.datadir"), "validate Kaldi-style data dirs (datadir validate DIR...)",
+                ("avsr.bin.datadir",)),
+    "prepare_rois": (_run("avsr.bin.prepare_rois"), "extract per-utterance lip-ROI files for a data dir",
+                     ("avsr.bin.prepare_rois",)),
+    "tokens": (_run("avsr.bin.tokens"), "build a token list (char) or sentencepiece model (bpe)",
+               ("avsr.bin.tokens",)),
+    "collect_stats": (_run("avsr.bin.collect_stats"), "global fbank mean/std of a training data dir",
+                      ("avsr.bin.collect_stats",)),
+    "train": (_run("avsr.bin.train"), "train an A0 / V / AV model or a robust student (DDP: torchrun "
+              "-m avsr.bin.train)", ("avsr.bin.train",)),
+    "pack": (_run("avsr.bin.pack"), "make a packed model dir (config, tokens, stats, averaged weights, version)",
+             ("avsr.bin.pack",)),
+    "decode": (_decode, "decode wav(+mp4) pairs (--wav/--pairs), or a data dir (--data_dir) with scoring",
+               ("avsr.bin.decode", "avsr.bin.decode_pairs")),
+    "eval": (_run("avsr.bin.eval"), "CER vs video frame loss / babble noise for several models, with bias "
+             "diagnostics", ("avsr.bin.eval",)),
+    "rows": (_run("avsr.bin.rows"), "train, choose on dev, sweep and tabulate the rows of a row spec "
+             "(conf/rows/*.yaml)", ("avsr.bin.rows",)),
+    "report": (_run("avsr.bin.report"), "CER report over decode dirs (bootstrap intervals, paired comparisons)", ("avsr.bin.report",)),
 }
 
 
 def usage() -> str:
     lines = ["usage: avsr <command> [options]", "", "commands:"]
-    lines += [f"  {name:<8} {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines += [f"  {name:<16} {desc}" for name, (_, desc, _) in COMMANDS.items()]
     lines += ["", "avsr <command> --help shows the options of a command."]
     return "\n".join(lines)
 

@@ -12,7 +12,7 @@ Layout of a packed dir::
     meta.json        toolkit / torch versions, source checkpoint, training summary, sha256 of files
 
 Loading never unpickles code: every ``.pth`` goes through
-:func:`avsr.trainer.checkpoint.load_checkpoint` (``weights_only=True``).
+:func:`avsr.utils.checkpoint.load_checkpoint` (``weights_only=True``).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 import yaml
 
-from avsr.trainer.checkpoint import CheckpointError, load_checkpoint, model_state, save_checkpoint
+from avsr.utils.checkpoint import CheckpointError, load_checkpoint, model_state, save_checkpoint
 
 __all__ = ["pack_model", "load_packed", "PackError", "is_packed"]
 
@@ -61,14 +61,18 @@ def is_packed(path: PathLike) -> bool:
     return all(os.path.isfile(os.path.join(path, f)) for f in FILES)
 
 
-def pack_model(out_dir: PathLike, *, model_config: Dict[str, Any], token_list: PathLike,
+def pack_model(out_dir: PathLike, *, model_config: Any, token_list: PathLike,
                weights: Union[PathLike, Dict[str, torch.Tensor]], bpemodel: Optional[PathLike] = None,
                adapters: Optional[Union[PathLike, Dict[str, torch.Tensor]]] = None,
                decode: Optional[Dict[str, Any]] = None, extra_meta: Optional[Dict[str, Any]] = None) -> str:
-    """Write a packed model dir (atomically: a temp dir renamed into place)."""
-    from avsr.models import AVSRModel, ModelConfig
+    """Write a packed model dir (atomically: a temp dir renamed into place).
+
+    ``model_config``: anything :func:`avsr.models.load_model_config` takes (the ``model:``
+    section, a parsed YAML with one, a YAML path such as a training exp dir's ``config.yaml``,
+    or a ``ModelConfig``)."""
+    from avsr.models import AVSRModel, load_model_config
     out_dir = os.fspath(out_dir)
-    cfg = ModelConfig.from_dict(dict(model_config))
+    cfg = load_model_config(model_config)
     src = os.fspath(weights) if isinstance(weights, (str, os.PathLike)) else None
     sd = dict(model_state(load_checkpoint(weights) if src else weights))
     # validate: the weights must load into the model the config describes
@@ -127,7 +131,7 @@ def load_packed(path: PathLike, device: Union[str, torch.device] = "cpu", verify
     ``info``: the parsed ``config.yaml`` plus ``meta`` and ``path``.  Raises :class:`PackError`
     naming the file for a missing/corrupt part, a checksum mismatch (``verify``) or weights that do
     not fit the config; a ``.pth`` with pickled code is refused (``CheckpointError``)."""
-    from avsr.models import AVSRModel, ModelConfig
+    from avsr.models import AVSRModel, load_model_config
     from avsr.text.tokens import Tokenizer
     path = os.fspath(path)
     if not os.path.isdir(path):
@@ -147,7 +151,7 @@ def load_packed(path: PathLike, device: Union[str, torch.device] = "cpu", verify
             p = os.path.join(path, f)
             if f != "meta.json" and os.path.isfile(p) and _sha256(p) != digest:
                 raise PackError(p, "checksum mismatch (file changed or corrupt since packing)")
-    cfg = ModelConfig.from_dict(dict(conf.get("model") or {}))
+    cfg = load_model_config(dict(conf.get("model") or {}))
     model = AVSRModel(cfg)
     sd = load_checkpoint(os.path.join(path, "model.pth"))
     try:

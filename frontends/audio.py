@@ -43,12 +43,13 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from frontends.constants import SAMPLE_RATE
 from frontends.errors import MediaError, check_file as _check_file, check_time_range
 
 __all__ = ["AudioInfo", "audio_info", "load_audio", "resample", "END_TOLERANCE_S", "TARGET_SR"]
 
-#: Default output sample rate of :func:`load_audio`.
-TARGET_SR = 16000
+#: Default output sample rate of :func:`load_audio` (:data:`frontends.constants.SAMPLE_RATE`).
+TARGET_SR = SAMPLE_RATE
 
 #: A requested segment ``end`` may exceed the file duration by at most this many
 #: seconds (one 10 ms unit of Kaldi segment times); it is then clamped to the end

@@ -4,10 +4,10 @@
 
 * **ROI video** (``video_type="roi"``, or ``"auto"`` when the frame is at most ``roi_max_side``
   pixels on its longer side): already a mouth crop; every frame is resized to 96x96.
-* **Full frame + detection JSON** (MISP format, :mod:`frontends.detection`): the lip boxes of one
+* **Full frame + detection JSON** (MISP format, :mod:`frontends.lip_boxes`): the lip boxes of one
   speaker (``speaker``; else the only one; else ``face_index`` into the sorted speaker ids; else
   the first, with a warning).
-* **Full frame, no boxes**: an offline detector (:mod:`frontends.detectors`) tracks the target face's
+* **Full frame, no boxes**: an offline detector (:mod:`frontends.face_detectors`) tracks the target face's
   mouth (``face_index`` / ``bbox`` / largest face with a warning).
 
 Missing detections are interpolated (:func:`frontends.roi.interpolate_boxes`); grid slots without a
@@ -28,7 +28,8 @@ import numpy as np
 
 from frontends.audio import load_audio
 from frontends.errors import MediaError, check_file
-from frontends.roi import ROI_SIZE, crop_rois, interpolate_boxes
+from frontends.constants import ROI_SIZE, SAMPLE_RATE
+from frontends.roi import crop_rois, interpolate_boxes
 from frontends.video import GRID_FPS, read_video
 
 __all__ = ["PreparedPair", "prepare_pair"]
@@ -44,7 +45,7 @@ class PreparedPair:
 
     @property
     def duration(self) -> float:
-        return len(self.audio) / 16000.0
+        return len(self.audio) / SAMPLE_RATE
 
 
 def _speaker(dets, speaker: Optional[str], face_index: Optional[int], warnings: List[str]) -> str:
@@ -76,8 +77,8 @@ def prepare_pair(wav: str, video: Optional[str] = None, *, detection: Optional[s
     audio = load_audio(wav, channel=channel)
     if audio.size == 0:
         raise MediaError(wav, "no audio samples (zero length)")
-    if max_seconds is not None and len(audio) / 16000.0 > max_seconds:
-        raise MediaError(wav, f"{len(audio) / 16000.0:.0f} s is longer than the limit of {max_seconds:.0f} s "
+    if max_seconds is not None and len(audio) / SAMPLE_RATE > max_seconds:
+        raise MediaError(wav, f"{len(audio) / SAMPLE_RATE:.0f} s is longer than the limit of {max_seconds:.0f} s "
                               f"(--max_seconds); split the recording first")
     out = PreparedPair(audio=audio)
     out.timings["audio_load"] = time.perf_counter() - t0
@@ -100,7 +101,7 @@ def prepare_pair(wav: str, video: Optional[str] = None, *, detection: Optional[s
     else:
         if detection is not None:
             check_file(detection)
-            from frontends.detection import load_detections
+            from frontends.lip_boxes import load_detections
             dets = load_detections(detection)
             spk = _speaker(dets, speaker, face_index, out.warnings)
             boxes_src = dets.boxes(spk)
@@ -114,7 +115,7 @@ def prepare_pair(wav: str, video: Optional[str] = None, *, detection: Optional[s
                 boxes = np.full((T, 4), np.nan, dtype=np.float32)
                 boxes[ok] = boxes_src[idx[ok]]
         else:
-            from frontends.detectors import get_detector, track_mouth
+            from frontends.face_detectors import get_detector, track_mouth
             boxes, w = track_mouth(frames, get_detector(detector), face_index=face_index,
                                    bbox=tuple(bbox) if bbox is not None else None)
             out.warnings += w

@@ -3,7 +3,7 @@
 Documented behaviours
 ---------------------
 * **Boxes** are ``(x1, y1, x2, y2)`` in pixels of the full frame (x = column,
-  y = row), as in :mod:`frontends.detection`.  A row with any NaN is "missing".
+  y = row), as in :mod:`frontends.lip_boxes`.  A row with any NaN is "missing".
 * **Interpolation** (:func:`interpolate_boxes`): missing rows are filled by linear
   interpolation in time (frame index), independently per coordinate, between the
   nearest detected rows; gaps before the first / after the last detection hold
@@ -27,15 +27,15 @@ from typing import Tuple
 import cv2
 import numpy as np
 
+from frontends.constants import CROP_SIZE, ROI_SIZE
+
 __all__ = ["ROI_MARGIN", "ROI_SIZE", "CROP_SIZE", "MIN_DETECTED_FRACTION", "interpolate_boxes",
            "crop_roi", "crop_rois", "center_crop", "detected_fraction", "should_skip"]
 
 #: Side of the square crop relative to the longer side of the lip box.
 ROI_MARGIN = 1.6
-#: Side of the stored ROI (pixels).
-ROI_SIZE = 96
-#: Side of the centre crop fed to the visual front-end (pixels).
-CROP_SIZE = 88
+# ROI_SIZE (side of the stored ROI) and CROP_SIZE (side of the centre crop fed to the visual
+# front-end) come from frontends.constants and are re-exported here.
 #: Segments with a smaller fraction of detected frames are skipped.
 MIN_DETECTED_FRACTION = 0.5
 

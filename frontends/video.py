@@ -55,12 +55,13 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import av
 import numpy as np
 
+from frontends.constants import VIDEO_FPS
 from frontends.errors import MediaError, check_file as _check_file, check_time_range
 
 __all__ = ["VideoClip", "read_video", "iter_video", "video_info", "GRID_FPS"]
 
-#: Default grid rate (frames per second) of every video the toolkit reads.
-GRID_FPS = 25.0
+#: Default grid rate (frames per second) of every video the toolkit reads (:data:`frontends.constants.VIDEO_FPS`).
+GRID_FPS = float(VIDEO_FPS)
 
 #: ``present`` tolerance: fraction of the local source interval added to its half ...
 PRESENT_TOL_FRAC = 0.1

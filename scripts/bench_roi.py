@@ -39,7 +39,7 @@ import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from frontends.detection import load_detections  # noqa: E402
+from frontends.lip_boxes import load_detections  # noqa: E402
 from frontends.roi import crop_roi, interpolate_boxes  # noqa: E402
 from frontends.video import iter_video, video_info  # noqa: E402
 

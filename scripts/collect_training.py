@@ -36,7 +36,7 @@ def main():
             r = json.load(open(p))
         elif os.path.isfile(ck):      # interrupted / still running: the history in the resume checkpoint
             sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-            from avsr.trainer.checkpoint import load_checkpoint
+            from avsr.utils.checkpoint import load_checkpoint
             c = load_checkpoint(ck)
             r = {"history": c["history"], "best": c["best"], "stopped_early": c["stopped_early"],
                  "unfinished": not (c["epoch_done"] and c["epoch"] >= c["config"]["max_epochs"])}

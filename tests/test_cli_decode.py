@@ -171,7 +171,7 @@ def _astronaut_video(tmp_path, two_faces=False):
 
 
 def test_haar_finds_the_astronauts_mouth(tmp_path):
-    from frontends.detectors import HaarDetector, track_mouth
+    from frontends.face_detectors import HaarDetector, track_mouth
     from frontends.video import read_video
     clip = read_video(_astronaut_video(tmp_path))
     boxes, warnings = track_mouth(clip.frames, HaarDetector())
@@ -183,7 +183,7 @@ def test_haar_finds_the_astronauts_mouth(tmp_path):
 
 
 def test_several_faces_choice(tmp_path):
-    from frontends.detectors import HaarDetector, track_mouth
+    from frontends.face_detectors import HaarDetector, track_mouth
     from frontends.video import read_video
     clip = read_video(_astronaut_video(tmp_path, two_faces=True))
     det = HaarDetector()

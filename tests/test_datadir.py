@@ -202,10 +202,10 @@ def test_filter_and_extra_tables(tmp_path, media):
 def test_cli_validate(tmp_path, media):
     d = _write_raw(tmp_path / "d", _good_files(media))
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    p = subprocess.run([sys.executable, "-m", "avsr.data.datadir", "validate", str(d)],
+    p = subprocess.run([sys.executable, "-m", "avsr.bin.datadir", "validate", str(d)],
                        capture_output=True, text=True, env=env)
     assert p.returncode == 0 and "OK" in p.stdout
     (d / "text").write_text("S001_u2 二\nS001_u1 一\nS002_u3 三\n", encoding="utf-8")
-    p = subprocess.run([sys.executable, "-m", "avsr.data.datadir", "validate", str(d)],
+    p = subprocess.run([sys.executable, "-m", "avsr.bin.datadir", "validate", str(d)],
                        capture_output=True, text=True, env=env)
     assert p.returncode == 1 and "not sorted" in p.stderr

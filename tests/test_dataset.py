@@ -15,7 +15,7 @@ sys.path.insert(0, str(REPO))
 from avsr.data.batch import IGNORE_ID, Batch  # noqa: E402
 from avsr.data.datadir import DataDirError  # noqa: E402
 from avsr.data.dataset import AVSRDataset, collate, dataset_video_mean  # noqa: E402
-from avsr.data.rois import save_roi  # noqa: E402
+from avsr.data.roi_dump import save_roi  # noqa: E402
 from avsr.data.sampler import LengthBatchSampler, make_batches  # noqa: E402
 from frontends.errors import MediaError  # noqa: E402
 

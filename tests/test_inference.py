@@ -15,7 +15,7 @@ from avsr.inference import Speech2Text
 from avsr.models import AVSRModel, load_config
 from avsr.pack import PackError, load_packed, pack_model
 from avsr.text.tokens import write_token_list
-from avsr.trainer.checkpoint import CheckpointError
+from avsr.utils.checkpoint import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENS = ["<blank>", "<unk>"] + list("我们今天去北京上海吃饭") + ["<sos/eos>"]

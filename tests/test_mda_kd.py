@@ -70,9 +70,9 @@ def test_method_in_trainer(tmp_path):
     from avsr.data.batch import Batch
     from avsr.data.dataset import collate
     from avsr.models import AVSRModel, load_config
-    from avsr.robust.frame_dropout_method import FrameDropoutMethod
+    from avsr.robust.frame_dropout import FrameDropoutMethod
     from avsr.trainer import Trainer, TrainerConfig
-    from avsr.trainer.checkpoint import save_checkpoint
+    from avsr.utils.checkpoint import save_checkpoint
 
     V = 12
     cfg = load_config(ROOT / "conf" / "micro.yaml", vocab_size=V)
@@ -140,9 +140,9 @@ def test_multi_tap_loss_is_mean_and_reaches_fusion_layers(tmp_path):
     taps the KD gradient reaches the fusion layers but not the shared layers after them."""
     from avsr.data.dataset import collate
     from avsr.models import AVSRModel, load_config
-    from avsr.robust.frame_dropout_method import FrameDropoutMethod
+    from avsr.robust.frame_dropout import FrameDropoutMethod
     from avsr.trainer import Trainer, TrainerConfig
-    from avsr.trainer.checkpoint import save_checkpoint
+    from avsr.utils.checkpoint import save_checkpoint
 
     V = 12
     cfg = load_config(ROOT / "conf" / "micro.yaml", vocab_size=V)

@@ -312,7 +312,7 @@ def test_tiny_model_overfits():
 
 def test_init_from_a0_and_v_through_the_trainer(tmp_path):
     """--init A0 PATH::visual_ fills the audio side from A0 and the visual branch from V."""
-    from avsr.trainer.checkpoint import init_specs
+    from avsr.utils.checkpoint import init_specs
     from avsr.trainer.trainer import Trainer, TrainerConfig
     torch.manual_seed(0)
     a0, v = AVSRModel(micro_cfg(mode="audio")), AVSRModel(micro_cfg(mode="video"))

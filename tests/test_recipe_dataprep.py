@@ -2,7 +2,7 @@
 
 Builds its own tiny MISP2022-layout corpus (wav via soundfile, h264 mp4 via PyAV,
 TextGrids written by hand in UTF-8 and UTF-16, detection JSON via
-frontends.detection.write_detections).
+frontends.lip_boxes.write_detections).
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ import misp  # noqa: E402  (recipes/misp2022/local/misp.py)
 import prepare_data  # noqa: E402
 
 from avsr.data.datadir import read_datadir, validate_datadir  # noqa: E402
-from avsr.data.rois import extract_rois, load_roi, segment_frames  # noqa: E402
+from avsr.data.roi_dump import extract_rois, load_roi, segment_frames  # noqa: E402
 from avsr.text.tokens import (Tokenizer, build_char_token_list, read_token_list,  # noqa: E402
                               train_sentencepiece)
-from frontends.detection import SpeakerTrack, write_detections  # noqa: E402
+from frontends.lip_boxes import SpeakerTrack, write_detections  # noqa: E402
 
 W, H, FPS, SR = 160, 96, 25, 16000
 BOX_W, BOX_H = 20.0, 12.0

@@ -10,7 +10,7 @@ import pytest
 av = pytest.importorskip("av")
 
 from avsr.synthmisp import proxy, render as R  # noqa: E402
-from frontends.detection import load_detections, write_detections  # noqa: E402
+from frontends.lip_boxes import load_detections, write_detections  # noqa: E402
 from frontends.roi import center_crop, crop_roi  # noqa: E402
 
 VIS = ("sil", "bilabial", "labiodental", "rounded", "spread", "open", "other")

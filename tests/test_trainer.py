@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from avsr.data.batch import Batch
-from avsr.robust.frame_dropout_method import FrameDropoutMethod
+from avsr.robust.frame_dropout import FrameDropoutMethod
 from avsr.trainer import (CheckpointError, Trainer, TrainerConfig, TrainingMethod, WarmupLR,
                           average_checkpoints, load_checkpoint, load_partial, noam_lr, save_checkpoint)
 
@@ -263,7 +263,7 @@ sys.path.insert(0, {here!r})
 torch.set_num_threads(1)
 import test_trainer as t
 from avsr.trainer import TrainingMethod
-from avsr.robust.frame_dropout_method import FrameDropoutMethod
+from avsr.robust.frame_dropout import FrameDropoutMethod
 
 class Stall(TrainingMethod):
     name = "stall"

@@ -23,7 +23,7 @@ def _worker(rank: int, world: int, init_file: str, tmp: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         import test_trainer as t
-        from avsr.robust.frame_dropout_method import FrameDropoutMethod
+        from avsr.robust.frame_dropout import FrameDropoutMethod
         from avsr.trainer import Trainer, TrainingMethod
 
         class StopAt(TrainingMethod):

@@ -1,1 +1,3 @@
-"""Recipe entry points (``python -m avsr.bin.<name> --help``): collect_stats, train, decode, score."""
+"""Every command-line entry point of the toolkit, one module each with ``main(argv)``:
+``avsr <command>`` (:mod:`avsr.cli`, ``avsr --help`` lists them) or ``python -m avsr.bin.<module>``.
+Library modules elsewhere in ``avsr`` have no ``main``."""

@@ -27,10 +27,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from avsr.data.dataset import AVSRDataset, collate
-    from avsr.models import AudioFrontend, compute_feature_stats, load_config
+    from avsr.models import AudioFrontend, compute_feature_stats, load_model_config
 
     t0 = time.time()
-    cfg = load_config(args.config, vocab_size=3)
+    cfg = load_model_config(args.config, vocab_size=3)
     fr = AudioFrontend(cfg.fs, cfg.n_fft, cfg.win_length, cfg.hop_length, cfg.n_mels, False)
     ds = AVSRDataset(args.data_dir, None, modality="audio")
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, collate_fn=collate)

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     from avsr.data.dataset import AVSRDataset, collate, load_items
     from avsr.eval.metrics import score_texts, summarize
     from avsr.inference import Speech2Text
-    from avsr.robust.missing_video import apply_missing_video
+    from avsr.robust.frame_loss import apply_missing_video
 
     t_start = time.perf_counter()
     s2t = Speech2Text.from_packed(args.model, device=args.device, beam_size=args.beam_size,

@@ -3,7 +3,8 @@
     python -m avsr.bin.train --config conf/mini.yaml --mode audio \\
         --train_data data/train --valid_data data/dev --token_list data/token_list/char/tokens.txt \\
         --stats exp/stats/feats_stats.json --exp_dir exp/a0 [--init exp/a0/model.pth] \\
-        [--d_prob 0.5 --drop_rate 0 1 --drop_pattern random] [--set trainer.max_epochs=5 model.d_model=64]
+        [--frame_dropout_prob 0.5 --frame_loss_rate 0 1 --frame_loss_pattern random] \\
+        [--set trainer.max_epochs=5 model.d_model=64]
 
 The YAML has a ``model:`` section (:class:`avsr.models.ModelConfig`) and a ``trainer:`` section
 (:class:`avsr.trainer.TrainerConfig`); ``--set section.key=value`` overrides either (values are
@@ -77,10 +78,17 @@ def build_parser():
     ap.add_argument("--freeze_param", nargs="*", default=None, metavar="PREFIX",
                     help="parameter name prefixes not to train (ESPnet's --freeze_param), e.g. "
                          "audio_encoder shared_encoder; default: trainer.freeze_param of the config")
-    ap.add_argument("--d_prob", type=float, default=0.0, help="frame dropout: share of samples (0: off)")
-    ap.add_argument("--drop_rate", type=float, nargs="+", default=[0.0, 1.0],
-                    help="frame dropout rate: one value (fixed) or lo hi (uniform in (lo, hi])")
-    ap.add_argument("--drop_pattern", default="random")
+    # frame dropout: --frame_dropout_prob is the share of training samples that lose frames (the
+    # paper's D_prob), --frame_loss_rate the share of an utterance's frames they lose (the same
+    # quantity as avsr decode's / avsr eval's frame-loss rate); the old names stay as aliases
+    ap.add_argument("--frame_dropout_prob", "--d_prob", dest="d_prob", type=float, default=0.0, metavar="P",
+                    help="frame dropout: share of samples that get it (0: off; alias --d_prob)")
+    ap.add_argument("--frame_loss_rate", "--drop_rate", dest="drop_rate", type=float, nargs="+", default=[0.0, 1.0],
+                    metavar="RATE",
+                    help="frame dropout: share of a sample's frames lost, one value (fixed) or lo hi "
+                         "(uniform in (lo, hi]) (alias --drop_rate)")
+    ap.add_argument("--frame_loss_pattern", "--drop_pattern", dest="drop_pattern", default="random", metavar="PATTERN",
+                    help="frame dropout pattern (avsr.robust.frame_loss.PATTERNS; alias --drop_pattern)")
     ap.add_argument("--method", action="append", default=[],
                     help="extra training method spec NAME[:json-kwargs] (see avsr.robust.registry)")
     ap.add_argument("--max_duration", type=float, default=None, help="skip training utterances longer than this (s)")
@@ -98,19 +106,14 @@ def main(argv=None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     from avsr.data.dataset import AVSRDataset
-    from avsr.models import AVSRModel, ModelConfig, count_parameters
+    from avsr.models import AVSRModel, count_parameters, load_model_config, read_config
     from avsr.text.tokens import Tokenizer
     from avsr.trainer import Trainer, TrainerConfig
 
-    with open(args.config, encoding="utf-8") as f:
-        conf = yaml.safe_load(f) or {}
-    conf = parse_set(args.overrides, conf)
+    conf = parse_set(args.overrides, read_config(args.config))
     tok = Tokenizer(args.token_list, token_type="bpe" if args.bpemodel else "char", bpemodel=args.bpemodel)
-    mconf = dict(conf.get("model") or {})
-    mconf["vocab_size"] = tok.vocab_size
-    if args.mode:
-        mconf["mode"] = args.mode
-    cfg = ModelConfig.from_dict(mconf)
+    cfg = load_model_config(dict(conf.get("model") or {}), vocab_size=tok.vocab_size,
+                            **({"mode": args.mode} if args.mode else {}))
     tconf = dict(conf.get("trainer") or {})
     tconf.setdefault("metric", "cer")
     if args.seed is not None:
@@ -167,7 +170,7 @@ def main(argv=None) -> int:
         from avsr.robust.registry import build_method
         methods += [build_method(spec) for spec in args.method]
     if args.d_prob > 0:
-        from avsr.robust.frame_dropout_method import FrameDropoutMethod
+        from avsr.robust.frame_dropout import FrameDropoutMethod
         rate = args.drop_rate[0] if len(args.drop_rate) == 1 else tuple(args.drop_rate[:2])
         methods.append(FrameDropoutMethod(rate=rate, d_prob=args.d_prob, pattern=args.drop_pattern,
                                           seed=tcfg.seed))

@@ -1,8 +1,8 @@
 """Data preparation helpers: Kaldi-style data dirs (:mod:`avsr.data.datadir`) and
-lip-ROI extraction (:mod:`avsr.data.rois`).
+per-utterance lip-ROI files of a data dir (:mod:`avsr.data.roi_dump`; their command line is
+``avsr prepare_rois``, :mod:`avsr.bin.prepare_rois`).
 
-Names are imported lazily so that ``python -m avsr.data.datadir`` / ``-m avsr.data.rois``
-run without a double import.
+Names are imported lazily, so importing the package stays cheap.
 """
 import importlib
 
@@ -11,7 +11,7 @@ _EXPORTS = {
     "Segment": "avsr.data.datadir", "filter_datadir": "avsr.data.datadir",
     "read_datadir": "avsr.data.datadir", "validate_datadir": "avsr.data.datadir",
     "write_datadir": "avsr.data.datadir",
-    "extract_rois": "avsr.data.rois", "load_roi": "avsr.data.rois",
+    "extract_rois": "avsr.data.roi_dump", "load_roi": "avsr.data.roi_dump",
 }
 __all__ = sorted(_EXPORTS)
 

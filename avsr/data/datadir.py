@@ -10,7 +10,7 @@ sorted by id in C-locale (byte) order, ids unique:
 ``utt2spk``      utterance -> speaker
 ``spk2utt``      speaker -> utterances (derived from ``utt2spk`` on write)
 ``video.scp``    recording -> video file path (optional)
-``roi.scp``      utterance -> ROI file (optional; see :mod:`avsr.data.rois`)
+``roi.scp``      utterance -> ROI file (optional; see :mod:`avsr.data.roi_dump`)
 
 Any other ``utt2*`` / ``*.scp`` two-column table found in the folder is carried along
 in :attr:`DataDir.extra` (e.g. ``utt2num_roi_frames``), and filtered with the utterances.
@@ -32,10 +32,8 @@ up to :data:`DURATION_TOLERANCE` seconds.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -523,32 +521,3 @@ def filter_datadir(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
     sub = dd.subset(utts)
     write_datadir(sub, dst, extra_files=extra_files)
     return sub
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m avsr.data.datadir",
-                                 description="Validate Kaldi-style data dirs.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    v = sub.add_parser("validate", help="check a data dir (exit 1 on problems)")
-    v.add_argument("dirs", nargs="+")
-    v.add_argument("--no_media", action="store_true", help="skip file existence/duration checks")
-    v.add_argument("--require_video", action="store_true")
-    v.add_argument("--require_roi", action="store_true")
-    args = ap.parse_args(argv)
-    bad = 0
-    for d in args.dirs:
-        res = validate_datadir(d, check_media=not args.no_media, require_video=args.require_video,
-                               require_roi=args.require_roi)
-        if res.ok:
-            print(f"{d}: OK")
-        else:
-            bad += 1
-            print(f"{d}: INVALID\n{res.report()}", file=sys.stderr)
-    return 1 if bad else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

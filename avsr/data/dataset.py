@@ -17,7 +17,7 @@ Documented behaviours
 * **frame_mask starts all True** for the frames that exist: frames without a detection were
   cropped with an interpolated box, so they hold real pixels; the per-frame ``detected``
   flags are kept in ``Batch.extras["detected"]`` (False in padding).  Missing-video
-  simulation (:mod:`avsr.robust.missing_video`) then sets dropped frames to False.
+  simulation (:mod:`avsr.robust.frame_loss`) then sets dropped frames to False.
   In a collated batch, ``frame_mask`` is False in padding.
 * **Determinism**: the augmentation of item ``i`` is drawn from
   ``numpy.random.default_rng([seed, epoch, i])``, so it depends only on ``(seed, epoch, i)``
@@ -42,14 +42,16 @@ import torch
 
 from avsr.data.batch import IGNORE_ID, Batch
 from avsr.data.datadir import DataDir, DataDirError, read_datadir
+from frontends.constants import CROP_SIZE, ROI_SIZE, SAMPLE_RATE
+from frontends.constants import VIDEO_FPS as _FPS
 from frontends.errors import MediaError
 
 __all__ = ["AVSRDataset", "collate", "load_items", "load_roi_file", "dataset_video_mean", "MODALITIES", "VIDEO_FPS"]
 
 MODALITIES = ("audiovisual", "audio", "video")
-#: Frame rate of ROI files.
-VIDEO_FPS = 25.0
-ROI_SIDE = 96
+#: Frame rate of ROI files (:data:`frontends.constants.VIDEO_FPS`, as a float).
+VIDEO_FPS = float(_FPS)
+ROI_SIDE = ROI_SIZE
 
 
 def load_roi_file(path: str, utt: Optional[str] = None):
@@ -88,10 +90,10 @@ class AVSRDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, data_dir: Union[str, os.PathLike], token_list=None, *,
-                 modality: str = "audiovisual", train: bool = False, crop: int = 88,
+                 modality: str = "audiovisual", train: bool = False, crop: int = CROP_SIZE,
                  flip_prob: float = 0.5, max_duration: Optional[float] = None, seed: int = 0,
                  channel: Union[int, str] = "mean", token_type: str = "char",
-                 bpemodel: Optional[str] = None, sample_rate: int = 16000):
+                 bpemodel: Optional[str] = None, sample_rate: int = SAMPLE_RATE):
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
         self.data_dir = os.fspath(data_dir)

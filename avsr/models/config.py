@@ -6,16 +6,21 @@ A YAML file (``conf/*.yaml``) has two top-level sections:
 ``trainer:`` the fields of :class:`avsr.trainer.TrainerConfig` (the model ignores them)
 
 ``vocab_size`` is normally 0 in YAML and is filled in by the trainer from the token list
-(``load_config(path, vocab_size=len(tokens))``).  Token id conventions are ESPnet's:
+(``load_model_config(path, vocab_size=len(tokens))``).  :func:`load_model_config` is the one
+YAML -> :class:`ModelConfig` parser (training, stats, packing and packed-model loading use it);
+:func:`avsr.models.build_model_from_config` goes on to the model.  Token id conventions are ESPnet's:
 ``0 = <blank>``, ``vocab_size - 1 = <sos/eos>``, padding of targets ``-1`` (IGNORE_ID).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Any, List, Mapping, Optional, Tuple, Union
 
 import yaml
+
+from frontends.constants import (FBANK_HOP_LENGTH, FBANK_N_FFT, FBANK_N_MELS, FBANK_WIN_LENGTH,
+                                 SAMPLE_RATE)
 
 MODES = ("audio", "video", "audiovisual")
 
@@ -65,11 +70,11 @@ class ModelConfig:
     attention_dropout_rate: float = 0.0
     merge_ffn_units: int = 0
     # audio front-end
-    fs: int = 16000
-    n_fft: int = 512
-    win_length: int = 400
-    hop_length: int = 160
-    n_mels: int = 80
+    fs: int = SAMPLE_RATE
+    n_fft: int = FBANK_N_FFT
+    win_length: int = FBANK_WIN_LENGTH
+    hop_length: int = FBANK_HOP_LENGTH
+    n_mels: int = FBANK_N_MELS
     audio_subsampling: str = "conv2d"
     vgg_channels: List[int] = field(default_factory=lambda: [32, 64])
     specaug: bool = True
@@ -121,7 +126,9 @@ class ModelConfig:
         return ModelConfig.from_dict(d)
 
 
-def _read(path: Union[str, Path]) -> dict:
+def read_config(path: Union[str, Path]) -> dict:
+    """The parsed YAML file (a mapping; ``{}`` for an empty file), e.g. a training exp dir's
+    ``config.yaml`` whose ``data:`` section a tool needs besides the model."""
     with open(path, encoding="utf-8") as f:
         d = yaml.safe_load(f) or {}
     if not isinstance(d, dict):
@@ -129,8 +136,27 @@ def _read(path: Union[str, Path]) -> dict:
     return d
 
 
-def load_config(path: Union[str, Path], **overrides) -> ModelConfig:
-    """``ModelConfig`` from the ``model:`` section of a YAML file, with keyword overrides."""
-    d = dict(_read(path).get("model") or {})
+ConfigSource = Union[str, Path, Mapping[str, Any], ModelConfig]
+
+
+def load_model_config(source: ConfigSource, **overrides) -> ModelConfig:
+    """The one YAML -> :class:`ModelConfig` function, with keyword overrides.
+
+    ``source``: a YAML file path (its ``model:`` section is used: a training ``conf/*.yaml``,
+    a training exp dir's ``config.yaml`` or a packed dir's ``config.yaml``); a parsed YAML
+    mapping with a ``model:`` section; a mapping of the ``model:`` section itself (it has no
+    ``model`` key, which is not a field of :class:`ModelConfig`); or a :class:`ModelConfig`.
+    Unknown keys are an error.
+    """
+    if isinstance(source, ModelConfig):
+        d = source.to_dict()
+    elif isinstance(source, Mapping):
+        d = dict(source["model"] or {}) if "model" in source else dict(source)
+    else:
+        d = dict(read_config(source).get("model") or {})
     d.update(overrides)
     return ModelConfig.from_dict(d)
+
+
+#: the former name of :func:`load_model_config`
+load_config = load_model_config

@@ -25,8 +25,8 @@ from typing import Any, Dict, Iterable, Mapping, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from avsr.robust.missing_video import stable_seed
-from avsr.trainer.method import TrainingMethod
+from avsr.robust.frame_loss import stable_seed
+from avsr.method import TrainingMethod
 
 __all__ = ["AudioNoiseMethod", "mix_at_snr", "mix_babble"]
 

@@ -32,7 +32,7 @@ from typing import Any, Dict, Mapping, Optional
 import torch
 import torch.nn.functional as F
 
-from avsr.trainer.method import TrainingMethod
+from avsr.method import TrainingMethod
 
 __all__ = ["DISTANCES", "distance", "expand_taps", "MDAKDMethod"]
 
@@ -138,7 +138,7 @@ class MDAKDMethod(TrainingMethod):
         import copy
         import os
 
-        from avsr.trainer.checkpoint import load_checkpoint, model_state
+        from avsr.utils.checkpoint import load_checkpoint, model_state
         student = trainer.model
         teacher = copy.deepcopy(student)
         path = self.teacher_path

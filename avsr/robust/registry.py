@@ -8,11 +8,11 @@ from __future__ import annotations
 import importlib
 import json
 
-from avsr.trainer.method import TrainingMethod
+from avsr.method import TrainingMethod
 
 METHODS = {
     "audio_noise": "avsr.robust.audio_noise:AudioNoiseMethod",
-    "frame_dropout": "avsr.robust.frame_dropout_method:FrameDropoutMethod",
+    "frame_dropout": "avsr.robust.frame_dropout:FrameDropoutMethod",
     "mda_kd": "avsr.robust.mda_kd:MDAKDMethod",
     "ms_adapter": "avsr.robust.ms_adapter:MSAdapterMethod",
 }

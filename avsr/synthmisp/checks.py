@@ -15,11 +15,10 @@
    (:func:`avsr.synthmisp.proxy.envelope_correlation`); reported as the mean over
    those segments.
 
-    python -m avsr.synthmisp.checks --root corpus/synthmisp_mini --split dev --out checks.json
+    python -m avsr.bin.synthmisp_checks --root corpus/synthmisp_mini --split dev --out checks.json
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -27,7 +26,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-FPS = 25
+from frontends.constants import CROP_SIZE, ROI_SIZE, VIDEO_FPS
+
+FPS = VIDEO_FPS
 
 
 def _run_middles(lab: np.ndarray) -> np.ndarray:
@@ -76,7 +77,7 @@ def viseme_check(root: str, split: str = "dev", per_class: int = 300, seed: int 
         for gi, frame, _present in iter_video(video, fps=FPS, gray=True):
             if gi in frames:
                 for s, y in frames[gi]:
-                    rois.append(center_crop(crop_roi(frame, boxes[s, gi], size=96), 88))
+                    rois.append(center_crop(crop_roi(frame, boxes[s, gi], size=ROI_SIZE), CROP_SIZE))
                     labels.append(y)
             if gi >= last:
                 break
@@ -118,25 +119,3 @@ def run_checks(root: str, split: str = "dev", per_class: int = 300, seed: int = 
                max_sessions: Optional[int] = None) -> Dict:
     return {"split": split, "viseme": viseme_check(root, split, per_class, seed, max_sessions),
             "tracking": tracking_check(root, split, max_sessions=max_sessions)}
-
-
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", required=True)
-    p.add_argument("--split", default="dev")
-    p.add_argument("--per_class", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max_sessions", type=int, default=None)
-    p.add_argument("--out", default=None)
-    a = p.parse_args(argv)
-    res = run_checks(a.root, a.split, a.per_class, a.seed, a.max_sessions)
-    txt = json.dumps(res, indent=1)
-    print(txt)
-    if a.out:
-        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        with open(a.out, "w") as f:
-            f.write(txt)
-
-
-if __name__ == "__main__":
-    main()

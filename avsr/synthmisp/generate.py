@@ -1,6 +1,6 @@
 """SynthMISP: a deterministic synthetic corpus in the MISP2022 release layout.
 
-    python -m avsr.synthmisp.generate --out corpus/synthmisp_tiny --preset tiny --seed 1 --nj 2
+    python -m avsr.bin.synthmisp --out corpus/synthmisp_tiny --preset tiny --seed 1 --nj 2
 
 Each session is a conversation of 2-3 speakers, each with several utterances,
 with overlapping turns.  Everything of a session is drawn from an RNG seeded by
@@ -23,7 +23,6 @@ Written (see docs/DESIGN.md and docs/SYNTHMISP.md)::
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import multiprocessing as mp
@@ -37,9 +36,11 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import fftconvolve
 
+from frontends.constants import SAMPLE_RATE, VIDEO_FPS
+
 SPLITS = ("train", "dev", "eval")
-SR = 16000
-FPS = 25
+SR = SAMPLE_RATE
+FPS = VIDEO_FPS
 TIER = "内容层"
 MARKS = ("<NOISE>", "<DEAF>")
 
@@ -308,7 +309,7 @@ def _write_wavs(paths: List[str], mix: np.ndarray) -> None:
 def generate_session(root: str, split: str, idx: int, seed: int, k: Knobs) -> dict:
     """Generate one session; returns counts and per-part timings."""
     from avsr.synthmisp import render, speech, text as textmod
-    from frontends.detection import write_detections
+    from frontends.lip_boxes import write_detections
 
     rng = np.random.default_rng([seed, SPLITS.index(split), idx])
     timings = {"speech": 0.0, "mixing": 0.0, "video_render_encode": 0.0, "write": 0.0}
@@ -477,35 +478,3 @@ def generate(root: str, preset: str = "tiny", seed: int = 1, nj: int = 1, progre
             print(f"ERROR session {e['split']}/{e['index']}: {e['error']}", file=sys.stderr)
         raise SystemExit(f"{len(errors)} session(s) failed; see {root}/generation_stats.json")
     return {**meta, "wall_s": stats["wall_s"], "cpu_s_by_part": parts}
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m avsr.synthmisp.generate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="corpus root to write (MISP2022 layout)")
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--nj", type=int, default=1, help="parallel sessions (output bytes do not depend on it)")
-    p.add_argument("--quiet", action="store_true")
-    for f in dataclasses.fields(Knobs):
-        default = f.default
-        if isinstance(default, tuple):
-            p.add_argument(f"--{f.name}", type=type(default[0]), nargs=len(default), default=None,
-                           help=f"(preset value; base default {' '.join(map(str, default))})")
-        else:
-            p.add_argument(f"--{f.name}", type=type(default), default=None,
-                           help=f"(preset value; base default {default})")
-    return p
-
-
-def main(argv=None) -> None:
-    a = _parser().parse_args(argv)
-    over = {f.name: (tuple(getattr(a, f.name)) if isinstance(getattr(a, f.name), list) else getattr(a, f.name))
-            for f in dataclasses.fields(Knobs)}
-    summary = generate(a.out, a.preset, a.seed, a.nj, progress=not a.quiet, **over)
-    print(json.dumps({k: summary[k] for k in ("preset", "seed", "splits", "wall_s", "cpu_s_by_part")},
-                     indent=1, ensure_ascii=False))
-
-
-if __name__ == "__main__":
-    main()

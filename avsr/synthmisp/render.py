@@ -5,7 +5,7 @@ Pipeline (one session)::
     tracks = [mouth_track(events_of_speaker, T) for each speaker]     # float32 [T, 3] each
     scene = make_scene(rng, width=640, height=360, face_seeds=[...])  # background, faces, lighting
     true_boxes = render_session("x_Far.mp4", scene, tracks, rng)      # float32 [n_faces, T, 4]
-    dets = detections_from_boxes(true_boxes, rng, long_gaps=...)      # -> frontends.detection
+    dets = detections_from_boxes(true_boxes, rng, long_gaps=...)      # -> frontends.lip_boxes
 
 Mouth track channels (all float32, one row per 25 fps frame):
 
@@ -33,9 +33,10 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from frontends.detection import SpeakerTrack
+from frontends.constants import VIDEO_FPS
+from frontends.lip_boxes import SpeakerTrack
 
-FPS = 25
+FPS = VIDEO_FPS
 
 # ----------------------------------------------------------------------------- visemes -> targets
 #: Articulatory targets per viseme class: (opening, width, rounding); see the module docstring.
@@ -645,7 +646,7 @@ def detections_from_boxes(true_boxes: np.ndarray, rng: np.random.Generator, *,
     ``(start_frame, end_frame)`` ranges of face ``j`` in which only ``long_gap_keep`` of frames are
     detected (segments made mostly undetected; these come on top of the miss rate).  Detected
     boxes get Gaussian jitter of ``jitter_px`` pixels per coordinate.  Returns one
-    :class:`frontends.detection.SpeakerTrack` per face.
+    :class:`frontends.lip_boxes.SpeakerTrack` per face.
     """
     true_boxes = np.asarray(true_boxes, dtype=np.float64)
     n_faces, T = true_boxes.shape[:2]

@@ -83,6 +83,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.signal import resample_poly
 
+from frontends.constants import SAMPLE_RATE, VIDEO_FPS
+
 from .text import to_pinyin
 
 __all__ = [
@@ -100,7 +102,7 @@ __all__ = [
     "SAMPLE_RATE",
 ]
 
-SAMPLE_RATE = 16000
+# SAMPLE_RATE (16 kHz, the rate of every synthesised utterance): frontends.constants
 ESPEAK_RATE = 22050
 PEAK = 0.5
 PAD = 0.05  # seconds of silence kept before the first / after the last sound
@@ -545,7 +547,7 @@ def synthesize(text: str, voice: Voice) -> Utterance:
     return Utterance(wave=wave, events=events, sr=SAMPLE_RATE, text=text, pinyin=sylls, syllables=syllables, voice=voice)
 
 
-def speech_envelope(wave: np.ndarray, sr: int = SAMPLE_RATE, fps: float = 25.0) -> np.ndarray:
+def speech_envelope(wave: np.ndarray, sr: int = SAMPLE_RATE, fps: float = float(VIDEO_FPS)) -> np.ndarray:
     """RMS of ``wave`` per video frame (frame ``i`` covers ``[i/fps, (i+1)/fps)``), float32 [ceil(N*fps/sr)]."""
     x = np.asarray(wave, dtype=np.float64)
     if x.ndim != 1:

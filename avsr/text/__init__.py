@@ -1,6 +1,7 @@
 """Text processing: token lists and tokenizers (:mod:`avsr.text.tokens`).
 
-Names are imported lazily so that ``python -m avsr.text.tokens`` runs without a double import.
+Names are imported lazily, so importing the package stays cheap (the command line is
+``avsr tokens``, :mod:`avsr.bin.tokens`).
 """
 import importlib
 

@@ -1,6 +1,6 @@
 """The trainer: Adam + Noam warm-up, accumulation, clipping, length-bucketed batches,
 per-epoch validation, best-N checkpoints and averaging, early stopping, exact resume,
-DDP (``torchrun``) and AMP (CUDA), and training-method plug-ins (:mod:`avsr.trainer.method`).
+DDP (``torchrun``) and AMP (CUDA), and training-method plug-ins (:mod:`avsr.method`).
 
 Documented behaviours
 ---------------------
@@ -72,9 +72,10 @@ import torch
 from torch import nn
 
 from avsr.data.sampler import LengthBatchSampler
-from avsr.trainer.checkpoint import (CheckpointError, average_checkpoints, init_specs, load_checkpoint,
-                                     load_partial, rng_state, save_checkpoint, set_rng_state)
-from avsr.trainer.method import TrainingMethod
+from avsr.method import TrainingMethod
+from avsr.trainer.rng import rng_state, set_rng_state
+from avsr.utils.checkpoint import (CheckpointError, average_checkpoints, init_specs, load_checkpoint,
+                                   load_partial, save_checkpoint)
 
 __all__ = ["TrainerConfig", "Trainer", "WarmupLR", "noam_lr", "FitResult"]
 
@@ -297,7 +298,7 @@ class Trainer:
         if config.init:
             self.init_result = None
             for spec in init_specs(config.init):
-                r = load_partial(self.model, spec[0], ignore=config.init_ignore, include=spec[1])
+                r = load_partial(self.model, spec[0], ignore=config.init_ignore, include=spec[1], log=logger)
                 self.init_result = r if self.init_result is None else self.init_result.merge(r)
         self.frozen: Dict[str, nn.Module] = {}
         self._hooks: List[Any] = []

@@ -186,7 +186,7 @@ stage_rois() {
   local split
   for split in $splits; do
     log "ROIs for $split"
-    "$PYTHON" -m avsr.data.rois --data_dir "$data_dir/${split}_all" \
+    "$PYTHON" -m avsr.bin.prepare_rois --data_dir "$data_dir/${split}_all" \
       --detection_dir "$misp_root/detection/$split/far" \
       --out_dir "$dump_dir/roi/$split" --filtered_dir "$data_dir/$split" \
       --nj "$nj" --spk_prefix S
@@ -200,13 +200,13 @@ stage_tokens() {
   rm -rf "$data_dir"/token_list/*.tmp.*  # leftovers of an interrupted run
   final="$data_dir/token_list/char"
   tmp="$final.tmp.$$"; rm -rf "$tmp"
-  "$PYTHON" -m avsr.text.tokens --text "$text" --token_type char --output_dir "$tmp"
+  "$PYTHON" -m avsr.bin.tokens --text "$text" --token_type char --output_dir "$tmp"
   atomic_replace_dir "$tmp" "$final"
   log "wrote $final/tokens.txt"
   if [ "$token_type" = bpe ]; then
     final="$data_dir/token_list/bpe_${bpemode}${nbpe}"
     tmp="$final.tmp.$$"; rm -rf "$tmp"
-    "$PYTHON" -m avsr.text.tokens --text "$text" --token_type bpe --vocab_size "$nbpe" \
+    "$PYTHON" -m avsr.bin.tokens --text "$text" --token_type bpe --vocab_size "$nbpe" \
       --bpemode "$bpemode" --output_dir "$tmp"
     atomic_replace_dir "$tmp" "$final"
     log "wrote $final/{bpe.model,tokens.txt}"

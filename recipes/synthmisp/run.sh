@@ -64,7 +64,7 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     rm -f "$marker"
     echo "stage 0: generating SynthMISP ($want) -> $corpus_dir"
     # shellcheck disable=SC2086
-    "$PY" -m avsr.synthmisp.generate --out "$corpus_dir" --preset "$preset" --seed "$seed" \
+    "$PY" -m avsr.bin.synthmisp --out "$corpus_dir" --preset "$preset" --seed "$seed" \
         --nj "$nj" $gen_args 2>&1 | tee "$exp_dir/logs/stage0_generate.log"
     # the corpus changed: every later (misp2022) stage must be redone
     rm -f "$exp_dir"/stages/[1-9]*.done

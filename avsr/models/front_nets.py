@@ -1,4 +1,6 @@
-"""Audio and visual front-ends.  Every module here has ``forward(xs, lens) -> (out, out_lens)``.
+"""Audio and visual front-end *networks* (arrays -> embeddings; the media front-ends that turn
+files into arrays are the top-level :mod:`frontends` package).  Every module here has
+``forward(xs, lens) -> (out, out_lens)``.
 
 Audio (:class:`AudioFrontend`)
     16 kHz waveform -> ESPnet ``Stft`` (n_fft 512, hann window 400, hop 160, **center=False**) ->
@@ -40,6 +42,8 @@ from espnet2.asr.specaug.specaug import SpecAug
 from espnet2.layers.log_mel import LogMel
 from espnet2.layers.stft import Stft
 
+from frontends.constants import FBANK_HOP_LENGTH, FBANK_N_FFT, FBANK_N_MELS, FBANK_WIN_LENGTH, SAMPLE_RATE
+
 
 def _valid(lens: torch.Tensor, T: int) -> torch.Tensor:
     """bool [B, T], True on valid positions."""
@@ -49,7 +53,8 @@ def _valid(lens: torch.Tensor, T: int) -> torch.Tensor:
 class AudioFrontend(nn.Module):
     """Waveform -> normalised (and in training, time-masked) 80-dim log-mel fbank."""
 
-    def __init__(self, fs=16000, n_fft=512, win_length=400, hop_length=160, n_mels=80,
+    def __init__(self, fs=SAMPLE_RATE, n_fft=FBANK_N_FFT, win_length=FBANK_WIN_LENGTH,
+                 hop_length=FBANK_HOP_LENGTH, n_mels=FBANK_N_MELS,
                  specaug=True, time_mask_width_range=(0, 40), num_time_mask=2):
         super().__init__()
         self.stft = Stft(n_fft=n_fft, win_length=win_length, hop_length=hop_length,

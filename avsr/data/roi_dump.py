@@ -3,7 +3,7 @@
 For every recording of the data dir (``video.scp``) the job
 
 1. loads the recording's detection file ``<detection_dir>/<recording>.json``
-   (:func:`frontends.detection.load_detections`);
+   (:func:`frontends.lip_boxes.load_detections`);
 2. for each speaker of the recording's utterances, interpolates the speaker's lip
    boxes over the **whole session** (:func:`frontends.roi.interpolate_boxes`);
    ``detected[i]`` is True where the raw detection file has a box for grid frame ``i``;
@@ -60,7 +60,7 @@ ROI frames) on a 2-core machine shared with other jobs: ``--nj 1`` 3.3-4.1 s,
 
 CLI::
 
-    python -m avsr.data.rois --data_dir data/train_all --detection_dir <root>/detection/train/far \\
+    python -m avsr.bin.prepare_rois --data_dir data/train_all --detection_dir <root>/detection/train/far \\
         --out_dir dump/roi/train --filtered_dir data/train --nj 4 [--spk_prefix S]
 
 writes ``<out_dir>/<recording>/<utt>.npz``, ``<out_dir>/roi.scp`` (paths start with
@@ -75,7 +75,6 @@ written atomically there.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import math
@@ -91,13 +90,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from avsr.data.datadir import (DataDir, DataDirError, make_tmp_dir, read_datadir,
-                               replace_dir, write_datadir, write_table)
+from avsr.data.datadir import (DataDir, make_tmp_dir, read_datadir, replace_dir, write_datadir,
+                               write_table)
+from frontends.constants import ROI_SIZE, VIDEO_FPS
 
-#: Video grid rate of ROI files.
-ROI_FPS = 25.0
-#: Side of a stored ROI frame.
-ROI_SIZE = 96
+#: Video grid rate of ROI files (:data:`frontends.constants.VIDEO_FPS`, as a float).
+ROI_FPS = float(VIDEO_FPS)
 #: Missing frames at the end of an utterance that may be filled from the last frame.
 MAX_PAD_FRAMES = 2
 ROI_EXT = ".npz"
@@ -236,7 +234,7 @@ class _Active:
 
 def process_session(job: SessionJob) -> SessionResult:
     """Extract all ROIs of one recording; never raises for bad input (see module doc)."""
-    from frontends.detection import load_detections
+    from frontends.lip_boxes import load_detections
     from frontends.errors import MediaError
     from frontends.roi import crop_roi, should_skip
     from frontends.video import iter_video
@@ -506,41 +504,3 @@ def extract_rois(data_dir: str, detection_dir: str, out_dir: str, *, nj: int = 1
         write_datadir(sub, filtered_dir, extra_files={"skipped": skipped_tsv})
     report["wall_seconds"] = round(time.perf_counter() - t0, 3)
     return report
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m avsr.data.rois",
-                                 description="Extract 96x96 lip ROIs for a data dir (see module doc).")
-    ap.add_argument("--data_dir", required=True, help="input data dir (segments, utt2spk, video.scp)")
-    ap.add_argument("--detection_dir", required=True, help="folder with <recording>.json files")
-    ap.add_argument("--out_dir", required=True, help="where ROI files, roi.scp and reports go")
-    ap.add_argument("--filtered_dir", default=None,
-                    help="also write the data dir restricted to utterances with ROIs here")
-    ap.add_argument("--nj", type=int, default=1, help="parallel worker processes (sessions)")
-    ap.add_argument("--spk_prefix", default="",
-                    help="prefix of data-dir speaker ids not used in detection files (MISP: S)")
-    ap.add_argument("--no_progress", action="store_true")
-    args = ap.parse_args(argv)
-    if args.nj < 1:
-        ap.error("--nj must be >= 1")
-    try:
-        rep = extract_rois(args.data_dir, args.detection_dir, args.out_dir, nj=args.nj,
-                           spk_prefix=args.spk_prefix, filtered_dir=args.filtered_dir,
-                           progress=not args.no_progress)
-    except DataDirError as e:  # names the file already
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
-    except ValueError as e:
-        print(f"ERROR: {args.data_dir}: {e}", file=sys.stderr)
-        return 1
-    print(f"{args.data_dir}: {rep['sessions']} sessions ({rep['sessions_failed']} failed), "
-          f"{rep['utterances']} utterances, {rep['with_roi']} with ROIs, {rep['skipped']} skipped"
-          + ("" if not rep["skipped_by_reason"] else " (" + ", ".join(
-              f"{n} {k}" for k, n in rep["skipped_by_reason"].items()) + ")")
-          + f", {rep['roi_frames']} ROI frames, {rep['wall_seconds']:.1f} s with nj={rep['nj']}",
-          flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

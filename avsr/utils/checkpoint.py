@@ -1,4 +1,9 @@
-"""Checkpoint I/O for the trainer: atomic writes, weights-only loads, partial init, averaging.
+"""Checkpoint I/O: atomic writes, weights-only loads, partial init (``--init``), averaging.
+
+A neutral module (it imports nothing from ``avsr``): the trainer, the models, packing and
+inference all use it, so none of them depends on the trainer (ESPnet keeps the same role in
+``espnet2/torch_utils/load_pretrained_model.py``).  The trainer's RNG-state helpers live in
+:mod:`avsr.trainer.rng`.
 
 Documented behaviours
 ---------------------
@@ -12,9 +17,10 @@ Documented behaviours
   types (dict/list/tuple/str/int/float/bool/None) is refused with a
   :class:`CheckpointError` whose message starts with the file path; no code in the file is
   executed.  Everything the trainer stores is therefore plain: RNG states are converted
-  by :func:`rng_state` / :func:`set_rng_state`.
+  by :func:`avsr.trainer.rng.rng_state` / :func:`avsr.trainer.rng.set_rng_state`.
 * **Partial init** (:func:`load_partial`): copies tensors whose names *and* shapes match;
-  returns ``PartialLoad(loaded, missing, unexpected, shape_mismatch)`` and logs a summary.
+  returns ``PartialLoad(loaded, missing, unexpected, shape_mismatch)`` and logs a summary
+  (to ``log``; the trainer passes its ``avsr.trainer`` logger, so the summary is in ``train.log``).
 * **Averaging** (:func:`average_checkpoints`): element-wise mean (in float64, cast back)
   of the floating-point tensors of the model state dicts in ``paths``; non-floating
   tensors (e.g. ``num_batches_tracked``) are taken from the first file.
@@ -23,17 +29,15 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 
 __all__ = ["CheckpointError", "PartialLoad", "save_checkpoint", "load_checkpoint", "load_partial",
-           "average_checkpoints", "model_state", "rng_state", "set_rng_state"]
+           "average_checkpoints", "model_state", "init_specs"]
 
-logger = logging.getLogger("avsr.trainer")
+logger = logging.getLogger("avsr.checkpoint")
 
 PathLike = Union[str, os.PathLike]
 
@@ -166,7 +170,8 @@ def load_partial(model: torch.nn.Module, state_dict: Union[Mapping[str, torch.Te
     prefixes may be filled (e.g. ``("visual_",)`` to take the visual branch of a V model).
     Tensors not filled keep their values; shape mismatches are listed in ``shape_mismatch``
     (alias ``mismatched``) and not in ``missing``.  This is the one implementation of ``--init``
-    (``avsr.models.load_partial`` is the same function).
+    (``avsr.models.load_partial`` is the same function).  The summary is logged to ``log``
+    (default: the ``avsr.checkpoint`` logger).
     """
     if isinstance(state_dict, (str, os.PathLike)):
         state_dict = load_checkpoint(state_dict)
@@ -220,36 +225,3 @@ def average_checkpoints(paths: Iterable[PathLike]) -> Dict[str, torch.Tensor]:
     for k, v in first.items():
         out[k] = (acc[k] / len(paths)).to(v.dtype) if k in acc else v.clone()
     return out
-
-
-# ---------------------------------------------------------------------------- RNG states
-def rng_state() -> Dict[str, Any]:
-    """python / numpy (legacy global) / torch (CPU and CUDA) RNG states as tensors and plain types."""
-    ver, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    st: Dict[str, Any] = {
-        "python": {"version": int(ver), "state": torch.tensor(internal, dtype=torch.int64),
-                   "gauss": gauss},
-        "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        st["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
-    return st
-
-
-def set_rng_state(st: Mapping[str, Any]) -> None:
-    py = st["python"]
-    random.setstate((int(py["version"]), tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
-    n = st["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), int(n["pos"]),
-                         int(n["has_gauss"]), float(n["cached_gaussian"])))
-    torch.set_rng_state(st["torch"].cpu())
-    if "cuda" in st and torch.cuda.is_available():
-        cuda = list(st["cuda"])
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
-        else:
-            logger.warning("checkpoint has %d CUDA RNG states, this machine %d devices: not restored",
-                           len(cuda), torch.cuda.device_count())

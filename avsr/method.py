@@ -1,4 +1,7 @@
-"""The one plug-in interface for training methods.
+"""The one plug-in interface for training methods (:class:`TrainingMethod`).
+
+It lives outside :mod:`avsr.trainer` so that methods (:mod:`avsr.robust`) depend on this
+interface only, never on the trainer; :class:`avsr.trainer.Trainer` calls the hooks.
 
 A *training method* changes how the model is trained without touching the trainer: frame
 dropout, knowledge distillation from a frozen teacher, modality dropout, gradient
@@ -61,7 +64,7 @@ Example
 A distillation method with a frozen teacher, a loss on a named tap and a gradient hook::
 
     import torch
-    from avsr.trainer.method import TrainingMethod
+    from avsr.method import TrainingMethod
 
     class Distill(TrainingMethod):
         name = "distill"
@@ -71,7 +74,7 @@ A distillation method with a frozen teacher, a loss on a named tap and a gradien
 
         def setup(self, trainer):
             teacher = build_teacher()                       # any nn.Module
-            load_partial(teacher, self.teacher_ckpt)        # avsr.trainer.checkpoint
+            load_partial(teacher, self.teacher_ckpt)        # avsr.utils.checkpoint
             self.teacher = trainer.register_frozen("teacher", teacher)
             # halve the gradients reaching the visual front-end
             trainer.register_grad_hook("visual_frontend", lambda name, g: 0.5 * g)

@@ -1,4 +1,5 @@
-"""avsr.robust.missing_video: patterns, black frames, masks, stable seeding, FrameDropout."""
+"""avsr.robust.frame_loss (patterns, black frames, masks, stable seeding) and
+avsr.robust.frame_dropout.FrameDropout."""
 from __future__ import annotations
 
 import subprocess
@@ -13,9 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from avsr.data.batch import Batch  # noqa: E402
-from avsr.robust.missing_video import (PATTERNS, SEGMENT_MAX, SEGMENT_MIN, FrameDropout,  # noqa: E402
-                                       apply_missing_video, drop_frames, drop_mask, num_dropped,
-                                       stable_seed)
+from avsr.robust.frame_dropout import FrameDropout  # noqa: E402
+from avsr.robust.frame_loss import (PATTERNS, SEGMENT_MAX, SEGMENT_MIN, apply_missing_video,  # noqa: E402
+                                    drop_frames, drop_mask, num_dropped, stable_seed)
 
 RATES = (0.0, 0.05, 0.1, 0.25, 0.3, 0.5, 0.7, 0.9, 1.0)
 
@@ -100,7 +101,7 @@ def test_reproducible_and_keyed():
 
 
 def test_reproducible_across_processes():
-    code = ("import numpy as np;from avsr.robust.missing_video import drop_mask;"
+    code = ("import numpy as np;from avsr.robust.frame_loss import drop_mask;"
             "print(''.join('1' if x else '0' for x in np.concatenate("
             "[drop_mask(60, 0.3, p, utt_id='spk_utt', seed=7) for p in ('random','segment')])))")
     outs = set()
@@ -171,7 +172,7 @@ def test_framedropout_d_prob_and_rates():
     for s in range(50):
         b = _batch(B=20, T=40, seed=s)
         out = fd(b)
-        r = out.extras["frame_drop_rate"]
+        r = out.extras["frame_loss_rate"]
         n += len(r)
         n_drop += int((r > 0).sum())
         rates += r[r > 0].tolist()

@@ -1,4 +1,7 @@
-"""Missing-video simulation: drop lip-video frames (black frames) for training and evaluation.
+"""Video frame loss simulation: drop lip-video frames (black frames + ``frame_mask``).
+
+Used by evaluation (:func:`drop_frames`, :func:`apply_missing_video`) and by training-time
+frame dropout (:mod:`avsr.robust.frame_dropout`).
 
 Documented behaviours
 ---------------------
@@ -39,24 +42,20 @@ Documented behaviours
   is also dropped at every ``r' > r`` (same utterance and seed), which makes
   error-rate-vs-missing-rate curves monotone-comparable.  ``head``/``tail``/``whole``
   are nested by construction; ``segment`` is not (its key includes the rate).
-* **Training** (:class:`FrameDropout`): per sample, with probability ``d_prob``, drop
-  frames at a rate that is fixed or drawn uniformly from ``(lo, hi]`` (default
-  ``(0, 1]``).  The randomness comes from a ``numpy.random.Generator`` (PCG64) owned by the
-  object, not from the per-utterance hash; :meth:`FrameDropout.state_dict` /
-  :meth:`FrameDropout.load_state_dict` save and restore it so a resumed run draws exactly
-  the same drops.  Only frames ``< video_lens[b]`` are candidates; padding is untouched.
+* **Training**: :class:`avsr.robust.frame_dropout.FrameDropout` draws drops from a generator it
+  owns (not from the per-utterance hash), with the same patterns and counts.
 """
 from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 __all__ = ["PATTERNS", "SEGMENT_MIN", "SEGMENT_MAX", "num_dropped", "stable_seed", "drop_mask",
-           "drop_frames", "apply_missing_video", "FrameDropout"]
+           "drop_frames", "apply_missing_video"]
 
 PATTERNS = ("random", "segment", "whole", "head", "tail")
 #: Block length range (frames, inclusive) of the ``segment`` pattern.
@@ -242,96 +241,3 @@ def apply_missing_video(batch, rate: float, pattern: str = "random", seed: int =
     extras = dict(batch.extras)
     extras["missing_video"] = {"rate": float(rate), "pattern": pattern, "seed": int(seed)}
     return batch.replace(video=video, frame_mask=mask, extras=extras)
-
-
-class FrameDropout:
-    """Training-time frame dropout (see the module docstring).
-
-    ``rate``: a fixed rate in [0, 1], or a ``(lo, hi)`` range from which a rate is drawn
-    uniformly in ``(lo, hi]`` per dropped sample (default ``(0.0, 1.0)``: uniform in (0, 1]).
-    ``d_prob``: probability that a sample gets dropout at all.  ``pattern``: one of
-    :data:`PATTERNS`, or a sequence of them (one drawn uniformly per dropped sample).
-    ``seed``: seeds the generator owned by the object.
-    """
-
-    def __init__(self, rate: Union[float, Tuple[float, float]] = (0.0, 1.0), d_prob: float = 0.5,
-                 pattern: Union[str, Sequence[str]] = "random", seed: int = 0):
-        if isinstance(rate, (tuple, list)):
-            if len(rate) != 2:
-                raise ValueError(f"rate range must be (lo, hi), got {rate!r}")
-            lo, hi = _check_rate(rate[0]), _check_rate(rate[1])
-            if lo > hi:
-                raise ValueError(f"rate range must have lo <= hi, got {rate!r}")
-            self.rate: Union[float, Tuple[float, float]] = (lo, hi)
-        else:
-            self.rate = _check_rate(rate)
-        d = float(d_prob)
-        if not 0.0 <= d <= 1.0:
-            raise ValueError(f"d_prob must be in [0, 1], got {d_prob!r}")
-        self.d_prob = d
-        self.patterns = [pattern] if isinstance(pattern, str) else list(pattern)
-        if not self.patterns:
-            raise ValueError("no pattern given")
-        for p in self.patterns:
-            _check_pattern(p)
-        self.seed = int(seed)
-        self.rng = np.random.default_rng(self.seed)
-
-    def __repr__(self) -> str:
-        pat = self.patterns[0] if len(self.patterns) == 1 else self.patterns
-        return f"FrameDropout(rate={self.rate!r}, d_prob={self.d_prob}, pattern={pat!r}, seed={self.seed})"
-
-    # ------------------------------------------------------------------ randomness
-    def state_dict(self) -> Dict[str, Any]:
-        return {"seed": self.seed, "rng": self.rng.bit_generator.state}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.seed = int(state.get("seed", self.seed))
-        self.rng = np.random.default_rng(self.seed)
-        self.rng.bit_generator.state = state["rng"]
-
-    def sample(self, T: int) -> Tuple[np.ndarray, float, Optional[str]]:
-        """One sample's decision: ``(drop bool [T], rate, pattern)`` (rate 0 / pattern None when skipped)."""
-        apply = self.rng.random() < self.d_prob
-        if not apply:
-            return np.zeros(int(T), dtype=bool), 0.0, None
-        if isinstance(self.rate, tuple):
-            lo, hi = self.rate
-            rate = hi - self.rng.random() * (hi - lo)  # uniform in (lo, hi]
-        else:
-            rate = self.rate
-        pattern = self.patterns[0] if len(self.patterns) == 1 else \
-            self.patterns[int(self.rng.integers(len(self.patterns)))]
-        return drop_mask(T, rate, pattern, rng=self.rng), float(rate), pattern
-
-    # ------------------------------------------------------------------ batch
-    def __call__(self, batch):
-        """A new Batch with frames dropped (video cloned; the input batch is not modified).
-
-        ``frame_mask`` (made from ``video_lens`` when the batch has none) gets False for the
-        dropped frames; existing False entries stay False; padding is untouched.
-        ``extras["frame_drop_rate"]``: float32 ``[B]``, the rate applied (0 = no dropout).
-        """
-        if batch.video is None:
-            return batch
-        video = batch.video.clone()
-        B, T = int(video.shape[0]), int(video.shape[1])
-        lens = batch.video_lens.tolist() if batch.video_lens is not None else [T] * B
-        if batch.frame_mask is not None:
-            mask = batch.frame_mask.clone().bool()
-        else:
-            mask = torch.arange(T)[None, :] < torch.as_tensor(lens)[:, None]
-            mask = mask.to(video.device)
-        rates = torch.zeros(B, dtype=torch.float32)
-        for b in range(B):
-            n = min(int(lens[b]), T)
-            drop, rate, _ = self.sample(n)
-            rates[b] = rate
-            idx = np.flatnonzero(drop)
-            if len(idx):
-                ti = torch.as_tensor(idx, device=video.device)
-                video[b, ti] = 0
-                mask[b, ti] = False
-        extras = dict(batch.extras)
-        extras["frame_drop_rate"] = rates
-        return batch.replace(video=video, frame_mask=mask, extras=extras)

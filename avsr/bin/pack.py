@@ -1,0 +1,55 @@
+"""Make a packed model dir (``avsr pack``) from a training exp dir of ``avsr.bin.train``.
+
+    python -m avsr.bin.pack --exp_dir exp/train_av0 --out exp/packed/av0
+
+The layout of a packed dir is documented in :mod:`avsr.pack`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="avsr pack", description="Make a packed model dir from a training exp dir.")
+    ap.add_argument("--exp_dir", required=True, help="training dir of avsr.bin.train (config.yaml, model.pth)")
+    ap.add_argument("--out", required=True, help="packed model dir to write")
+    ap.add_argument("--weights", default=None, help="weights to pack (default: <exp_dir>/model.pth)")
+    ap.add_argument("--token_list", default=None, help="default: data.token_list of <exp_dir>/config.yaml")
+    ap.add_argument("--bpemodel", default=None)
+    ap.add_argument("--adapters", default=None, help="adapter weights (.pth) to include")
+    ap.add_argument("--beam_size", type=int, default=10, help="decoding default stored in the pack")
+    ap.add_argument("--ctc_weight", type=float, default=None, help="decoding default (default: the model's)")
+    args = ap.parse_args(argv)
+
+    from avsr.models.config import read_config
+    from avsr.pack import pack_model
+    cfg_path = os.path.join(args.exp_dir, "config.yaml")
+    if not os.path.isfile(cfg_path):
+        raise FileNotFoundError(f"{cfg_path}: not found (not a training exp dir)")
+    conf = read_config(cfg_path)
+    weights = args.weights or os.path.join(args.exp_dir, "model.pth")
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"{weights}: not found (training not finished?)")
+    tokens = args.token_list or (conf.get("data") or {}).get("token_list")
+    extra = {}
+    res = os.path.join(args.exp_dir, "train_result.json")
+    if os.path.isfile(res):
+        with open(res) as f:
+            r = json.load(f)
+        extra["training"] = {"best": r.get("best"), "epochs": len(r.get("history") or []),
+                             "train_utterances": r.get("train_utterances")}
+    dec = {"beam_size": args.beam_size}
+    if args.ctc_weight is not None:
+        dec["ctc_weight"] = args.ctc_weight
+    out = pack_model(args.out, model_config=conf["model"], token_list=tokens, weights=weights,
+                     bpemodel=args.bpemodel, adapters=args.adapters, decode=dec,
+                     extra_meta={**extra, "exp_dir": os.path.abspath(args.exp_dir)})
+    print(f"packed {weights} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
