@@ -42,9 +42,10 @@ import torch
 from avsr.data.batch import Batch
 from avsr.decoding import batch_beam_search, ctc_greedy
 from avsr.models.model import reconcile_video
-from frontends.roi import CROP_SIZE, center_crop
+from frontends.constants import CROP_SIZE, SAMPLE_RATE, SAMPLES_PER_FRAME
+from frontends.roi import center_crop
 
-__all__ = ["Speech2Text", "Result", "Variant", "ADAPTER_POLICIES"]
+__all__ = ["Speech2Text", "Result", "Variant", "ADAPTER_POLICIES", "fixed_windows"]
 
 ADAPTER_POLICIES = ("auto", "on", "off")
 STAGES = ("audio_front", "visual_front", "encoder", "search")
@@ -69,6 +70,24 @@ class Variant:
     name: str
     frame_mask: Optional[torch.Tensor] = None
     audio: Optional[torch.Tensor] = None
+
+
+def fixed_windows(audio, roi=None, seconds: float = 30.0):
+    """Cut a recording into windows of ``seconds``: ``[(audio, roi or None), ...]``; the ROI frames
+    follow the audio (25 fps on the 16 kHz clock); a tail under 0.1 s joins the previous window."""
+    n = len(audio)
+    step = int(seconds * SAMPLE_RATE)
+    if n <= step:
+        return [(audio, roi)]
+    out = []
+    for s in range(0, n, step):
+        a = audio[s:s + step]
+        if len(a) < SAMPLE_RATE // 10 and out:
+            out[-1] = (audio[s - step:], None if roi is None else roi[(s - step) // SAMPLES_PER_FRAME:])
+            continue
+        r = None if roi is None else roi[s // SAMPLES_PER_FRAME:(s + step) // SAMPLES_PER_FRAME]
+        out.append((a, r if r is None or len(r) else None))
+    return out
 
 
 def _as_tensor(x, dtype):

@@ -33,12 +33,6 @@ ALLOWED: Dict[Tuple[str, float], str] = {
     ("avsr/synthmisp/generate.py", 640): "camera frame width (MISP2022 far video is <= 640x360), not audio",
     ("avsr/synthmisp/render.py", 88): "an RGB colour component (TONGUE = (176, 78, 88))",
     ("scripts/bench_roi.py", 640): "test clip frame width (640x360), not audio",
-    # TODO lead: the lead engineer's files (avsr/bin/decode.py,
-    # avsr/bin/decode_pairs.py, avsr/eval/sweep.py) are being rewritten; their literals go then.
-    ("avsr/bin/decode_pairs.py", 16000): "TODO lead: chunk step -> SAMPLE_RATE",
-    ("avsr/bin/decode_pairs.py", 640): "TODO lead: ROI slicing -> SAMPLES_PER_FRAME",
-    ("avsr/bin/decode.py", 16000): "TODO lead: audio seconds -> SAMPLE_RATE",
-    ("avsr/bin/decode.py", 25): "TODO lead: video seconds -> VIDEO_FPS",
     # not owned by the refactor of issue 20's items 3-4 (scripts, recipes): reported to their owners
     ("scripts/bench_roi.py", 96): "TODO scripts owner: --size default -> ROI_SIZE",
     ("scripts/bench_roi.py", 25): "TODO scripts owner: FPS -> VIDEO_FPS",

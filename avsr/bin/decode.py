@@ -45,6 +45,9 @@ def build_parser():
     ap.add_argument("--missing_pattern", default="random")
     ap.add_argument("--seed", type=int, default=0, help="seed of the simulated frame loss")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--adapter_threshold", type=float, default=None,
+                    help="MS-Adapter routing: share of present frames at or below which an utterance is decoded "
+                         "audio-only with the adapters (default: the packed model's, normally 0)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--limit", type=int, default=0, help="decode only the first N utterances (sorted ids)")
@@ -62,10 +65,12 @@ def main(argv=None) -> int:
     from avsr.eval.metrics import score_texts, summarize
     from avsr.inference import Speech2Text
     from avsr.robust.frame_loss import apply_missing_video
+    from frontends.constants import SAMPLE_RATE, VIDEO_FPS
 
     t_start = time.perf_counter()
+    kw = {} if args.adapter_threshold is None else {"adapter_threshold": args.adapter_threshold}
     s2t = Speech2Text.from_packed(args.model, device=args.device, beam_size=args.beam_size,
-                                  ctc_greedy=args.ctc_greedy, ctc_weight=args.ctc_weight, penalty=args.penalty)
+                                  ctc_greedy=args.ctc_greedy, ctc_weight=args.ctc_weight, penalty=args.penalty, **kw)
     mode = s2t.model.cfg.mode
     has_roi = os.path.isfile(os.path.join(args.data_dir, "roi.scp"))
     modality = args.modality or (mode if (mode == "audio" or has_roi) else "audio")
@@ -88,9 +93,9 @@ def main(argv=None) -> int:
             continue
         batch = collate(items)
         if batch.audio is not None:
-            audio_sec += float(batch.audio_lens.sum()) / 16000.0
+            audio_sec += float(batch.audio_lens.sum()) / SAMPLE_RATE
         else:
-            audio_sec += float(batch.video_lens.sum()) / 25.0
+            audio_sec += float(batch.video_lens.sum()) / VIDEO_FPS
         if batch.video is not None and args.missing_rate > 0:
             batch = apply_missing_video(batch, args.missing_rate, args.missing_pattern, seed=args.seed)
         for u, r in zip(batch.utt_ids, s2t.decode_batch(batch, modality=modality)):

@@ -79,20 +79,8 @@ def read_pairs(path: str):
 
 def _chunks(p, chunk_s: float):
     """Split a PreparedPair into fixed windows: list of (audio, roi|None)."""
-    n = len(p.audio)
-    step = int(chunk_s * 16000)
-    if n <= step:
-        return [(p.audio, p.roi)]
-    out = []
-    for s in range(0, n, step):
-        a = p.audio[s:s + step]
-        if len(a) < 1600 and out:       # a tail under 0.1 s joins the previous window
-            pa, pr = out[-1]
-            out[-1] = (p.audio[s - step:], None if p.roi is None else p.roi[(s - step) // 640:])
-            continue
-        r = None if p.roi is None else p.roi[s // 640:(s + step) // 640]
-        out.append((a, r if r is None or len(r) else None))
-    return out
+    from avsr.inference import fixed_windows
+    return fixed_windows(p.audio, p.roi, chunk_s)
 
 
 def main(argv=None) -> int:

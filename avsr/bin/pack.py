@@ -22,6 +22,10 @@ def main(argv=None) -> int:
     ap.add_argument("--adapters", default=None, help="adapter weights (.pth) to include")
     ap.add_argument("--beam_size", type=int, default=10, help="decoding default stored in the pack")
     ap.add_argument("--ctc_weight", type=float, default=None, help="decoding default (default: the model's)")
+    ap.add_argument("--adapter_threshold", default="0",
+                    help="routing default stored in the pack: an AV model with MS-Adapters decodes an utterance "
+                         "audio-only (adapters on) when its share of present frames is at or below this (0: only "
+                         "with no frame, the paper's switch; 'none': never by the frames)")
     args = ap.parse_args(argv)
 
     from avsr.models.config import read_config
@@ -44,6 +48,12 @@ def main(argv=None) -> int:
     dec = {"beam_size": args.beam_size}
     if args.ctc_weight is not None:
         dec["ctc_weight"] = args.ctc_weight
+    if (conf["model"] or {}).get("adapter_rank", 0):
+        t = str(args.adapter_threshold).lower()
+        try:
+            dec["adapter_threshold"] = None if t == "none" else float(t)
+        except ValueError:
+            raise ValueError(f"--adapter_threshold expects a number or none, got {args.adapter_threshold!r}") from None
     out = pack_model(args.out, model_config=conf["model"], token_list=tokens, weights=weights,
                      bpemodel=args.bpemodel, adapters=args.adapters, decode=dec,
                      extra_meta={**extra, "exp_dir": os.path.abspath(args.exp_dir)})

@@ -309,7 +309,7 @@ stage_pack() {
   for m in $models; do
     [ -f "$exp_dir/train_$m/model.pth" ] || { echo "ERROR: $exp_dir/train_$m/model.pth not found" >&2; return 1; }
     "$PYTHON" -m avsr.cli pack --exp_dir "$exp_dir/train_$m" --out "$exp_dir/packed/$m" \
-      --beam_size "$beam_size" $(bpe_args)
+      --beam_size "$beam_size" --adapter_threshold "$adapter_threshold" $(bpe_args)
   done
 }
 
@@ -330,7 +330,7 @@ stage_sweep() {
   [ "$beam_size" -gt 0 ] && search=(--beam_size "$beam_size") || search=(--ctc_greedy)
   for m in $models; do
     [ "$m" = v ] && continue
-    if [ "$m" = av6 ]; then spec+=("${m^^}=$exp_dir/packed/$m@$adapter_threshold"); else spec+=("${m^^}=$exp_dir/packed/$m"); fi
+    spec+=("${m^^}=$exp_dir/packed/$m")     # (AV6's routing threshold is stored in its pack, stage 11)
   done
   local base=() ref=()
   has_model a0 && base=(--baseline A0 --similarity_rates 0 0.5 1.0)
@@ -356,7 +356,7 @@ run_stage 7 train_v    stage_train_v    "config=$train_config train_args=$train_
 run_stage 8 train_av0  stage_train_av0  "config=$train_config train_args=$train_args av0_args=$av0_args av_noise=$av_noise init=$(av0_init)"
 run_stage 9 train_av5  stage_train_av5  "config=$train_config train_args=$train_args d_prob=$d_prob av_noise=$av_noise kd=$kd_distance/$kd_tap/$kd_weight robust_freeze=$robust_freeze robust_args=$robust_args models=$models"
 run_stage 10 train_av6 stage_train_av6  "config=$train_config train_args=$train_args rank=$adapter_rank adapter_args=$adapter_args models=$models"
-run_stage 11 pack      stage_pack       "models=$models beam_size=$beam_size"
+run_stage 11 pack      stage_pack       "models=$models beam_size=$beam_size threshold=$adapter_threshold"
 run_stage 12 decode    stage_decode     "models=$models sets=$decode_sets beam=$beam_size args=$decode_args"
 run_stage 13 sweep     stage_sweep      "models=$models set=$sweep_set beam=$beam_size threshold=$adapter_threshold args=$sweep_args"
 run_stage 14 report    stage_report     "models=$models sets=$decode_sets"
