@@ -50,9 +50,9 @@ def test_bootstrap_and_paired():
         bootstrap_ci([], [])
 
 
-def _micro(mode="audiovisual", seed=0):
+def _micro(mode="audiovisual", seed=0, **kw):
     torch.manual_seed(seed)
-    m = AVSRModel(load_config(ROOT / "conf" / "micro.yaml", vocab_size=len(TOKENS), mode=mode))
+    m = AVSRModel(load_config(ROOT / "conf" / "micro.yaml", vocab_size=len(TOKENS), mode=mode, **kw))
     with torch.no_grad():   # peaky, non-trivial outputs so that searches differ from pure noise
         m.ctc.ctc_lo.weight.mul_(8.0)
         m.decoder.output_layer.weight.mul_(8.0)
@@ -130,6 +130,46 @@ def test_speech2text_batched_equals_single(packed, video):
     g = greedy.decode_batch(greedy.make_batch(items))
     for it, rb in zip(items, g):
         assert greedy(it["audio"], it["video"]).token_ids == rb.token_ids
+
+
+def test_routing_default_lives_in_the_pack_and_a_call_overrides_it(tmp_path):
+    """The adapter threshold is a decoding default of the packed model (no state on the nn.Module);
+    a keyword overrides it; routing decides per utterance, by its present frames."""
+    write_token_list(TOKENS, str(tmp_path / "tokens.txt"))
+    m = _micro(adapter_rank=2)
+    with torch.no_grad():
+        for p in m.adapters.parameters():
+            p.normal_(0, 1.0)
+    pack_model(tmp_path / "p", model_config=m.cfg.to_dict(), token_list=tmp_path / "tokens.txt",
+               weights=m.state_dict(), decode={"beam_size": 2, "adapter_threshold": 0.5})
+    s = Speech2Text.from_packed(tmp_path / "p", ctc_greedy=True)
+    assert s.adapter_threshold == 0.5 and not hasattr(s.model, "adapter_policy")
+    assert Speech2Text.from_packed(tmp_path / "p", adapter_threshold=None).adapter_threshold is None
+    items = _items(2)
+    b = s.make_batch(items)
+    fm = torch.ones(b.video.shape[:2], dtype=torch.bool)
+    fm[0, : int(0.6 * b.video_lens[0])] = False          # utterance 0 keeps 40 % of its frames
+    assert s.route(b, fm).tolist() == [True, False]
+    assert Speech2Text.from_packed(tmp_path / "p", adapter_threshold=0.3).route(b, fm).tolist() == [False, False]
+    # the routed utterance is decoded exactly like the same audio with no video (adapters on)
+    res = s.decode_batch(b.replace(frame_mask=fm))
+    alone = s.decode_batch(s.make_batch([{"utt_id": "u0", "audio": items[0]["audio"]}]))[0]
+    assert res[0].modality == "audio" and res[0].token_ids == alone.token_ids and res[1].modality == "audiovisual"
+    with pytest.raises(ValueError, match="adapters must be"):
+        Speech2Text(m, None, adapters="sometimes")
+
+
+def test_decode_items_keeps_order_and_batches_by_video(packed):
+    path, _ = packed
+    s = Speech2Text.from_packed(path, ctc_greedy=True)
+    items = _items(3) + _items(2, seed=1, video=False)
+    items = [items[3], items[0], items[4], items[1], items[2]]
+    out = s.decode_items(items, batch_size=2)
+    assert [r.modality for r in out] == ["audio", "audiovisual", "audio", "audiovisual", "audiovisual"]
+    for it, r in zip(items, out):
+        assert s(it["audio"], it["video"]).token_ids == r.token_ids
+    with pytest.raises(TypeError, match="prepare_pair"):
+        s("a.wav")
 
 
 def _cli(*args, check_rc=None):
