@@ -429,9 +429,10 @@ class Speech2Text:
         v_feats: Dict[int, torch.Tensor] = {}
         if use_v:
             per_frame = model.cfg.visual_frontend == "light"
+            a_lens = a_front(0)[2].cpu() if use_a else None
             t0 = time.perf_counter()
             if use_a:
-                video, vlens = reconcile_video(batch.video, batch.video_lens, a_front(0)[2].cpu())
+                video, vlens = reconcile_video(batch.video, batch.video_lens, a_lens)
             else:
                 video, vlens = batch.video, batch.video_lens
             if per_frame:
