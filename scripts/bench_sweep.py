@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cost of the CER-vs-frame-loss sweep against independent decodes (issue 4's goal: ≤ 0.5×).
+"""Cost of the CER-vs-frame-loss sweep against independent decodes (goal: ≤ 0.5×).
 
 For each search (``--searches``, e.g. ``greedy beam10``) one ``avsr eval --compare_uncached`` run
 decodes the same models, utterances and conditions twice: the cached sweep (audio front-end and
@@ -57,7 +57,7 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="first N utterances (0: all)")
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3, help="runs per search; the median ratio is the headline")
+    ap.add_argument("--repeats", type=int, default=5, help="runs per search; the median ratio is the headline")
     ap.add_argument("--note", default="", help="what the models and data are (written into the result)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
