@@ -26,6 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from frontends.constants import SAMPLE_RATE, VIDEO_FPS  # noqa: E402
 from _bench_common import command_line, emit, machine_info  # noqa: E402
 
 
@@ -46,7 +47,7 @@ def run_mode(args) -> dict:
     ds = AVSRDataset(args.data_dir, None, modality=modality)
     idx = list(range(len(ds)))[: args.limit or None]
     items = [ds[i] for i in idx]     # media loading is not timed
-    audio_sec = sum(len(it["audio"]) / 16000.0 if it["audio"] is not None else len(it["video"]) / 25.0
+    audio_sec = sum(len(it["audio"]) / SAMPLE_RATE if it["audio"] is not None else len(it["video"]) / VIDEO_FPS
                     for it in items)
     order = sorted(range(len(items)), key=lambda i: -(len(items[i]["audio"]) if items[i]["audio"] is not None
                                                       else len(items[i]["video"])))

@@ -41,9 +41,10 @@ import numpy as np  # noqa: E402
 
 from frontends.lip_boxes import load_detections  # noqa: E402
 from frontends.roi import crop_roi, interpolate_boxes  # noqa: E402
+from frontends.constants import ROI_SIZE, VIDEO_FPS  # noqa: E402
 from frontends.video import iter_video, video_info  # noqa: E402
 
-W, H, FPS = 640, 360, 25
+W, H, FPS = 640, 360, VIDEO_FPS
 
 
 def mouth_track(n: int) -> np.ndarray:
@@ -108,13 +109,13 @@ def timed(fn, runs: int):
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--video", help="video to decode (default: synthesise a 640x360 clip)")
-    p.add_argument("--detections", help="frontends.detection JSON for --video")
+    p.add_argument("--detections", help="frontends.lip_boxes JSON for --video")
     p.add_argument("--speaker", help="speaker id in --detections (default: the first)")
     p.add_argument("--seconds", type=float, default=12.0, help="length of the synthetic clip [12]")
     p.add_argument("--max-frames", type=int, default=750,
                    help="frames held in memory for the crop-only stage [750]")
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--size", type=int, default=96, help="ROI side [96]")
+    p.add_argument("--size", type=int, default=ROI_SIZE, help=f"ROI side [{ROI_SIZE}]")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args(argv)
 

@@ -26,19 +26,12 @@ ALWAYS = {16000, 640, 96, 88}          # forbidden wherever they appear in code
 FPS_VALUE = 25
 FPS_NAME = re.compile(r"(^|_)(fps|frame_rate)$", re.IGNORECASE)
 
-#: (file, value) -> why the number there is not the media constant.  ``# TODO lead``: files the
-#: lead engineer is rewriting (issue 20); the lead removes these entries with the literals.
+#: (file, value) -> why the number there is not the media constant.
 ALLOWED: Dict[Tuple[str, float], str] = {
     ("avsr/synthmisp/render.py", 640): "camera frame width (MISP2022 far video is <= 640x360), not audio",
     ("avsr/synthmisp/generate.py", 640): "camera frame width (MISP2022 far video is <= 640x360), not audio",
     ("avsr/synthmisp/render.py", 88): "an RGB colour component (TONGUE = (176, 78, 88))",
     ("scripts/bench_roi.py", 640): "test clip frame width (640x360), not audio",
-    # not owned by the refactor of issue 20's items 3-4 (scripts, recipes): reported to their owners
-    ("scripts/bench_roi.py", 96): "TODO scripts owner: --size default -> ROI_SIZE",
-    ("scripts/bench_roi.py", 25): "TODO scripts owner: FPS -> VIDEO_FPS",
-    ("scripts/bench_decode.py", 16000): "TODO scripts owner: audio seconds -> SAMPLE_RATE",
-    ("scripts/bench_decode.py", 25): "TODO scripts owner: video seconds -> VIDEO_FPS",
-    ("recipes/misp2022/local/data_summary.py", 25): "TODO recipe owner: ROI hours -> VIDEO_FPS",
 }
 
 

@@ -2,10 +2,10 @@
 
     python -m avsr.bin.decode --model exp/packed/av0 --data_dir data/eval --out_dir exp/decode/av0_eval \\
         [--beam_size 10 | --ctc_greedy] [--batch_size 16] [--modality audio] \\
-        [--missing_rate 0.5 --missing_pattern random]
+        [--frame_loss_rate 0.5 --frame_loss_pattern random]
 
 Utterances are sorted by length and decoded ``--batch_size`` at a time: one encoder forward and
-one beam search over all utterances of the batch.  Simulated frame loss (``--missing_rate``) is
+one beam search over all utterances of the batch.  Simulated frame loss (``--frame_loss_rate``; old name ``--missing_rate``) is
 seeded per utterance and rate (:func:`avsr.robust.missing_video.apply_missing_video`), so a test
 condition is reproducible.  An utterance whose media cannot be read is skipped and listed in
 ``skipped`` with the reason (it then counts as an empty hypothesis in the CER, reported as
@@ -41,8 +41,10 @@ def build_parser():
     ap.add_argument("--batch_size", type=int, default=16, help="utterances per batched decode")
     ap.add_argument("--modality", choices=["audio", "video", "audiovisual"], default=None,
                     help="force a modality (default: the model's; audio for an AV model when the data has no video)")
-    ap.add_argument("--missing_rate", type=float, default=0.0)
-    ap.add_argument("--missing_pattern", default="random")
+    ap.add_argument("--frame_loss_rate", "--missing_rate", dest="frame_loss_rate", type=float, default=0.0,
+                    help="simulated video frame loss: share of each utterance's frames blacked out")
+    ap.add_argument("--frame_loss_pattern", "--missing_pattern", dest="frame_loss_pattern", default="random",
+                    choices=["random", "segment", "whole", "head", "tail"], help="which frames are lost")
     ap.add_argument("--seed", type=int, default=0, help="seed of the simulated frame loss")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--adapter_threshold", type=float, default=None,
@@ -96,8 +98,8 @@ def main(argv=None) -> int:
             audio_sec += float(batch.audio_lens.sum()) / SAMPLE_RATE
         else:
             audio_sec += float(batch.video_lens.sum()) / VIDEO_FPS
-        if batch.video is not None and args.missing_rate > 0:
-            batch = apply_missing_video(batch, args.missing_rate, args.missing_pattern, seed=args.seed)
+        if batch.video is not None and args.frame_loss_rate > 0:
+            batch = apply_missing_video(batch, args.frame_loss_rate, args.frame_loss_pattern, seed=args.seed)
         for u, r in zip(batch.utt_ids, s2t.decode_batch(batch, modality=modality)):
             hyps[u] = r.text
     bar.close()
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
     res = {"model": os.path.abspath(args.model), "data_dir": os.path.abspath(args.data_dir),
            "modality": modality, "search": "ctc_greedy" if s2t.use_greedy else f"beam{args.beam_size}",
            "ctc_weight": s2t.ctc_weight, "batch_size": args.batch_size,
-           "missing_rate": args.missing_rate, "missing_pattern": args.missing_pattern, "seed": args.seed,
+           "frame_loss_rate": args.frame_loss_rate, "frame_loss_pattern": args.frame_loss_pattern, "seed": args.seed,
            "num_utts": len(idx), "skipped": len(skipped)}
     if refs:
         scores, missing = score_texts(refs, hyps)

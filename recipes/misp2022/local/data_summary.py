@@ -23,6 +23,7 @@ import sys
 from typing import Dict, Optional, Sequence
 
 from avsr.data.datadir import DataDirError, read_datadir
+from frontends.constants import VIDEO_FPS
 
 
 def _load_json(path: str) -> Optional[Dict]:
@@ -57,7 +58,7 @@ def split_summary(data_dir: str, roi_dir: str, split: str) -> Dict:
             "hours": round(dd.total_duration() / 3600.0, 4),
             "roi_utterances": len(dd.roi),
             "roi_frames": int(sum(n_frames)),
-            "roi_hours": round(sum(n_frames) / 25.0 / 3600.0, 4),
+            "roi_hours": round(sum(n_frames) / float(VIDEO_FPS) / 3600.0, 4),
             "mean_detected_fraction": round(sum(det) / len(det), 4) if det else None,
             "characters": int(sum(len(t) for t in dd.text.values())),
         })
