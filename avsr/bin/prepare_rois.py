@@ -19,7 +19,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="avsr prepare_rois",
                                  description="Extract 96x96 lip ROIs for a data dir (see module doc).")
     ap.add_argument("--data_dir", required=True, help="input data dir (segments, utt2spk, video.scp)")
-    ap.add_argument("--detection_dir", required=True, help="folder with <recording>.json files")
+    ap.add_argument("--detection_dir", required=True,
+                    help="folder with <recording>.json lip-box files (any form frontends.lip_boxes reads, "
+                         "e.g. the release's roi_coordinates/<set>/far/lip)")
     ap.add_argument("--out_dir", required=True, help="where ROI files, roi.scp and reports go")
     ap.add_argument("--filtered_dir", default=None,
                     help="also write the data dir restricted to utterances with ROIs here")

@@ -2,8 +2,10 @@
 
 For every recording of the data dir (``video.scp``) the job
 
-1. loads the recording's detection file ``<detection_dir>/<recording>.json``
-   (:func:`frontends.lip_boxes.load_detections`);
+1. loads the recording's detection file ``<detection_dir>/<recording>.json`` (or a raw
+   release file found by :func:`frontends.lip_boxes.find_detection_file`) in any form
+   :func:`frontends.lip_boxes.load_detections` auto-detects (the release's frame-keyed
+   JSON with integer speaker ids, its raw ``"frames"`` variant, or the toolkit's own);
 2. for each speaker of the recording's utterances, interpolates the speaker's lip
    boxes over the **whole session** (:func:`frontends.roi.interpolate_boxes`);
    ``detected[i]`` is True where the raw detection file has a box for grid frame ``i``;
@@ -93,6 +95,7 @@ import numpy as np
 from avsr.data.datadir import (DataDir, make_tmp_dir, read_datadir, replace_dir, write_datadir,
                                write_table)
 from frontends.constants import ROI_SIZE, VIDEO_FPS
+from frontends.lip_boxes import find_detection_file
 
 #: Video grid rate of ROI files (:data:`frontends.constants.VIDEO_FPS`, as a float).
 ROI_FPS = float(VIDEO_FPS)
@@ -411,7 +414,7 @@ def plan_jobs(dd: DataDir, detection_dir: str, write_dir: str, *, spk_prefix: st
                                   os.path.join(write_dir, rec, utt + ROI_EXT)))
     jobs = []
     for rec in sorted(by_rec):
-        jobs.append(SessionJob(rec, dd.video.get(rec, ""), os.path.join(detection_dir, rec + ".json"),
+        jobs.append(SessionJob(rec, dd.video.get(rec, ""), find_detection_file(detection_dir, rec),
                                by_rec[rec], spk_prefix))
     return jobs
 

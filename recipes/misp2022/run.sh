@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 stage=1              # first stage to run
 stop_stage=100       # last stage to run
 nj=4                 # parallel jobs (stage 2: sessions in parallel)
-misp_root=           # corpus root: audio/ video/ transcription/ detection/
+misp_root=           # corpus root: audio/ video/ transcription/ detection/ (or roi_coordinates/)
 exp_dir=exp          # done markers (stages/), logs (logs/), data_summary.json
 data_dir=data        # Kaldi-style data dirs and token lists
 dump_dir=            # ROI files: <dump_dir>/roi/<split>/<recording>/<utt>.npz (empty: $data_dir/dump)
@@ -58,7 +58,8 @@ Stages (each writes \$exp_dir/stages/<N>_<name>.done and \$exp_dir/logs/stage<N>
 a done stage is skipped unless --force true; running a stage clears later stages' markers):
   1 data     TextGrids (tier 内容层) -> \$data_dir/<split>_all: wav.scp (far channel --channel),
              video.scp, segments, text, utt2spk, spk2utt; skipped items in <split>_all/skipped
-  2 rois     96x96 lip ROIs per utterance from far mp4 + detection JSON -> <dump_dir>/roi/<split>;
+  2 rois     96x96 lip ROIs per utterance from far mp4 + lip-box JSON (detection/<split>/far, else
+             the release's roi_coordinates/<split>/far/lip) -> <dump_dir>/roi/<split>;
              ROI-filtered data dir \$data_dir/<split> (+ roi.scp, utt2num_roi_frames, skipped)
   3 tokens   character token list \$data_dir/token_list/char/tokens.txt from \$data_dir/\$train_set/text;
              with --token_type bpe also \$data_dir/token_list/bpe_<bpemode><nbpe>/{bpe.model,tokens.txt}
@@ -183,11 +184,16 @@ stage_data() {
 
 stage_rois() {
   need_misp_root
-  local split
+  local split det
   for split in $splits; do
-    log "ROIs for $split"
+    # lip boxes: the toolkit's detection/<split>/far, else the release's roi_coordinates/<split>/far/lip
+    det="$misp_root/detection/$split/far"
+    if [ ! -d "$det" ] && [ -d "$misp_root/roi_coordinates/$split/far/lip" ]; then
+      det="$misp_root/roi_coordinates/$split/far/lip"
+    fi
+    log "ROIs for $split (lip boxes from $det)"
     "$PYTHON" -m avsr.bin.prepare_rois --data_dir "$data_dir/${split}_all" \
-      --detection_dir "$misp_root/detection/$split/far" \
+      --detection_dir "$det" \
       --out_dir "$dump_dir/roi/$split" --filtered_dir "$data_dir/$split" \
       --nj "$nj" --spk_prefix S
   done
