@@ -5,7 +5,8 @@ File naming (see docs/DESIGN.md)::
     transcription/<split>/<Session>_Near_<SpkID>.TextGrid      tier 内容层
     audio/<split>/far/<Session>_Far_<Ch>.wav
     video/<split>/far/<Session>_Far.mp4
-    detection/<split>/far/<Session>_Far.json
+    detection/<split>/far/<Session>_Far.json                  (toolkit), or the release's
+    roi_coordinates/<split>/far/lip/<Session>_Far.json        (see frontends/lip_boxes.py)
 
 ``<Session>`` is ``<Room>_<SpeakerIDs>_<Config>_<Index>``, e.g. ``R01_S001002003_C01_I0``;
 ``<SpkID>`` is the 3-digit speaker number (``001``).
@@ -21,9 +22,16 @@ Ids written to the data dir:
 
 TextGrid reading: the file's bytes are decoded by BOM (UTF-16 LE/BE, UTF-8 with BOM),
 otherwise as UTF-8, otherwise as UTF-16 when the bytes look like it (NUL bytes),
-otherwise GB18030; then parsed by praatio (long or short text format).  Only the
-interval tier named :data:`TIER` (``内容层``) is used; a file without it raises
-:class:`TextGridError`.
+otherwise GB18030; then normalised (:func:`normalize_textgrid_text`: BOM removed,
+CRLF/CR -> LF, an ``intervals [k]:``/``points [k]:`` header line that repeats the line
+before it dropped -- the release writes each interval header twice, which praatio
+refuses) and parsed by praatio (long or short text format).  Only the interval tier
+named :data:`TIER` (``内容层``) is used; a file without it raises :class:`TextGridError`.
+A file that still cannot be parsed raises :class:`TextGridError` naming the file.
+
+Official boundaries (:func:`official_boundaries`): the expression of the official data
+preparation (misp2022_baseline ``track2_AVDR/local/prepare_data.py``), provided and
+tested but not used by stage 1 yet.
 
 Text normalisation (:func:`normalize_text`), in this order:
 
@@ -129,7 +137,62 @@ def has_mark(text: str) -> bool:
     return MARK_RE.search(unicodedata.normalize("NFKC", text)) is not None
 
 
+# --------------------------------------------------------------------------- boundaries
+
+#: The official preparation's time grid (one 25 fps video frame), seconds.
+OFFICIAL_GRID = 0.04
+
+
+def official_boundaries(xmin: float, xmax: float) -> Tuple[float, float]:
+    """Segment start/end (s) of an interval as the official preparation computes them.
+
+    In float64, as misp2022_baseline ``track2_AVDR/local/prepare_data.py`` (and ESPnet
+    ``egs2/misp2021/avsr1/local/prepare_far_data.py``) write it::
+
+        start = round(xmin - xmin % 0.04, 2)
+        end   = round(xmax + 0.04 - xmax % 0.04, 2)   if xmax % 0.04 != 0   else xmax
+
+    Binary floating point makes ``x % 0.04`` for a multiple ``x`` of 0.04 either a hair
+    above 0 or a hair below 0.04, so on grid points this is not floor/ceil: e.g.
+    ``xmin = 0.12`` gives start 0.08 (one frame earlier) and ``xmax = 0.2`` gives end 0.24
+    (one frame later), while ``0.04`` stays ``0.04`` at both ends.
+    """
+    xmin, xmax = float(xmin), float(xmax)
+    g = OFFICIAL_GRID
+    start = round(xmin - xmin % g, 2)
+    r = xmax % g
+    end = round(xmax + g - r, 2) if r != 0 else xmax
+    return start, end
+
+
+def official_time_units(stamp: float) -> int:
+    """A boundary (s) -> 10 ms units as the official utterance id writes them
+    (``int(round(stamp * 100, 0))``, Python's round: half to even)."""
+    return int(round(float(stamp) * 100, 0))
+
+
 # --------------------------------------------------------------------------- TextGrid
+
+#: An interval/point header line (``intervals [3]:``) of the long TextGrid form.
+_TG_HEADER_RE = re.compile(r"^\s*(intervals|points)\s*\[\s*\d+\s*\]\s*:\s*$")
+
+
+def normalize_textgrid_text(text: str) -> str:
+    """The official TextGrid form -> one praatio reads.
+
+    Removes a leading BOM, turns CRLF (and lone CR) into LF, and drops an
+    ``intervals [k]:`` / ``points [k]:`` line that repeats the line just before it (the
+    release writes each interval's header twice: 5 lines per interval).  A TextGrid
+    already in praatio's form comes back unchanged except for line ends.
+    """
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    out: List[str] = []
+    for line in text.split("\n"):
+        if out and _TG_HEADER_RE.match(line) and line.strip() == out[-1].strip():
+            continue
+        out.append(line)
+    return "\n".join(out)
+
 
 
 def decode_textgrid_bytes(data: bytes) -> str:
@@ -172,7 +235,7 @@ def read_tier(path: str, tier: str = TIER) -> List[Tuple[float, float, str]]:
         data = decode_textgrid_bytes(raw)
     except UnicodeDecodeError as e:
         raise TextGridError(path, f"unknown text encoding ({e})") from None
-    data = data.lstrip("\ufeff")
+    data = normalize_textgrid_text(data)
     try:
         tg = textgrid_io.parseTextgridStr(data, includeEmptyIntervals=False)
         tiers = {t["name"]: t for t in tg["tiers"]}
