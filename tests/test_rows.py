@@ -50,6 +50,25 @@ def _runner(tmp_path, calls):
 
 
 # ------------------------------------------------------------------------------------ bookkeeping
+def test_steps_budget_sets_max_steps_and_a_run_with_another_budget_is_moved_aside(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("rows: {A: {init: av0, budget: {steps: 300}, grid: {budget.steps: {values: [300, 600], "
+                 "name: '-s{}'}}, select: {sweep: dev_a, rates: [0]}}}\ntables: {t: {rows: [A]}}")
+    runs = expand(load_spec(str(p), "t").rows["A"])
+    assert [(r.name, r.steps) for r in runs] == [("A-s300", 300), ("A-s600", 600)]
+    assert runs[0].epochs >= 100                      # the steps end the training, not the epochs
+    calls = []
+    b = _runner(tmp_path, calls)
+    b.train("A", ["/x/av0.pth"], [], epochs=runs[0].epochs, steps=300)
+    cfg = yaml.safe_load(open(os.path.join(b.rows_dir, "A", "config.yaml")))["trainer"]
+    assert cfg["max_steps"] == 300
+    b.train("A", ["/x/av0.pth"], [], epochs=runs[0].epochs, steps=300)     # reused
+    b.train("A", ["/x/av0.pth"], [], epochs=runs[0].epochs, steps=600)     # another budget: retrained
+    b.train("A", ["/x/av0.pth"], [], epochs=runs[0].epochs)                # no step budget: retrained
+    assert calls == ["/x/av0.pth"] * 3
+    assert len([n for n in os.listdir(b.rows_dir) if n.startswith("A.stale-")]) == 2
+
+
 def test_finished_row_is_skipped_with_same_init(tmp_path):
     calls = []
     b = _runner(tmp_path, calls)
@@ -197,7 +216,8 @@ def test_dai_spec_gives_the_run_names_and_train_arguments_of_the_rows_dirs():
      r"rows\.A\.select: a grid of several runs"),
     ("rows: {A: {init: av0, grid: {methods.kd.w: {values: [1]}}}}\ntables: {t: {rows: [A]}}",
      r"rows\.A\.grid\.methods\.kd\.w: axis .* names method 'kd'"),
-    ("rows: {A: {init: av0, budget: {steps: 5}}}\ntables: {t: {rows: [A]}}", r"rows\.A\.budget"),
+    ("rows: {A: {init: av0, budget: {hours: 5}}}\ntables: {t: {rows: [A]}}", r"rows\.A\.budget"),
+    ("rows: {A: {init: av0, budget: {steps: 0}}}\ntables: {t: {rows: [A]}}", r"rows\.A\.budget"),
     ("rows: {A: {init: av0, options: {rate: 1}}}\ntables: {t: {rows: [A]}}", r"rows\.A\.options: unknown options"),
     ("rows: {A: {init: av0}}\ntables: {t: {rows: [A], search: fast}}", r"tables\.t\.search"),
 ])

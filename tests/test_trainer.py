@@ -155,6 +155,13 @@ def test_average_checkpoints(tmp_path):
     assert torch.equal(avg["w"], torch.ones(2)) and int(avg["n"]) == 0
 
 
+def test_max_steps_ends_training_after_that_many_updates(tmp_path):
+    tr = make_trainer(tmp_path, cfg(max_epochs=10, batch_size=8, accum_grad=2, max_steps=3, metric="loss"))
+    res = tr.fit()
+    assert tr.step == 3 and res.epochs_run == len(res.history) < 10
+    assert res.history[-1]["step"] == 3 and all("valid" in h for h in res.history)
+
+
 def test_early_stop(tmp_path):
     # lr 0: the metric never improves -> stop after 1 + patience epochs
     tr = make_trainer(tmp_path, cfg(lr=0.0, max_epochs=10, patience=2, metric="loss"))

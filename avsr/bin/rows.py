@@ -131,11 +131,12 @@ class RowRunner:
                 aug += ["--method", spec]
         return _init_specs(cfg), aug
 
-    def train(self, row, init, extra, freeze=(), epochs=2, lr=0.0005, warmup=50):
-        """Train run ``row`` from ``init`` (a list of ``--init`` specs) with ``extra`` arguments for ``epochs``;
-        ``freeze``: parameter name prefixes not trained (``--freeze_param``)."""
+    def train(self, row, init, extra, freeze=(), epochs=2, lr=0.0005, warmup=50, steps=0):
+        """Train run ``row`` from ``init`` (a list of ``--init`` specs) with ``extra`` arguments for ``epochs``
+        (and at most ``steps`` optimiser updates when > 0); ``freeze``: parameter name prefixes not trained
+        (``--freeze_param``)."""
         d = os.path.join(self.rows_dir, row)
-        e = int(epochs)
+        e, steps = int(epochs), int(steps)
         freeze = [str(x) for x in freeze]
         if os.path.isfile(os.path.join(d, "config.yaml")):
             cfg = _train_config(d)
@@ -148,6 +149,8 @@ class RowRunner:
                 tc = cfg.get("trainer") or {}
                 want = {"max_epochs": e, "lr": lr, "warmup_steps": warmup}
                 diff = {k: tc.get(k) for k, v in want.items() if tc.get(k) is None or float(tc[k]) != float(v)}
+                if int(tc.get("max_steps") or 0) != steps:
+                    diff["max_steps"] = tc.get("max_steps")
                 methods = _methods(extra)
                 frozen = [str(x) for x in tc.get("freeze_param") or ()]
                 if diff:
@@ -167,7 +170,7 @@ class RowRunner:
                "--stats", os.path.join(self.exp, "stats", "feats_stats.json"), "--exp_dir", d,
                "--init", *init, *extra, *(["--freeze_param", *freeze] if freeze else []),
                "--set", f"trainer.max_epochs={e}", f"trainer.best_n={e}", f"trainer.patience={e + 1}",
-               f"trainer.lr={lr}", f"trainer.warmup_steps={warmup}"]
+               f"trainer.lr={lr}", f"trainer.warmup_steps={warmup}", *([f"trainer.max_steps={steps}"] if steps else [])]
         self.timed(f"train {row}", lambda: self.sh(cmd, os.path.join(self.rows_dir, f"{row}.log")))
         return d
 
@@ -258,7 +261,7 @@ class Experiment:
 
     def _train_run(self, run):
         d = self.r.train(run.name, self._init(run), run.train_args(self.resolve, self.aug), freeze=run.freeze,
-                         epochs=run.epochs, lr=run.lr, warmup=run.warmup_steps)
+                         epochs=run.epochs, lr=run.lr, warmup=run.warmup_steps, steps=run.steps)
         self.dirs[run.name] = d
         self.packed[run.name] = self.r.pack(run.name, d)
         return d

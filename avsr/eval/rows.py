@@ -13,8 +13,10 @@ per-table ``grid``/``probe`` overrides, and the eval ``search``).  A row:
 ``options``
     train options such as ``d_prob``, ``drop_rate`` (a number or ``[lo, hi]``), ``drop_pattern``.
 ``freeze`` (``--freeze_param`` prefixes), ``set`` (``--set KEY=VALUE``), ``audio_aug`` (bool: AV0's
-own ``audio_noise`` methods), ``lr``, ``warmup_steps``, ``budget: {epochs: N}`` (fixed epochs; the
-optimiser steps they took are recorded per run as ``budget_steps``).
+own ``audio_noise`` methods), ``lr``, ``warmup_steps``, ``budget``: ``{epochs: N}`` (fixed
+epochs) or ``{steps: N}`` (N optimiser updates, ``trainer.max_steps``; the epoch in progress then ends and
+every epoch run is averaged), optionally both (whichever comes first); the optimiser steps a run took are
+recorded per run as ``budget_steps``.
 ``name``
     the row's run-name base, a format string with ``{init}`` (the init run's name); default the row name.
 ``grid``
@@ -51,6 +53,8 @@ __all__ = ["RowSpecError", "Row", "Run", "RowSet", "load_spec", "expand", "choos
 
 RECIPE_MODELS = ("a0", "v", "av0", "av0_init")
 MAX_AXES = 4
+#: ``budget: {steps: N}`` alone: the epoch cap is this (the steps end the training first)
+STEPS_ONLY_MAX_EPOCHS = 1000
 _ROW_KEYS = {"init", "name", "methods", "options", "freeze", "set", "audio_aug", "lr", "warmup_steps", "budget",
              "grid", "select", "probe", "eval_best_per", "route"}
 _DEFAULT_KEYS = {"budget", "lr", "warmup_steps", "audio_aug", "freeze", "methods", "options", "set"}
@@ -98,6 +102,7 @@ class Run:
     epochs: int
     values: Dict[str, Any]        # axis -> value of this run
     suffix: str                   # the part of the name the axes add
+    steps: int = 0                # > 0: optimiser-update budget (trainer.max_steps)
 
     def fmt(self, template: str) -> str:
         """``template`` with ``{run}``, ``{init}``, ``{suffix}`` and ``{<axis>}`` (e.g. ``{budget.epochs}``)."""
@@ -166,7 +171,7 @@ def _err(path, where, msg):
 
 def _check_axis(path, where, axis, row_methods):
     parts = axis.split(".")
-    if parts[0] == "budget" and parts[1:] == ["epochs"]:
+    if parts[0] == "budget" and parts[1:] in (["epochs"], ["steps"]):
         return
     if parts[0] == "options" and len(parts) == 2 and parts[1] in _OPTIONS:
         return
@@ -175,7 +180,7 @@ def _check_axis(path, where, axis, row_methods):
         if parts[1] not in names:
             raise _err(path, where, f"axis {axis!r} names method {parts[1]!r}, not in the row's methods {names}")
         return
-    raise _err(path, where, f"axis {axis!r} is not budget.epochs, options.<{'|'.join(_OPTIONS)}> or "
+    raise _err(path, where, f"axis {axis!r} is not budget.epochs, budget.steps, options.<{'|'.join(_OPTIONS)}> or "
                             "methods.<method>.<key>")
 
 
@@ -221,8 +226,9 @@ def _parse_row(path, name, d, defaults):
     if bad:
         raise _err(path, f"{where}.options", f"unknown options {sorted(bad)} (known: {sorted(_OPTIONS)})")
     budget = d.get("budget", {"epochs": 2}) or {}
-    if set(budget) != {"epochs"} or not isinstance(budget["epochs"], int) or budget["epochs"] < 1:
-        raise _err(path, f"{where}.budget", f"must be {{epochs: N}} with N >= 1, got {budget!r}")
+    if (not budget or set(budget) - {"epochs", "steps"}
+            or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in budget.values())):
+        raise _err(path, f"{where}.budget", f"must be {{epochs: N}} and/or {{steps: N}} with N >= 1, got {budget!r}")
     freeze = d.get("freeze") or []
     if not isinstance(freeze, list):
         raise _err(path, f"{where}.freeze", "must be a list of parameter name prefixes")
@@ -301,7 +307,7 @@ def load_spec(path: str, table: str) -> RowSet:
 def _apply(run_fields, axis, value):
     parts = axis.split(".")
     if parts[0] == "budget":
-        run_fields["epochs"] = int(value)
+        run_fields[parts[1]] = int(value)
     elif parts[0] == "options":
         run_fields["options"][parts[1]] = value
     else:
@@ -329,14 +335,17 @@ def expand(row: Row, init_run: Optional[str] = None, extra: Optional[Dict[str, A
         base = (row.base_name or row.name).replace("{init}", init_run or row.init)
     runs = []
     for combo in itertools.product(*[a["values"] for a in grid.values()]) if grid else [()]:
-        f = {"methods": copy.deepcopy(row.methods), "options": dict(row.options), "epochs": int(row.budget["epochs"])}
+        f = {"methods": copy.deepcopy(row.methods), "options": dict(row.options),
+             "epochs": int(row.budget.get("epochs", STEPS_ONLY_MAX_EPOCHS if "steps" in row.budget else 2)),
+             "steps": int(row.budget.get("steps", 0))}
         values = dict(zip(grid, combo))
         for axis, v in values.items():
             _apply(f, axis, v)
         suffix = "".join(_suffix(grid[a], v) for a, v in values.items())
         runs.append(Run(row=row.name, name=base + suffix, init=row.init, init_run=init_run, methods=f["methods"],
                         options=f["options"], freeze=list(row.freeze), set=dict(row.set), audio_aug=row.audio_aug,
-                        lr=row.lr, warmup_steps=row.warmup_steps, epochs=f["epochs"], values=values, suffix=suffix))
+                        lr=row.lr, warmup_steps=row.warmup_steps, epochs=f["epochs"], steps=f["steps"], values=values,
+                        suffix=suffix))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise RowSpecError(f"rows.{row.name}.grid: two runs get the same name ({names}); give the axes names")

@@ -98,6 +98,7 @@ class TrainerConfig:
     accum_grad: int = 1
     grad_clip: float = 5.0           # <= 0: no clipping
     max_epochs: int = 100
+    max_steps: int = 0               # > 0: stop after this many optimiser updates (that epoch ends there)
     # batches
     batch_bins: Optional[float] = None
     batch_size: Optional[int] = 32
@@ -805,6 +806,8 @@ class Trainer:
                     if (c.save_every_steps and self.step % int(c.save_every_steps) == 0
                             and self.batches_in_epoch < n_batches):
                         self.save()
+                    if c.max_steps and self.step >= int(c.max_steps):
+                        break                                  # the step budget is spent: validate and stop
         finally:
             redirect.__exit__(None, None, None)
             bar.close()
@@ -870,6 +873,10 @@ class Trainer:
                     ", ".join(f"{e}:{v:.4g}" for v, e in self.best), out)
         return out, best
 
+    def steps_spent(self) -> bool:
+        """Whether ``max_steps`` (when set) optimiser updates have been made."""
+        return bool(self.config.max_steps) and self.step >= int(self.config.max_steps)
+
     def fit(self) -> FitResult:
         self._setup_logging()
         try:
@@ -887,7 +894,7 @@ class Trainer:
             epochs_run = 0
             while not self.stopped_early:
                 if self.epoch_done:
-                    if self.epoch >= self.config.max_epochs:
+                    if self.epoch >= self.config.max_epochs or self.steps_spent():
                         break
                     self.epoch += 1
                     self.epoch_done = False
