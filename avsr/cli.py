@@ -63,15 +63,41 @@ COMMANDS = {
 }
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def usage() -> str:
-    lines = ["usage: avsr <command> [options]", "", "commands:"]
+    lines = ["usage: avsr [--version] [--log_level LEVEL] <command> [options]", "", "commands:"]
     lines += [f"  {name:<16} {desc}" for name, (_, desc, _) in COMMANDS.items()]
-    lines += ["", "avsr <command> --help shows the options of a command."]
+    lines += ["", "options:", "  --version          print the avsr version and exit",
+              f"  --log_level LEVEL  logging level of every avsr module: {', '.join(LOG_LEVELS)} (default: info)",
+              "", "avsr <command> --help shows the options of a command."]
     return "\n".join(lines)
+
+
+def _global_options(argv):
+    """Strip ``--version`` / ``--log_level LEVEL`` before the command; returns (argv, exit code or None)."""
+    import logging
+    while argv and argv[0].startswith("--") and argv[0].split("=", 1)[0] in ("--version", "--log_level"):
+        opt = argv.pop(0)
+        if opt == "--version":
+            from avsr import __version__
+            print(f"avsr {__version__}")
+            return argv, 0
+        level = opt.split("=", 1)[1] if "=" in opt else (argv.pop(0) if argv else "")
+        if level.lower() not in LOG_LEVELS:
+            print(f"avsr: --log_level must be one of {', '.join(LOG_LEVELS)}, got {level!r}", file=sys.stderr)
+            return argv, 2
+        logging.basicConfig(level=getattr(logging, level.upper()), format="%(levelname)s:%(name)s:%(message)s")
+        logging.getLogger("avsr").setLevel(getattr(logging, level.upper()))
+    return argv, None
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    argv, rc = _global_options(argv)
+    if rc is not None:
+        return rc
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0 if argv else 2

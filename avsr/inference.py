@@ -45,7 +45,7 @@ from avsr.models.model import reconcile_video
 from frontends.constants import CROP_SIZE, SAMPLE_RATE, SAMPLES_PER_FRAME
 from frontends.roi import center_crop
 
-__all__ = ["Speech2Text", "Result", "Variant", "ADAPTER_POLICIES", "fixed_windows"]
+__all__ = ["Speech2Text", "Result", "Variant", "ADAPTER_POLICIES", "fixed_windows", "check_device"]
 
 ADAPTER_POLICIES = ("auto", "on", "off")
 STAGES = ("audio_front", "visual_front", "encoder", "search")
@@ -88,6 +88,19 @@ def fixed_windows(audio, roi=None, seconds: float = 30.0):
         r = None if roi is None else roi[s // SAMPLES_PER_FRAME:(s + step) // SAMPLES_PER_FRAME]
         out.append((a, r if r is None or len(r) else None))
     return out
+
+
+def check_device(device: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``, with a clear error when it is malformed or absent."""
+    import re
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", str(device)):
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if str(device).startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        idx = int(str(device).split(":")[1]) if ":" in str(device) else 0
+        if idx >= n:
+            raise RuntimeError(f"--device {device}: {n} CUDA device(s) available")
+    return torch.device(device)
 
 
 def _as_tensor(x, dtype):

@@ -66,6 +66,7 @@ from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
+from frontends.constants import VIDEO_FPS
 from frontends.errors import MediaError
 
 FORMAT = "avsr-misp-detection-v1"
@@ -75,7 +76,7 @@ AUTO = "auto"
 
 #: Frame rate of the official lip-box files (not stored in them; the official readers
 #: assume 25 fps: misp2022_baseline ``track2_AVDR/local/segment_video_roi.py``).
-OFFICIAL_FPS = 25.0
+OFFICIAL_FPS = float(VIDEO_FPS)
 
 #: Per-session start offsets in seconds of the raw ``"frames"`` lip-box files, keyed by
 #: the raw session id.  Data table from mispchallenge/misp2022_baseline

@@ -137,6 +137,34 @@ def test_single_pair_errors_are_one_line(packed, media):
     assert p.returncode == 0 and p.stdout.startswith("utt ")
 
 
+def test_pairs_from_stdin_paths_with_hash_and_spaces_and_device_strings(packed, media, tmp_path):
+    d = tmp_path / "my takes"
+    d.mkdir()
+    wav = d / "take#2.wav"
+    wav.write_bytes(media["a16k"].read_bytes())
+    lst = f"# a comment line\ntake2\t{wav}\t-\n  # another\n"
+    p = subprocess.run([sys.executable, "-m", "avsr.cli", "decode", "--model", str(packed), "--pairs", "-",
+                        "--output_format", "kaldi", "--ctc_greedy"], input=lst, capture_output=True, text=True,
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.startswith("take2")
+    for dev, msg in (("gpu", "cpu, cuda or cuda:N"), ("cuda:7", "CUDA device")):
+        q = run("--model", packed, "--wav", wav, "--device", dev)
+        assert q.returncode == 1 and msg in q.stderr and "Traceback" not in q.stderr, q.stderr
+
+
+def test_global_version_and_log_level():
+    def cli(*a):
+        return subprocess.run([sys.executable, "-m", "avsr.cli", *a], capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    from avsr import __version__
+    p = cli("--version")
+    assert p.returncode == 0 and p.stdout.strip() == f"avsr {__version__}"
+    assert cli("--log_level", "loud", "pack").returncode == 2
+    p = cli("--log_level", "debug", "--help")
+    assert p.returncode == 0 and "--log_level" in p.stdout
+
+
 def test_refuses_pickled_model(packed, tmp_path):
     import shutil
 

@@ -50,7 +50,7 @@ def build_parser():
     ap.add_argument("--adapter_threshold", type=float, default=None,
                     help="MS-Adapter routing: share of present frames at or below which an utterance is decoded "
                          "audio-only with the adapters (default: the packed model's, normally 0)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--limit", type=int, default=0, help="decode only the first N utterances (sorted ids)")
     return ap
@@ -70,6 +70,8 @@ def main(argv=None) -> int:
     from frontends.constants import SAMPLE_RATE, VIDEO_FPS
 
     t_start = time.perf_counter()
+    from avsr.inference import check_device
+    check_device(args.device)
     kw = {} if args.adapter_threshold is None else {"adapter_threshold": args.adapter_threshold}
     s2t = Speech2Text.from_packed(args.model, device=args.device, beam_size=args.beam_size,
                                   ctc_greedy=args.ctc_greedy, ctc_weight=args.ctc_weight, penalty=args.penalty, **kw)

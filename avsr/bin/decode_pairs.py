@@ -3,8 +3,9 @@
     avsr decode --model exp/packed/av6 --wav a.wav --video a.mp4
     avsr decode --model exp/packed/av6 --pairs list.tsv --output hyp.jsonl [--output_format kaldi]
 
-``list.tsv``: one pair per line, ``KEY<TAB>WAV[<TAB>VIDEO[<TAB>DETECTION_JSON]]`` (``-`` = none;
-``#`` starts a comment).  Video: an ROI video (mouth crop), a full-frame video with a MISP
+``list.tsv``: one pair per line, ``KEY<TAB>WAV[<TAB>VIDEO[<TAB>DETECTION_JSON]]`` (``-`` = none; a
+line starting with ``#`` is a comment; paths may hold spaces and ``#``); ``--pairs -`` reads the list
+from standard input.  Video: an ROI video (mouth crop), a full-frame video with a MISP
 detection JSON (``--detection``), or a full-frame video searched by an offline detector
 (``--detector haar|mediapipe``; ``--face-index`` / ``--bbox x1,y1,x2,y2`` pick the target face; by
 default the largest, with a warning).  No video, or no face found: audio only (the MS-Adapter path
@@ -48,7 +49,7 @@ def build_parser():
     ap.add_argument("--beam_size", type=int, default=10)
     ap.add_argument("--ctc_greedy", action="store_true")
     ap.add_argument("--batch_size", type=int, default=8)
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--adapter_threshold", type=float, default=None,
                     help="MS-Adapter routing: share of present frames at or below which an utterance is decoded "
                          "audio-only with the adapters (default: the packed model's, normally 0)")
@@ -60,20 +61,27 @@ def build_parser():
 
 
 def read_pairs(path: str):
-    from frontends.errors import check_file
-    check_file(path)
+    """Pairs from a TSV list (``-``: standard input).  A line whose first non-blank character is ``#`` is
+    a comment; a ``#`` inside a path is part of the path."""
+    if path == "-":
+        lines = sys.stdin.read().splitlines()
+        path = "<stdin>"
+    else:
+        from frontends.errors import check_file
+        check_file(path)
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
     out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            line = line.split("#", 1)[0].rstrip("\n")
-            if not line.strip():
-                continue
-            parts = line.split("\t") if "\t" in line else line.split()
-            if len(parts) < 2:
-                raise ValueError(f"{path}:{i}: expected KEY WAV [VIDEO [DETECTION]], got {line!r}")
-            parts += ["-"] * (4 - len(parts))
-            key, wav, video, det = parts[:4]
-            out.append((key, wav, None if video == "-" else video, None if det == "-" else det))
+    for i, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        # tab-separated (paths may hold spaces); a line without a tab is split on blanks
+        parts = [x.strip() for x in line.split("\t")] if "\t" in line else line.split()
+        if len(parts) < 2:
+            raise ValueError(f"{path}:{i}: expected KEY WAV [VIDEO [DETECTION]], got {line!r}")
+        parts += ["-"] * (4 - len(parts))
+        key, wav, video, det = parts[:4]
+        out.append((key, wav, None if video == "-" else video, None if det == "-" else det))
     return out
 
 
@@ -91,8 +99,8 @@ def main(argv=None) -> int:
     from avsr.inference import Speech2Text
     from frontends.pairs import prepare_pair
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: no CUDA device is available")
+    from avsr.inference import check_device
+    check_device(args.device)
     bbox = None
     if args.bbox:
         try:

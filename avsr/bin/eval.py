@@ -90,7 +90,7 @@ def build_parser():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--limit", type=int, default=0)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--threads", type=int, default=0)
     return ap
 
@@ -122,6 +122,8 @@ def main(argv=None) -> int:
     from avsr.eval.sweep import default_conditions, degradation_area, run_sweep
     from avsr.inference import Speech2Text
 
+    from avsr.inference import check_device
+    check_device(args.device)
     specs = parse_models(args.models)
     unique, alias = dedupe_specs(specs)
     decoders = {}
