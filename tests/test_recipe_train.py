@@ -187,3 +187,22 @@ def test_golden_outputs(recipe):
         assert set(got[part]) == set(want[part]), part
         for k in want[part]:
             assert got[part][k] == want[part][k], (part, k)
+
+
+def test_decode_stages_pass_the_device_through(recipe, tmp_path):
+    """--ngpu 1 makes the decode stage ask for cuda, --decode_device cuda:1 for that device: on a CPU-only
+    machine the stage then fails with the device named (the string reaches avsr decode)."""
+    import shutil
+    root, _ = recipe
+    exp = tmp_path / "exp"
+    shutil.copytree(root / "exp", exp)
+    for extra, want in ((["--ngpu", "1"], "--device cuda:"), (["--decode_device", "cuda:1"], "--device cuda:1:")):
+        p = _run(root, "--exp_dir", str(exp), "--stage", "12", "--stop_stage", "12", "--force", *extra)
+        import torch
+        if torch.cuda.is_available():   # a machine with a GPU: the stage may run on it
+            continue
+        assert p.returncode != 0, "the decode stage ran on the CPU although a CUDA device was asked for"
+        log = (exp / "logs" / "stage12_decode.log").read_text()
+        assert want in log and "CUDA device" in log, log[-2000:]
+    p = subprocess.run(["bash", str(RUN), "--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and not any(l.startswith(("set -", "here=", "preset=")) for l in p.stdout.splitlines())

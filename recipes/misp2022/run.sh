@@ -29,6 +29,7 @@ av0_args=            # extra arguments for the AV0 training only (e.g. fewer epo
 av0_visual_init=auto # AV0's visual branch: auto = from V (stage 7) when v is in --models, none = scratch
 av_noise="0.8 -20 5"    # babble augmentation of the AV trainings (AV0, AV5): "PROB SNR_LO SNR_HI" (dB); none = off
 ngpu=0               # >1: training through torchrun --nproc_per_node=$ngpu (DDP); 1: one GPU
+decode_device=       # device of the decode and sweep stages: cpu, cuda or cuda:N (empty: cuda when --ngpu >= 1)
 models="a0 v av0 av5 av6"   # models to train (7, 9, 10 only when listed), pack, decode and sweep
 robust_args=         # extra avsr.bin.train arguments for the robust student (stage 9)
 d_prob=0.5           # robust student: share of samples with frame dropout (rate ~ U(0, 1], random pattern)
@@ -117,7 +118,8 @@ Options (default):
   --av_noise "P LO HI" AV0 and AV5 train on audio mixed, with probability P, with babble from 3 other
                      utterances of the batch at an SNR ~ U(LO, HI) dB (avsr.robust.audio_noise); none: off
                      ($av_noise)
-  --ngpu N           GPUs for training: 0 = CPU, >1 = torchrun DDP ($ngpu)
+  --ngpu N           GPUs for training: 0 = CPU, >1 = torchrun DDP ($ngpu); decoding then runs on cuda
+  --decode_device D  device of stages 12-13: cpu, cuda or cuda:N (default: cuda when --ngpu >= 1, else cpu)
   --models "..."     models to pack/decode/report ("$models")
   --decode_sets "..." data sets to decode ("$decode_sets")
   --beam_size N      beam size, 0 = CTC greedy ($beam_size)
@@ -319,6 +321,10 @@ stage_pack() {
   done
 }
 
+decode_dev() {   # the device of the decode and sweep stages
+  if [ -n "$decode_device" ]; then echo "$decode_device"; elif [ "$ngpu" -ge 1 ]; then echo cuda; else echo cpu; fi
+}
+
 stage_decode() {
   local m s search=()
   [ "$beam_size" -gt 0 ] && search=(--beam_size "$beam_size") || search=(--ctc_greedy)
@@ -326,7 +332,8 @@ stage_decode() {
     for s in $decode_sets; do
       # shellcheck disable=SC2086
       "$PYTHON" -m avsr.bin.decode --model "$exp_dir/packed/$m" --data_dir "$data_dir/$s" \
-        --out_dir "$exp_dir/decode/${m}_${s}" "${search[@]}" --batch_size "$decode_batch" $decode_args
+        --out_dir "$exp_dir/decode/${m}_${s}" "${search[@]}" --batch_size "$decode_batch" \
+        --device "$(decode_dev)" $decode_args
     done
   done
 }
@@ -343,7 +350,8 @@ stage_sweep() {
   has_model av0 && ref=(--reference AV0)
   # shellcheck disable=SC2086
   "$PYTHON" -m avsr.cli eval --models "${spec[@]}" --data_dir "$data_dir/$sweep_set" \
-    --out_dir "$exp_dir/sweep/$sweep_set" "${search[@]}" --batch_size "$decode_batch" "${base[@]}" "${ref[@]}" $sweep_args
+    --out_dir "$exp_dir/sweep/$sweep_set" "${search[@]}" --batch_size "$decode_batch" "${base[@]}" "${ref[@]}" \
+    --device "$(decode_dev)" $sweep_args
 }
 
 stage_report() {

@@ -22,7 +22,7 @@ corpus_dir=""; exp_dir=""; data_dir=""; gen_args=""; force=false; train_config="
 pass=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --help|-h) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; echo; echo "misp2022 stages:";
+    --help|-h) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0" | sed 's/^# \{0,1\}//'; echo; echo "misp2022 stages:";
                "$here/../misp2022/run.sh" --help | sed -n '/^Stages/,$p'; exit 0 ;;
     --preset) preset=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
