@@ -295,3 +295,40 @@ def test_sampler_ddp_shards(R):
          for r in range(3)]
     sets = [set(i for b in x for i in b) for x in s]
     assert not (sets[0] & sets[1]) and not (sets[1] & sets[2]) and len(set.union(*sets)) == 60
+
+
+def test_kaldi_pipes_and_ark_entries_in_wav_scp(fixture_dir, tmp_path):
+    """ESPnet/Kaldi data dirs as they are: a wav.scp value may be a pipe (``cmd |``) or an ark entry
+    (``file.ark:offset``); both are read with kaldiio and give the same samples as the wav file."""
+    import shutil
+
+    import kaldiio
+    import soundfile as sf
+
+    from frontends.audio import is_kaldi_entry, load_kaldi_audio
+    d, tok = fixture_dir
+    d2 = tmp_path / "kaldi"
+    shutil.copytree(d, d2)
+    rows = [l.split(maxsplit=1) for l in (d2 / "wav.scp").read_text().splitlines()]
+    ref = AVSRDataset(d, tok, modality="audio")
+    ark = tmp_path / "wav.ark"
+    scp = {}
+    with kaldiio.WriteHelper(f"ark,scp:{ark},{tmp_path / 'ark.scp'}") as w:
+        for rec, path in rows:
+            x, sr = sf.read(path, dtype="int16")
+            w(rec, (sr, x))
+    for line in (tmp_path / "ark.scp").read_text().splitlines():
+        rec, entry = line.split(maxsplit=1)
+        scp[rec] = entry
+    new = [f"{rec} cat {path} |" if i % 2 == 0 else f"{rec} {scp[rec]}" for i, (rec, path) in enumerate(rows)]
+    (d2 / "wav.scp").write_text("\n".join(new) + "\n")
+    assert is_kaldi_entry(new[0].split(maxsplit=1)[1]) and is_kaldi_entry(new[1].split(maxsplit=1)[1])
+    assert not is_kaldi_entry(rows[0][1]) and not is_kaldi_entry("/data/a.ark.wav")
+    ds = AVSRDataset(d2, tok, modality="audio")
+    assert ds.utt_ids == ref.utt_ids and np.allclose(ds.durations, ref.durations)
+    for i in range(len(ds)):
+        a, b = ds.load_audio(i), ref.load_audio(i)
+        assert a.shape == b.shape and np.abs(a - b).max() < 1e-4, i
+    with pytest.raises(MediaError) as e:
+        load_kaldi_audio("cat /no/such/file.wav |")
+    assert str(e.value).startswith("cat /no/such/file.wav |")

@@ -118,9 +118,8 @@ class AVSRDataset(torch.utils.data.Dataset):
         if self.use_audio:
             wav_scp = os.path.join(self.data_dir, "wav.scp")
             for rec, p in dd.wav.items():
-                if p.rstrip().endswith("|") or not p.strip():
-                    raise DataDirError(f"{wav_scp}: entry {rec!r} is not a file path ({p!r}); "
-                                       f"pipe commands are not supported")
+                if not p.strip():
+                    raise DataDirError(f"{wav_scp}: entry {rec!r} is empty")
             for u in utts:
                 if dd.recording_of(u) not in dd.wav:
                     raise DataDirError(f"{wav_scp}: no audio for utterance {u!r} "
@@ -139,8 +138,10 @@ class AVSRDataset(torch.utils.data.Dataset):
             elif u in nroi:
                 durs[u] = int(nroi[u]) / VIDEO_FPS
             else:
-                from frontends.audio import audio_info
-                durs[u] = audio_info(dd.wav[dd.recording_of(u)]).duration
+                from frontends.audio import audio_info, is_kaldi_entry, load_kaldi_audio
+                w = dd.wav[dd.recording_of(u)]
+                durs[u] = (len(load_kaldi_audio(w, target_sr=SAMPLE_RATE)) / SAMPLE_RATE if is_kaldi_entry(w)
+                           else audio_info(w).duration)
         self.max_duration = max_duration
         if max_duration is not None:
             kept = [u for u in utts if durs[u] <= float(max_duration)]
@@ -182,13 +183,13 @@ class AVSRDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ loading
     def load_audio(self, index: int) -> np.ndarray:
-        from frontends.audio import load_audio
+        from frontends.audio import is_kaldi_entry, load_audio, load_kaldi_audio
         u = self.utt_ids[index]
         path = self.dd.wav[self.dd.recording_of(u)]
         start, end = self.dd.span(u)
-        try:
-            return load_audio(path, target_sr=self.sample_rate, channel=self.channel,
-                              start=start, end=end)
+        try:       # a file path, or a Kaldi pipe / ark entry (read with kaldiio)
+            return (load_kaldi_audio if is_kaldi_entry(path) else load_audio)(
+                path, target_sr=self.sample_rate, channel=self.channel, start=start, end=end)
         except MediaError as e:
             raise MediaError(e.path, f"{e.reason} (utterance {u})") from None
 
