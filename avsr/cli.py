@@ -34,32 +34,27 @@ def _run(module: str):
     return run
 
 
+def _bin(module: str, desc: str):
+    """The entry of a command that runs ``avsr.bin.<module>.main``."""
+    return _run(f"avsr.bin.{module}"), desc, (f"avsr.bin.{module}",)
+
+
 #: command -> (function, one-line description, the avsr.bin modules it runs); the order is the
 #: order of a recipe: data, training, packing, decoding and evaluation.
 COMMANDS = {
-    "synthmisp": (_run("avsr.bin.synthmisp"), "generate a SynthMISP corpus in the MISP2022 layout",
-                  ("avsr.bin.synthmisp",)),
-    "synthmisp_checks": (_run("avsr.bin.synthmisp_checks"), "proxy checks (visemes, speaker tracking) on a "
-                         "SynthMISP corpus", ("avsr.bin.synthmisp_checks",)),
-    "datadir": (_run("avsr.bin.datadir"), "validate Kaldi-style data dirs (datadir validate DIR...)",
-                ("avsr.bin.datadir",)),
-    "prepare_rois": (_run("avsr.bin.prepare_rois"), "extract per-utterance lip-ROI files for a data dir",
-                     ("avsr.bin.prepare_rois",)),
-    "tokens": (_run("avsr.bin.tokens"), "build a token list (char) or sentencepiece model (bpe)",
-               ("avsr.bin.tokens",)),
-    "collect_stats": (_run("avsr.bin.collect_stats"), "global fbank mean/std of a training data dir",
-                      ("avsr.bin.collect_stats",)),
-    "train": (_run("avsr.bin.train"), "train an A0 / V / AV model or a robust student (DDP: torchrun "
-              "-m avsr.bin.train)", ("avsr.bin.train",)),
-    "pack": (_run("avsr.bin.pack"), "make a packed model dir (config, tokens, stats, averaged weights, version)",
-             ("avsr.bin.pack",)),
+    "synthmisp": _bin("synthmisp", "generate a SynthMISP corpus in the MISP2022 layout"),
+    "synthmisp_checks": _bin("synthmisp_checks", "proxy checks (visemes, speaker tracking) on a SynthMISP corpus"),
+    "datadir": _bin("datadir", "validate Kaldi-style data dirs (datadir validate DIR...)"),
+    "prepare_rois": _bin("prepare_rois", "extract per-utterance lip-ROI files for a data dir"),
+    "tokens": _bin("tokens", "build a token list (char) or sentencepiece model (bpe)"),
+    "collect_stats": _bin("collect_stats", "global fbank mean/std of a training data dir"),
+    "train": _bin("train", "train an A0 / V / AV model or a robust student (DDP: torchrun -m avsr.bin.train)"),
+    "pack": _bin("pack", "make a packed model dir (config, tokens, stats, averaged weights, version)"),
     "decode": (_decode, "decode wav(+mp4) pairs (--wav/--pairs), or a data dir (--data_dir) with scoring",
                ("avsr.bin.decode", "avsr.bin.decode_pairs")),
-    "eval": (_run("avsr.bin.eval"), "CER vs video frame loss / babble noise for several models, with bias "
-             "diagnostics", ("avsr.bin.eval",)),
-    "rows": (_run("avsr.bin.rows"), "train, choose on dev, sweep and tabulate the rows of a row spec "
-             "(conf/rows/*.yaml)", ("avsr.bin.rows",)),
-    "report": (_run("avsr.bin.report"), "CER report over decode dirs (bootstrap intervals, paired comparisons)", ("avsr.bin.report",)),
+    "eval": _bin("eval", "CER vs video frame loss / babble noise for several models, with bias diagnostics"),
+    "rows": _bin("rows", "train, choose on dev, sweep and tabulate the rows of a row spec (conf/rows/*.yaml)"),
+    "report": _bin("report", "CER report over decode dirs (bootstrap intervals, paired comparisons)"),
 }
 
 

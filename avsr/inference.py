@@ -140,11 +140,6 @@ def present_mask(batch: Batch, frame_mask: Optional[torch.Tensor] = None) -> tor
     return torch.arange(batch.video.shape[1])[None, :] < batch.video_lens.cpu()[:, None]
 
 
-def _cat_audio(fronts: Sequence[tuple]) -> tuple:
-    a = torch.cat([f[0] for f in fronts])
-    return a, fronts[0][1], torch.cat([f[2] for f in fronts]), torch.cat([f[3] for f in fronts])
-
-
 def _sub_front(front: Dict, idx: torch.Tensor) -> Dict:
     out = {}
     if "audio" in front:
@@ -226,8 +221,10 @@ class Speech2Text:
         if (m.adapters is None or m.cfg.mode != "audiovisual" or batch.video is None
                 or self.adapter_threshold is None or self.adapters == "off"):
             return None
-        fm = present_mask(batch, frame_mask) if frame_mask is not None or batch.frame_mask is not None \
-            else batch.video.flatten(2).any(-1)
+        if frame_mask is None and batch.frame_mask is None:
+            fm = batch.video.flatten(2).any(-1)          # no mask given: the frames that are not black
+        else:
+            fm = present_mask(batch, frame_mask)
         T = fm.shape[1]
         lens = batch.video_lens.cpu()
         valid = torch.arange(T)[None, :] < lens[:, None]
@@ -437,8 +434,7 @@ class Speech2Text:
                 self._tick("audio_front", t0)
             return a_fronts[s]
 
-        feats = black = video = vlens = None
-        inside = None
+        feats = black = video = vlens = inside = None
         v_feats: Dict[int, torch.Tensor] = {}
         if use_v:
             per_frame = model.cfg.visual_frontend == "light"
@@ -459,11 +455,11 @@ class Speech2Text:
         rows_drop, rows_route = [], []
         for v in variants:
             if use_v:
-                fm = present_mask(batch, v.frame_mask).cpu()
-                Tt = video.shape[1]
+                shown = present_mask(batch, v.frame_mask)
+                fm = shown.cpu()
                 fm = fm[:, :Tt] if fm.shape[1] >= Tt else torch.cat([fm, fm.new_zeros(B, Tt - fm.shape[1])], 1)
                 rows_drop.append((~fm) & inside)      # frames that become black (beyond the video: black already)
-                r = self.route(batch, present_mask(batch, v.frame_mask))
+                r = self.route(batch, shown)
                 rows_route.append(r if r is not None else torch.zeros(B, dtype=torch.bool))
             else:
                 rows_drop.append(None)
@@ -473,7 +469,7 @@ class Speech2Text:
         out: Dict[str, List[Result]] = {}
         for s in sorted(set(src_of)):
             vi = [i for i, x in enumerate(src_of) if x == s]
-            keys, todo = [], []
+            keys, todo, queued = [], [], set()
             for i in vi:
                 packed = None if rows_drop[i] is None else np.packbits(rows_drop[i].numpy(), axis=1)
                 for j in range(B):
@@ -481,15 +477,15 @@ class Speech2Text:
                     key = (j, s if (use_a or routed) else None,
                            packed[j].tobytes() if (use_v and not routed) else None)
                     keys.append(key)
-                    if key not in done and key not in {k for k, _ in todo}:
+                    if key not in done and key not in queued:
+                        queued.add(key)
                         todo.append((key, (i, j)))
             if todo:
                 front: Dict = {}
                 rows = [ij for _, ij in todo]
                 if use_a:
-                    a = a_front(s)
                     idx = torch.tensor([j for _, j in rows], device=self.device)
-                    front["audio"] = (a[0][idx], a[1], a[2][idx], a[3][idx])
+                    front["audio"] = _sub_front({"audio": a_front(s)}, idx)["audio"]
                 if use_v:
                     t0 = time.perf_counter()
                     fv = []

@@ -6,7 +6,7 @@
 
 Utterances are sorted by length and decoded ``--batch_size`` at a time: one encoder forward and
 one beam search over all utterances of the batch.  Simulated frame loss (``--frame_loss_rate``; old name ``--missing_rate``) is
-seeded per utterance and rate (:func:`avsr.robust.missing_video.apply_missing_video`), so a test
+seeded per utterance and rate (:func:`avsr.robust.frame_loss.apply_missing_video`), so a test
 condition is reproducible.  An utterance whose media cannot be read is skipped and listed in
 ``skipped`` with the reason (it then counts as an empty hypothesis in the CER, reported as
 ``missing_hyps``); the job goes on.
@@ -65,12 +65,11 @@ def main(argv=None) -> int:
 
     from avsr.data.dataset import AVSRDataset, collate, load_items
     from avsr.eval.metrics import score_texts, summarize
-    from avsr.inference import Speech2Text
+    from avsr.inference import Speech2Text, check_device
     from avsr.robust.frame_loss import apply_missing_video
     from frontends.constants import SAMPLE_RATE, VIDEO_FPS
 
     t_start = time.perf_counter()
-    from avsr.inference import check_device
     check_device(args.device)
     kw = {} if args.adapter_threshold is None else {"adapter_threshold": args.adapter_threshold}
     s2t = Speech2Text.from_packed(args.model, device=args.device, beam_size=args.beam_size,
@@ -116,7 +115,7 @@ def main(argv=None) -> int:
             f.write(f"{u} {why}\n")
     refs = {ds.utt_ids[i]: ds.dd.text[ds.utt_ids[i]] for i in idx if ds.utt_ids[i] in ds.dd.text}
     res = {"model": os.path.abspath(args.model), "data_dir": os.path.abspath(args.data_dir),
-           "modality": modality, "search": "ctc_greedy" if s2t.use_greedy else f"beam{args.beam_size}",
+           "modality": modality, "search": s2t.search_name,
            "ctc_weight": s2t.ctc_weight, "batch_size": args.batch_size,
            "frame_loss_rate": args.frame_loss_rate, "frame_loss_pattern": args.frame_loss_pattern, "seed": args.seed,
            "num_utts": len(idx), "skipped": len(skipped)}

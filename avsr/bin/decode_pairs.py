@@ -85,21 +85,13 @@ def read_pairs(path: str):
     return out
 
 
-def _chunks(p, chunk_s: float):
-    """Split a PreparedPair into fixed windows: list of (audio, roi|None)."""
-    from avsr.inference import fixed_windows
-    return fixed_windows(p.audio, p.roi, chunk_s)
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
     from tqdm import tqdm
 
-    from avsr.inference import Speech2Text
+    from avsr.inference import Speech2Text, check_device, fixed_windows
     from frontends.pairs import prepare_pair
 
-    from avsr.inference import check_device
     check_device(args.device)
     bbox = None
     if args.bbox:
@@ -147,7 +139,7 @@ def main(argv=None) -> int:
                                 video_type=args.video_type, max_seconds=args.max_seconds)
             if video is None:
                 prep.warnings.append("no video: audio-only decoding")
-            pending.append((key, prep, _chunks(prep, args.chunk_seconds), {"wav": wav, "video": video}))
+            pending.append((key, prep, fixed_windows(prep.audio, prep.roi, args.chunk_seconds), {"wav": wav, "video": video}))
             for k in steps:
                 steps[k] += prep.timings.get(k, 0.0)
             audio_seconds += prep.duration
@@ -171,7 +163,7 @@ def main(argv=None) -> int:
                                                                   "search": s2t.timings["search"]},
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "rtf": wall / audio_seconds if audio_seconds else None,
-                "search": "ctc_greedy" if s2t.use_greedy else f"beam{args.beam_size}", "device": args.device}
+                "search": s2t.search_name, "device": args.device}
         with open(args.summary, "w") as f:
             json.dump(summ, f, indent=1)
     print(f"avsr decode: {len(pairs) - failed} decoded, {failed} failed, {time.perf_counter() - t_all:.1f} s, "

@@ -199,7 +199,7 @@ def sec_robust(r, notes=True):
     out = [f"## Robustness to missing video on SynthMISP mini eval ({r['table']} table{kind})", ""] + header(r)
     out += [f"Every fine-tune: {r['epochs_per_finetune']} epochs from its init, lr {r['lr']}, warm-up "
             f"{r['warmup_steps']} steps, model = average of its epochs"
-            + (f"; the fine-tunes from AV0 (AV3, AV5, S.x) train only what is not frozen: "
+            + ("; the fine-tunes from AV0 (AV3, AV5, S.x) train only what is not frozen: "
                + ", ".join(f"`{x}`" for x in frozen) + " frozen" if frozen else "")
             + f". Search: **{r['search']}**. "
             f"{ev.get('utts')} eval utterances; CER % [95 % bootstrap CI].", "",

@@ -42,7 +42,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 

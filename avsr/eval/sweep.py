@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
 
 from avsr.data.batch import Batch
 from avsr.inference import STAGES, Variant

@@ -17,9 +17,9 @@ quiet_import()
 from avsr.models.config import MODES, ModelConfig, load_config, load_model_config, read_config
 from avsr.models.front_nets import (AudioFrontend, LightFrontend, ResNet18Frontend, VGGSubsampling,
                                     compute_feature_stats)
-from avsr.models.model import (AVSRModel, CrossAttention, MaskedConvolutionModule, ModelOutput,
-                               PartialLoad, build_model, build_model_from_config, count_parameters,
-                               load_partial, param_part, reconcile_video)
+from avsr.models.model import (AVSRModel, CrossAttention, MaskedConvolutionModule, ModelOutput, build_model,
+                               build_model_from_config, count_parameters, param_part, reconcile_video)
+from avsr.utils.checkpoint import PartialLoad, load_partial  # the one --init implementation
 
 __all__ = [
     "MODES", "ModelConfig", "load_config", "load_model_config", "read_config",

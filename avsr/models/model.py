@@ -79,7 +79,6 @@ from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 
 from avsr.data.batch import IGNORE_ID, Batch
 from avsr.models.config import ConfigSource, ModelConfig, load_model_config
-from avsr.utils.checkpoint import PartialLoad, load_partial  # noqa: F401  (the one --init implementation)
 from avsr.models.front_nets import (AudioFrontend, LightFrontend, ResNet18Frontend, VGGSubsampling,
                                     compute_feature_stats)
 

@@ -806,7 +806,7 @@ class Trainer:
                     if (c.save_every_steps and self.step % int(c.save_every_steps) == 0
                             and self.batches_in_epoch < n_batches):
                         self.save()
-                    if c.max_steps and self.step >= int(c.max_steps):
+                    if self.steps_spent():
                         break                                  # the step budget is spent: validate and stop
         finally:
             redirect.__exit__(None, None, None)
