@@ -2,6 +2,7 @@
 
     avsr synthmisp --out corpus/synthmisp_tiny --preset tiny      generate a SynthMISP corpus
     avsr prepare_rois --data_dir data/train_all ...                lip ROIs of a data dir
+    avsr detect_lips --data_dir data/eval_all --out_dir DIR        lip boxes when a set has none
     avsr tokens --text data/train/text --output_dir ...            token list
     avsr train  --config conf/mini.yaml --mode audio ...           train a model
     avsr pack   --exp_dir exp/train_av0 --out exp/packed/av0      make a packed model dir
@@ -46,6 +47,7 @@ COMMANDS = {
     "synthmisp_checks": _bin("synthmisp_checks", "proxy checks (visemes, speaker tracking) on a SynthMISP corpus"),
     "datadir": _bin("datadir", "validate Kaldi-style data dirs (datadir validate DIR...)"),
     "prepare_rois": _bin("prepare_rois", "extract per-utterance lip-ROI files for a data dir"),
+    "detect_lips": _bin("detect_lips", "lip boxes of a data dir's far videos from an offline face detector"),
     "tokens": _bin("tokens", "build a token list (char) or sentencepiece model (bpe)"),
     "collect_stats": _bin("collect_stats", "global fbank mean/std of a training data dir"),
     "train": _bin("train", "train an A0 / V / AV model or a robust student (DDP: torchrun -m avsr.bin.train)"),
