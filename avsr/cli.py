@@ -47,6 +47,7 @@ COMMANDS = {
     "synthmisp_checks": _bin("synthmisp_checks", "proxy checks (visemes, speaker tracking) on a SynthMISP corpus"),
     "datadir": _bin("datadir", "validate Kaldi-style data dirs (datadir validate DIR...)"),
     "prepare_rois": _bin("prepare_rois", "extract per-utterance lip-ROI files for a data dir"),
+    "submission": _bin("submission", "write a submission file with exactly the segment file's ids"),
     "detect_lips": _bin("detect_lips", "lip boxes of a data dir's far videos from an offline face detector"),
     "tokens": _bin("tokens", "build a token list (char) or sentencepiece model (bpe)"),
     "collect_stats": _bin("collect_stats", "global fbank mean/std of a training data dir"),
