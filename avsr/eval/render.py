@@ -338,23 +338,57 @@ def sec_probe(r):
 
 
 # ------------------------------------------------------------------------------------ avsr.bin.report
-def report_md(rows, baseline=None, missing=()) -> str:
-    """The CER table of ``avsr.bin.report`` (``rows`` as in its ``report.json``)."""
+def report_md(rows, baseline=None, missing=(), no_reference=()) -> str:
+    """The CER table of ``avsr.bin.report`` (``rows`` as in its ``report.json``).
+
+    When a row has ``cpcer`` (:mod:`avsr.eval.cpcer`), the table gains a ``cpCER %`` column (overall,
+    Σ edits / Σ reference characters) after the CER, and :func:`cpcer_sessions_md` follows it;
+    ``no_reference``: decodes skipped for lack of references, named under the table."""
     if baseline is None:
         baseline = next((r["vs_baseline"]["baseline"] for r in rows if r.get("vs_baseline")), None)
-    lines = ["| set | model | modality | search | CER % [95 % CI] | utts | rel. vs " + str(baseline)
-             + " [95 % CI] | p(not better) |", "|---|---|---|---|---|---|---|---|"]
+    cp = any(r.get("cpcer") for r in rows)
+    lines = ["| set | model | modality | search | CER % [95 % CI] | " + ("cpCER % | " if cp else "")
+             + "utts | rel. vs " + str(baseline) + " [95 % CI] | p(not better) |",
+             "|---|---|---|---|---|---|---|---|" + ("---|" if cp else "")]
     for r in rows:
         vb = r.get("vs_baseline")
         rel = (f"{100 * vb['rel_reduction']:+.1f} % [{100 * vb['rel_lo']:+.1f}, {100 * vb['rel_hi']:+.1f}]"
                if vb else "")
         p = f"{vb['p_b_not_better']:.3f}" if vb else ""
+        c = f"{_pct(r['cpcer']['overall'])} | " if r.get("cpcer") else ("| " if cp else "")
         lines.append(f"| {r['set']} | {r['model']} | {r['modality']} | {r['search']} | "
-                     f"{100 * r['cer']:.2f} [{100 * r['lo']:.2f}, {100 * r['hi']:.2f}] | {r['num_utts']} | {rel} | {p} |")
+                     f"{100 * r['cer']:.2f} [{100 * r['lo']:.2f}, {100 * r['hi']:.2f}] | {c}{r['num_utts']} | "
+                     f"{rel} | {p} |")
     md = "\n".join(lines) + "\n"
+    if cp:
+        md += "\n" + cpcer_sessions_md(rows)
     if missing:
         md += f"\nmissing decode dirs: {', '.join(missing)}\n"
+    if no_reference:
+        md += f"\nno reference text (not scored): {', '.join(no_reference)}\n"
     return md
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def cpcer_sessions_md(rows) -> str:
+    """Per-session cpCER % of ``avsr.bin.report``: one table per set, a row per session (with its
+    reference characters), a column per model."""
+    out = []
+    for split in dict.fromkeys(r["set"] for r in rows if r.get("cpcer")):
+        rs = [r for r in rows if r["set"] == split and r.get("cpcer")]
+        sessions = sorted({s for r in rs for s in r["cpcer"]["per_session"]})
+        out += [f"cpCER % per session ({split}):", "",
+                "| session | ref chars | " + " | ".join(r["model"] for r in rs) + " |",
+                "|---|---|" + "---|" * len(rs)]
+        for s in sessions:
+            per = [r["cpcer"]["per_session"].get(s) for r in rs]
+            n = next((p["ref_chars"] for p in per if p), 0)
+            out.append(f"| {s} | {n} | " + " | ".join(_pct(p["cpcer"]) if p else "" for p in per) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 # ------------------------------------------------------------------------------------ avsr eval
