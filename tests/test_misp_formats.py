@@ -249,13 +249,16 @@ def test_run_sh_official_layout(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     assert "roi_coordinates/train/far/lip" in p.stdout + p.stderr
     dd_all = read_datadir(data / "train_all")
+    # official ids (the default --text_norm): boundaries snapped outward to the 40 ms grid by
+    # the official float64 expression, e.g. 0.5-1.9 s -> 0.48-1.92 s, 2.4-3.6 s -> 2.36-3.64 s
     assert sorted(dd_all.utts) == [f"S001_{SESSION}_000020-000100", f"S001_{SESSION}_000160-000280",
-                                   f"S002_{SESSION}_000050-000190", f"S002_{SESSION}_000240-000360"]
+                                   f"S002_{SESSION}_000048-000192", f"S002_{SESSION}_000236-000364"]
+    assert dd_all.segments[f"S002_{SESSION}_000048-000192"].start == 0.48
     assert validate_datadir(data / "train", require_video=True, require_roi=True).ok
     dd = read_datadir(data / "train")
-    # speaker 002 has no lip box in frames 50..99: its 2.4-3.6 s segment is skipped
+    # speaker 002 has no lip box in frames 50..99: its 2.36-3.64 s segment is skipped
     assert sorted(dd.roi) == [f"S001_{SESSION}_000020-000100", f"S001_{SESSION}_000160-000280",
-                              f"S002_{SESSION}_000050-000190"]
+                              f"S002_{SESSION}_000048-000192"]
     roi, det = load_roi(dd.roi[f"S001_{SESSION}_000160-000280"])  # frames 40..69
     assert roi.shape == (30, 96, 96) and det.all()
     for k in (0, 29):

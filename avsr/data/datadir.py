@@ -6,7 +6,9 @@ sorted by id in C-locale (byte) order, ids unique:
 ``wav.scp``      recording -> audio file path
 ``segments``     utterance -> ``<recording> <start_s> <end_s>`` (optional: without it
                  every recording is one utterance with the same id)
-``text``         utterance -> transcription (may contain spaces)
+``text``         utterance -> transcription (may contain spaces); a data dir of segments
+                 to recognise without references (an eval release) has no ``text``:
+                 written and validated with ``require_text=False``
 ``utt2spk``      utterance -> speaker
 ``spk2utt``      speaker -> utterances (derived from ``utt2spk`` on write)
 ``video.scp``    recording -> video file path (optional)
@@ -23,7 +25,8 @@ strings equals the byte order of their UTF-8 encoding, i.e. ``LC_ALL=C sort``.
 Validation (:func:`validate_datadir`) follows Kaldi's ``utils/validate_data_dir.sh``:
 every table sorted with unique ids; ``utt2spk``/``spk2utt`` consistent and sorted the
 same way when sorted by speaker (speaker ids must be prefixes of utterance ids);
-every utterance has text (non-empty), a segment whose recording is in ``wav.scp``
+every utterance has text (non-empty; with ``require_text=False`` a data dir without a
+``text`` file is accepted, and one that has the file is checked the same), a segment whose recording is in ``wav.scp``
 (and in ``video.scp`` when there is one, or when ``require_video``), and an ROI entry
 when there is a ``roi.scp``; segments satisfy ``0 <= start < end``; and, with
 ``check_media``, every media file exists and each segment lies inside the audio
@@ -254,10 +257,12 @@ def make_tmp_dir(final_dir: str) -> str:
 
 def write_datadir(dd: DataDir, path: "str | os.PathLike[str]", *,
                   extra_files: Optional[Mapping[str, str]] = None,
-                  validate: bool = True) -> None:
+                  validate: bool = True, require_text: bool = True) -> None:
     """Write ``dd`` to ``path`` atomically (build in a temp dir, validate, rename).
 
     ``extra_files``: name -> text content of additional files (reports) to put in the dir.
+    ``require_text=False``: when ``dd.text`` is empty no ``text`` file is written and the
+    validation accepts its absence (a non-empty ``dd.text`` is written and checked as always).
     With ``validate`` the structure is checked (no media access) before the rename;
     a failure raises :class:`DataDirError` and leaves any previous ``path`` untouched.
     """
@@ -269,7 +274,8 @@ def write_datadir(dd: DataDir, path: "str | os.PathLike[str]", *,
             write_table(os.path.join(tmp, SEGMENTS),
                         {u: (s.recording, format_time(s.start), format_time(s.end))
                          for u, s in dd.segments.items()})
-        write_table(os.path.join(tmp, TEXT), dd.text)
+        if dd.text or require_text:
+            write_table(os.path.join(tmp, TEXT), dd.text)
         write_table(os.path.join(tmp, UTT2SPK), dd.utt2spk)
         write_table(os.path.join(tmp, SPK2UTT), dd.spk2utt)
         if dd.video:
@@ -283,7 +289,7 @@ def write_datadir(dd: DataDir, path: "str | os.PathLike[str]", *,
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                 f.write(content)
         if validate:
-            res = validate_datadir(tmp, check_media=False)
+            res = validate_datadir(tmp, check_media=False, require_text=require_text)
             if not res.ok:
                 raise DataDirError(f"refusing to write invalid data dir {path}:\n  "
                                    + "\n  ".join(res.errors + [f"{u}: {r}" for u, r in
@@ -382,8 +388,13 @@ def _check_sorted_unique(path: str, rows: Sequence[Tuple[str, str]], errors: Lis
 
 def validate_datadir(path: "str | os.PathLike[str]", *, check_media: bool = True,
                      require_video: bool = False, require_roi: bool = False,
+                     require_text: bool = True,
                      tolerance: float = DURATION_TOLERANCE) -> ValidationResult:
-    """Check a data dir on disk; see the module docstring for the rules."""
+    """Check a data dir on disk; see the module docstring for the rules.
+
+    ``require_text=False`` accepts a data dir without a ``text`` file (segments to
+    recognise without references); a ``text`` file that is there is checked as always.
+    """
     path = os.fspath(path)
     res = ValidationResult()
     E = res.errors
@@ -401,6 +412,8 @@ def validate_datadir(path: "str | os.PathLike[str]", *, check_media: bool = True
                 continue
             _check_sorted_unique(p, rows[name], E)
     for req in (WAV_SCP, TEXT, UTT2SPK, SPK2UTT):
+        if req == TEXT and not require_text:
+            continue
         if req not in rows and os.path.isfile(os.path.join(path, req)) is False:
             E.append(f"{os.path.join(path, req)}: missing")
     if require_video and VIDEO_SCP not in rows:
@@ -511,13 +524,17 @@ def validate_datadir(path: "str | os.PathLike[str]", *, check_media: bool = True
 def filter_datadir(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]",
                    keep: Callable[[str], bool] | Iterable[str], *,
                    extra_files: Optional[Mapping[str, str]] = None) -> DataDir:
-    """Copy the data dir ``src`` to ``dst`` keeping only some utterances (atomic write)."""
+    """Copy the data dir ``src`` to ``dst`` keeping only some utterances (atomic write).
+
+    A ``src`` without a ``text`` file gives a ``dst`` without one.
+    """
     dd = read_datadir(src)
+    has_text = os.path.isfile(os.path.join(os.fspath(src), TEXT))
     if callable(keep):
         utts = [u for u in dd.utts if keep(u)]
     else:
         ks = set(keep)
         utts = [u for u in dd.utts if u in ks]
     sub = dd.subset(utts)
-    write_datadir(sub, dst, extra_files=extra_files)
+    write_datadir(sub, dst, extra_files=extra_files, require_text=has_text)
     return sub
