@@ -381,6 +381,8 @@ def test_eval_segments_without_textgrids(eval_corpus, tmp_path, capsys):
     o = capsys.readouterr().out
     assert f"{seg}:4:" in o and "kept" in o  # the warning names the line
     assert "scoring will be skipped" in o
+    report = json.loads((out / "prep_report.json").read_text())
+    assert report["beyond_media_end"] == 1 and report["text"] == "absent"
     # --channel picks the wav of wav.scp whatever channel a wav_name names
     _run_eval(eval_corpus, seg, tmp_path / "data1", "--channel", "1")
     assert read_datadir(tmp_path / "data1" / "eval_all").wav[f"{EVAL_SESSION}_Far"].endswith("_Far_1.wav")

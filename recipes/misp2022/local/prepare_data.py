@@ -363,12 +363,14 @@ def prepare_eval_segments(misp_root: str, split: str, out_dir: str, segment_file
     rep.segments = len(rows)
     rep.sessions = len(media)
     line_of = {r.utt: r.line for r in rows}
+    beyond = set()
     for kind, idx in (("wav", 2), ("mp4", 3)):
         durs = {misp.recording_id(s): m[idx] for s, m in media.items()}
         bad = segments_outside(dd.segments, durs, kind=kind)
         for u in sorted(bad, key=line_of.get):
             log(f"WARNING: {segment_file}:{line_of[u]}: segment {u} {bad[u]}; kept")
-        rep.beyond_media_end = max(rep.beyond_media_end, len(bad))
+        beyond.update(bad)
+    rep.beyond_media_end = len(beyond)
 
     # ---- references
     ids = [r.utt for r in rows]
