@@ -10,6 +10,11 @@
 * **Full frame, no boxes**: an offline detector (:mod:`frontends.face_detectors`) tracks the target face's
   mouth (``face_index`` / ``bbox`` / largest face with a warning).
 
+The lip crop (``crop``, :data:`frontends.roi.CROP_MODES`) is the one ``avsr prepare_rois --crop`` makes
+for data dirs, so that a model sees the same ROIs on a pair as in training: ``"official"`` (default)
+decodes RGB frames, cuts the MISP2022 baseline's window and converts it with the baseline's gray
+weights (:func:`frontends.roi.to_gray`; an ROI video is resized, then converted the same way);
+``"toolkit"`` cuts the toolkit's 1.6x square from the decoder's gray frames.
 Missing detections are interpolated (:func:`frontends.roi.interpolate_boxes`); grid slots without a
 real frame nearby (dropped / VFR gaps) become black frames.  No mouth found at all -> ``roi=None``
 and the warning "decoding audio only".  A video more than 0.5 s shorter or longer than the audio
@@ -29,7 +34,7 @@ import numpy as np
 from frontends.audio import load_audio
 from frontends.errors import MediaError, check_file
 from frontends.constants import ROI_SIZE, SAMPLE_RATE
-from frontends.roi import crop_rois, interpolate_boxes
+from frontends.roi import CROP_MODES, DEFAULT_CROP, crop_rois, interpolate_boxes, to_gray
 from frontends.video import GRID_FPS, read_video
 
 __all__ = ["PreparedPair", "prepare_pair"]
@@ -70,9 +75,13 @@ def _speaker(dets, speaker: Optional[str], face_index: Optional[int], warnings: 
 def prepare_pair(wav: str, video: Optional[str] = None, *, detection: Optional[str] = None,
                  speaker: Optional[str] = None, detector: str = "haar", face_index: Optional[int] = None,
                  bbox: Optional[Sequence[float]] = None, video_type: str = "auto", roi_max_side: int = 160,
-                 channel="mean", max_seconds: Optional[float] = None) -> PreparedPair:
+                 channel="mean", max_seconds: Optional[float] = None, crop: str = DEFAULT_CROP) -> PreparedPair:
+    """Audio (and lip ROIs) of one wav (+ mp4) pair; see the module docstring."""
     if video_type not in ("auto", "roi", "full"):
         raise ValueError(f"video_type must be auto, roi or full, got {video_type!r}")
+    if crop not in CROP_MODES:
+        raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
+    official = crop == "official"
     t0 = time.perf_counter()
     audio = load_audio(wav, channel=channel)
     if audio.size == 0:
@@ -85,7 +94,7 @@ def prepare_pair(wav: str, video: Optional[str] = None, *, detection: Optional[s
     if video is None:
         return out
     t0 = time.perf_counter()
-    clip = read_video(video, fps=GRID_FPS, gray=True)
+    clip = read_video(video, fps=GRID_FPS, gray=not official)
     out.timings["video_decode"] = time.perf_counter() - t0
     T = len(clip)
     if T == 0:
@@ -97,6 +106,8 @@ def prepare_pair(wav: str, video: Optional[str] = None, *, detection: Optional[s
     if kind == "roi":
         roi = np.stack([cv2.resize(f, (ROI_SIZE, ROI_SIZE), interpolation=cv2.INTER_AREA if max(H, W) > ROI_SIZE
                                    else cv2.INTER_LINEAR) for f in frames])
+        if official:
+            roi = to_gray(roi)
         detected = clip.present.copy()
     else:
         if detection is not None:
@@ -124,8 +135,10 @@ def prepare_pair(wav: str, video: Optional[str] = None, *, detection: Optional[s
             out.warnings.append(f"{video}: no face/mouth detected in any frame; decoding audio only")
             out.timings["roi"] = time.perf_counter() - t0
             return out
-        full, detected = interpolate_boxes(boxes)
-        roi = crop_rois(frames, full)
+        full, detected = interpolate_boxes(boxes, mode=crop)
+        roi = crop_rois(frames, full, mode=crop)
+        if official:
+            roi = to_gray(roi)
         if detected.mean() < 0.5:
             out.warnings.append(f"{video}: mouth detected in only {100 * detected.mean():.0f} % of the frames "
                                 f"(the rest interpolated)")

@@ -1,4 +1,7 @@
-"""frontends.roi: box interpolation, square crops with edge replication, centre crop, skip rule."""
+"""frontends.roi: box interpolation, the toolkit's square crops with edge replication (``mode="toolkit"``,
+unchanged), centre crop, skip rule.  The official crop (the default): tests/test_official_crop.py."""
+import functools
+
 import numpy as np
 import pytest
 
@@ -7,6 +10,8 @@ from frontends.roi import (MIN_DETECTED_FRACTION, ROI_MARGIN, center_crop, crop_
                            detected_fraction, interpolate_boxes, should_skip)
 
 NAN = [np.nan] * 4
+#: the toolkit's crop, called as before the official crop became the default
+tk_crop = functools.partial(crop_roi, mode="toolkit")
 
 
 def gradient(h=120, w=160):
@@ -59,16 +64,16 @@ def test_crop_inside_frame_values():
     box = (70, 50, 90, 60)  # centre (80, 55), w=20 -> side 32
     side = int(round(20 * ROI_MARGIN))
     assert side == 32
-    cx = crop_roi(xs, box, size=side)  # no resampling: exact pixels
-    cy = crop_roi(ys, box, size=side)
+    cx = tk_crop(xs, box, size=side)  # no resampling: exact pixels
+    cy = tk_crop(ys, box, size=side)
     assert cx.shape == (32, 32) and cx.dtype == np.uint8
     assert np.array_equal(cx[0], np.arange(64, 96))  # columns 80-16 .. 80+15
     assert np.array_equal(cy[:, 0], np.arange(39, 71))  # rows 55-16 .. 55+15
-    big = crop_roi(xs, box, size=96)  # upscaled (linear): centre keeps its value
+    big = tk_crop(xs, box, size=96)  # upscaled (linear): centre keeps its value
     assert big.shape == (96, 96)
-    assert abs(int(big[48, 48]) - 80) <= 1 and abs(int(crop_roi(ys, box, 96)[48, 48]) - 55) <= 1
+    assert abs(int(big[48, 48]) - 80) <= 1 and abs(int(tk_crop(ys, box, 96)[48, 48]) - 55) <= 1
     assert np.all(np.diff(big[10].astype(int)) >= 0)  # still a left-to-right ramp
-    small = crop_roi(xs, (40, 20, 120, 100), size=16)  # side 128 -> area-averaged down
+    small = tk_crop(xs, (40, 20, 120, 100), size=16)  # side 128 -> area-averaged down
     assert small.shape == (16, 16)
     # bin j averages columns 16+8j .. 23+8j -> 19.5 + 8j
     assert np.all(np.abs(small[5].astype(float) - (19.5 + 8 * np.arange(16))) <= 1)
@@ -77,41 +82,44 @@ def test_crop_inside_frame_values():
 def test_crop_out_of_frame_edge_replicated():
     xs, ys = gradient()
     box = (-20, -10, 20, 10)  # centred on the top-left corner, side 64
-    cx = crop_roi(xs, box, size=64)
-    cy = crop_roi(ys, box, size=64)
+    cx = tk_crop(xs, box, size=64)
+    cy = tk_crop(ys, box, size=64)
     assert cx.shape == (64, 64)
     # columns -32..31: negative columns replicate column 0
     assert np.array_equal(cx[0], np.clip(np.arange(-32, 32), 0, None))
     assert np.array_equal(cy[:, 0], np.clip(np.arange(-32, 32), 0, None))
     # bottom-right corner, partly outside
-    cx = crop_roi(xs, (150, 110, 170, 130), size=32)
+    cx = tk_crop(xs, (150, 110, 170, 130), size=32)
     assert np.array_equal(cx[0], np.clip(np.arange(160 - 16, 160 + 16), None, 159))
-    cy = crop_roi(ys, (150, 110, 170, 130), size=32)
+    cy = tk_crop(ys, (150, 110, 170, 130), size=32)
     assert np.array_equal(cy[:, 0], np.clip(np.arange(120 - 16, 120 + 16), None, 119))
     # entirely outside: every pixel is the nearest edge pixel
-    far = crop_roi(xs, (500, 500, 520, 520), size=96)
+    far = tk_crop(xs, (500, 500, 520, 520), size=96)
     assert far.shape == (96, 96) and np.all(far == 159)
     # colour frames keep their channels
     rgb = np.stack([xs, ys, np.zeros_like(xs)], -1)
-    c = crop_roi(rgb, (70, 50, 90, 60), size=32)
-    assert c.shape == (32, 32, 3) and np.array_equal(c[..., 0], crop_roi(xs, (70, 50, 90, 60), 32))
+    c = tk_crop(rgb, (70, 50, 90, 60), size=32)
+    assert c.shape == (32, 32, 3) and np.array_equal(c[..., 0], tk_crop(xs, (70, 50, 90, 60), 32))
 
 
 def test_crop_bad_boxes():
     xs, _ = gradient()
-    with pytest.raises(ValueError):
-        crop_roi(xs, (np.nan, 0, 10, 10))
-    with pytest.raises(ValueError):
-        crop_roi(xs, (10, 10, 10, 10))
+    for mode in ("toolkit", "official"):
+        with pytest.raises(ValueError):
+            crop_roi(xs, (np.nan, 0, 10, 10), mode=mode)
+        with pytest.raises(ValueError):
+            crop_roi(xs, (10, 10, 10, 10), mode=mode)
+    with pytest.raises(ValueError, match="crop mode"):
+        crop_roi(xs, (70, 50, 90, 60), mode="square")
 
 
 def test_crop_rois_and_center_crop():
     xs, _ = gradient()
     frames = np.stack([xs, xs // 2, xs // 4])
     boxes = np.array([[70, 50, 90, 60]] * 3, dtype=np.float32)
-    out = crop_rois(frames, boxes, size=96)
+    out = crop_rois(frames, boxes, size=96, mode="toolkit")
     assert out.shape == (3, 96, 96) and out.dtype == np.uint8
-    assert np.array_equal(out[1], crop_roi(frames[1], boxes[1], 96))
+    assert np.array_equal(out[1], tk_crop(frames[1], boxes[1], 96))
     with pytest.raises(ValueError):
         crop_rois(frames, boxes[:2])
     x = np.arange(96 * 96).reshape(96, 96)

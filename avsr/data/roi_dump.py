@@ -7,14 +7,32 @@ For every recording of the data dir (``video.scp``) the job
    :func:`frontends.lip_boxes.load_detections` auto-detects (the release's frame-keyed
    JSON with integer speaker ids, its raw ``"frames"`` variant, or the toolkit's own);
 2. for each speaker of the recording's utterances, interpolates the speaker's lip
-   boxes over the **whole session** (:func:`frontends.roi.interpolate_boxes`);
-   ``detected[i]`` is True where the raw detection file has a box for grid frame ``i``;
+   boxes over the **whole session** (:func:`frontends.roi.interpolate_boxes`, with the
+   crop's ``mode``: the official mode truncates interpolated boxes to whole pixels like
+   the MISP2022 baseline, which interpolates between the same nearest detections before
+   and after); ``detected[i]`` is True where the raw detection file has a box for grid
+   frame ``i``;
 3. streams the video once (:func:`frontends.video.iter_video`, 25 fps grid) and, for
    every utterance, crops frames ``round(start * 25) .. round(end * 25) - 1``
    (rounding half up; the end frame is exclusive, so an utterance has
    ``round(end*25) - round(start*25)`` frames and ROI frame 0 is the grid frame at
-   the segment start) with :func:`frontends.roi.crop_roi` into 96x96 uint8;
+   the segment start) with :func:`frontends.roi.crop_roi` into 96x96 uint8.
+   ``crop="official"`` (default, :data:`frontends.roi.DEFAULT_CROP`): the baseline's
+   window on the decoded **RGB** frame, then :func:`frontends.roi.to_gray` (the
+   baseline's gray weights; see :mod:`frontends.roi`).  ``crop="toolkit"``: the
+   toolkit's 1.6x square on the decoder's gray frame (the behaviour before the official
+   crop existed);
 4. writes one ROI file per utterance (atomically: ``.part`` file, then rename).
+
+Segment frames vs the baseline: the baseline takes ``int(np.around(t * 25))`` for start
+and end (mispchallenge/misp2022_baseline ``track2_AVDR/local/segment_video_roi.py``,
+``input_interface``), i.e. numpy's round-half-to-even, where :func:`segment_frames` rounds
+half up.  They differ only when ``t * 25`` is exactly half-way (a time of ``0.02 + 0.04 k``
+seconds) with an even integer below it: 0.02 s -> frame 0 there, 1 here; 0.10 s -> 2 vs 3;
+12.34 s -> 308 vs 309; but 0.06 s -> 2 in both (and 0.14 s, whose product is 3.5000000000000004
+in float64, -> 4 in both).  MISP2022 segment times are multiples of 40 ms, never half-way.  The baseline also
+drops a segment ending after the video's frame count, where this job fills up to
+:data:`MAX_PAD_FRAMES` missing tail frames.
 
 Detection flag stored per frame: ``detected = raw detection present AND the video
 grid slot is present`` (a slot that only repeats a neighbouring decoded frame, see
@@ -30,6 +48,18 @@ marked not detected), or the video failing to decode before the utterance ended.
 A session-level failure (missing/corrupt detection file, unreadable mp4) skips
 that session's utterances and is reported with the file name; it never affects other
 sessions.  Utterances finished before a decode failure part-way through a video are kept.
+
+Keeping every utterance (``keep_all=True``, ``avsr prepare_rois --keep_all``; evaluation
+sets, where a submission must hold every segment): the filtered data dir keeps every
+utterance of the input; those without an ROI file (any skip reason above: < 50 %
+detected frames, no lip box for the speaker, no or unreadable detection file, video
+failures) have no ``roi.scp`` entry and are listed in ``<filtered_dir>/utt2audio_only``
+(``<utt> <reason>``, the reason being the skip category, e.g. ``< 50% frames detected``,
+``speaker has no detections``, ``session failed: detection file``).  The ``skipped``
+report still gives each full reason.  :class:`avsr.data.dataset.AVSRDataset` gives these
+utterances an all-absent video, which decoding sends to the audio-only (MS-Adapter) path.
+A filtered dir is written without a ``text`` table when the input has none (evaluation
+release).
 
 Storage format: a compressed ``.npz`` (zip, deflate level :data:`ROI_ZLIB_LEVEL`) with
 ``roi`` uint8 ``[T, 96, 96]`` and ``detected`` bool ``[T]`` (25 fps, frame 0 = segment
@@ -63,7 +93,8 @@ ROI frames) on a 2-core machine shared with other jobs: ``--nj 1`` 3.3-4.1 s,
 CLI::
 
     python -m avsr.bin.prepare_rois --data_dir data/train_all --detection_dir <root>/detection/train/far \\
-        --out_dir dump/roi/train --filtered_dir data/train --nj 4 [--spk_prefix S]
+        --out_dir dump/roi/train --filtered_dir data/train --nj 4 [--spk_prefix S] \\
+        [--crop official|toolkit] [--keep_all]
 
 writes ``<out_dir>/<recording>/<utt>.npz``, ``<out_dir>/roi.scp`` (paths start with
 ``<out_dir>`` as given: a relative ``out_dir`` gives paths relative to the working
@@ -78,6 +109,7 @@ written atomically there.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -86,16 +118,18 @@ import shutil
 import sys
 import time
 import traceback
+import uuid
 import zipfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from avsr.data.datadir import (DataDir, make_tmp_dir, read_datadir, replace_dir, write_datadir,
-                               write_table)
+from avsr.data.datadir import (DataDir, DataDirError, make_tmp_dir, read_datadir, replace_dir,
+                               validate_datadir, write_datadir, write_table)
 from frontends.constants import ROI_SIZE, VIDEO_FPS
 from frontends.lip_boxes import find_detection_file
+from frontends.roi import CROP_MODES, DEFAULT_CROP
 
 #: Video grid rate of ROI files (:data:`frontends.constants.VIDEO_FPS`, as a float).
 ROI_FPS = float(VIDEO_FPS)
@@ -103,6 +137,8 @@ ROI_FPS = float(VIDEO_FPS)
 MAX_PAD_FRAMES = 2
 ROI_EXT = ".npz"
 LOW_DETECTION = "< 50% frames detected"
+#: Table of a filtered data dir listing the utterances kept without ROI (``keep_all``).
+AUDIO_ONLY_TABLE = "utt2audio_only"
 #: zlib level of ROI files: ~3.5x faster to write than numpy's default (6) for 2-15 %
 #: larger files (measured on SynthMISP ROIs; see the module docstring).
 ROI_ZLIB_LEVEL = 1
@@ -172,6 +208,7 @@ class SessionJob:
     detection: str
     utts: List[UttJob]
     spk_prefix: str = ""
+    crop: str = DEFAULT_CROP
 
 
 @dataclass
@@ -201,7 +238,8 @@ def _det_key(spk: str, speakers, prefix: str) -> Optional[str]:
     return None
 
 
-def _speaker_boxes(det, key: str, length: int, fps: float) -> Tuple[np.ndarray, np.ndarray]:
+def _speaker_boxes(det, key: str, length: int, fps: float,
+                   mode: str = DEFAULT_CROP) -> Tuple[np.ndarray, np.ndarray]:
     """Boxes and raw-detection flags of one speaker on the ``fps`` grid, ``length`` frames."""
     from frontends.roi import interpolate_boxes
 
@@ -218,7 +256,7 @@ def _speaker_boxes(det, key: str, length: int, fps: float) -> Tuple[np.ndarray, 
     grid = np.full((length, 4), np.nan, dtype=np.float32)
     ok = idx < n_det
     grid[ok] = dense[idx[ok]]
-    boxes, detected = interpolate_boxes(grid)
+    boxes, detected = interpolate_boxes(grid, mode=mode)
     return boxes, detected
 
 
@@ -239,8 +277,15 @@ def process_session(job: SessionJob) -> SessionResult:
     """Extract all ROIs of one recording; never raises for bad input (see module doc)."""
     from frontends.lip_boxes import load_detections
     from frontends.errors import MediaError
-    from frontends.roi import crop_roi, should_skip
+    from frontends.roi import crop_roi, should_skip, to_gray
     from frontends.video import iter_video
+
+    official = job.crop == "official"
+
+    def crop(frame, box):
+        if official:  # the baseline's window on the RGB frame, then its gray weights
+            return to_gray(crop_roi(frame, box, ROI_SIZE, mode="official"))
+        return crop_roi(frame, box, ROI_SIZE, mode="toolkit")
 
     t_start = time.perf_counter()
     res = SessionResult(job.recording)
@@ -269,7 +314,7 @@ def process_session(job: SessionJob) -> SessionResult:
                 else:
                     length = max(need, int(math.ceil(det.num_frames * fps_ratio(det.fps))))
                     try:
-                        spk_boxes[u.spk] = _speaker_boxes(det, key, length, ROI_FPS)
+                        spk_boxes[u.spk] = _speaker_boxes(det, key, length, ROI_FPS, job.crop)
                     except ValueError:  # no usable (non-degenerate) box at all
                         spk_boxes[u.spk] = None  # type: ignore[assignment]
             sb = spk_boxes[u.spk]
@@ -293,7 +338,7 @@ def process_session(job: SessionJob) -> SessionResult:
             last_index = -1
             decode_error = ""
             try:
-                frames = iter_video(job.video, fps=ROI_FPS, gray=True)
+                frames = iter_video(job.video, fps=ROI_FPS, gray=not official)
             except MediaError as e:
                 raise _SessionFailure(str(e), "session failed: video") from None
             try:
@@ -312,7 +357,7 @@ def process_session(job: SessionJob) -> SessionResult:
                     still = []
                     for a in active:
                         k = g - a.job.f0
-                        a.roi[k] = crop_roi(frame, a.boxes[k], ROI_SIZE)
+                        a.roi[k] = crop(frame, a.boxes[k])
                         a.present[k] = present
                         a.filled = k + 1
                         if a.filled == a.roi.shape[0]:
@@ -339,7 +384,7 @@ def process_session(job: SessionJob) -> SessionResult:
                          "video decode failed")
                 elif a.filled > 0 and missing <= MAX_PAD_FRAMES and last_frame is not None:
                     for k in range(a.filled, n):
-                        a.roi[k] = crop_roi(last_frame, a.boxes[k], ROI_SIZE)
+                        a.roi[k] = crop(last_frame, a.boxes[k])
                         a.present[k] = False
                     a.filled = n
                     done[a.job.utt] = _finish(a, should_skip)
@@ -399,8 +444,11 @@ def _worker_init() -> None:
         pass
 
 
-def plan_jobs(dd: DataDir, detection_dir: str, write_dir: str, *, spk_prefix: str = "") -> List[SessionJob]:
+def plan_jobs(dd: DataDir, detection_dir: str, write_dir: str, *, spk_prefix: str = "",
+              crop: str = DEFAULT_CROP) -> List[SessionJob]:
     """One job per recording in ``video.scp`` order; ROI files go to ``write_dir/<rec>/<utt>.npz``."""
+    if crop not in CROP_MODES:
+        raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
     if not dd.video:
         raise ValueError("the data dir has no video.scp")
     by_rec: Dict[str, List[UttJob]] = collections.defaultdict(list)
@@ -415,7 +463,7 @@ def plan_jobs(dd: DataDir, detection_dir: str, write_dir: str, *, spk_prefix: st
     jobs = []
     for rec in sorted(by_rec):
         jobs.append(SessionJob(rec, dd.video.get(rec, ""), find_detection_file(detection_dir, rec),
-                               by_rec[rec], spk_prefix))
+                               by_rec[rec], spk_prefix, crop))
     return jobs
 
 
@@ -443,21 +491,60 @@ def run_jobs(jobs: Sequence[SessionJob], nj: int = 1, progress: bool = True) -> 
     return results
 
 
+def _write_filtered(sub: DataDir, roi_scp: Dict[str, str], filtered_dir: str, skipped_tsv: str,
+                    audio_only: Optional[Dict[str, str]]) -> None:
+    """Write the filtered data dir atomically: every table of ``sub`` (validated; a missing ``text``
+    is accepted when ``sub`` has none), then ``roi.scp`` (and ``utt2audio_only``), then rename."""
+    utts = set(sub.utts)
+    covered = set(roi_scp) | set(audio_only or {})
+    if covered != utts or (audio_only and set(roi_scp) & set(audio_only)):
+        raise RuntimeError(f"{filtered_dir}: roi.scp and {AUDIO_ONLY_TABLE} do not partition the "
+                           f"utterances")  # a bug, never bad input
+    final = os.path.normpath(filtered_dir)
+    os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
+    staging = f"{final}.stage.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+    no_text = not sub.text
+    try:
+        write_datadir(dataclasses.replace(sub, roi={}), staging, extra_files={"skipped": skipped_tsv},
+                      validate=not no_text)
+        if no_text:  # an evaluation release: no references; the structure is still checked
+            text_path = os.path.join(staging, "text")
+            if os.path.exists(text_path):
+                os.unlink(text_path)
+            res = validate_datadir(staging, check_media=False)
+            errors = [e for e in res.errors if not e.startswith(text_path + ":")]
+            if errors or res.bad_segments:
+                raise DataDirError(f"refusing to write invalid data dir {final}:\n  " + "\n  ".join(
+                    errors + [f"{u}: {r}" for u, r in res.bad_segments.items()]))
+        write_table(os.path.join(staging, "roi.scp"), roi_scp)
+        if audio_only is not None:
+            write_table(os.path.join(staging, AUDIO_ONLY_TABLE), audio_only)
+        replace_dir(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def extract_rois(data_dir: str, detection_dir: str, out_dir: str, *, nj: int = 1,
                  spk_prefix: str = "", filtered_dir: Optional[str] = None,
-                 progress: bool = True) -> Dict:
-    """Run the whole job (see module docstring). Returns the report dict."""
+                 progress: bool = True, crop: str = DEFAULT_CROP, keep_all: bool = False) -> Dict:
+    """Run the whole job (see module docstring). Returns the report dict.
+
+    ``crop``: ``"official"`` (default) or ``"toolkit"`` (:data:`frontends.roi.CROP_MODES`).
+    ``keep_all``: the filtered dir keeps every utterance; those without ROI are listed in
+    ``utt2audio_only`` (see the module docstring)."""
     t0 = time.perf_counter()
     dd = read_datadir(data_dir)
     final = os.path.normpath(out_dir)
     tmp = make_tmp_dir(final)
     try:
-        jobs = plan_jobs(dd, detection_dir, tmp, spk_prefix=spk_prefix)
+        jobs = plan_jobs(dd, detection_dir, tmp, spk_prefix=spk_prefix, crop=crop)
         results = run_jobs(jobs, nj=nj, progress=progress)
         roi_scp: Dict[str, str] = {}
         num_frames: Dict[str, int] = {}
         det_frac: Dict[str, str] = {}
         skipped: List[Tuple[str, str]] = []
+        skipped_category: Dict[str, str] = {}
         reasons: collections.Counter = collections.Counter()
         session_errors: List[Tuple[str, str]] = []
         for r in results:
@@ -470,6 +557,7 @@ def extract_rois(data_dir: str, detection_dir: str, out_dir: str, *, nj: int = 1
                     det_frac[u.utt] = f"{u.num_detected / max(1, u.num_frames):.3f}"
                 else:
                     skipped.append((u.utt, u.reason))
+                    skipped_category[u.utt] = u.category or "skipped"
                     reasons[u.category] += 1
         write_table(os.path.join(tmp, "roi.scp"), roi_scp)
         write_table(os.path.join(tmp, "utt2num_roi_frames"), num_frames)
@@ -478,7 +566,7 @@ def extract_rois(data_dir: str, detection_dir: str, out_dir: str, *, nj: int = 1
         with open(os.path.join(tmp, "skipped"), "w", encoding="utf-8") as f:
             f.write(skipped_tsv)
         report = {
-            "data_dir": data_dir, "out_dir": final, "nj": nj,
+            "data_dir": data_dir, "out_dir": final, "nj": nj, "crop": crop, "keep_all": bool(keep_all),
             "sessions": len(jobs), "sessions_failed": len(session_errors),
             "utterances": len(dd.utt2spk), "with_roi": len(roi_scp), "skipped": len(skipped),
             "skipped_by_reason": dict(sorted(reasons.items())),
@@ -487,6 +575,8 @@ def extract_rois(data_dir: str, detection_dir: str, out_dir: str, *, nj: int = 1
             "session_seconds": round(sum(r.seconds for r in results), 3),
             "wall_seconds": round(time.perf_counter() - t0, 3),
         }
+        if keep_all:
+            report["audio_only"] = len(skipped)
         with open(os.path.join(tmp, "roi_report.json"), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
             f.write("\n")
@@ -497,13 +587,16 @@ def extract_rois(data_dir: str, detection_dir: str, out_dir: str, *, nj: int = 1
     for rec, err in session_errors:
         print(f"ERROR: session {rec}: {err}", file=sys.stderr, flush=True)
     if filtered_dir:
-        if not roi_scp:
+        if not roi_scp and not keep_all:
             raise SystemExit(f"ERROR: no utterance of {data_dir} got an ROI; "
                              f"see {os.path.join(final, 'skipped')}")
-        sub = read_datadir(data_dir).subset(roi_scp)
-        sub.roi = roi_scp
+        src = read_datadir(data_dir)
+        sub = src if keep_all else src.subset(roi_scp)
+        sub.extra.pop(AUDIO_ONLY_TABLE, None)  # written fresh below (keep_all) or not at all
         sub.extra["utt2num_roi_frames"] = {u: str(n) for u, n in num_frames.items()}
         sub.extra["utt2roi_detected"] = det_frac
-        write_datadir(sub, filtered_dir, extra_files={"skipped": skipped_tsv})
+        audio_only = ({u: skipped_category.get(u, "no ROI") for u in sub.utts if u not in roi_scp}
+                      if keep_all else None)
+        _write_filtered(sub, roi_scp, filtered_dir, skipped_tsv, audio_only)
     report["wall_seconds"] = round(time.perf_counter() - t0, 3)
     return report
