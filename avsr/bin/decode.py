@@ -12,7 +12,16 @@ condition is reproducible.  An utterance whose media cannot be read is skipped a
 ``missing_hyps``); the job goes on.
 
 Outputs: ``text`` (hypotheses, Kaldi format), ``result.json`` (CER with bootstrap interval,
-per-utterance errors, timings, utterances/s, real-time factor, peak memory), ``skipped``.
+per-utterance errors, timings, utterances/s, real-time factor, peak memory, how many utterances
+each path decoded), ``skipped``.
+
+A data dir without ``text`` (an evaluation release) is decoded the same way: ``text`` holds the
+hypotheses and ``result.json`` has no CER (``"references": "none"``).  Utterances without lip ROI
+(listed in the data dir's ``utt2audio_only``, written by ``avsr prepare_rois --keep_all``) come
+with an all-absent video (:mod:`avsr.data.dataset`); :meth:`avsr.inference.Speech2Text.route` sends
+them to the audio-only path (with the MS-Adapters of an adapter model), a model without adapters
+gets their black frames as its missing-video input.  ``result.json`` counts them
+(``audio_only_utts``) and the results per path (``decoded_by_modality``).
 """
 from __future__ import annotations
 
@@ -63,7 +72,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     from tqdm import tqdm
 
-    from avsr.data.dataset import AVSRDataset, collate, load_items
+    from avsr.data.dataset import AUDIO_ONLY_TABLE, AVSRDataset, collate, load_items
     from avsr.eval.metrics import score_texts, summarize
     from avsr.inference import Speech2Text, check_device
     from avsr.robust.frame_loss import apply_missing_video
@@ -75,7 +84,7 @@ def main(argv=None) -> int:
     s2t = Speech2Text.from_packed(args.model, device=args.device, beam_size=args.beam_size,
                                   ctc_greedy=args.ctc_greedy, ctc_weight=args.ctc_weight, penalty=args.penalty, **kw)
     mode = s2t.model.cfg.mode
-    has_roi = os.path.isfile(os.path.join(args.data_dir, "roi.scp"))
+    has_roi = any(os.path.isfile(os.path.join(args.data_dir, f)) for f in ("roi.scp", AUDIO_ONLY_TABLE))
     modality = args.modality or (mode if (mode == "audio" or has_roi) else "audio")
     ds = AVSRDataset(args.data_dir, None, modality=modality, train=False)
     idx = list(range(len(ds)))
@@ -84,6 +93,7 @@ def main(argv=None) -> int:
     order = sorted(idx, key=lambda i: -ds.durations[i])
     os.makedirs(args.out_dir, exist_ok=True)
     hyps, skipped, timing = {}, [], {"load": 0.0, "encode": 0.0, "search": 0.0}
+    by_modality: dict = {}
     audio_sec = 0.0
     bar = tqdm(total=len(order), desc=f"decode {os.path.basename(args.data_dir.rstrip('/'))}", leave=False)
     for s in range(0, len(order), args.batch_size):
@@ -101,8 +111,11 @@ def main(argv=None) -> int:
             audio_sec += float(batch.video_lens.sum()) / VIDEO_FPS
         if batch.video is not None and args.frame_loss_rate > 0:
             batch = apply_missing_video(batch, args.frame_loss_rate, args.frame_loss_pattern, seed=args.seed)
-        for u, r in zip(batch.utt_ids, s2t.decode_batch(batch, modality=modality)):
+        # the modality is passed on only when forced: otherwise Speech2Text.route may send an utterance
+        # with too few present frames (no lip ROI, simulated frame loss) to the audio-only adapter path
+        for u, r in zip(batch.utt_ids, s2t.decode_batch(batch, modality=args.modality)):
             hyps[u] = r.text
+            by_modality[r.modality] = by_modality.get(r.modality, 0) + 1
     bar.close()
     timing["encode"], timing["search"] = s2t.timings["encode"], s2t.timings["search"]
     total = time.perf_counter() - t_start
@@ -118,7 +131,11 @@ def main(argv=None) -> int:
            "modality": modality, "search": s2t.search_name,
            "ctc_weight": s2t.ctc_weight, "batch_size": args.batch_size,
            "frame_loss_rate": args.frame_loss_rate, "frame_loss_pattern": args.frame_loss_pattern, "seed": args.seed,
-           "num_utts": len(idx), "skipped": len(skipped)}
+           "num_utts": len(idx), "skipped": len(skipped),
+           "audio_only_utts": sum(1 for i in idx if ds.utt_ids[i] in ds.audio_only),
+           "decoded_by_modality": dict(sorted(by_modality.items()))}
+    if not ds.dd.text:
+        res["references"] = "none"      # an evaluation release: hypotheses only, no CER
     if refs:
         scores, missing = score_texts(refs, hyps)
         res.update(summarize(scores, num=args.bootstrap, seed=0, missing=missing))
@@ -134,7 +151,8 @@ def main(argv=None) -> int:
     os.replace(os.path.join(args.out_dir, "result.json.tmp"), os.path.join(args.out_dir, "result.json"))
     cer = res.get("cer")
     print(f"{args.out_dir}: {len(hyps)} utts" + (f", CER {100 * cer:.2f} % [{100 * res['lo']:.2f}, "
-                                                  f"{100 * res['hi']:.2f}]" if cer is not None else "")
+                                                  f"{100 * res['hi']:.2f}]" if cer is not None else
+                                                  ", no references (no CER)" if not refs else "")
           + f", {len(skipped)} skipped, {total:.1f} s")
     for u, why in skipped:
         print(f"skipped {u}: {why}", file=sys.stderr)

@@ -19,6 +19,15 @@ Documented behaviours
   flags are kept in ``Batch.extras["detected"]`` (False in padding).  Missing-video
   simulation (:mod:`avsr.robust.frame_loss`) then sets dropped frames to False.
   In a collated batch, ``frame_mask`` is False in padding.
+* **Utterances without video** (evaluation sets prepared with ``avsr prepare_rois
+  --keep_all``): when the data dir has a ``utt2audio_only`` table, an utterance listed
+  there, or without a ``roi.scp`` entry, gets an all-absent video: ``round(end * 25) -
+  round(start * 25)`` frames (rounding half up, as the ROI files; at least 1) of black
+  pixels (0, the toolkit's missing-frame value, as in :mod:`avsr.robust.frame_loss`),
+  ``detected`` all False and ``frame_mask`` all False (item key ``"present"``), so that
+  :meth:`avsr.inference.Speech2Text.route` sends it to the audio-only (MS-Adapter) path
+  and a model without adapters sees black frames.  :attr:`AVSRDataset.audio_only` holds
+  these ids.  Without the table every utterance needs an ROI, as before (training).
 * **Determinism**: the augmentation of item ``i`` is drawn from
   ``numpy.random.default_rng([seed, epoch, i])``, so it depends only on ``(seed, epoch, i)``
   - not on worker processes or loading order.  Call :meth:`AVSRDataset.set_epoch` before
@@ -31,6 +40,7 @@ Documented behaviours
   the utterance; malformed tables raise :class:`avsr.data.datadir.DataDirError`.
 * **Padding** (:func:`collate`): audio and video with zeros, tokens with ``IGNORE_ID`` (-1).
   ``Batch.extras``: ``"detected"`` bool ``[B, T]`` (video), ``"text"`` list of str.
+  An item's optional ``"present"`` bool ``[T]`` is and-ed into ``frame_mask``.
 """
 from __future__ import annotations
 
@@ -46,12 +56,15 @@ from frontends.constants import CROP_SIZE, ROI_SIZE, SAMPLE_RATE
 from frontends.constants import VIDEO_FPS as _FPS
 from frontends.errors import MediaError
 
-__all__ = ["AVSRDataset", "collate", "load_items", "load_roi_file", "dataset_video_mean", "MODALITIES", "VIDEO_FPS"]
+__all__ = ["AVSRDataset", "collate", "load_items", "load_roi_file", "dataset_video_mean", "MODALITIES", "VIDEO_FPS",
+           "AUDIO_ONLY_TABLE"]
 
 MODALITIES = ("audiovisual", "audio", "video")
 #: Frame rate of ROI files (:data:`frontends.constants.VIDEO_FPS`, as a float).
 VIDEO_FPS = float(_FPS)
 ROI_SIDE = ROI_SIZE
+#: Data-dir table listing utterances kept without ROI (written by ``avsr prepare_rois --keep_all``).
+AUDIO_ONLY_TABLE = "utt2audio_only"
 
 
 def load_roi_file(path: str, utt: Optional[str] = None):
@@ -111,10 +124,14 @@ class AVSRDataset(torch.utils.data.Dataset):
         self.dd: DataDir = dd
         self.use_audio = modality in ("audiovisual", "audio")
         self.use_video = modality in ("audiovisual", "video")
-        if self.use_video and not dd.roi:
+        utts = dd.utts
+        #: utterances decoded without video (see the module docstring); empty without the table
+        self.audio_only = set()
+        if AUDIO_ONLY_TABLE in dd.extra:
+            self.audio_only = {u for u in utts if u in dd.extra[AUDIO_ONLY_TABLE] or u not in dd.roi}
+        if self.use_video and not dd.roi and AUDIO_ONLY_TABLE not in dd.extra:
             raise DataDirError(f"{os.path.join(self.data_dir, 'roi.scp')}: missing or empty "
                                f"(needed for modality {modality!r})")
-        utts = dd.utts
         if self.use_audio:
             wav_scp = os.path.join(self.data_dir, "wav.scp")
             for rec, p in dd.wav.items():
@@ -125,7 +142,7 @@ class AVSRDataset(torch.utils.data.Dataset):
                     raise DataDirError(f"{wav_scp}: no audio for utterance {u!r} "
                                        f"(recording {dd.recording_of(u)!r})")
         if self.use_video:
-            missing = [u for u in utts if u not in dd.roi]
+            missing = [u for u in utts if u not in dd.roi and u not in self.audio_only]
             if missing:
                 raise DataDirError(f"{os.path.join(self.data_dir, 'roi.scp')}: no ROI for "
                                    f"{len(missing)} utterance(s), e.g. {missing[0]}")
@@ -170,7 +187,7 @@ class AVSRDataset(torch.utils.data.Dataset):
     def num_frames(self, index: int) -> int:
         """Video frames of item ``index`` (``utt2num_roi_frames`` or ``round(duration*25)``)."""
         u = self.utt_ids[index]
-        n = self.dd.extra.get("utt2num_roi_frames", {}).get(u)
+        n = None if u in self.audio_only else self.dd.extra.get("utt2num_roi_frames", {}).get(u)
         if n is not None:
             return int(n)
         if self.dd.segments:
@@ -197,6 +214,9 @@ class AVSRDataset(torch.utils.data.Dataset):
         """``(video uint8 [T, crop, crop], detected bool [T])`` with the train/eval crop."""
         from frontends.roi import center_crop
         u = self.utt_ids[index]
+        if u in self.audio_only:  # no lip ROI: black frames, none detected (module docstring)
+            n = max(1, self.num_frames(index))
+            return np.zeros((n, self.crop, self.crop), dtype=np.uint8), np.zeros(n, dtype=bool)
         roi, det = load_roi_file(self.dd.roi[u], u)
         H, W = roi.shape[1:]
         if H < self.crop or W < self.crop:
@@ -225,6 +245,8 @@ class AVSRDataset(torch.utils.data.Dataset):
             v, det = self.load_video(index, rng)
             item["video"] = torch.from_numpy(v)
             item["detected"] = torch.from_numpy(np.ascontiguousarray(det))
+            if u in self.audio_only:
+                item["present"] = torch.zeros(v.shape[0], dtype=torch.bool)
         if self.use_audio:
             item["audio"] = torch.from_numpy(self.load_audio(index))
         if self.tokenizer is not None and item["text"] is not None:
@@ -268,6 +290,10 @@ def collate(items: Sequence[Dict[str, Any]]) -> Batch:
         b.video_lens = torch.tensor([x.shape[0] for x in v], dtype=torch.int64)
         T = b.video.shape[1]
         b.frame_mask = torch.arange(T)[None, :] < b.video_lens[:, None]
+        if any(it.get("present") is not None for it in items):
+            pres = [it["present"] if it.get("present") is not None
+                    else torch.ones(x.shape[0], dtype=torch.bool) for it, x in zip(items, v)]
+            b.frame_mask &= _pad(pres, False)
         dets = [it["detected"] if it.get("detected") is not None
                 else torch.ones(x.shape[0], dtype=torch.bool) for it, x in zip(items, v)]
         b.extras["detected"] = _pad(dets, False)
@@ -294,6 +320,8 @@ def dataset_video_mean(dataset: AVSRDataset, max_utts: Optional[int] = None) -> 
     n = len(dataset) if max_utts is None else min(len(dataset), int(max_utts))
     for i in range(n):
         u = dataset.utt_ids[i]
+        if u not in dataset.dd.roi:  # kept without ROI (utt2audio_only): no pixels to average
+            continue
         roi, _ = load_roi_file(dataset.dd.roi[u], u)
         c = center_crop(roi, dataset.crop)
         total += c.sum(axis=0, dtype=np.float64)
