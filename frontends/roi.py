@@ -37,13 +37,16 @@ Documented behaviours
   (``track2_AVDR/network/network_feature_extract.py``, ``GrayCropFlip``).  The toolkit
   stores uint8: crop the RGB frame, then :func:`to_gray` (that formula, rounded), which
   matches the baseline's float gray within 0.5 grey level.  Converting to gray first
-  and then resizing differs only by rounding (measured on 92 resized SynthMISP crops,
-  frames upscaled 3x so the boxes exceed 96 px: mean 0.23, max 1.44 grey levels from
-  the baseline's float gray, vs mean 0.22, max 0.50 for crop-then-convert); but the
+  and then resizing differs only by rounding (measured on 97 crops of a SynthMISP far
+  video, frames upscaled 3x so the boxes exceed 96 px and get resized: mean 0.23, max
+  1.44 grey levels from the baseline's float gray, vs mean 0.22, max 0.50 for
+  crop-then-convert; the two uint8 results differ at 4.1 % of the pixels).  The
   decoder's own gray (PyAV ``format="gray"``, what ``mode="toolkit"`` crops) is another
-  luma: mean 1.49, max 25 grey levels from the weighted RGB on a SynthMISP frame.
-  PyAV's ``rgb24`` frames were identical to ``cv2.VideoCapture``'s BGR frames (reversed)
-  on the same file.
+  luma: on the native SynthMISP crops (boxes < 96 px, no resize) it is mean 1.48, max
+  9.6 grey levels from the weighted RGB (max 25 over whole frames).  PyAV's ``rgb24``
+  frames were identical to ``cv2.VideoCapture``'s BGR frames (reversed) on the same
+  file, and decoding to RGB instead of gray cost no measurable time there (0.7-1.8
+  ms per 640x360 frame either way on a shared 2-core machine).
 * **Toolkit crop** (``mode="toolkit"``): a square centred at the box centre with side
   ``max(w, h) * ROI_MARGIN`` (:data:`ROI_MARGIN` = 1.6: the lip box plus 30 % on
   each side, so the chin/jaw motion and some cheek are in view and small box

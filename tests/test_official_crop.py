@@ -190,3 +190,36 @@ def test_roi_job_crops_rgb_then_gray_in_official_mode(tmp_path, crop):
         else:
             want = crop_roi(gray[t], box, mode="toolkit")
         assert np.array_equal(roi[t], want), t
+
+
+def test_prepare_pair_crop_keyword(tmp_path):
+    """frontends.pairs.prepare_pair(crop=...): the same crop as the ROI job (official by default)."""
+    import soundfile as sf
+
+    from frontends.pairs import prepare_pair
+    from frontends.video import read_video
+
+    T, H, W = 10, 120, 160
+    yy, xx = np.mgrid[0:H, 0:W]
+    frames = np.stack([np.stack([(xx * 1.5 + 3 * t) % 256, (yy * 2 + t) % 256,
+                                 (xx + yy) % 256], -1).astype(np.uint8) for t in range(T)])
+    _write_mp4(tmp_path / "v.mp4", frames)
+    sf.write(tmp_path / "a.wav", np.zeros(6400), 16000)
+    lips = {str(t): [{"id": 1, "x1": 0, "y1": 0, "x2": 10, "y2": 10, "lip": [50, 40, 90, 64]}] for t in range(T)}
+    (tmp_path / "d.json").write_text(json.dumps(lips))
+    rgb = read_video(str(tmp_path / "v.mp4"), gray=False).frames
+    gray = read_video(str(tmp_path / "v.mp4"), gray=True).frames
+    box = (50, 40, 90, 64)
+    kw = {"detection": str(tmp_path / "d.json"), "video_type": "full"}
+    off = prepare_pair(str(tmp_path / "a.wav"), str(tmp_path / "v.mp4"), **kw)
+    tk = prepare_pair(str(tmp_path / "a.wav"), str(tmp_path / "v.mp4"), crop="toolkit", **kw)
+    assert off.roi.shape == tk.roi.shape == (T, ROI, ROI)
+    for t in (0, 9):
+        assert np.array_equal(off.roi[t], to_gray(rule(rgb[t], box)))
+        assert np.array_equal(tk.roi[t], crop_roi(gray[t], box, mode="toolkit"))
+    # an ROI video (already a mouth crop) is resized, then converted with the same gray weights
+    roi_video = prepare_pair(str(tmp_path / "a.wav"), str(tmp_path / "v.mp4"), video_type="roi")
+    want = to_gray(cv2.resize(rgb[3], (ROI, ROI), interpolation=cv2.INTER_AREA))
+    assert np.array_equal(roi_video.roi[3], want)
+    with pytest.raises(ValueError, match="crop"):
+        prepare_pair(str(tmp_path / "a.wav"), crop="square")
