@@ -9,7 +9,8 @@ Locations (one file per session video, ``<session>_Far.json``; :func:`find_detec
 
 * the release, as the official baselines read it:
   ``<misp_root>/roi_coordinates/<split>/far/lip/<session>_Far.json``;
-* this toolkit (SynthMISP, the offline detector): ``<misp_root>/detection/<split>/far/<session>_Far.json``.
+* this toolkit (the offline detector): ``<misp_root>/detection/<split>/far/<session>_Far.json``;
+  SynthMISP writes the release's location and form (:func:`write_official_detections`).
 
 Forms, auto-detected:
 
@@ -405,4 +406,54 @@ def write_detections(path: "str | os.PathLike[str]", *, video: str, fps: float, 
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(out, f, separators=(",", ":"), sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _int_coord(v: float) -> int:
+    """Nearest integer, halves rounded up (the same on every platform)."""
+    return int(math.floor(float(v) + 0.5))
+
+
+def write_official_detections(path: "str | os.PathLike[str]",
+                              speakers: Dict[str, SpeakerTrack]) -> None:
+    """Write a ``misp2022-frame-keyed`` lip-box file (form 1 of the module docstring), atomically.
+
+    ``speakers`` maps the speaker key (``"005"``, the TextGrid's SpkID; written as the integer
+    ``id`` 5) to its track; every track needs ``face_boxes`` (the ``x1..y2`` face box of each
+    detected frame).  A frame key is written for every frame in which at least one speaker has
+    a detection (ascending, as decimal strings); within a frame the entries are ordered by
+    speaker number; a speaker missing from a frame has no detection there.  Coordinates are
+    rounded to the nearest integer pixel (halves up), as in the released files.
+
+    :func:`load_detections` reads the file back: the same frames per speaker and the rounded
+    lip and face boxes; ``num_frames`` becomes the last written frame + 1 and width/height 0
+    (the form stores neither).  Raises ``ValueError`` for a speaker key that is not a number, a
+    track without face boxes, lengths that disagree, or non-finite coordinates.
+    """
+    path = os.fspath(path)
+    per_frame: Dict[int, list] = {}
+    for sid in sorted(speakers, key=lambda k: int(_speaker_key(k))):
+        tr = speakers[sid]
+        num = int(_speaker_key(sid))
+        frames = np.asarray(tr.frames, dtype=np.int64).reshape(-1)
+        lips = np.asarray(tr.boxes, dtype=np.float64).reshape(-1, 4)
+        if tr.face_boxes is None:
+            raise ValueError(f"speaker {sid}: the official form needs face boxes (SpeakerTrack.face_boxes)")
+        faces = np.asarray(tr.face_boxes, dtype=np.float64).reshape(-1, 4)
+        if not len(frames) == len(lips) == len(faces):
+            raise ValueError(f"speaker {sid}: {len(frames)} frames, {len(lips)} lip boxes, "
+                             f"{len(faces)} face boxes")
+        if not (np.all(np.isfinite(lips)) and np.all(np.isfinite(faces))):
+            raise ValueError(f"speaker {sid}: non-finite box coordinates")
+        if len(frames) and frames.min() < 0:
+            raise ValueError(f"speaker {sid}: negative frame index")
+        for f, lip, face in zip(frames.tolist(), lips, faces):
+            fx = [_int_coord(v) for v in face]
+            per_frame.setdefault(int(f), []).append(
+                {"id": num, "x1": fx[0], "y1": fx[1], "x2": fx[2], "y2": fx[3],
+                 "lip": [_int_coord(v) for v in lip]})
+    out = {str(f): per_frame[f] for f in sorted(per_frame)}
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(out, fh, separators=(",", ":"))
     os.replace(tmp, path)

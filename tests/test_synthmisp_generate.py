@@ -1,4 +1,7 @@
-"""SynthMISP generator: layout, determinism across --nj, resume, and the two proxy checks (tiny preset)."""
+"""SynthMISP generator: layout, determinism across --nj, resume, and the two proxy checks (tiny preset).
+
+The release forms themselves (array delays, lip-box JSON, TextGrid bytes, segment files) are
+tested in tests/test_synthmisp_layout.py."""
 import glob
 import hashlib
 import json
@@ -10,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from avsr.synthmisp import generate as G
+from frontends.lip_boxes import load_detections
 
 SESSION_RE = r"R\d\d_S(?:\d{3}){2,}_C\d\d_I\d+"
 
@@ -46,9 +50,14 @@ def test_layout(tiny):
             for s in spk:
                 tg = open(f"{root}/transcription/{split}/{sess}_Near_{s}.TextGrid", encoding="utf-8").read()
                 assert "内容层" in tg
-            det = json.load(open(f"{root}/detection/{split}/far/{sess}_Far.json"))
-            assert sorted(det["speakers"]) == sorted(spk)
-            assert det["width"] <= 640 and det["height"] <= 360
+            det = load_detections(f"{root}/roi_coordinates/{split}/far/lip/{sess}_Far.json")
+            assert det.format == "misp2022-frame-keyed"
+            assert sorted(det.speakers) == sorted(spk)
+        assert not os.path.exists(f"{root}/detection")
+    assert k.n_channels == 6
+    for split in ("dev", "eval"):
+        assert os.path.getsize(f"{root}/segments/{split}.txt") > 0
+    assert not os.path.exists(f"{root}/segments/train.txt")
     assert summary["splits"]["train"]["segments"] >= 8
 
 
@@ -62,8 +71,11 @@ def test_video_stream(tiny):
         assert abs(float(s.average_rate) - 25) < 1e-6
         assert s.width <= 640 and s.height <= 360
         n = sum(1 for _ in c.decode(s))
-    det = json.load(open(v.replace("/video/", "/detection/").replace(".mp4", ".json")))
-    assert n == det["num_frames"]
+    truth = np.load(v.replace("/video/", "/truth/").replace("/far/", "/").replace("_Far.mp4", ".npz"))
+    assert n == truth["boxes"].shape[1]
+    det = json.load(open(v.replace("/video/", "/roi_coordinates/").replace("/far/", "/far/lip/")
+                         .replace(".mp4", ".json")))
+    assert max(int(f) for f in det) < n
 
 
 def test_marks_and_texts(tiny):
@@ -71,27 +83,32 @@ def test_marks_and_texts(tiny):
     texts = "".join(open(p, encoding="utf-8").read()
                                for p in glob.glob(f"{root}/transcription/*/*.TextGrid"))
     assert "<NOISE>" in texts or "<DEAF>" in texts
-    chars = set(re.findall(r'text = "([^"<]+)"', texts))
-    assert all(6 <= len(t) <= 16 for t in chars)
+    chars = set(re.findall(r'text = "([^"<]+)"', texts)) - set(G.FILLER_TEXTS)
+    assert chars and all(6 <= len(t) <= 16 for t in chars)
 
 
 def test_detection_misses_and_channels(tiny):
     root, _ = tiny
     miss = []
-    for f in glob.glob(f"{root}/detection/*/far/*.json"):
-        d = json.load(open(f))
-        for tr in d["speakers"].values():
-            miss.append(1 - len(tr["frames"]) / d["num_frames"])
+    for f in glob.glob(f"{root}/roi_coordinates/*/far/lip/*.json"):
+        d = load_detections(f)
+        T = np.load(f.replace("/roi_coordinates/", "/truth/").replace("/far/lip/", "/")
+                    .replace("_Far.json", ".npz"))["boxes"].shape[1]
+        for tr in d.speakers.values():
+            miss.append(1 - len(tr.frames) / T)
     assert 0.03 <= np.mean(miss) <= 0.25
-    # two channels: not identical, and the cross-correlation peaks at a small lag
+    # the far channels differ, and the cross-correlation of the two end microphones peaks
+    # within the array's largest possible delay (its aperture in samples)
+    k = G.Knobs()
     w0 = sorted(glob.glob(f"{root}/audio/train/far/*_Far_0.wav"))[0]
     a, _ = sf.read(w0)
-    b, _ = sf.read(w0.replace("_Far_0.wav", "_Far_1.wav"))
+    b, _ = sf.read(w0.replace("_Far_0.wav", f"_Far_{k.n_channels - 1}.wav"))
     assert not np.allclose(a, b)
     n = 16000 * 4
-    lags = range(-10, 11)
+    lags = range(-20, 21)
     cc = [np.dot(a[20:n - 20], b[20 + l:n - 20 + l]) for l in lags]
-    assert abs(list(lags)[int(np.argmax(cc))]) <= G.Knobs().mic_delay_max
+    aperture = (k.n_channels - 1) * k.mic_spacing_m / G.SPEED_OF_SOUND * 16000
+    assert abs(list(lags)[int(np.argmax(cc))]) <= np.ceil(aperture)
 
 
 def test_deterministic_across_nj_and_resume(tiny, tmp_path):

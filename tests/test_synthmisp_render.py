@@ -112,6 +112,29 @@ def test_render_shapes_boxes_and_head_motion(scene4):
     assert (bo[j, 0, 3] - bo[j, 0, 1]) > 2 * (bx[j, 0, 3] - bx[j, 0, 1])
 
 
+def test_face_boxes_hold_the_lips_and_follow_head_and_jaw(scene4):
+    T = 40
+    tracks = [np.array([R.VISEME_TARGETS["open" if i % 2 else "sil"] for i in range(T)], np.float32)] * 4
+    _, lips = R.render_frames(scene4, scene4.faces, tracks, 0, T, np.random.default_rng(0))
+    faces = R.face_boxes(scene4, tracks, T)
+    assert faces.shape == (4, T, 4) and faces.dtype == np.float32
+    # the drawn mouth lies inside the face box, in its lower half
+    assert np.all(lips[..., 0] > faces[..., 0]) and np.all(lips[..., 2] < faces[..., 2])
+    assert np.all(lips[..., 1] > 0.5 * (faces[..., 1] + faces[..., 3])) and np.all(lips[..., 3] < faces[..., 3])
+    t = np.arange(T) / 25.0
+    for j, f in enumerate(scene4.faces):
+        cx, cy, s = f.motion(t)
+        np.testing.assert_allclose(0.5 * (faces[j, :, 0] + faces[j, :, 2]), cx, atol=1e-3)   # follows the head
+        np.testing.assert_allclose(faces[j, :, 2] - faces[j, :, 0], 2 * s, rtol=1e-5)        # head width
+        # the jaw drops with the opening: open frames reach lower than the closed frames around them
+        below = faces[j, :, 3] - cy
+        assert np.all(below[1::2] > below[0::2] + 1.0)
+    # a track shorter than the session is drawn as sil beyond its end
+    short = R.face_boxes(scene4, [tr[:10] for tr in tracks], T)
+    np.testing.assert_allclose(short[:, :10], faces[:, :10])
+    np.testing.assert_allclose(short[:, 10::2], faces[:, 10::2], atol=1e-3)   # sil frames agree
+
+
 def test_rounded_is_narrow_and_spread_is_wide(scene4):
     tracks = [np.array([R.VISEME_TARGETS[v] for v in ("rounded", "sil", "spread")], np.float32)] * 4
     _, bx = R.render_frames(scene4, scene4.faces, tracks, 0, 3, np.random.default_rng(0))
@@ -263,3 +286,13 @@ def test_detections_drop_5_to_15_percent(tmp_path):
     dense = sd.boxes("002")
     assert np.isnan(dense[:, 0]).sum() == T - len(dets[1].frames)
     np.testing.assert_allclose(dense[dets[1].frames], dets[1].boxes, atol=0.051)
+    # with true face boxes each track also gets jittered face boxes for its detected frames, and
+    # the lip-box draws stay what they were without them
+    faces = true + np.array([-30, -60, 30, 40], np.float32)
+    d3 = R.detections_from_boxes(true, np.random.default_rng(9), miss_rate=(0.05, 0.15), true_face_boxes=faces)
+    for a, b in zip(dets, d3):
+        np.testing.assert_array_equal(a.frames, b.frames)
+        assert a.face_boxes is None and b.face_boxes.shape == (len(b.frames), 4)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+    err = np.abs(d3[1].face_boxes - faces[1, d3[1].frames])
+    assert err.max() < 12 and 0.5 < err.mean() < 4.0

@@ -1,4 +1,5 @@
-"""SynthMISP: a deterministic synthetic corpus in the MISP2022 release layout.
+"""SynthMISP: a deterministic synthetic corpus in the MISP2022 release layout as the official
+baselines read it (docs/MISP2022_FORMATS.md; every remaining difference: docs/SYNTHMISP.md).
 
     python -m avsr.bin.synthmisp --out corpus/synthmisp_tiny --preset tiny --seed 1 --nj 2
 
@@ -8,14 +9,25 @@ with overlapping turns.  Everything of a session is drawn from an RNG seeded by
 so the output bytes do not depend on ``--nj`` (``generation_stats.json``, which
 holds wall-clock timings, is the one file that differs between runs).
 
-Written (see docs/DESIGN.md and docs/SYNTHMISP.md)::
+Written (see docs/SYNTHMISP.md)::
 
-    audio/<split>/far/<session>_Far_<ch>.wav         16 kHz int16, n_channels files
+    audio/<split>/far/<session>_Far_<ch>.wav         16 kHz int16 mono, ch = 0..n_channels-1 (6):
+                                                     SynthMISP's linear array, delays from the seats
     video/<split>/far/<session>_Far.mp4              h264 25 fps
-    transcription/<split>/<session>_Near_<spk>.TextGrid   tier 内容层, with <NOISE>/<DEAF> marks
-    detection/<split>/far/<session>_Far.json         lip boxes, ~5-15 % frames missing
+    transcription/<split>/<session>_Near_<spk>.TextGrid
+                                                     tier 内容层, UTF-8, CRLF, doubled interval headers;
+                                                     <NOISE>/<DEAF> marks and filler-only intervals
+    roi_coordinates/<split>/far/lip/<session>_Far.json
+                                                     the release's frame-keyed lip and face boxes
+                                                     ({"<frame>": [{"id", "x1".."y2", "lip"}]}),
+                                                     ~5-15 % of frames without a detection
+    segments/{dev,eval}.txt                          <segment_id> <speaker_id> <wav_name> <start> <end>:
+                                                     the utterances the official preparation keeps,
+                                                     with its ids and 40 ms boundaries
     truth/<split>/<session>.npz                      generator ground truth (mouth tracks, visemes,
-                                                     speech envelopes); never read by data preparation
+                                                     speech envelopes, lip and face boxes, array and
+                                                     seat geometry, per-channel delays); never read by
+                                                     data preparation
     truth/<split>/<session>.json                     session summary, written last: a re-run skips
                                                      sessions that have it (resume)
     synthmisp.json                                   preset, seed and knobs (deterministic)
@@ -36,13 +48,15 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import fftconvolve
 
+from avsr.synthmisp.layout import TIER  # noqa: F401  (the tier 内容层)
 from frontends.constants import SAMPLE_RATE, VIDEO_FPS
 
 SPLITS = ("train", "dev", "eval")
 SR = SAMPLE_RATE
 FPS = VIDEO_FPS
-TIER = "内容层"
 MARKS = ("<NOISE>", "<DEAF>")
+#: Splits that get a segment file ``<root>/segments/<split>.txt`` (as the release's dev/eval sets).
+SEGMENT_SPLITS = ("dev", "eval")
 
 
 @dataclass
@@ -52,8 +66,10 @@ class Knobs:
     speakers_per_session: Tuple[int, int] = (2, 3)      # inclusive range
     utts_per_speaker: Tuple[int, int] = (2, 3)          # inclusive range
     speaker_pool: Tuple[int, int, int] = (12, 6, 6)     # distinct speakers per split (disjoint ids)
-    n_channels: int = 2                                 # far-field microphones written
-    mic_delay_max: int = 6                              # max inter-channel delay, samples (direction dependent)
+    n_channels: int = 6                                 # far-field microphones written (the release: 6)
+    mic_spacing_m: float = 0.05                         # uniform linear array, mic spacing (SynthMISP's choice)
+    spk_distance_m: Tuple[float, float] = (1.5, 4.0)    # talker seat: distance from the array centre
+    spk_azimuth_deg: Tuple[float, float] = (20.0, 160.0)  # talker seats: azimuth range (0/180 = along the array)
     overlap_prob: float = 0.5                           # P(turn overlaps the previous speaker's turn)
     overlap_frac: Tuple[float, float] = (0.5, 0.9)      # overlap length / shorter of the two turns
     gap_s: Tuple[float, float] = (0.2, 0.9)             # pause between non-overlapping turns
@@ -68,6 +84,7 @@ class Knobs:
     miss_rate: Tuple[float, float] = (0.05, 0.15)       # share of frames with no lip detection
     undetected_seg_prob: float = 0.04                   # share of segments made mostly undetected
     mark_prob: float = 0.3                              # P(a <NOISE>/<DEAF> interval after a turn)
+    filler_prob: float = 0.15                           # P(a short filler-only interval after a turn)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -197,8 +214,57 @@ def overlap_fraction(turns: List[Turn]) -> List[float]:
 
 
 # ----------------------------------------------------------------------------- acoustics
-def synth_rir(rng: np.random.Generator, rt60: float, drr_db: float, delay: int) -> np.ndarray:
-    """Direct path (integer delay) + exponentially decaying noise tail with early reflections."""
+#: Speed of sound (m/s) for the inter-channel delays.
+SPEED_OF_SOUND = 343.0
+#: Half length (taps) of the windowed-sinc fractional-delay filter of the direct path; index
+#: ``FD_HALF`` of a :func:`synth_rir` response is time 0.
+FD_HALF = 16
+#: Where the TV (the noise source) stands: azimuth range (deg) and distance range (m) from the array centre.
+TV_AZIMUTH_DEG = (0.0, 180.0)
+TV_DISTANCE_M = (3.0, 4.5)
+
+
+def mic_positions(n_channels: int, spacing_m: float) -> np.ndarray:
+    """Microphone positions float64 [C, 2] (m): SynthMISP's uniform linear array along x, centred
+    at the origin, channel 0 at the most negative x (the real array's geometry is not in any
+    source we have; this one is SynthMISP's choice)."""
+    c = np.arange(int(n_channels), dtype=np.float64)
+    return np.stack([(c - (n_channels - 1) / 2.0) * float(spacing_m), np.zeros_like(c)], axis=1)
+
+
+def seat_positions(rng: np.random.Generator, n: int, azimuth_deg: Tuple[float, float],
+                   distance_m: Tuple[float, float]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Talker seats in front of the array (y > 0): ``(positions [n, 2] m, azimuths deg, distances m)``.
+
+    The azimuth range is cut into ``n`` equal sectors and each seat drawn uniformly inside its own
+    sector (so seats are apart); sectors are assigned to the talkers in a random order, distances
+    drawn uniformly from ``distance_m``.  Azimuth 0 points along +x (towards the last channel).
+    """
+    edges = np.linspace(float(azimuth_deg[0]), float(azimuth_deg[1]), n + 1)
+    az = rng.uniform(edges[:-1], edges[1:])[rng.permutation(n)]
+    dist = rng.uniform(float(distance_m[0]), float(distance_m[1]), size=n)
+    rad = np.deg2rad(az)
+    return np.stack([dist * np.cos(rad), dist * np.sin(rad)], axis=1), az, dist
+
+
+def channel_delays(pos: np.ndarray, mics: np.ndarray) -> np.ndarray:
+    """Direct-path delay (samples, float64 [C]) of a source at ``pos`` to each microphone, relative
+    to the nearest microphone: ``(|pos - mic_c| - min_c' |pos - mic_c'|) / SPEED_OF_SOUND * SR``
+    (near-field, spherical wave, in the array's plane).  The common propagation delay is left out,
+    so the audio stays aligned with the transcripts and the video."""
+    d = np.sqrt(np.sum((np.asarray(mics, np.float64) - np.asarray(pos, np.float64)[None]) ** 2, axis=1))
+    return (d - d.min()) / SPEED_OF_SOUND * SR
+
+
+def synth_rir(rng: np.random.Generator, rt60: float, drr_db: float, delay: float) -> np.ndarray:
+    """Room response: a direct path delayed by ``delay`` samples (fractional: a Hann-windowed sinc
+    of ``2 * FD_HALF`` taps; an integer delay is an exact unit impulse) plus an exponentially
+    decaying noise tail (-60 dB at ``rt60``, starting 2 ms after the direct path) with a few early
+    reflections, scaled to a direct-to-reverberant ratio of ``drr_db``.
+
+    Index ``i`` of the returned response is time ``(i - FD_HALF) / SR``: convolve and drop the
+    first ``FD_HALF`` output samples.
+    """
     n = int(rt60 * SR)
     t = np.arange(n) / SR
     tail = rng.standard_normal(n) * np.exp(-6.9078 * t / rt60)     # -60 dB at rt60
@@ -207,9 +273,19 @@ def synth_rir(rng: np.random.Generator, rt60: float, drr_db: float, delay: int) 
         i = int(rng.uniform(0.003, 0.02) * SR)
         tail[i] += rng.uniform(0.3, 0.6) * rng.choice([-1.0, 1.0])
     tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail ** 2))
-    h = np.zeros(n + delay, dtype=np.float64)
-    h[delay] = 1.0
-    h[delay:] += tail
+    delay = float(delay)
+    if delay < 0:
+        raise ValueError(f"delay must be >= 0, got {delay}")
+    d0 = int(np.floor(delay))
+    frac = delay - d0
+    h = np.zeros(FD_HALF + d0 + max(n, FD_HALF + 1), dtype=np.float64)
+    if frac == 0.0:
+        h[FD_HALF + d0] = 1.0
+    else:
+        taps = np.arange(-FD_HALF + 1, FD_HALF + 1)                  # positions d0 + taps
+        x = taps - frac
+        h[FD_HALF + d0 + taps] = np.sinc(x) * (0.5 + 0.5 * np.cos(np.pi * x / (FD_HALF + 1)))
+    h[FD_HALF + d0:FD_HALF + d0 + n] += tail
     return h
 
 
@@ -239,9 +315,32 @@ def tv_noise(rng: np.random.Generator, n: int) -> np.ndarray:
     return 0.5 * music + speechy
 
 
+def _convolve_channels(sources: List[np.ndarray], rirs: List[List[np.ndarray]], n: int) -> np.ndarray:
+    """``out[c] = sum_s sources[s] * rirs[s][c]`` (linear convolution), samples ``FD_HALF ..
+    FD_HALF + n - 1`` (time 0 of the responses), float64 [C, n]; one FFT per source and per response."""
+    from scipy import fft as sfft
+    longest = max(len(h) for hs in rirs for h in hs)
+    nfft = sfft.next_fast_len(n + longest + FD_HALF, real=True)
+    acc = np.zeros((len(rirs[0]), nfft // 2 + 1), dtype=np.complex128)
+    for x, hs in zip(sources, rirs):
+        X = sfft.rfft(x, nfft)
+        for c, h in enumerate(hs):
+            acc[c] += X * sfft.rfft(h, nfft)
+    return sfft.irfft(acc, nfft, axis=-1)[:, FD_HALF:FD_HALF + n]
+
+
 def mix_session(turns: List[Turn], speakers: List[SpeakerSpec], k: Knobs,
-                rng: np.random.Generator) -> Tuple[np.ndarray, Dict[str, float]]:
-    """Far-field mixture [n_channels, N] float, and the drawn acoustic conditions."""
+                rng: np.random.Generator) -> Tuple[np.ndarray, Dict[str, float], Dict[str, np.ndarray]]:
+    """Far-field mixture [n_channels, N] float, the drawn acoustic conditions, and the geometry.
+
+    Talkers sit at :func:`seat_positions` in front of SynthMISP's linear array
+    (:func:`mic_positions`); each talker reaches microphone ``c`` through its own
+    :func:`synth_rir` whose direct path is delayed by :func:`channel_delays` (fractional samples).
+    The TV noise source stands at its own seat (:data:`TV_AZIMUTH_DEG`, :data:`TV_DISTANCE_M`) and
+    reaches the microphones the same way.  The geometry dict holds ``mic_positions_m`` [C, 2],
+    ``speaker_positions_m`` [S, 2], ``speaker_azimuth_deg``, ``speaker_distance_m`` [S],
+    ``speaker_delays`` [S, C] (samples), ``tv_position_m`` [2] and ``tv_delays`` [C].
+    """
     n = int(np.ceil((max(t.end for t in turns) + rng.uniform(0.5, 1.0)) * SR))
     rt60 = float(rng.uniform(*k.rt60_s))
     n_spk = len(speakers)
@@ -249,53 +348,81 @@ def mix_session(turns: List[Turn], speakers: List[SpeakerSpec], k: Knobs,
     for t in turns:
         i = int(round(t.start * SR))
         dry[t.spk, i:i + len(t.wave)] += t.wave
-    speech = np.zeros((k.n_channels, n))
-    for s in range(n_spk):
-        direction = rng.uniform(-1.0, 1.0)            # sin(angle) of the talker seen by the array
-        g = 10 ** (speakers[s].gain_db / 20)
-        for c in range(k.n_channels):
-            delay = int(round(c * k.mic_delay_max * (direction + 1) / 2))
-            h = synth_rir(rng, rt60, float(rng.uniform(*k.drr_db)), delay)
-            speech[c] += g * fftconvolve(dry[s], h)[:n]
+    mics = mic_positions(k.n_channels, k.mic_spacing_m)
+    pos, az, dist = seat_positions(rng, n_spk, k.spk_azimuth_deg, k.spk_distance_m)
+    delays = np.stack([channel_delays(p, mics) for p in pos])                  # [S, C]
+    rirs = [[synth_rir(rng, rt60, float(rng.uniform(*k.drr_db)), delays[s, c]) for c in range(k.n_channels)]
+            for s in range(n_spk)]
+    gains = [10 ** (sp.gain_db / 20) for sp in speakers]
+    speech = _convolve_channels([g * d for g, d in zip(gains, dry)], rirs, n)
     active = np.abs(speech[0]) > 1e-4
     p_speech = float(np.mean(speech[0][active] ** 2)) if active.any() else 1e-6
     snr = float(rng.uniform(*k.snr_db))
     src = tv_noise(rng, n)
-    noise = np.zeros_like(speech)
-    for c in range(k.n_channels):
-        h = synth_rir(rng, rt60, 3.0, int(rng.integers(0, k.mic_delay_max + 1)))
-        noise[c] = fftconvolve(src, h)[:n]
+    tv_pos, _, _ = seat_positions(rng, 1, TV_AZIMUTH_DEG, TV_DISTANCE_M)
+    tv_delays = channel_delays(tv_pos[0], mics)
+    noise = _convolve_channels([src], [[synth_rir(rng, rt60, 3.0, tv_delays[c]) for c in range(k.n_channels)]], n)
     noise *= np.sqrt(p_speech / 10 ** (snr / 10) / np.mean(noise[0] ** 2))
     sensor = rng.standard_normal(speech.shape) * np.sqrt(p_speech) * 10 ** (-45 / 20)
     mix = speech + noise + sensor
     mix *= 0.9 / np.max(np.abs(mix))
-    return mix, {"snr_db": round(snr, 2), "rt60_s": round(rt60, 3)}
+    geom = {"mic_positions_m": mics, "speaker_positions_m": pos, "speaker_azimuth_deg": az,
+            "speaker_distance_m": dist, "speaker_delays": delays, "tv_position_m": tv_pos[0],
+            "tv_delays": tv_delays}
+    return mix, {"snr_db": round(snr, 2), "rt60_s": round(rt60, 3)}, geom
 
 
 # ----------------------------------------------------------------------------- transcripts
-def write_textgrid(path: str, intervals: List[Tuple[float, float, str]], duration: float) -> None:
-    from praatio import textgrid
-    tg = textgrid.Textgrid()
-    tier = textgrid.IntervalTier(TIER, [(round(s, 2), round(e, 2), x) for s, e, x in intervals],
-                                 0.0, round(duration, 2))
-    tg.addTier(tier)
-    tmp = path + ".tmp"
-    tg.save(tmp, format="long_textgrid", includeBlankSpaces=True)
-    os.replace(tmp, path)
+#: Filler-only interval texts and their weights.  ``嗯`` and ``啊。`` are dropped by the official
+#: text rules (one filler after removing punctuation); ``嗯嗯`` is kept by them, as in the real
+#: transcripts.  They are short and lie where nobody speaks: noise, never speech to learn.
+FILLER_TEXTS = ("嗯", "啊。", "嗯嗯")
+FILLER_WEIGHTS = (0.4, 0.4, 0.2)
+FILLER_LEN_S = (0.12, 0.3)
+
+
+def _silent_window(busy: List[Tuple[float, float]], lo: float, hi: float, length: float,
+                   guard: float = 0.05) -> Optional[float]:
+    """Earliest start ``s >= lo`` with ``[s, s + length]`` inside ``[lo, hi]`` and at least ``guard``
+    away from every busy interval, or None."""
+    s = lo
+    for a, b in sorted(busy):
+        if b + guard <= s:
+            continue
+        if a - guard >= s + length:
+            break
+        s = max(s, b + guard)
+    return s if s + length <= hi else None
 
 
 def speaker_intervals(turns: List[Turn], spk: int, rng: np.random.Generator, k: Knobs,
                       duration: float) -> List[Tuple[float, float, str]]:
-    """The speaker's transcript tier: their turns, plus <NOISE>/<DEAF> marks (dropped by data prep)."""
+    """The speaker's transcript tier: their turns, plus non-speech intervals in the gaps after them.
+
+    After a turn followed by more than 0.5 s before the speaker's next turn, one draw decides:
+    with ``mark_prob`` a ``<NOISE>``/``<DEAF>`` mark (0.3 s, from 0.1 s after the turn), with
+    ``filler_prob`` a filler-only interval (:data:`FILLER_TEXTS`, :data:`FILLER_LEN_S` long) placed
+    in the first stretch of that gap where no talker speaks (none if there is no such stretch).
+    Interval times are rounded to 10 ms (what the TextGrid holds).
+    """
     own = sorted((t for t in turns if t.spk == spk), key=lambda t: t.start)
+    busy = [(t.start, t.end) for t in turns]
     out: List[Tuple[float, float, str]] = []
     for i, t in enumerate(own):
         out.append((t.start, t.end, t.text))
         nxt = own[i + 1].start if i + 1 < len(own) else duration
-        if nxt - t.end > 0.5 and rng.random() < k.mark_prob:
-            s = t.end + 0.1
-            out.append((s, min(s + 0.3, nxt - 0.1), str(rng.choice(MARKS))))
-    return out
+        if nxt - t.end > 0.5:
+            r = rng.random()
+            if r < k.mark_prob:
+                s = t.end + 0.1
+                out.append((s, min(s + 0.3, nxt - 0.1), str(rng.choice(MARKS))))
+            elif r < k.mark_prob + k.filler_prob:
+                text = FILLER_TEXTS[int(rng.choice(len(FILLER_TEXTS), p=FILLER_WEIGHTS))]
+                length = float(rng.uniform(*FILLER_LEN_S))
+                s = _silent_window(busy, t.end + 0.1, nxt - 0.1, length)
+                if s is not None:
+                    out.append((s, s + length, text))
+    return [(round(s, 2), round(e, 2), x) for s, e, x in out]
 
 
 # ----------------------------------------------------------------------------- one session
@@ -308,8 +435,8 @@ def _write_wavs(paths: List[str], mix: np.ndarray) -> None:
 
 def generate_session(root: str, split: str, idx: int, seed: int, k: Knobs) -> dict:
     """Generate one session; returns counts and per-part timings."""
-    from avsr.synthmisp import render, speech, text as textmod
-    from frontends.lip_boxes import write_detections
+    from avsr.synthmisp import layout, render, speech, text as textmod
+    from frontends.lip_boxes import write_official_detections
 
     rng = np.random.default_rng([seed, SPLITS.index(split), idx])
     timings = {"speech": 0.0, "mixing": 0.0, "video_render_encode": 0.0, "write": 0.0}
@@ -321,7 +448,9 @@ def generate_session(root: str, split: str, idx: int, seed: int, k: Knobs) -> di
     done = os.path.join(root, "truth", split, f"{name}.json")
     if os.path.exists(done):   # finished earlier (written last): resume without redoing it
         with open(done, encoding="utf-8") as f:
-            return {**json.load(f), "timings": dict(timings), "resumed": True}
+            info = json.load(f)
+        if "official_segments" in info:   # else: written by an older version, make it again
+            return {**info, "timings": dict(timings), "resumed": True}
 
     # speech
     t0 = time.perf_counter()
@@ -337,7 +466,7 @@ def generate_session(root: str, split: str, idx: int, seed: int, k: Knobs) -> di
     # timeline + audio
     t0 = time.perf_counter()
     place_turns(turns, k, rng)
-    mix, cond = mix_session(turns, speakers, k, rng)
+    mix, cond, geom = mix_session(turns, speakers, k, rng)
     duration = mix.shape[1] / SR
     timings["mixing"] = time.perf_counter() - t0
 
@@ -369,17 +498,21 @@ def generate_session(root: str, split: str, idx: int, seed: int, k: Knobs) -> di
             cut = int(0.75 * (b - a))
             off = int(rng.integers(0, b - a - cut + 1))
             long_gaps[t.spk].append((a + off, a + off + cut))
-    tracks_det = render.detections_from_boxes(true_boxes, rng, miss_rate=k.miss_rate, long_gaps=long_gaps)
-    write_detections(os.path.join(root, "detection", split, "far", f"{name}_Far.json"),
-                     video=os.path.basename(vpath), fps=FPS, num_frames=num_frames,
-                     width=k.width, height=k.height,
-                     speakers={sp.spk_id: tr for sp, tr in zip(speakers, tracks_det)})
+    true_faces = render.face_boxes(scene, tracks, num_frames)
+    tracks_det = render.detections_from_boxes(true_boxes, rng, miss_rate=k.miss_rate, long_gaps=long_gaps,
+                                              true_face_boxes=true_faces)
+    write_official_detections(os.path.join(root, "roi_coordinates", split, "far", "lip", f"{name}_Far.json"),
+                              {sp.spk_id: tr for sp, tr in zip(speakers, tracks_det)})
 
     _write_wavs([os.path.join(root, "audio", split, "far", f"{name}_Far_{c}.wav")
                  for c in range(k.n_channels)], mix)
+    tiers = []
     for s, sp in enumerate(speakers):
-        write_textgrid(os.path.join(root, "transcription", split, f"{name}_Near_{sp.spk_id}.TextGrid"),
-                       speaker_intervals(turns, s, rng, k, duration), duration)
+        ivs = speaker_intervals(turns, s, rng, k, duration)
+        layout.write_textgrid(os.path.join(root, "transcription", split, f"{name}_Near_{sp.spk_id}.TextGrid"),
+                              ivs, 0.0, round(duration, 2))
+        tiers.append((sp.spk_id, ivs))
+    seg_lines = layout.session_segment_lines(name, tiers)
     env = np.zeros((n_spk, num_frames), dtype=np.float32)
     for s in range(n_spk):
         dry = np.zeros(mix.shape[1])
@@ -393,6 +526,8 @@ def generate_session(root: str, split: str, idx: int, seed: int, k: Knobs) -> di
     np.savez_compressed(
         tmp, speakers=np.array(spk_ids), tracks=np.stack(tracks).astype(np.float32),
         visemes=np.stack(labels), envelopes=env, boxes=np.asarray(true_boxes, np.float32),
+        face_boxes=np.asarray(true_faces, np.float32),
+        **{k_: np.asarray(v) for k_, v in geom.items()},
         turn_spk=np.array([t.spk for t in turns]), turn_start=np.array([t.start for t in turns]),
         turn_end=np.array([t.end for t in turns]), turn_overlap=np.array(ov),
         turn_undetected=np.array([t.undetected for t in turns]))
@@ -400,7 +535,11 @@ def generate_session(root: str, split: str, idx: int, seed: int, k: Knobs) -> di
     info = {"split": split, "session": name, "segments": len(turns),
             "speech_s": round(float(sum(len(t.wave) for t in turns) / SR), 3),
             "duration_s": round(duration, 3), "overlap40": int(sum(o >= 0.4 for o in ov)),
-            "undetected": int(sum(t.undetected for t in turns)), **cond}
+            "undetected": int(sum(t.undetected for t in turns)), **cond,
+            "speaker_azimuth_deg": [round(float(v), 2) for v in geom["speaker_azimuth_deg"]],
+            "speaker_distance_m": [round(float(v), 3) for v in geom["speaker_distance_m"]],
+            "speaker_delays": [[round(float(v), 3) for v in row] for row in geom["speaker_delays"]],
+            "official_segments": seg_lines}
     with open(done + ".tmp", "w", encoding="utf-8") as f:
         json.dump(info, f, indent=1, sort_keys=True)
     os.replace(done + ".tmp", done)
@@ -435,7 +574,7 @@ def generate(root: str, preset: str = "tiny", seed: int = 1, nj: int = 1, progre
     """Generate the whole corpus under ``root``; returns the summary (also written as JSON)."""
     k = knobs_for(preset, **overrides)
     for split in SPLITS:
-        for sub in ("audio/{}/far", "video/{}/far", "transcription/{}", "detection/{}/far", "truth/{}"):
+        for sub in ("audio/{}/far", "video/{}/far", "transcription/{}", "roi_coordinates/{}/far/lip", "truth/{}"):
             os.makedirs(os.path.join(root, sub.format(split)), exist_ok=True)
     jobs = [(root, split, i, seed, k) for si, split in enumerate(SPLITS) for i in range(k.sessions[si])]
     t0 = time.perf_counter()
@@ -466,6 +605,11 @@ def generate(root: str, preset: str = "tiny", seed: int = 1, nj: int = 1, progre
                        for s in SPLITS}}
     with open(os.path.join(root, "synthmisp.json"), "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=1, sort_keys=True, ensure_ascii=False)
+    if not errors:
+        from avsr.synthmisp.layout import write_segment_file
+        for split in SEGMENT_SPLITS:
+            write_segment_file(os.path.join(root, "segments", f"{split}.txt"),
+                               [ln for r in ok if r["split"] == split for ln in r["official_segments"]])
     parts = {p: round(sum(r["timings"][p] for r in ok), 2) for p in ok[0]["timings"]} if ok else {}
     stats = {"wall_s": round(wall, 2), "nj": nj, "cpu_s_by_part": parts,
              "resumed_sessions": sum(bool(r.get("resumed")) for r in ok),

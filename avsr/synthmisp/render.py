@@ -1,11 +1,13 @@
-"""SynthMISP video: mouth tracks from viseme events, drawn faces, h264 encoding, lip boxes.
+"""SynthMISP video: mouth tracks from viseme events, drawn faces, h264 encoding, lip and face boxes.
 
 Pipeline (one session)::
 
     tracks = [mouth_track(events_of_speaker, T) for each speaker]     # float32 [T, 3] each
     scene = make_scene(rng, width=640, height=360, face_seeds=[...])  # background, faces, lighting
-    true_boxes = render_session("x_Far.mp4", scene, tracks, rng)      # float32 [n_faces, T, 4]
-    dets = detections_from_boxes(true_boxes, rng, long_gaps=...)      # -> frontends.lip_boxes
+    true_boxes = render_session("x_Far.mp4", scene, tracks, rng)      # lip boxes float32 [n_faces, T, 4]
+    faces = face_boxes(scene, tracks, T)                              # face boxes float32 [n_faces, T, 4]
+    dets = detections_from_boxes(true_boxes, rng, long_gaps=..., true_face_boxes=faces)
+    # -> frontends.lip_boxes.write_official_detections (the release's frame-keyed form)
 
 Mouth track channels (all float32, one row per 25 fps frame):
 
@@ -419,13 +421,48 @@ def _draw_mouth(img: np.ndarray, mx: float, my: float, mw0: float, p, style: Fac
     return box
 
 
+def _half_gap(style: FaceStyle, S, opening):
+    """Half the lip gap (px) of a face of half-width ``S`` at mouth ``opening`` (scalars or arrays)."""
+    return S * MOUTH_HALF_WIDTH * style.mouth_scale * 0.50 * np.clip(opening, 0, 1.2)
+
+
+def face_box(style: FaceStyle, cx, cy, S, opening) -> np.ndarray:
+    """The face box (x1, y1, x2, y2) in pixels of a face drawn by :func:`_draw_face`: the bounding
+    box of the head's skin ellipse (centre ``(cx, cy)``, half-width ``S``, half-height
+    ``S * style.aspect``), its lower edge moving down with the jaw (``0.35`` x the mouth's half gap
+    at ``opening``).  Ears and hair are outside it.  Scalars or equal-length arrays; float64 [..., 4]."""
+    Hh = S * style.aspect
+    g = _half_gap(style, S, opening)
+    return np.stack(np.broadcast_arrays(cx - S, cy - Hh, cx + S, cy + Hh + 0.35 * g), axis=-1).astype(np.float64)
+
+
+def face_boxes(scene: Scene, tracks: Sequence[np.ndarray], num_frames: int,
+               start_frame: int = 0) -> np.ndarray:
+    """True face boxes float32 [n_faces, num_frames, 4] of ``scene.faces`` for frames
+    ``start_frame ..`` (:func:`face_box` at each frame's head position, size and mouth opening;
+    closed form, no drawing).  ``tracks[j]`` is face ``j``'s mouth track, ``sil`` beyond its end."""
+    if len(tracks) != len(scene.faces):
+        raise ValueError(f"{len(scene.faces)} faces but {len(tracks)} tracks")
+    fi = np.arange(start_frame, start_frame + int(num_frames))
+    t = fi / scene.fps
+    out = np.zeros((len(scene.faces), len(fi), 4), dtype=np.float32)
+    for j, face in enumerate(scene.faces):
+        cx, cy, S = face.motion(t)
+        tr = np.asarray(tracks[j], dtype=np.float64)
+        opening = np.full(len(fi), SIL[0], dtype=np.float64)
+        inside = fi < len(tr)
+        opening[inside] = tr[fi[inside], 0]
+        out[j] = face_box(face.style, cx, cy, S, opening)
+    return out
+
+
 def _draw_face(img: np.ndarray, face: Face, cx: float, cy: float, S: float, p, eye: float) -> np.ndarray:
     """Draw one face (head centre (cx, cy), half-width S) with mouth params ``p``; returns its lip box."""
     st = face.style
     Hh = S * st.aspect
     skin = st.skin
     shadow = _shade(skin, 0.85)
-    g = S * MOUTH_HALF_WIDTH * st.mouth_scale * 0.50 * float(np.clip(p[0], 0, 1.2))   # mouth half gap
+    g = _half_gap(st, S, p[0])                                                        # mouth half gap
     # body and neck
     _ell(img, cx, cy + Hh + 1.3 * S, 1.75 * S, 1.3 * S, st.shirt)
     cv2.fillConvexPoly(img, np.array([_pt(cx - 0.42 * S, cy + 0.5 * Hh), _pt(cx + 0.42 * S, cy + 0.5 * Hh),
@@ -638,14 +675,19 @@ def detections_from_boxes(true_boxes: np.ndarray, rng: np.random.Generator, *,
                           miss_rate: Tuple[float, float] = (0.05, 0.15),
                           burst_share: float = BURST_SHARE, burst_len: Tuple[int, int] = BURST_LEN,
                           long_gaps: Optional[Sequence[Sequence[Tuple[int, int]]]] = None,
-                          long_gap_keep: float = LONG_GAP_KEEP, jitter_px: float = 1.0) -> List[SpeakerTrack]:
+                          long_gap_keep: float = LONG_GAP_KEEP, jitter_px: float = 1.0,
+                          true_face_boxes: Optional[np.ndarray] = None,
+                          face_jitter_px: float = 2.0) -> List[SpeakerTrack]:
     """Simulated lip detections from true boxes [n_faces, T, 4].
 
     Per face a miss rate is drawn uniformly from ``miss_rate``; ``burst_share`` of those misses
     are short bursts of ``burst_len`` frames, the rest isolated frames.  ``long_gaps[j]`` lists
     ``(start_frame, end_frame)`` ranges of face ``j`` in which only ``long_gap_keep`` of frames are
     detected (segments made mostly undetected; these come on top of the miss rate).  Detected
-    boxes get Gaussian jitter of ``jitter_px`` pixels per coordinate.  Returns one
+    boxes get Gaussian jitter of ``jitter_px`` pixels per coordinate.  With ``true_face_boxes``
+    ([n_faces, T, 4], :func:`face_boxes`) each track also gets ``face_boxes`` for its detected
+    frames, with ``face_jitter_px`` of jitter (drawn after all lip boxes, so frames and lip boxes
+    are the same with or without face boxes).  Returns one
     :class:`frontends.lip_boxes.SpeakerTrack` per face.
     """
     true_boxes = np.asarray(true_boxes, dtype=np.float64)
@@ -674,4 +716,10 @@ def detections_from_boxes(true_boxes: np.ndarray, rng: np.random.Generator, *,
         bx = true_boxes[j, keep] + rng.normal(0.0, jitter_px, size=(len(keep), 4))
         bx = np.concatenate([np.minimum(bx[:, :2], bx[:, 2:]), np.maximum(bx[:, :2], bx[:, 2:])], axis=1)
         out.append(SpeakerTrack(frames=keep.astype(np.int64), boxes=bx.astype(np.float32)))
+    if true_face_boxes is not None:   # drawn after every face's lip boxes: those stay as without them
+        for j, tr in enumerate(out):
+            fb = np.asarray(true_face_boxes[j], dtype=np.float64)[tr.frames] \
+                + rng.normal(0.0, face_jitter_px, size=(len(tr.frames), 4))
+            tr.face_boxes = np.concatenate([np.minimum(fb[:, :2], fb[:, 2:]), np.maximum(fb[:, :2], fb[:, 2:])],
+                                           axis=1).astype(np.float32)
     return out
