@@ -1,4 +1,4 @@
-"""Generate a SynthMISP corpus in the MISP2022 layout (``avsr synthmisp``).
+"""Generate a SynthMISP corpus in the MISP2022 release layout as the official baselines read it (``avsr synthmisp``).
 
     python -m avsr.bin.synthmisp --out corpus/synthmisp_tiny --preset tiny --seed 1 --nj 2
 
@@ -10,14 +10,14 @@ import argparse
 import dataclasses
 import json
 
-from avsr.synthmisp.generate import PRESETS, Knobs, generate
+from avsr.synthmisp.generate import PRESETS, Knobs, generate, knobs_for
 from avsr.synthmisp.generate import __doc__ as _generate_doc
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avsr synthmisp", description=_generate_doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="corpus root to write (MISP2022 layout)")
+    p.add_argument("--out", required=True, help="corpus root to write (MISP2022 release layout; differences: docs/SYNTHMISP.md)")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--nj", type=int, default=1, help="parallel sessions (output bytes do not depend on it)")
@@ -34,9 +34,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
-    a = _parser().parse_args(argv)
+    p = _parser()
+    a = p.parse_args(argv)
     over = {f.name: (tuple(getattr(a, f.name)) if isinstance(getattr(a, f.name), list) else getattr(a, f.name))
             for f in dataclasses.fields(Knobs)}
+    try:
+        knobs_for(a.preset, **over)
+    except ValueError as e:
+        p.error(str(e))
     summary = generate(a.out, a.preset, a.seed, a.nj, progress=not a.quiet, **over)
     print(json.dumps({k: summary[k] for k in ("preset", "seed", "splits", "wall_s", "cpu_s_by_part")},
                      indent=1, ensure_ascii=False))

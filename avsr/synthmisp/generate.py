@@ -108,7 +108,21 @@ def knobs_for(preset: str, **overrides) -> Knobs:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     kw = dict(PRESETS[preset])
     kw.update({k: v for k, v in overrides.items() if v is not None})
-    return Knobs(**kw)
+    k = Knobs(**kw)
+    bad = []
+    if k.n_channels < 1:
+        bad.append(f"n_channels must be >= 1 (got {k.n_channels})")
+    if not k.mic_spacing_m > 0:
+        bad.append(f"mic_spacing_m must be > 0 (got {k.mic_spacing_m})")
+    if not 0 < k.spk_distance_m[0] <= k.spk_distance_m[1]:
+        bad.append(f"spk_distance_m must be 0 < lo <= hi (got {k.spk_distance_m})")
+    if not 0 <= k.spk_azimuth_deg[0] <= k.spk_azimuth_deg[1] <= 180:
+        bad.append(f"spk_azimuth_deg must be 0 <= lo <= hi <= 180 (got {k.spk_azimuth_deg})")
+    if not (0 <= k.mark_prob and 0 <= k.filler_prob and k.mark_prob + k.filler_prob <= 1):
+        bad.append(f"mark_prob and filler_prob must be >= 0 with a sum <= 1 (got {k.mark_prob}, {k.filler_prob})")
+    if bad:
+        raise ValueError("; ".join(bad))
+    return k
 
 
 # ----------------------------------------------------------------------------- speakers
