@@ -79,7 +79,7 @@ def _mouth_motion(cur: np.ndarray, prev: Optional[np.ndarray], box: Box) -> floa
     return float(np.abs(a - b).mean())
 
 
-def detect_session(video_path: str, detector, *, stride: int = 5, max_width: int = 640) -> Tuple[List[List[FaceHit]], int]:
+def detect_session(video_path: str, detector, *, stride: int = 5, max_width: int = 960) -> Tuple[List[List[FaceHit]], int]:
     """Per sampled frame, the detections (:class:`FaceHit`); and the number of grid frames.
 
     Raises :class:`frontends.errors.MediaError` (naming the file) for an unreadable video.

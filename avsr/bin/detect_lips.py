@@ -64,7 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--out_dir", required=True, help="where <recording>.json and detect_report.json go")
     ap.add_argument("--detector", default="haar", help="offline face detector (frontends.face_detectors)")
     ap.add_argument("--stride", type=int, default=5, help="run the detector on every N-th frame")
-    ap.add_argument("--max_width", type=int, default=640, help="detect on frames scaled down to this width")
+    ap.add_argument("--max_width", type=int, default=960, help="detect on frames scaled down to this width")
     args = ap.parse_args(argv)
     if args.stride < 1 or args.max_width < 1:
         ap.error("--stride and --max_width must be >= 1")
