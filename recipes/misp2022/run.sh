@@ -15,7 +15,13 @@ misp_root=           # corpus root: audio/ video/ transcription/ detection/ (or 
 exp_dir=exp          # done markers (stages/), logs (logs/), data_summary.json
 data_dir=data        # Kaldi-style data dirs and token lists
 dump_dir=            # ROI files: <dump_dir>/roi/<split>/<recording>/<utt>.npz (empty: $data_dir/dump)
-channel=0            # far-field channel for wav.scp (<Session>_Far_<channel>.wav)
+far_frontend=ch0     # far-field audio: ch<N> (channel N of <Session>_Far_<N>.wav), mean (channel average) or wpe (nara-wpe)
+channel=0            # old name: --channel N is --far_frontend chN
+text_norm=official   # stage 1 text rules, ids and boundaries: official (MISP2022 baseline) or toolkit
+eval_segments=       # official segment file of an evaluation set (no transcriptions needed; relative to the caller's dir)
+eval_set=eval        # the split --eval_segments describes
+crop=official        # lip crop: official (MISP2022 baseline: max(w,h,96) native pixels) or toolkit (1.6x box, resized)
+lip_detector=haar    # offline face detector for a set without lip boxes (stage 2)
 splits="train dev eval"
 train_set=train      # split whose text builds the token lists
 token_type=char      # char: character list only; bpe: also a sentencepiece model
@@ -57,11 +63,15 @@ Usage: $0 [options]    (run from recipes/misp2022)
 
 Stages (each writes \$exp_dir/stages/<N>_<name>.done and \$exp_dir/logs/stage<N>_<name>.log;
 a done stage is skipped unless --force true; running a stage clears later stages' markers):
-  1 data     TextGrids (tier 内容层) -> \$data_dir/<split>_all: wav.scp (far channel --channel),
-             video.scp, segments, text, utt2spk, spk2utt; skipped items in <split>_all/skipped
-  2 rois     96x96 lip ROIs per utterance from far mp4 + lip-box JSON (detection/<split>/far, else
-             the release's roi_coordinates/<split>/far/lip) -> <dump_dir>/roi/<split>;
-             ROI-filtered data dir \$data_dir/<split> (+ roi.scp, utt2num_roi_frames, skipped)
+  1 data     TextGrids (tier 内容层) -> \$data_dir/<split>_all: wav.scp, video.scp, segments, text,
+             utt2spk, spk2utt (official text rules and ids, --text_norm); skipped items in <split>_all/skipped;
+             --eval_set from --eval_segments when given (exactly its ids; text only if every id has one);
+             far audio by --far_frontend (mean/wpe write <dump_dir>/far_<mode>/<split>/<rec>.wav)
+  2 rois     96x96 lip ROIs per utterance from far mp4 + lip boxes (the release's roi_coordinates/<split>/far/lip,
+             or detection/<split>/far; neither: avsr detect_lips with --lip_detector -> \$data_dir/lip_detect/<split>)
+             -> <dump_dir>/roi/<split>; data dir \$data_dir/<split> (+ roi.scp, utt2num_roi_frames, skipped);
+             segments with < 50 % detected frames are dropped, except in the --eval_segments set, where they
+             stay and are decoded audio-only (utt2audio_only)
   3 tokens   character token list \$data_dir/token_list/char/tokens.txt from \$data_dir/\$train_set/text;
              with --token_type bpe also \$data_dir/token_list/bpe_<bpemode><nbpe>/{bpe.model,tokens.txt}
   4 summary  per-split counts, hours, ROI frames -> \$exp_dir/data_summary.json
@@ -77,11 +87,13 @@ a done stage is skipped unless --force true; running a stage clears later stages
                base frozen, audio-only input -> \$exp_dir/train_av6
   11 pack      packed model dirs \$exp_dir/packed/<model> for --models
   12 decode    decode --decode_sets with each packed model -> \$exp_dir/decode/<model>_<set>
-               (beam search, or CTC greedy with --beam_size 0; text, result.json with CER + 95 % CI)
+               (beam search, or CTC greedy with --beam_size 0; text, result.json with CER + 95 % CI);
+               a set from --eval_segments also gets \$exp_dir/submission/<model>_<set>.txt (exactly its ids)
   13 sweep     avsr eval on --sweep_set: CER vs frame-loss rate (random 0..1, segment 0.5, whole) and
                babble 0/-2.5/-5 dB, degradation area, relative CER vs A0, representation similarity
                -> \$exp_dir/sweep/\$sweep_set/{sweep.json,sweep.md,cer_vs_frame_loss.png}
-  14 report    CER table with bootstrap intervals and paired-bootstrap comparisons
+  14 report    CER and cpCER (per session and overall) with bootstrap intervals and paired comparisons
+               (sets without references are skipped with a message)
                -> \$exp_dir/report.{json,md}, printed, then the sweep table and the plot's path
   15 rows_train   (only with --rows FILE, e.g. ../../conf/rows/dai2024.yaml)
                train every run of the row spec's table (--rows, --rows_table) with avsr.bin.train
@@ -103,7 +115,12 @@ Options (default):
   --exp_dir DIR      experiment dir ($exp_dir; this and the next two relative to the recipe dir)
   --data_dir DIR     data dir base ($data_dir)
   --dump_dir DIR     ROI file base (empty: \$data_dir/dump)
-  --channel N        far-field channel ($channel)
+  --far_frontend F   far-field audio: ch<N>, mean or wpe ($far_frontend; --channel N = chN)
+  --text_norm T      official or toolkit text rules / ids / boundaries ($text_norm)
+  --eval_segments F  official segment file of --eval_set (evaluation release without transcriptions)
+  --eval_set S       the split of --eval_segments ($eval_set)
+  --crop C           lip crop: official or toolkit ($crop)
+  --lip_detector D   face detector for sets without lip boxes ($lip_detector)
   --splits "..."     splits to prepare ("$splits")
   --train_set NAME   split for token lists ($train_set)
   --token_type T     char or bpe ($token_type)
@@ -146,6 +163,18 @@ fi
 for v in stage stop_stage nj channel nbpe ngpu beam_size decode_batch adapter_rank; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$0: --$v must be a non-negative integer, got '${!v}'" >&2; exit 1; }
 done
+if [ "$channel" != 0 ]; then
+  [ "$far_frontend" = ch0 ] || { echo "$0: give --far_frontend or --channel, not both" >&2; exit 1; }
+  far_frontend="ch$channel"
+fi
+case "$far_frontend" in
+  ch[0-9]*) [[ "$far_frontend" =~ ^ch[0-9]+$ ]] || { echo "$0: --far_frontend must be chN, mean or wpe, got '$far_frontend'" >&2; exit 1; }
+            channel=${far_frontend#ch} ;;
+  mean|wpe) channel=0 ;;
+  *) echo "$0: --far_frontend must be chN, mean or wpe, got '$far_frontend'" >&2; exit 1 ;;
+esac
+case "$text_norm" in official|toolkit) ;; *) echo "$0: --text_norm must be official or toolkit" >&2; exit 1 ;; esac
+case "$crop" in official|toolkit) ;; *) echo "$0: --crop must be official or toolkit" >&2; exit 1 ;; esac
 case "$av0_visual_init" in auto|none) ;; *) echo "$0: --av0_visual_init must be auto or none, got '$av0_visual_init'" >&2; exit 1 ;; esac
 noise_args=()        # the --method argument of the babble augmentation (--av_noise) for AV0 and AV5
 if [ "$av_noise" != none ]; then
@@ -161,6 +190,10 @@ fi
 # a relative --misp_root is relative to where run.sh was called from; the output
 # dirs (--exp_dir, --data_dir, --dump_dir) are relative to this recipe directory.
 case "$misp_root" in ""|/*) ;; *) misp_root="$invoke_dir/$misp_root" ;; esac
+case "$eval_segments" in ""|/*) ;; *) eval_segments="$invoke_dir/$eval_segments" ;; esac
+if [ -n "$eval_segments" ] && [ ! -f "$eval_segments" ]; then
+  echo "$0: --eval_segments $eval_segments: file not found" >&2; exit 1
+fi
 train_config=$(realpath -m "$train_config")   # relative paths: to this recipe dir
 [ -z "$rows" ] || rows=$(realpath -m "$rows")   # relative paths: to this recipe dir
 [ -n "$rows_dir" ] || rows_dir="$exp_dir/rows"
@@ -179,23 +212,39 @@ need_misp_root() {
 # ---------------------------------------------------------------- stages
 stage_data() {
   need_misp_root
+  local seg=() split
+  [ -n "$eval_segments" ] && seg=(--eval_segments "$eval_segments" --eval_split "$eval_set")
   # shellcheck disable=SC2086
   "$PYTHON" local/prepare_data.py --misp_root "$misp_root" --splits $splits \
-    --data_dir "$data_dir" --suffix _all --channel "$channel"
+    --data_dir "$data_dir" --suffix _all --channel "$channel" --text_norm "$text_norm" "${seg[@]}"
+  case "$far_frontend" in
+    mean|wpe)
+      for split in $splits; do
+        log "far front-end $far_frontend for $split"
+        "$PYTHON" -m avsr.bin.far_frontend --data_dir "$data_dir/${split}_all" --mode "$far_frontend" \
+          --out_dir "$dump_dir/far_$far_frontend/$split" --nj "$nj"
+      done ;;
+  esac
 }
 
 stage_rois() {
   need_misp_root
-  local split det
+  local split det keep
   for split in $splits; do
-    # lip boxes: the toolkit's detection/<split>/far, else the release's roi_coordinates/<split>/far/lip
-    det="$misp_root/detection/$split/far"
-    if [ ! -d "$det" ] && [ -d "$misp_root/roi_coordinates/$split/far/lip" ]; then
-      det="$misp_root/roi_coordinates/$split/far/lip"
+    # lip boxes: the release's roi_coordinates/<split>/far/lip, else the toolkit's detection/<split>/far,
+    # else an offline face detector (avsr detect_lips)
+    det="$misp_root/roi_coordinates/$split/far/lip"
+    [ -d "$det" ] || det="$misp_root/detection/$split/far"
+    if [ ! -d "$det" ]; then
+      det="$data_dir/lip_detect/$split"
+      log "no lip boxes for $split in the corpus: running the $lip_detector face detector -> $det"
+      "$PYTHON" -m avsr.bin.detect_lips --data_dir "$data_dir/${split}_all" --out_dir "$det" --detector "$lip_detector"
     fi
-    log "ROIs for $split (lip boxes from $det)"
+    keep=()
+    [ -n "$eval_segments" ] && [ "$split" = "$eval_set" ] && keep=(--keep_all)
+    log "ROIs for $split (lip boxes from $det, $crop crop${keep:+, every segment kept})"
     "$PYTHON" -m avsr.bin.prepare_rois --data_dir "$data_dir/${split}_all" \
-      --detection_dir "$det" \
+      --detection_dir "$det" --crop "$crop" "${keep[@]}" \
       --out_dir "$dump_dir/roi/$split" --filtered_dir "$data_dir/$split" \
       --nj "$nj" --spk_prefix S
   done
@@ -234,8 +283,8 @@ if [ -n "$misp_root" ] && [ -d "$misp_root" ] && { stage_selected 1 || stage_sel
   corpus_fp=$(cd "$misp_root" && find . -type f \( -name '*.wav' -o -name '*.mp4' -o -name '*.TextGrid' \
       -o -name '*.json' \) -printf '%P %s %T@\n' 2>/dev/null | LC_ALL=C sort | md5sum | cut -c1-12)
 fi
-run_stage 1 data    stage_data    "misp_root=$misp_root corpus=$corpus_fp channel=$channel splits=$splits data_dir=$data_dir"
-run_stage 2 rois    stage_rois    "misp_root=$misp_root corpus=$corpus_fp splits=$splits dump_dir=$dump_dir data_dir=$data_dir"
+run_stage 1 data    stage_data    "misp_root=$misp_root corpus=$corpus_fp far=$far_frontend splits=$splits data_dir=$data_dir text_norm=$text_norm eval_segments=$eval_segments eval_set=$eval_set"
+run_stage 2 rois    stage_rois    "misp_root=$misp_root corpus=$corpus_fp splits=$splits dump_dir=$dump_dir data_dir=$data_dir crop=$crop detector=$lip_detector eval_segments=$eval_segments"
 run_stage 3 tokens  stage_tokens  "train_set=$train_set token_type=$token_type nbpe=$nbpe bpemode=$bpemode"
 run_stage 4 summary stage_summary "splits=$splits"
 
@@ -334,12 +383,20 @@ stage_decode() {
       "$PYTHON" -m avsr.bin.decode --model "$exp_dir/packed/$m" --data_dir "$data_dir/$s" \
         --out_dir "$exp_dir/decode/${m}_${s}" "${search[@]}" --batch_size "$decode_batch" \
         --device "$(decode_dev)" $decode_args
+      if [ -f "$data_dir/${s}_all/eval_segment_ids" ]; then   # a set from an official segment file
+        "$PYTHON" -m avsr.cli submission --hyp "$exp_dir/decode/${m}_${s}/text" \
+          --ids "$data_dir/${s}_all/eval_segment_ids" --out "$exp_dir/submission/${m}_${s}.txt"
+      fi
     done
   done
 }
 
 stage_sweep() {
   local m spec=() search=()
+  if [ ! -f "$data_dir/$sweep_set/text" ]; then
+    log "stage 13: $data_dir/$sweep_set has no reference text (an evaluation release); sweep skipped"
+    return 0
+  fi
   [ "$beam_size" -gt 0 ] && search=(--beam_size "$beam_size") || search=(--ctc_greedy)
   for m in $models; do
     [ "$m" = v ] && continue
