@@ -517,12 +517,20 @@ def _row_table(r, trained_by):
     return out
 
 
+#: Results committed before the recipe followed the official MISP2022 preparation carry this note until remade.
+OLD_RULES_NOTE = ("**Made with the earlier data rules.** These numbers come from an earlier version of the recipe and "
+                  "of SynthMISP: the toolkit's own text rules and 10 ms utterance ids (today `--text_norm toolkit`), "
+                  "the toolkit lip crop (today `--crop toolkit`), two far channels and the toolkit's lip-box files. "
+                  "The recipe now defaults to the official preparation, crop and layout "
+                  "(`docs/MISP2022_FORMATS.md`), so a fresh run gives other numbers; they stand here until remade.")
+
+
 def synthmisp_results_md(res_dir) -> str:
     """recipes/synthmisp/RESULTS.md: per model, CER per condition and the command, from docs/results."""
     out = ["# SynthMISP recipe: results", "",
            "CER % on the SynthMISP `mini` preset (`conf/mini.yaml` models, 2 CPU cores), rendered by "
            "`python -m avsr.bin.report --docs` from `docs/results/*.json`. Bootstrap intervals, dev choices and "
-           "paired tests are in the JSONs and in the details below.", "",
+           "paired tests are in the JSONs and in the details below.", "", OLD_RULES_NOTE, "",
            "## Commands", "", "```bash",
            "make bench-train    # corpus, then A0, V and AV0 (stages 1-14):",
            "# " + MINI_RUN.replace("\n", "\n# "),
@@ -579,16 +587,20 @@ def misp2022_results_md() -> str:
         "and the toolkit has not been run on it. Every measured number is on SynthMISP "
         "(`recipes/synthmisp/RESULTS.md`), which has the same layout and runs through this recipe.", "",
         "## Commands", "",
-        "With the corpus at `/path/to/MISP2022` (audio/, video/, transcription/, detection/):", "",
+        "With the release at `/path/to/MISP2022` (audio/, video/, transcription/, roi_coordinates/; "
+        "`docs/MISP2022_FORMATS.md`):", "",
         "```bash",
         "cd recipes/misp2022",
         "./run.sh --misp_root /path/to/MISP2022 --nj 8 --ngpu 4 --stop_stage 14   # A0, V, AV0, AV5, AV6; decode, sweep, report",
+        "./run.sh --misp_root /path/to/MISP2022 --stage 1 --stop_stage 14 --eval_segments /path/to/eval_segments.txt"
+        "   # evaluation release: submission files",
         "./run.sh --misp_root /path/to/MISP2022 --ngpu 4 --stage 15 --stop_stage 18 \\",
         "    --rows ../../conf/rows/dai2024.yaml --rows_table full --rows_out exp/rows_full.json   # the Dai et al. rows",
         "python -m avsr.bin.report --decode_dir exp/decode --models a0 v av0 av5 av6 --sets dev eval \\",
         "    --baseline a0 --out exp/report",
         "```", "",
-        "Outputs: `exp/report.md` (CER with 95 % bootstrap intervals, paired comparisons against A0), "
+        "Outputs: `exp/report.md` (CER with 95 % bootstrap intervals, paired comparisons against A0, cpCER per "
+        "session and overall), `exp/submission/<model>_eval.txt` (with `--eval_segments`), "
         "`exp/sweep/eval/sweep.md` (CER vs frame loss) and the rows table JSON. Add a table here in the style of "
         "`recipes/synthmisp/RESULTS.md` when a run exists.", ""])
 
@@ -609,11 +621,12 @@ def render_docs(root, out_root=None, notes_dir=None) -> Dict[str, str]:
                  "recipes/misp2022/RESULTS.md": misp2022_results_md()}
         sw = _load(os.path.join(root, RECIPE_SWEEP), "sweep.json")
         if sw:
-            pages[f"{RECIPE_SWEEP}/sweep.md"] = sweep_md(sw, reference="AV0", baseline="A0")
+            pages[f"{RECIPE_SWEEP}/sweep.md"] = OLD_RULES_NOTE + "\n\n" + sweep_md(sw, reference="AV0", baseline="A0")
         for name in ("report", "control_a0n"):
             r = _load(os.path.join(root, RECIPE_SWEEP), f"{name}.json")
             if r:
-                pages[f"{RECIPE_SWEEP}/{name}.md"] = report_md(r["rows"], missing=r.get("missing") or ())
+                pages[f"{RECIPE_SWEEP}/{name}.md"] = (OLD_RULES_NOTE + "\n\n"
+                                                      + report_md(r["rows"], missing=r.get("missing") or ()))
     finally:
         NOTES_DIR = old
     for rel, text in pages.items():
