@@ -46,8 +46,12 @@ def reverberant():
     s = np.concatenate([S.synthesize(gen.sentence(rng), S.VOICES[i]).wave for i in range(3)])
     s = s.astype(np.float64)
     n = len(s)
-    # channel c: direct path delayed by c samples (inter-microphone delay) + its own reverberant tail
-    x = np.stack([fftconvolve(s, synth_rir(rng, 0.6, 0.0, c))[:n] for c in range(6)])
+    # channel c: direct path delayed by c samples (inter-microphone delay) + its own reverberant tail.
+    # The direct path is the largest tap of a response (unit impulse; the tail has unit energy
+    # spread over RT60); channel 0's (delay 0) marks time 0 for every channel.
+    rirs = [synth_rir(rng, 0.6, 0.0, c) for c in range(6)]
+    off = int(np.argmax(np.abs(rirs[0])))
+    x = np.stack([fftconvolve(s, h)[off:off + n] for h in rirs])
     g = 0.9 / np.max(np.abs(x))
     return (g * x).astype(np.float32), g * s          # channel 0's direct path: delay 0, gain 1
 
