@@ -48,6 +48,7 @@ COMMANDS = {
     "datadir": _bin("datadir", "validate Kaldi-style data dirs (datadir validate DIR...)"),
     "prepare_rois": _bin("prepare_rois", "extract per-utterance lip-ROI files for a data dir"),
     "submission": _bin("submission", "write a submission file with exactly the segment file's ids"),
+    "far_frontend": _bin("far_frontend", "far-array front-end (ch0, mean, WPE) for a data dir's wav.scp"),
     "detect_lips": _bin("detect_lips", "lip boxes of a data dir's far videos from an offline face detector"),
     "tokens": _bin("tokens", "build a token list (char) or sentencepiece model (bpe)"),
     "collect_stats": _bin("collect_stats", "global fbank mean/std of a training data dir"),
