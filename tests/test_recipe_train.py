@@ -206,3 +206,64 @@ def test_decode_stages_pass_the_device_through(recipe, tmp_path):
         assert want in log and "CUDA device" in log, log[-2000:]
     p = subprocess.run(["bash", str(RUN), "--help"], capture_output=True, text=True)
     assert p.returncode == 0 and not any(l.startswith(("set -", "here=", "preset=")) for l in p.stdout.splitlines())
+
+
+def test_evaluation_release_through_submission(recipe, tmp_path):
+    """An evaluation release in the real layout: far audio (6 channels), far video, lip boxes in the
+    frame-keyed JSON with one speaker never detected, an official segment file and NO eval
+    transcriptions.  Stages 1-2 build the eval set from the segment file (every segment kept: the
+    undetected speaker's segments decoded audio-only), stage 12 decodes it and writes a submission
+    with exactly the file's ids, stage 14 scores dev (CER and cpCER) and skips eval with a message."""
+    import shutil
+    root, _ = recipe
+    corpus = root / "corpus"
+    rel = tmp_path / "release"
+    rel.mkdir()
+    for sub in ("audio", "video"):
+        (rel / sub).symlink_to(corpus / sub)
+    (rel / "transcription").mkdir(parents=True)
+    (rel / "transcription" / "dev").symlink_to(corpus / "transcription" / "dev")   # eval: none
+    seg_file = corpus / "segments" / "eval.txt"
+    ids = [l.split()[0] for l in seg_file.read_text().splitlines() if l.strip()]
+    assert ids
+    for split in ("dev", "eval"):
+        src = corpus / "roi_coordinates" / split / "far" / "lip"
+        dst = rel / "roi_coordinates" / split / "far" / "lip"
+        dst.mkdir(parents=True)
+        for f in src.glob("*.json"):
+            shutil.copy(f, dst / f.name)
+    # the eval session's first speaker is never detected
+    eval_json = sorted((rel / "roi_coordinates" / "eval" / "far" / "lip").glob("*.json"))[0]
+    boxes = json.loads(eval_json.read_text())
+    gone = min(e["id"] for es in boxes.values() for e in es)
+    boxes = {k: [e for e in es if e["id"] != gone] for k, es in boxes.items()}
+    eval_json.write_text(json.dumps({k: v for k, v in boxes.items() if v}))
+    exp, data = tmp_path / "exp", tmp_path / "data"
+    (exp / "packed").mkdir(parents=True)
+    for m in ("a0", "av6"):
+        shutil.copytree(root / "exp" / "packed" / m, exp / "packed" / m)
+    base = ["bash", str(ROOT / "recipes" / "misp2022" / "run.sh"), "--misp_root", str(rel), "--splits", "dev eval",
+            "--exp_dir", str(exp), "--data_dir", str(data), "--nj", "2", "--models", "a0 av6"]
+    p = subprocess.run(base + ["--stage", "1", "--stop_stage", "2", "--eval_segments", str(seg_file)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert not (data / "eval_all" / "text").exists() and (data / "dev" / "text").exists()
+    assert (data / "eval_all" / "eval_segment_ids").read_text().split() == ids
+    audio_only = dict(l.split(" ", 1) for l in (data / "eval" / "utt2audio_only").read_text().splitlines())
+    assert audio_only and all(u.startswith(f"S{gone:03d}_") for u in audio_only)
+    p = subprocess.run(base + ["--stage", "12", "--stop_stage", "14", "--decode_sets", "dev eval", "--beam_size", "2"],
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    for m in ("a0", "av6"):
+        sub = (exp / "submission" / f"{m}_eval.txt").read_text().splitlines()
+        assert [l.split()[0] for l in sub] == ids                        # exactly the segment file's ids
+        res = json.loads((exp / "decode" / f"{m}_eval" / "result.json").read_text())
+        assert res["references"] == "none" and "cer" not in res
+    res = json.loads((exp / "decode" / "av6_eval" / "result.json").read_text())
+    assert res["audio_only_utts"] == len(audio_only)
+    rep = json.loads((exp / "report.json").read_text())
+    dev_rows = [r for r in rep["rows"] if r["set"] == "dev"]
+    assert dev_rows and all(r["cpcer"]["overall"] is not None and r["cpcer"]["per_session"] for r in dev_rows)
+    assert any("eval" in x for x in rep["no_reference"])
+    assert "cpCER" in (exp / "report.md").read_text()
+    assert "sweep skipped" in (exp / "logs" / "stage13_sweep.log").read_text()

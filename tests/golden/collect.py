@@ -10,9 +10,10 @@
 * the sweep (A0, AV0, AV5, AV6 at threshold 0; random 0 / 0.5 / 1, segment 0.5, whole, babble -5 dB;
   beam 2), cached and uncached.
 
-``tiny_recipe.json`` was recorded with this collector before the decode paths were merged into
-``Speech2Text`` (commit b561a7a); ``test_recipe_train.py::test_golden_outputs`` checks that they are
-unchanged.  Re-record (only for an intended change of results) with
+``tiny_recipe.json`` was first recorded before the decode paths were merged into ``Speech2Text``
+(commit b561a7a), and re-recorded when the recipe moved to the official MISP2022 preparation (ids,
+boundaries, lip crop, release layout of SynthMISP); ``test_recipe_train.py::test_golden_outputs``
+checks that they are unchanged.  Re-record (only for an intended change of results) with
 ``python tests/golden/collect.py ROOT tests/golden/tiny_recipe.json``.
 """
 from __future__ import annotations
@@ -50,7 +51,7 @@ def collect(root: str) -> dict:
     with open(pairs, "w") as f:
         s = "R04_S005006_C06_I0"
         f.write(f"{s}\t{c}/audio/dev/far/{s}_Far_0.wav\t{c}/video/dev/far/{s}_Far.mp4\t"
-                f"{c}/detection/dev/far/{s}_Far.json\n")
+                f"{c}/roi_coordinates/dev/far/lip/{s}_Far.json\n")
         f.write(f"{s}-a\t{c}/audio/dev/far/{s}_Far_0.wav\t-\n")
         s = "R09_S007008_C04_I0"
         f.write(f"{s}-a\t{c}/audio/eval/far/{s}_Far_0.wav\t-\n")
