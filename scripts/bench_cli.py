@@ -40,7 +40,7 @@ def main():
             for v in vids:
                 sess = os.path.basename(v)[:-len("_Far.mp4")]
                 wav = os.path.join(args.corpus, "audio", args.split, "far", f"{sess}_Far_0.wav")
-                det = os.path.join(args.corpus, "detection", args.split, "far", f"{sess}_Far.json")
+                det = os.path.join(args.corpus, "roi_coordinates", args.split, "far", "lip", f"{sess}_Far.json")
                 f.write(f"{sess}\t{wav}\t{v}\t{det}\n")
         summ = os.path.join(d, "summary.json")
         cmd = [sys.executable, "-m", "avsr.cli", "decode", "--model", args.model, "--pairs", tsv, "--output",
