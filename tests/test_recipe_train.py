@@ -212,7 +212,7 @@ def test_evaluation_release_through_submission(recipe, tmp_path):
     """An evaluation release in the real layout: far audio (6 channels), far video, lip boxes in the
     frame-keyed JSON with one speaker never detected, an official segment file and NO eval
     transcriptions.  Stages 1-2 build the eval set from the segment file (every segment kept: the
-    undetected speaker's segments decoded audio-only), stage 12 decodes it and writes a submission
+    undetected speaker's segments decoded audio-only), stages 3-4 run on it, stage 12 decodes it and writes a submission
     with exactly the file's ids, stage 14 scores dev (CER and cpCER) and skips eval with a message."""
     import shutil
     root, _ = recipe
@@ -244,9 +244,11 @@ def test_evaluation_release_through_submission(recipe, tmp_path):
         shutil.copytree(root / "exp" / "packed" / m, exp / "packed" / m)
     base = ["bash", str(ROOT / "recipes" / "misp2022" / "run.sh"), "--misp_root", str(rel), "--splits", "dev eval",
             "--exp_dir", str(exp), "--data_dir", str(data), "--nj", "2", "--models", "a0 av6"]
-    p = subprocess.run(base + ["--stage", "1", "--stop_stage", "2", "--eval_segments", str(seg_file)],
+    p = subprocess.run(base + ["--stage", "1", "--stop_stage", "4", "--eval_segments", str(seg_file), "--train_set", "dev"],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    summ = json.loads((exp / "data_summary.json").read_text())
+    assert summ["splits"]["eval"]["utterances_all"] == len(ids) and "from the segment file" in p.stdout
     assert not (data / "eval_all" / "text").exists() and (data / "dev" / "text").exists()
     assert (data / "eval_all" / "eval_segment_ids").read_text().split() == ids
     audio_only = dict(l.split(" ", 1) for l in (data / "eval" / "utt2audio_only").read_text().splitlines())

@@ -104,13 +104,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("-" * len(hdr))
     for s, d in summary["splits"].items():
         skips = {}
-        if d.get("prep"):
-            for k, n in d["prep"]["segments"]["skipped"].items():
-                skips[f"prep:{k}"] = n
-            for k, n in d["prep"]["sessions"]["skipped"].items():
-                skips[f"prep session:{k}"] = n
-            for k, n in d["prep"]["textgrids"]["skipped"].items():
-                skips[f"prep TextGrid:{k}"] = n
+        prep = d.get("prep") or {}
+        for part, label in (("segments", "prep"), ("sessions", "prep session"), ("textgrids", "prep TextGrid")):
+            block = prep.get(part)
+            if isinstance(block, dict):      # a TextGrid-prepared split (a segment-file split has counts only)
+                for k, n in (block.get("skipped") or {}).items():
+                    skips[f"{label}:{k}"] = n
         for k, n in (d.get("roi_skipped_by_reason") or {}).items():
             skips[f"roi:{k}"] = n
         det = d.get("mean_detected_fraction")
@@ -119,6 +118,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"{_fmt(d.get('utterances')):>7}{_fmt(d.get('hours'), '.3f'):>8}"
               f"{_fmt(d.get('roi_frames')):>11}{_fmt(None if det is None else det * 100, '.1f'):>6}  "
               + (", ".join(f"{n} {k}" for k, n in skips.items()) or "none"))
+    for s, d in summary["splits"].items():
+        prep = d.get("prep") or {}
+        if prep.get("segment_file"):
+            print(f"{s}: from the segment file {prep['segment_file']} ({prep.get('segments')} segments; "
+                  f"reference text {prep.get('text', '?')})")
     for name, n in summary["token_lists"].items():
         print(f"token list {name}: {n} tokens")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
