@@ -263,3 +263,34 @@ def test_run_sh_official_layout(tmp_path):
     assert roi.shape == (30, 96, 96) and det.all()
     for k in (0, 29):
         assert abs(int(roi[k, 48, 48]) - patch_value("001", 40 + k)) <= 3
+
+
+def test_run_sh_bad_lip_json_skips_only_its_session(tmp_path):
+    """A lip-box file that fits no form is reported with its path; its session's segments are skipped
+    and the other session goes on (stage 2), in the release layout."""
+    root, seconds = tmp_path / "misp", 2.0
+    n = int(seconds * FPS)
+    other = SESSION.replace("_I0", "_I1") if SESSION.endswith("_I0") else SESSION + "x"
+    tdir = root / "transcription" / "train"
+    tdir.mkdir(parents=True)
+    for sess in (SESSION, other):
+        write_wavs(root, "train", sess, seconds)
+        write_mp4(root / "video" / "train" / "far" / f"{sess}_Far.mp4", n)
+        (tdir / f"{sess}_Near_001.TextGrid").write_text(
+            official_textgrid([(0.0, 0.2, ""), (0.2, 1.6, "你好"), (1.6, 2.0, "")], seconds), encoding="utf-8")
+    lip = root / "roi_coordinates" / "train" / "far" / "lip"
+    write_official_lip_json(lip / f"{SESSION}_Far.json", n)
+    bad = lip / f"{other}_Far.json"
+    bad.write_text('{"0": [{"id": "x", "lip": "nope"}]}')
+    exp, data = tmp_path / "exp", tmp_path / "data"
+    p = subprocess.run(["bash", "./run.sh", "--stage", "1", "--stop_stage", "2", "--nj", "1",
+                        "--splits", "train", "--misp_root", str(root), "--exp_dir", str(exp),
+                        "--data_dir", str(data)],
+                       cwd=RECIPE, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    log = p.stdout + p.stderr + (exp / "logs" / "stage2_rois.log").read_text()
+    assert str(bad) in log
+    dd = read_datadir(data / "train")
+    assert dd.roi and all(SESSION in u for u in dd.roi)           # the good session's ROIs are there
+    skipped = (data / "train" / "skipped").read_text()
+    assert other in skipped
