@@ -9,6 +9,10 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION := 2.13.0
 ESPNET_VERSION := 202511
+# mediapipe declares numpy<2 and opencv-contrib-python; its face mesh runs with numpy 2 and the one
+# OpenCV (opencv-python-headless) here, so it goes in without its declared deps (the ones it needs at
+# import are the `landmarks` extra of pyproject.toml)
+MEDIAPIPE_VERSION := 0.10.21
 # espnet's runtime requirements that the modules we use actually import (see docs/INSTALL.md);
 # the rest of its declared list (lightning, hydra, nltk, pyworld, ...) is for tasks we don't use.
 # (measured: importing the conformer/decoder/ctc/beam-search/specaug/stft/logmel/tokenizer modules
@@ -45,7 +49,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q --disable-pip-version-check --no-deps "espnet==$(ESPNET_VERSION)"
 	# 3. the espnet runtime requirements we need, then this package and its test extras
 	$(PIP) install -q --disable-pip-version-check $(ESPNET_RUNTIME)
-	$(PIP) install -q --disable-pip-version-check -e ".[test]"
+	$(PIP) install -q --disable-pip-version-check -e ".[test,landmarks]"
+	$(PIP) install -q --disable-pip-version-check --no-deps "mediapipe==$(MEDIAPIPE_VERSION)"
 	# 4. librosa/pyworld-era code imports pkg_resources, removed in setuptools 81
 	$(PIP) install -q --disable-pip-version-check "setuptools>=77.0.3,<81"
 	$(PY) -c "import torch, espnet2.asr.encoder.conformer_encoder, cv2, av, soundfile, praatio, jiwer; \

@@ -7,7 +7,10 @@
   inside opencv-python-headless, nothing downloaded); the mouth box is derived from the face box:
   ``x`` from 25 % to 75 % of the face width, ``y`` from 65 % to 92 % of its height (measured on
   frontal faces; tested on scikit-image's astronaut photograph).
-* ``mediapipe`` (:class:`MediaPipeDetector`, optional extra ``pip install mediapipe==0.10.21``):
+* ``mediapipe`` (:class:`MediaPipeDetector`; ``make install`` puts it in: ``pip install -e ".[landmarks]"``
+  then ``pip install --no-deps mediapipe==0.10.21``, because mediapipe declares ``numpy<2`` and a second
+  OpenCV although its bundled face mesh runs with numpy 2 and opencv-python-headless; nothing is downloaded
+  at run time, the face-mesh model ships inside the wheel):
   face-mesh lip landmarks; the mouth box is the bounding box of the outer-lip landmarks.  Without
   the package, :func:`get_detector` raises a clear error saying how to install it.
 
@@ -95,8 +98,8 @@ class MediaPipeDetector(Detector):
         try:
             import mediapipe as mp  # noqa: F401
         except ImportError:
-            raise RuntimeError("the mediapipe detector needs the optional package: "
-                               "pip install mediapipe==0.10.21 (or use --detector haar)") from None
+            raise RuntimeError("the mediapipe detector needs the optional package: pip install -e '.[landmarks]' && "
+                               "pip install --no-deps mediapipe==0.10.21 (or use --detector haar)") from None
         self.mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=max_faces,
                                                     refine_landmarks=False)
 
