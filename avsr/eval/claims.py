@@ -1,19 +1,57 @@
 """The claims of Dai et al. (CVPR 2024) tested on an ``avsr eval`` sweep (``sweep.json`` as a dict).
 
+Claims by intervals (what the leaderboard states, :func:`interval_claims`).  Every comparison resamples
+the sweep's utterances with replacement (:data:`RESAMPLES` seeded draws, the same draws for every model
+and condition, so each comparison is paired) and recomputes the corpus CERs in points (%).  Each claim
+is ``True``, ``False`` or :data:`NOT_RESOLVED` (``"not resolved"``), with an evidence string quoting the
+interval it was decided on:
+
+* **not worse by more than m** (``row`` against ``other`` at a condition): the difference
+  ``CER(row) - CER(other)`` in points has a paired 95 % interval ``[lo, hi]``.  ``True`` iff
+  ``hi <= +m``; ``False`` iff ``lo > +m`` (the whole interval is beyond the margin); otherwise (the
+  interval straddles ``+m``) not resolved.  The margin is :data:`MARGIN_POINTS` (0.5 points).
+* **better** (``row`` better than ``other``): ``p`` = share of resamples in which ``row`` is not better
+  (difference >= 0), a one-sided paired p-value.  ``True`` iff ``p < 0.05``; ``False`` iff ``lo >= 0``
+  (the whole interval lies on the not-better side); otherwise (``p >= 0.05`` but the interval still
+  reaches below 0) not resolved.
+* **area at least 20 % below** (claim 4): the degradation area over :data:`~avsr.eval.sweep.PAPER_RATES`
+  (trapezoid of ``CER(r) - CER_AV0(0)``, points x rate) of AV6 and of the best dropout-only row (chosen
+  on dev, :func:`best_dropout_row`); the gap ``area(best) - area(AV6) - 0.2 |area(best)|`` (>= 0 iff
+  AV6's area is at least 20 % below when the best row's area is positive) gets a 95 % interval.
+  ``True`` iff its lower bound is >= 0; ``False`` iff its upper bound is < 0; otherwise not resolved.
+* **trend** (claim 5): Kendall's tau (``scipy.stats.kendalltau``, tau-b) between the study rows'
+  training dropout rates and a per-row statistic (their 5-rate degradation area), with a 95 %
+  interval from recomputing tau on every resample (a resample where every row ties gives tau 0).
+  For an expected falling trend ``True`` iff the whole interval is below 0; ``False`` iff the whole
+  interval is >= 0; otherwise (the interval holds 0 and values below it) not resolved.
+* A claim made of several comparisons is ``False`` when any part is ``False``, ``True`` when every part is
+  ``True``, not resolved otherwise (:func:`all_of`).
+
+The earlier point-estimate claims of the robustness tables (``docs/results/robust_*.json``) stay as
+they were written:
+
 * :func:`mean_cer`: mean CER of a model over conditions (the dev criterion of the row choices);
 * :func:`paired`: paired bootstrap (:func:`avsr.eval.metrics.paired_bootstrap`) of two models at one condition;
 * :func:`claims`: claims 1-3 (bias reproduced, non-inferiority of AV6, superiority over dropout only);
 * :func:`study_trend`: claim 4 over the study rows S.1 < S.3 < S.5 < S.7 (Kendall's tau).
 
-The sweep must hold the models ``A0``, ``AV0`` and ``AV6`` (and the study rows for claim 4) and the
-random-loss conditions of :data:`avsr.eval.sweep.RATES`.
+The sweep must hold the models ``A0``, ``AV0`` and ``AV6`` (and the study rows for the trend) and the
+random-loss conditions of :data:`avsr.eval.sweep.RATES` (:data:`~avsr.eval.sweep.PAPER_RATES` for the
+claims by intervals).
 """
 from __future__ import annotations
 
-from avsr.eval.metrics import paired_bootstrap
-from avsr.eval.sweep import RATES
+from typing import Dict, Mapping, Optional, Sequence
 
-__all__ = ["MARGIN", "STUDY_ROWS", "mean_cer", "paired", "claims", "study_trend", "kendall_tau"]
+import numpy as np
+
+from avsr.eval.metrics import paired_bootstrap
+from avsr.eval.sweep import PAPER_RATES, RATES, degradation_area
+
+__all__ = ["MARGIN", "MARGIN_POINTS", "STUDY_ROWS", "STUDY_TRAIN_RATES", "NOT_RESOLVED", "RESAMPLES", "ALPHA",
+           "AREA_REDUCTION", "mean_cer", "paired", "claims", "study_trend", "kendall_tau",
+           "rate_condition", "resample_index", "Resampler", "paired_diff", "not_worse", "better", "all_of",
+           "area_points", "best_dropout_row", "area_claim", "trend_claim", "interval_claims"]
 
 MARGIN = 0.005                              # non-inferiority margin, absolute CER
 STUDY_ROWS = ("S.1", "S.3", "S.5", "S.7")   # training dropout rate 0.1 < 0.3 < 0.5 < 0.7
@@ -86,3 +124,264 @@ def study_trend(sw, rows=STUDY_ROWS):
                            "linear_cka": kendall_tau(cka)}}
     out["holds"] = out["kendall_tau"]["relative_cer"] < 0 and out["kendall_tau"]["diagonal_dominance"] > 0
     return out
+
+
+# ------------------------------------------------------------------------------------ claims by intervals
+NOT_RESOLVED = "not resolved"
+RESAMPLES = 1000                 # bootstrap resamples of the utterances
+ALPHA = 0.05                     # "better": one-sided paired p < ALPHA; intervals are 95 %
+MARGIN_POINTS = 100 * MARGIN     # non-inferiority margin in CER points (0.5)
+AREA_REDUCTION = 0.20            # claim 4: AV6's area at least 20 % below the best dropout-only row's
+STUDY_TRAIN_RATES = {"S.1": 0.1, "S.3": 0.3, "S.5": 0.5, "S.7": 0.7}   # training dropout rate of each study row
+
+
+def rate_condition(r) -> str:
+    """The sweep's condition name of random frame loss at rate ``r`` (``random@0.25``)."""
+    return f"random@{float(r):g}"
+
+
+def resample_index(n: int, num: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """``[num, n]`` utterance indices drawn with replacement (seeded; the same draws as
+    :func:`avsr.eval.metrics.bootstrap_ci` makes for the same ``n``, ``num`` and ``seed``)."""
+    return np.random.default_rng(seed).integers(0, n, size=(num, n))
+
+
+class Resampler:
+    """Corpus CERs in points of a sweep's cells (``utt_errors[model][condition]``, ``utt_ref_chars``),
+    on the sweep's utterances (:meth:`point`) and on ``num`` seeded resamples of them, the same resamples
+    for every cell (:meth:`boot`, an array of ``num`` CERs)."""
+
+    def __init__(self, sw: Mapping, num: int = RESAMPLES, seed: int = 0):
+        if "utt_errors" not in sw or "utt_ref_chars" not in sw:
+            raise KeyError("the sweep has no per-utterance errors (utt_errors, utt_ref_chars): "
+                           "claims by intervals need avsr eval's sweep.json")
+        self.sw, self.num, self.seed = sw, int(num), int(seed)
+        self.n = np.asarray(sw["utt_ref_chars"], dtype=np.float64)
+        if self.n.ndim != 1 or len(self.n) == 0:
+            raise ValueError("the sweep's utt_ref_chars must be a non-empty list")
+        self.idx = resample_index(len(self.n), self.num, self.seed)
+        self.den = np.maximum(self.n[self.idx].sum(1), 1e-12)
+        self._boot: Dict = {}
+
+    def has(self, model: str, cond: str) -> bool:
+        return cond in (self.sw["utt_errors"].get(model) or {})
+
+    def errors(self, model: str, cond: str) -> np.ndarray:
+        try:
+            e = np.asarray(self.sw["utt_errors"][model][cond], dtype=np.float64)
+        except KeyError:
+            raise KeyError(f"the sweep has no per-utterance errors of {model} at {cond}") from None
+        if e.shape != self.n.shape:
+            raise ValueError(f"the sweep's errors of {model} at {cond} are for {len(e)} utterances, "
+                             f"utt_ref_chars for {len(self.n)}")
+        return e
+
+    def point(self, model: str, cond: str) -> float:
+        return float(100.0 * self.errors(model, cond).sum() / max(self.n.sum(), 1e-12))
+
+    def boot(self, model: str, cond: str) -> np.ndarray:
+        k = (model, cond)
+        if k not in self._boot:
+            self._boot[k] = 100.0 * self.errors(model, cond)[self.idx].sum(1) / self.den
+        return self._boot[k]
+
+
+def _ci(x: np.ndarray):
+    lo, hi = np.percentile(x, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+    return [float(lo), float(hi)]
+
+
+def paired_diff(rs: Resampler, row: str, other: str, cond: str) -> Dict:
+    """``CER(row) - CER(other)`` at ``cond`` in points: ``{"diff", "ci95": [lo, hi], "p", "cer_row",
+    "cer_other"}``; ``p`` = share of resamples in which ``row`` is not better (difference >= 0)."""
+    d = rs.boot(row, cond) - rs.boot(other, cond)
+    a, b = rs.point(row, cond), rs.point(other, cond)
+    return {"diff": a - b, "ci95": _ci(d), "p": float(np.mean(d >= 0)), "cer_row": a, "cer_other": b}
+
+
+def not_worse(pd: Mapping, margin: float = MARGIN_POINTS):
+    """"Not worse by more than ``margin`` points" from :func:`paired_diff`: True iff the interval's upper
+    bound is <= +margin, False iff its lower bound is > +margin, else :data:`NOT_RESOLVED`."""
+    lo, hi = pd["ci95"]
+    if hi <= margin:
+        return True
+    if lo > margin:
+        return False
+    return NOT_RESOLVED
+
+
+def better(pd: Mapping, alpha: float = ALPHA):
+    """"``row`` better than ``other``" from :func:`paired_diff`: True iff ``p < alpha``, False iff the
+    interval's lower bound is >= 0 (no resample range on the better side), else :data:`NOT_RESOLVED`."""
+    if pd["p"] < alpha:
+        return True
+    if pd["ci95"][0] >= 0:
+        return False
+    return NOT_RESOLVED
+
+
+def all_of(values: Sequence):
+    """Three-valued AND: False if any is False, True if all are True, else :data:`NOT_RESOLVED`."""
+    values = list(values)
+    if any(v is False for v in values):
+        return False
+    if values and all(v is True for v in values):
+        return True
+    return NOT_RESOLVED
+
+
+def _pd_text(pd: Mapping, row: str, other: str, cond: str) -> str:
+    lo, hi = pd["ci95"]
+    return (f"{row} − {other} at {cond}: {pd['diff']:+.2f} points ({pd['cer_row']:.2f} vs {pd['cer_other']:.2f} %), "
+            f"95 % CI [{lo:+.2f}, {hi:+.2f}], p {pd['p']:.3f}")
+
+
+def area_points(cer_points: Mapping[str, float], ref0: float, rates: Sequence[float] = PAPER_RATES) -> float:
+    """Degradation area over ``rates`` (the paper's grid by default) from ``{condition name: CER}``
+    (``random@<r>`` keys) and the anchor ``ref0`` (AV0's CER at rate 0), in the units of the CERs x rate."""
+    return degradation_area({float(r): cer_points[rate_condition(r)] for r in rates}, ref0)
+
+
+def _trapz(ys: Sequence[np.ndarray], rates: Sequence[float]) -> np.ndarray:
+    rs = [float(r) for r in rates]
+    return sum((rs[i + 1] - rs[i]) * (ys[i] + ys[i + 1]) / 2.0 for i in range(len(rs) - 1))
+
+
+def _areas(rs: Resampler, model: str, ref: str, rates: Sequence[float]):
+    """(point area, resampled areas) of ``model`` in points x rate, anchored on ``ref`` at rate 0."""
+    rates = sorted(float(r) for r in rates)
+    p0, b0 = rs.point(ref, rate_condition(0)), rs.boot(ref, rate_condition(0))
+    point = area_points({rate_condition(r): rs.point(model, rate_condition(r)) for r in rates}, p0, rates)
+    boot = _trapz([rs.boot(model, rate_condition(r)) - b0 for r in rates], rates)
+    return point, boot
+
+
+def best_dropout_row(dev: Mapping, rows: Sequence[str], ref: str = "AV0", rates: Sequence[float] = PAPER_RATES):
+    """The dropout-only row (of ``rows``, in the order given) with the lowest degradation area over
+    ``rates`` on the DEV sweep ``dev`` (point CERs, ``dev["cer"][row][condition]["cer"]``); ties go to the
+    earlier row.  Returns ``(row, {row: area in points x rate}, anchor)``; the areas are anchored on
+    ``ref``'s dev CER at rate 0 when the dev sweep holds ``ref`` (``anchor`` = ``"AV0@0"``), else on 0
+    (``anchor`` = ``"none"``): the anchor is the same for every row and the rate span is 1, so it shifts
+    every area alike and never changes the choice.  ``(None, {}, "none")`` without rows in the sweep."""
+    rows = [m for m in rows if m in dev.get("cer", {})]
+    if not rows:
+        return None, {}, "none"
+    c0 = rate_condition(0)
+    has_ref = ref in dev["cer"] and c0 in dev["cer"][ref]
+    ref0 = 100.0 * dev["cer"][ref][c0]["cer"] if has_ref else 0.0
+    areas = {m: area_points({rate_condition(r): 100.0 * dev["cer"][m][rate_condition(r)]["cer"] for r in rates},
+                            ref0, rates) for m in rows}
+    best = min(rows, key=lambda m: (areas[m], rows.index(m)))
+    return best, areas, (f"{ref}@0" if has_ref else "none")
+
+
+def area_claim(rs: Resampler, row: str, against: str, ref: str = "AV0", rates: Sequence[float] = PAPER_RATES,
+               reduction: float = AREA_REDUCTION) -> Dict:
+    """Claim 4: ``row``'s degradation area at least ``reduction`` below ``against``'s (module docstring)."""
+    a, ab = _areas(rs, row, ref, rates)
+    d, db = _areas(rs, against, ref, rates)
+    gap, gb = d - a - reduction * abs(d), db - ab - reduction * np.abs(db)
+    lo, hi = _ci(gb)
+    holds = True if lo >= 0 else False if hi < 0 else NOT_RESOLVED
+    red = f"{100 * (d - a) / d:+.1f} %" if d > 0 else "undefined (its area is not positive)"
+    grid = "/".join(f"{float(r):g}" for r in sorted(rates))
+    ev = (f"area (CER points x rate over rates {grid}, anchor {ref} at rate 0 {rs.point(ref, rate_condition(0)):.2f} %): "
+          f"{row} {a:.2f}, {against} {d:.2f} (the best dropout-only row on dev); reduction {red}, goal >= "
+          f"{100 * reduction:.0f} %; {against} − {row} − {100 * reduction:.0f} % of |{against}|: {gap:+.2f}, "
+          f"95 % CI [{lo:+.2f}, {hi:+.2f}] ({rs.num} paired resamples of the utterances)")
+    return {"holds": holds, "evidence": ev, "area": a, "area_against": d, "gap_ci95": [lo, hi]}
+
+
+def _tau(x: Sequence[float], y: Sequence[float]) -> float:
+    from scipy.stats import kendalltau
+    t = kendalltau(x, y).statistic
+    return 0.0 if t is None or not np.isfinite(t) else float(t)
+
+
+def trend_claim(rs: Resampler, train_rates: Mapping[str, float], ref: str = "AV0",
+                rates: Sequence[float] = PAPER_RATES, expect: int = -1) -> Optional[Dict]:
+    """Claim 5: Kendall's tau between the training dropout rate of the rows ``train_rates`` (those in
+    the sweep, at least 3) and their degradation area, with a bootstrap interval over utterances;
+    ``expect`` -1: the area should fall as the training rate rises (the curves flatten towards
+    audio-only).  None with fewer than 3 rows in the sweep."""
+    rows = sorted((m for m in train_rates if all(rs.has(m, rate_condition(r)) for r in rates)),
+                  key=lambda m: train_rates[m])
+    if len(rows) < 3:
+        return None
+    x = [float(train_rates[m]) for m in rows]
+    pts, boots = zip(*(_areas(rs, m, ref, rates) for m in rows))
+    tau = _tau(x, pts)
+    B = np.stack(boots, 1)                      # [num, rows]
+    taus = np.array([_tau(x, b) for b in B])
+    lo, hi = _ci(taus)
+    if expect < 0:
+        holds = True if hi < 0 else False if lo >= 0 else NOT_RESOLVED
+    else:
+        holds = True if lo > 0 else False if hi <= 0 else NOT_RESOLVED
+    ev = ("Kendall τ between training dropout rate and degradation area over "
+          + ", ".join(f"{m} ({train_rates[m]:g}): {a:.2f}" for m, a in zip(rows, pts))
+          + f": τ {tau:+.2f}, 95 % CI [{lo:+.2f}, {hi:+.2f}] ({rs.num} resamples of the utterances); "
+          f"expected {'< 0' if expect < 0 else '> 0'}")
+    return {"holds": holds, "evidence": ev, "rows": rows, "tau": tau, "ci95": [lo, hi]}
+
+
+def interval_claims(sw: Mapping, best_dropout: Optional[str], adapter: str = "AV6",
+                    margin: float = MARGIN_POINTS, rates: Sequence[float] = PAPER_RATES,
+                    train_rates: Mapping[str, float] = STUDY_TRAIN_RATES, num: int = RESAMPLES,
+                    seed: int = 0) -> Dict[str, Dict]:
+    """The paper's claims on the eval sweep ``sw`` by intervals (module docstring):
+    ``{name: {"holds": True | False | "not resolved", "evidence": str}}``.
+
+    * ``1_bias_reproduced``: AV0 better than A0 at rate 0 and A0 better than AV0 at rate 1;
+    * ``2a_AV6_not_worse_than_AV0_at_0``: ``adapter`` not worse than AV0 by more than ``margin`` at rate 0;
+    * ``2b_AV6_not_worse_than_A0_at_every_rate``: the same against A0 at every rate of ``rates``;
+    * ``3_AV6_better_than_AV0_at_rates_ge_0.5``: better than AV0 at every rate of ``rates`` >= 0.5;
+    * ``4_AV6_area_20pct_below_best_dropout``: :func:`area_claim` against ``best_dropout`` (the
+      dropout-only row chosen on dev, :func:`best_dropout_row`);
+    * ``5_study_trend``: :func:`trend_claim` over the study rows.
+
+    A claim whose models are not in the sweep (or, for claim 4, without ``best_dropout``; for claim 5,
+    with fewer than 3 study rows) is left out."""
+    rs = Resampler(sw, num=num, seed=seed)
+    have = set(sw["utt_errors"])
+    out: Dict[str, Dict] = {}
+    c0, c1 = rate_condition(0), rate_condition(1)
+
+    def part(kind, row, other, cond):
+        pd = paired_diff(rs, row, other, cond)
+        v = better(pd) if kind == "better" else not_worse(pd, margin)
+        return v, _pd_text(pd, row, other, cond) + f" → {_word(v)}"
+
+    def claim(parts, what):
+        vals, texts = zip(*parts)
+        return {"holds": all_of(vals), "evidence": what + ": " + "; ".join(texts)}
+
+    if {"A0", "AV0"} <= have:
+        out["1_bias_reproduced"] = claim(
+            [part("better", "AV0", "A0", c0), part("better", "A0", "AV0", c1)],
+            "AV0 better than A0 with full video and A0 better than AV0 with none (better: one-sided paired p < 0.05)")
+    if {adapter, "AV0"} <= have:
+        out[f"2a_{adapter}_not_worse_than_AV0_at_0"] = claim(
+            [part("not_worse", adapter, "AV0", c0)],
+            f"{adapter} not worse than AV0 at rate 0 by more than {margin:g} points (upper bound <= +{margin:g})")
+    if {adapter, "A0"} <= have:
+        out[f"2b_{adapter}_not_worse_than_A0_at_every_rate"] = claim(
+            [part("not_worse", adapter, "A0", rate_condition(r)) for r in rates],
+            f"{adapter} not worse than A0 by more than {margin:g} points at every rate "
+            f"{'/'.join(f'{float(r):g}' for r in rates)} (upper bound <= +{margin:g})")
+    if {adapter, "AV0"} <= have:
+        out[f"3_{adapter}_better_than_AV0_at_rates_ge_0.5"] = claim(
+            [part("better", adapter, "AV0", rate_condition(r)) for r in rates if float(r) >= 0.5],
+            f"{adapter} better than AV0 at every rate >= 0.5 (one-sided paired p < 0.05)")
+    if best_dropout and {adapter, best_dropout, "AV0"} <= have:
+        a = area_claim(rs, adapter, best_dropout, "AV0", rates)
+        out[f"4_{adapter}_area_20pct_below_best_dropout"] = {"holds": a["holds"], "evidence": a["evidence"]}
+    if "AV0" in have:
+        t = trend_claim(rs, train_rates, "AV0", rates)
+        if t:
+            out["5_study_trend"] = {"holds": t["holds"], "evidence": t["evidence"]}
+    return out
+
+
+def _word(v) -> str:
+    return "holds" if v is True else "fails" if v is False else NOT_RESOLVED

@@ -39,9 +39,13 @@ from avsr.inference import STAGES, Variant
 from avsr.robust.audio_noise import mix_at_snr
 from avsr.robust.frame_loss import drop_frames, stable_seed
 
-__all__ = ["RATES", "Condition", "default_conditions", "add_babble", "run_sweep", "degradation_area"]
+__all__ = ["RATES", "PAPER_RATES", "Condition", "default_conditions", "add_babble", "run_sweep",
+           "degradation_area"]
 
 RATES = (0.0, 0.1, 0.25, 0.3, 0.5, 0.7, 0.75, 1.0)
+#: the random-loss rates of the paper's table (Dai et al., CVPR 2024): the grid of the leaderboard's
+#: degradation area and of the non-inferiority claim; a subset of :data:`RATES`
+PAPER_RATES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass(frozen=True)
@@ -187,8 +191,20 @@ def _fused(s2t, batch: Batch, rate: float, seed: int) -> Dict[str, np.ndarray]:
     return s2t.pooled_representation(b, "fused")
 
 
-def degradation_area(cer_by_rate: Dict[float, float], ref0: float) -> float:
-    """Trapezoidal area under ``CER(r) - ref0`` over the rate grid (ref0: CER of AV0 at rate 0)."""
+def degradation_area(cer_by_rate: Dict[float, float], ref0: float, rates: Optional[Sequence[float]] = None) -> float:
+    """Trapezoidal area under ``CER(r) - ref0`` over the rate grid (ref0: CER of AV0 at rate 0), in the
+    units of the CERs given times rate.
+
+    ``rates``: None = every rate of ``cer_by_rate`` (``avsr eval``'s area over its whole grid, :data:`RATES`
+    by default); a sequence (:data:`PAPER_RATES` for the paper's table) = only those rates, each of which
+    must be in ``cer_by_rate`` (``KeyError`` naming the missing rate otherwise).  Rates are compared as
+    floats."""
+    if rates is not None:
+        have = {float(r): v for r, v in cer_by_rate.items()}
+        missing = [r for r in rates if float(r) not in have]
+        if missing:
+            raise KeyError(f"degradation_area: no CER at rate(s) {', '.join(f'{r:g}' for r in missing)}")
+        cer_by_rate = {float(r): have[float(r)] for r in rates}
     rs = sorted(cer_by_rate)
     ys = [cer_by_rate[r] - ref0 for r in rs]
     return float(sum((rs[i + 1] - rs[i]) * (ys[i] + ys[i + 1]) / 2.0 for i in range(len(rs) - 1)))
