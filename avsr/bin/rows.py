@@ -5,6 +5,7 @@
     python -m avsr.bin.rows select ...   # dev choices (grids, probes, adapter threshold, best dropout row)
     python -m avsr.bin.rows sweep ...    # the eval sweep (avsr eval) of the table's models
     python -m avsr.bin.rows table ... --out robust_core.json   # claims (avsr.eval.claims) and the table JSON
+    python -m avsr.bin.rows table ... --leaderboard leaderboard.json [--corpus_dir CORPUS]   # avsr.eval.leaderboard
 
 Called by ``recipes/misp2022/run.sh`` stages 15-18.  Needs the recipe's A0 and AV0 (``train_a0``,
 ``train_av0``, ``stats``, ``packed/{a0,av0}``).  Every run is an ``avsr.bin.train`` call into
@@ -13,6 +14,13 @@ Called by ``recipes/misp2022/run.sh`` stages 15-18.  Needs the recipe's A0 and A
 moved aside (``<RUN>.stale-<time>``) with its pack and every sweep that decoded it.  Every step is
 resumable, so each subcommand runs the steps before it that are not done (``select`` trains what it
 needs; done sweeps are reused by name and models).  The row spec format: :mod:`avsr.eval.rows`.
+
+The best dropout-only row (claim 4's comparison) is the row of the spec's ``roles.dropout_rows`` with the
+lowest dev degradation area over the paper's rates 0 / .25 / .5 / .75 / 1
+(:func:`avsr.eval.claims.best_dropout_row`, CTC greedy), never chosen on eval.  ``table --leaderboard
+FILE`` also writes the leaderboard (schema: :mod:`avsr.eval.leaderboard`) of the eval sweep; its corpus
+facts come from ``<corpus_dir>/synthmisp.json`` (``--corpus_dir``; by default the corpus root the data
+dir's ``train/wav.scp`` points into) and the data dirs.
 """
 from __future__ import annotations
 
@@ -23,7 +31,7 @@ import subprocess
 import sys
 import time
 
-from avsr.eval.claims import claims, mean_cer, study_trend
+from avsr.eval.claims import best_dropout_row, claims, interval_claims, mean_cer, study_trend
 from avsr.eval.rows import RECIPE_MODELS, RowSpecError, choose_on_dev, expand, load_spec
 from avsr.eval.sweep import RATES
 
@@ -246,6 +254,7 @@ class Experiment:
         self.scores = {}        # row -> {run name: dev score}
         self.probes = {}        # row -> {value: score}, lowest, current
         self.route = {}
+        self.best_dropout, self.best_dropout_dev = None, {}
 
     def resolve(self, m):
         if m == "av0_init":
@@ -306,12 +315,14 @@ class Experiment:
                 self._probe(name, row)
             if row.route:
                 self._route(name, row)
-        rconds = [f"random@{x:g}" for x in RATES]
         drop = [m for m in self.spec.roles.get("dropout_rows", []) if m in self.spec.rows]
+        self.best_dropout_dev = {}
         if len(drop) > 1:
+            # the dev sweep's grid (RATES) holds the paper's rates; lowest dev area, ties to the earlier row
             dev = self.r.sweep("dev_dropout", [f"{m}={self.packed[self.chosen[m].name]}" for m in drop], "dev",
                                greedy=True, segment=False, whole=False, snrs=False)
-            self.best_dropout = min(drop, key=lambda m: mean_cer(dev, m, rconds))
+            self.best_dropout, areas, anchor = best_dropout_row(dev, drop)
+            self.best_dropout_dev = {"area_paper_rates": areas, "anchor": anchor}
         else:
             self.best_dropout = drop[0] if drop else None
 
@@ -383,9 +394,10 @@ class Experiment:
                             extra=["--baseline", "A0", "--reference", "AV0", "--similarity_rates", "0", "0.5", "1.0"])
 
     def table(self, command="", machine=None):
-        """The table JSON (the format docs/results/robust_*.json have): eval sweep, dev choices, claims."""
+        """The table JSON (the format docs/results/robust_*.json have): eval sweep, dev choices, claims
+        (the point-estimate ``claims`` and ``claims_by_interval``, :func:`avsr.eval.claims.interval_claims`)."""
         t0 = time.perf_counter()
-        ev = self.sweep()
+        ev = self.eval_sweep = self.sweep()
         roles = self.spec.roles
         st, ad_row = roles.get("student"), roles.get("adapter")
         s_run, a_run = self.chosen.get(st), self.chosen.get(ad_row)
@@ -421,12 +433,16 @@ class Experiment:
                 "tuned_threshold": self.route[ad_row]["threshold"], "parameters": counts,
                 "adapter_share": counts.get("adapter", 0) / counts["total"]}
         out["best_dropout_only_row_dev"] = self.best_dropout
+        if self.best_dropout_dev:
+            out["best_dropout_dev"] = self.best_dropout_dev
         out["eval"] = {k: ev[k] for k in ("conditions", "cer", "degradation_area", "similarity", "timing", "utts")
                        if k in ev}
         out["claims"] = claims(ev, self.best_dropout)
         trend = study_trend(ev)
         if trend:
             out["claims"]["4_study_trend"] = trend
+        if "utt_errors" in ev:
+            out["claims_by_interval"] = interval_claims(ev, self.best_dropout, adapter=ad_row or "AV6")
         out["seconds"] = {"total_this_run": time.perf_counter() - t0,
                           **{k: round(v, 1) for k, v in self.r.times.items()}}
         out["row_train_seconds"], out["budget_steps"] = {}, {}
@@ -440,6 +456,47 @@ class Experiment:
         return out
 
 
+    def row_facts(self):
+        """``{model: {"train_s", "params_added"}}`` of every model of the eval sweep: the training seconds of
+        its own train dir (A0, AV0: the recipe's ``train_a0`` / ``train_av0``; a row: the run whose packed
+        model it decodes, else the ``exp_dir`` in the packed model's meta.json) and its parameters beyond
+        AV0's (``train_result.json``'s ``parameters.total``, else counted on the packed model)."""
+        from avsr.eval.leaderboard import LeaderboardError, train_facts
+        by_packed = {os.path.abspath(p): run for run, p in self.packed.items()}
+        recipe = {"A0": "a0", "AV0": "av0"}
+
+        def total(tf, packed):
+            if (tf.get("parameters") or {}).get("total") is not None:
+                return int(tf["parameters"]["total"])
+            from avsr.models.model import count_parameters
+            from avsr.pack import load_packed
+            return int(count_parameters(load_packed(packed)[0])["total"])
+
+        base = total(train_facts(os.path.join(self.r.exp, "train_av0")), os.path.join(self.r.exp, "packed", "av0"))
+        out = {}
+        for name, (p, _) in _parse_models(self.eval_models()).items():
+            if name in recipe:
+                d = os.path.join(self.r.exp, f"train_{recipe[name]}")
+            elif os.path.abspath(p) in by_packed:
+                d = self.dirs[by_packed[os.path.abspath(p)]]
+            else:
+                meta = os.path.join(p, "meta.json")
+                d = json.load(open(meta, encoding="utf-8")).get("exp_dir") if os.path.isfile(meta) else None
+                if not d:
+                    raise LeaderboardError(f"{p}: no train dir known for row {name} (not a run of this rows dir, "
+                                           "and no exp_dir in its meta.json)")
+            tf = train_facts(d)
+            out[name] = {"train_s": tf["train_s"], "params_added": total(tf, p) - base}
+        return out
+
+    def leaderboard(self, corpus):
+        """The leaderboard (:func:`avsr.eval.leaderboard.build_leaderboard`) of the table's eval sweep,
+        with ``corpus`` facts (:func:`avsr.eval.leaderboard.corpus_facts`)."""
+        from avsr.eval.leaderboard import build_leaderboard
+        ev = getattr(self, "eval_sweep", None) or self.sweep()
+        return build_leaderboard(ev, corpus, self.best_dropout, self.row_facts())
+
+
 def build_parser():
     ap = argparse.ArgumentParser(prog="python -m avsr.bin.rows", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -451,6 +508,9 @@ def build_parser():
     ap.add_argument("--config", required=True, help="the recipe's model/trainer YAML")
     ap.add_argument("--rows_dir", help="where the runs, their packs and sweeps go (default <exp_dir>/rows)")
     ap.add_argument("--out", help="table JSON (table)")
+    ap.add_argument("--leaderboard", help="also write the leaderboard JSON (table; schema: avsr.eval.leaderboard)")
+    ap.add_argument("--corpus_dir", help="the corpus root holding synthmisp.json (table --leaderboard; default: "
+                                         "the root the data dir's train/wav.scp points into)")
     return ap
 
 
@@ -462,16 +522,34 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {e}")
     exp = Experiment(spec, RowRunner(args.exp_dir, args.data_dir, args.config, args.rows_dir))
     if args.command == "table":
-        if not args.out:
-            raise SystemExit("error: table needs --out")
+        if not args.out and not args.leaderboard:
+            raise SystemExit("error: table needs --out and/or --leaderboard")
+        from avsr.eval.leaderboard import LeaderboardError, corpus_facts, corpus_root_from_data, write_leaderboard
+        corpus = None
+        if args.leaderboard:           # the corpus facts first: a missing file fails before any work
+            cdir = args.corpus_dir or corpus_root_from_data(args.data_dir)
+            if not cdir:
+                raise SystemExit(f"error: {args.data_dir}/train/wav.scp names no corpus audio/ folder: "
+                                 "--leaderboard needs --corpus_dir")
+            try:
+                corpus = corpus_facts(cdir, args.data_dir)
+            except LeaderboardError as e:
+                raise SystemExit(f"error: {e}")
         import platform
         out = exp.table(command="python -m avsr.bin.rows " + " ".join(sys.argv[1:] if argv is None else argv),
                         machine={"cores": os.cpu_count(), "python": platform.python_version(),
                                  "cpu": platform.processor() or platform.machine()})
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(out, f, indent=1, ensure_ascii=False)
-        print(f"wrote {args.out}")
+        if args.out:
+            os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
+            with open(args.out, "w", encoding="utf-8") as f:
+                json.dump(out, f, indent=1, ensure_ascii=False)
+            print(f"wrote {args.out}")
+        if args.leaderboard:
+            try:
+                write_leaderboard(exp.leaderboard(corpus), args.leaderboard)
+            except LeaderboardError as e:
+                raise SystemExit(f"error: {e}")
+            print(f"wrote {args.leaderboard}")
     else:
         getattr(exp, args.command)()
     return 0

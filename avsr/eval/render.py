@@ -5,6 +5,8 @@
 * ``sec_*``: the sections of the benchmark page and of the robustness tables (from ``docs/results/*.json``);
 * :func:`benchmarks_md`, :func:`synthmisp_results_md`, :func:`misp2022_results_md`: ``docs/BENCHMARKS.md``
   and the recipes' ``RESULTS.md``;
+* :func:`leaderboard_md`: the leaderboard section of ``recipes/synthmisp/RESULTS.md`` (from
+  ``docs/results/leaderboard.json``, :mod:`avsr.eval.leaderboard`; absent while that file does not exist);
 * :func:`render_docs`: every committed report from the committed JSONs (``python -m avsr.bin.report --docs``);
   a test checks that this gives the committed files byte for byte.
 """
@@ -525,6 +527,36 @@ OLD_RULES_NOTE = ("**Made with the earlier data rules.** These numbers come from
                   "(`docs/MISP2022_FORMATS.md`), so a fresh run gives other numbers; they stand here until remade.")
 
 
+def _holds(v) -> str:
+    return "holds" if v is True else "fails" if v is False else "not resolved"
+
+
+def leaderboard_md(lb) -> list:
+    """The leaderboard section (lines) of a ``leaderboard.json`` dict (schema: :mod:`avsr.eval.leaderboard`):
+    rows x conditions with 95 % intervals, area, training seconds and parameters beyond AV0, then every
+    claim with its verdict and evidence."""
+    c = lb["corpus"]
+    conds = list(next(iter(lb["rows"].values()))["cer"])
+    out = ["## Leaderboard", "",
+           f"Corpus: SynthMISP `{c['preset']}`, seed {c['seed']}; {c['eval_segments']} eval segments from "
+           f"{c['eval_speakers']} speakers; {c['train_hours']:.2f} h of training segments. Search: **{lb['search']}**. "
+           "CER % [95 % bootstrap CI over utterances] per condition: random frame loss at rates 0 to 1, segment "
+           "loss at 0.5, the whole video missing, babble at 0 and -5 dB with full video. Area: trapezoid of "
+           "CER(r) − CER_AV0(0) over the rates 0 / 0.25 / 0.5 / 0.75 / 1 (points x rate; lower is more robust). "
+           "Train s: the row's own training (not its init's); params added: parameters beyond AV0. "
+           "`docs/results/leaderboard.json` also holds every row's paired differences against A0 and AV0.", "",
+           "| row | " + " | ".join(conds) + " | area | train s | params added |",
+           "|---|" + "---|" * (len(conds) + 3)]
+    for m, r in lb["rows"].items():
+        out.append(f"| {m} | " + " | ".join(f"{r['cer'][k]:.1f} [{r['ci95'][k][0]:.1f}, {r['ci95'][k][1]:.1f}]"
+                                            for k in conds)
+                   + f" | {r['area']:.2f} | {r['train_s']:.0f} | {r['params_added']:,} |")
+    out += ["", "**Claims** (decided on paired 95 % intervals; `avsr/eval/claims.py` defines each verdict):", ""]
+    for name, v in lb["claims"].items():
+        out.append(f"- `{name}`: **{_holds(v['holds'])}**. {v['evidence']}.")
+    return out + [""]
+
+
 def synthmisp_results_md(res_dir) -> str:
     """recipes/synthmisp/RESULTS.md: per model, CER per condition and the command, from docs/results."""
     out = ["# SynthMISP recipe: results", "",
@@ -549,6 +581,11 @@ def synthmisp_results_md(res_dir) -> str:
             out.append(f"| {x['model']} | {x['set']} | {x['search']} | {100 * x['cer']:.2f} "
                        f"[{100 * x['lo']:.2f}, {100 * x['hi']:.2f}] | {rel} | {stage.get(x['model'], '')} |")
         out += ["", f"Command: `{MINI_RUN.splitlines()[0].strip()} ...` (above).", ""]
+    lb = _load(res_dir, "leaderboard.json")
+    if lb:
+        from avsr.eval.leaderboard import validate_leaderboard
+        validate_leaderboard(lb, os.path.join(res_dir, "leaderboard.json"))
+        out += leaderboard_md(lb)
     for name, table in (("robust_core.json", "core"), ("robust_full.json", "full")):
         r = _load(res_dir, name)
         if not r:

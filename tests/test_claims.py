@@ -1,0 +1,392 @@
+"""Claims by intervals (avsr.eval.claims), the paper's 5-rate degradation area (avsr.eval.sweep), the best
+dropout-only row chosen on dev, and leaderboard.json (avsr.eval.leaderboard) written by
+``python -m avsr.bin.rows table --leaderboard`` from a fake rows dir (no training, no decoding)."""
+import copy
+import json
+import os
+
+import numpy as np
+import pytest
+import yaml
+from scipy.stats import kendalltau
+
+from avsr.bin import rows as rb
+from avsr.eval import claims as cl
+from avsr.eval import leaderboard as lbm
+from avsr.eval.sweep import PAPER_RATES, RATES, default_conditions, degradation_area
+
+N, REF = 200, 10          # utterances, reference characters each: one error on one utterance = 0.05 points
+
+
+def _ones(share, n=N, offset=0):
+    """1 on a evenly spaced ``share`` of the utterances, 0 elsewhere."""
+    k = int(round(share * n))
+    e = np.zeros(n, dtype=int)
+    if k:
+        e[(offset + np.arange(k) * n // k) % n] = 1
+    return e
+
+
+def _sw(errors, conds=("random@0",)):
+    """A sweep dict with per-utterance errors: ``errors[model]`` an array (every condition) or a dict by condition."""
+    ue = {m: {c: [int(x) for x in (v[c] if isinstance(v, dict) else v)] for c in conds} for m, v in errors.items()}
+    return {"conditions": list(conds), "utt_errors": ue, "utt_ref_chars": [REF] * N,
+            "cer": {m: {c: {"cer": sum(x) / (REF * N)} for c, x in d.items()} for m, d in ue.items()}}
+
+
+# ------------------------------------------------------------------------------------ the three verdicts
+def test_not_worse_by_more_than_the_margin_holds_fails_or_is_not_resolved_by_the_upper_bound():
+    base = 3 * np.ones(N, dtype=int)                             # 30 % CER
+    cases = {"holds": base + _ones(0.02),                        # +0.2 points, interval [0.0, 0.4]
+             "fails": base + _ones(0.20),                        # +2.0 points, interval well above +0.5
+             "open": base + _ones(0.05)}                         # +0.5 points, interval straddles +0.5
+    rs = cl.Resampler(_sw({"other": base, **cases}))
+    pd = {k: cl.paired_diff(rs, k, "other", "random@0") for k in cases}
+    assert pd["holds"]["diff"] == pytest.approx(0.2) and pd["fails"]["diff"] == pytest.approx(2.0)
+    assert pd["holds"]["ci95"][1] <= 0.5 < pd["fails"]["ci95"][0]
+    assert pd["open"]["ci95"][0] < 0.5 < pd["open"]["ci95"][1]
+    assert cl.not_worse(pd["holds"]) is True
+    assert cl.not_worse(pd["fails"]) is False
+    assert cl.not_worse(pd["open"]) == cl.NOT_RESOLVED == "not resolved"
+    # the margin is a parameter: with 1 point the straddling case holds
+    assert cl.not_worse(pd["open"], margin=1.0) is True
+
+
+def test_better_is_p_below_alpha_false_when_the_interval_excludes_the_better_side_else_not_resolved():
+    base = 3 * np.ones(N, dtype=int)
+    cases = {"clearly": base - _ones(0.20),                      # 2 points better
+             "worse": base + _ones(0.20),
+             "same": base.copy(),                                 # identical: never better, interval [0, 0]
+             "slightly": base - _ones(0.05) + _ones(0.04, offset=1)}   # 0.05 points better: not significant
+    rs = cl.Resampler(_sw({"other": base, **cases}))
+    pd = {k: cl.paired_diff(rs, k, "other", "random@0") for k in cases}
+    assert pd["clearly"]["p"] < 0.05 and cl.better(pd["clearly"]) is True
+    assert cl.better(pd["worse"]) is False and pd["worse"]["ci95"][0] > 0
+    assert pd["same"]["ci95"] == [0.0, 0.0] and pd["same"]["p"] == 1.0 and cl.better(pd["same"]) is False
+    assert pd["slightly"]["p"] >= 0.05 and pd["slightly"]["ci95"][0] < 0
+    assert cl.better(pd["slightly"]) == cl.NOT_RESOLVED
+
+
+def test_a_claim_of_several_parts_is_false_if_any_fails_true_if_all_hold():
+    nr = cl.NOT_RESOLVED
+    assert cl.all_of([True, True]) is True
+    assert cl.all_of([True, nr, False]) is False
+    assert cl.all_of([True, nr]) == nr
+    assert cl.all_of([]) == nr
+
+
+# ------------------------------------------------------------------------------------ the 5-rate area
+def test_degradation_area_over_the_papers_five_rates_on_known_numbers():
+    cer = {0.0: 20, 0.25: 22, 0.5: 25, 0.75: 30, 1.0: 40, 0.1: 90, 0.3: 90, 0.7: 90}   # off-grid rates: outliers
+    # CER - 18 = 2, 4, 7, 12, 22; trapezoid with steps of 0.25: 0.25 * (3 + 5.5 + 9.5 + 17) = 8.75
+    assert degradation_area(cer, 18, rates=PAPER_RATES) == pytest.approx(8.75)
+    assert degradation_area(cer, 18) > 20                   # the whole grid (existing callers) sees the outliers
+    assert set(PAPER_RATES) <= set(RATES)
+    with pytest.raises(KeyError, match="0.75"):
+        degradation_area({0.0: 1, 0.25: 1, 0.5: 1, 1.0: 1}, 0, rates=PAPER_RATES)
+    assert cl.area_points({f"random@{r:g}": v for r, v in cer.items()}, 18) == pytest.approx(8.75)
+
+
+def test_area_claim_is_decided_on_the_interval_of_the_gap():
+    rates = [f"random@{r:g}" for r in PAPER_RATES]
+    av0 = {c: 2 * np.ones(N, dtype=int) for c in rates}                   # anchor: 20 % at rate 0
+    drop = {c: 2 * np.ones(N, dtype=int) + int(4 * r) * _ones(0.5) for c, r in zip(rates, PAPER_RATES)}
+
+    def run(scale):                                          # AV6 degrades like the dropout row, scaled
+        av6 = {c: 2 * np.ones(N, dtype=int) + (int(4 * r) * _ones(0.5 * scale)) for c, r in zip(rates, PAPER_RATES)}
+        rs = cl.Resampler(_sw({"AV0": av0, "AV3": drop, "AV6": av6}, rates))
+        return cl.area_claim(rs, "AV6", "AV3")
+    good, bad, edge = run(0.5), run(1.0), run(0.8)
+    assert good["holds"] is True and good["gap_ci95"][0] >= 0
+    assert bad["holds"] is False and bad["gap_ci95"][1] < 0
+    assert edge["holds"] == cl.NOT_RESOLVED                  # exactly 20 % below: the interval straddles 0
+    assert f"[{good['gap_ci95'][0]:+.2f}, {good['gap_ci95'][1]:+.2f}]" in good["evidence"]
+    assert "AV3" in good["evidence"] and "reduction +50.0 %" in good["evidence"]
+
+
+# ------------------------------------------------------------------------------------ the trend
+def _study(slopes, extra=None):
+    """Study rows whose errors rise with the test rate by ``slopes[row]`` per utterance (or on the
+    utterances ``extra[row]`` only)."""
+    rates = [f"random@{r:g}" for r in PAPER_RATES]
+    errs = {"AV0": {c: 2 * np.ones(N, dtype=int) for c in rates}}
+    for m, s in slopes.items():
+        bump = s * np.ones(N, dtype=int) if extra is None else np.isin(np.arange(N), extra[m]).astype(int) * s
+        errs[m] = {c: 2 * np.ones(N, dtype=int) + int(4 * r) * bump for c, r in zip(rates, PAPER_RATES)}
+    return _sw(errs, rates)
+
+
+def test_kendall_trend_with_a_bootstrap_interval_holds_fails_or_is_not_resolved():
+    rows = ("S.1", "S.3", "S.5", "S.7")
+    falling = cl.trend_claim(cl.Resampler(_study(dict(zip(rows, (4, 3, 2, 1))))), cl.STUDY_TRAIN_RATES)
+    assert falling["holds"] is True and falling["tau"] == -1.0 and falling["ci95"] == [-1.0, -1.0]
+    rising = cl.trend_claim(cl.Resampler(_study(dict(zip(rows, (1, 2, 3, 4))))), cl.STUDY_TRAIN_RATES)
+    assert rising["holds"] is False and rising["ci95"][0] > 0
+    # a falling point estimate carried by a handful of utterances: the interval holds 0
+    sw = _study(dict(zip(rows, (1, 1, 1, 1))), extra={"S.1": [0, 1, 2, 3], "S.3": [4, 5, 6],
+                                                      "S.5": [7, 8, 9], "S.7": [10, 11]})
+    t = cl.trend_claim(cl.Resampler(sw), cl.STUDY_TRAIN_RATES)
+    areas = [cl.area_points({c: 100 * sw["cer"][m][c]["cer"] for c in sw["conditions"]}, 20.0) for m in rows]
+    assert t["tau"] == pytest.approx(kendalltau([0.1, 0.3, 0.5, 0.7], areas).statistic) and t["tau"] < 0
+    assert t["ci95"][0] < 0 <= t["ci95"][1] and t["holds"] == cl.NOT_RESOLVED
+    assert f"[{t['ci95'][0]:+.2f}, {t['ci95'][1]:+.2f}]" in t["evidence"]
+    # fewer than 3 study rows: no trend claim
+    assert cl.trend_claim(cl.Resampler(_study({"S.1": 2, "S.7": 1})), cl.STUDY_TRAIN_RATES) is None
+
+
+# ------------------------------------------------------------------------------------ the claims of a sweep
+def _eval_sweep(names, curves, n=N, search="beam10"):
+    """An eval sweep with every default condition: ``curves[model](condition) -> errors per utterance``."""
+    conds = [c.name for c in default_conditions()]
+    ue = {m: {c: [int(x) for x in curves[m](c)] for c in conds} for m in names}
+    cer = {m: {c: {"cer": sum(v) / (REF * n), "lo": 0.0, "hi": 1.0, "relative_cer_vs_baseline": 0.1}
+               for c, v in d.items()} for m, d in ue.items()}
+    return {"search": search, "conditions": conds, "utt_errors": ue, "utt_ref_chars": [REF] * n, "cer": cer,
+            "utts": n, "degradation_area": {m: 0.0 for m in names}, "models": {}}
+
+
+def _rate(c):
+    return float(c.split("@")[1]) if c.startswith("random@") else 1.0 if c == "whole" else 0.5 \
+        if c.startswith("segment") else 0.0
+
+
+def _curve(at0, at1):
+    """Errors per utterance rising from ``at0`` (rate 0) to ``at1`` (rate 1) errors on average."""
+    def f(c):
+        x = at0 + (at1 - at0) * _rate(c)
+        k = int(np.floor(x))
+        return k + _ones(x - k)
+    return f
+
+
+def test_interval_claims_of_a_sweep_name_every_claim_with_its_evidence():
+    curves = {"A0": _curve(3, 3), "AV0": _curve(2, 4), "AV3": _curve(2.2, 3.6), "AV6": _curve(2, 3)}
+    out = cl.interval_claims(_eval_sweep(list(curves), curves), "AV3")
+    assert set(out) == {"1_bias_reproduced", "2a_AV6_not_worse_than_AV0_at_0", "2b_AV6_not_worse_than_A0_at_every_rate",
+                        "3_AV6_better_than_AV0_at_rates_ge_0.5", "4_AV6_area_20pct_below_best_dropout"}
+    assert out["1_bias_reproduced"]["holds"] is True
+    assert out["2a_AV6_not_worse_than_AV0_at_0"]["holds"] is True     # identical at rate 0
+    assert out["2b_AV6_not_worse_than_A0_at_every_rate"]["holds"] is True
+    assert out["3_AV6_better_than_AV0_at_rates_ge_0.5"]["holds"] is True
+    # the non-inferiority to A0 is checked at every rate of the grid: worse than A0 at rate 1 only
+    curves["AV6"] = lambda c: _curve(2, 3)(c) + (_ones(0.5) if c == "random@1" else 0)
+    out = cl.interval_claims(_eval_sweep(list(curves), curves), "AV3")
+    ni = out["2b_AV6_not_worse_than_A0_at_every_rate"]
+    assert ni["holds"] is False
+    for r in PAPER_RATES:
+        assert f"AV6 − A0 at random@{r:g}:" in ni["evidence"]
+    assert ni["evidence"].count("→ holds") == 4 and ni["evidence"].count("→ fails") == 1
+
+
+# ------------------------------------------------------------------------------------ best dropout row on dev
+def test_best_dropout_row_is_the_lowest_dev_area_over_the_papers_rates():
+    def dev(vals):
+        return {"cer": {m: {f"random@{r:g}": {"cer": v(r)} for r in RATES} for m, v in vals.items()}}
+    paper = {0.0: .20, 0.25: .22, 0.5: .25, 0.75: .30, 1.0: .34}
+    d = dev({"AV1": lambda r: .30, "AV2": lambda r: paper.get(r, .90), "AV3": lambda r: .31})
+    best, areas, anchor = cl.best_dropout_row(d, ["AV1", "AV2", "AV3"])
+    # AV2: area 26 over the five rates (its mean CER over all eight rates would lose to AV1's)
+    assert best == "AV2" and areas["AV2"] == pytest.approx(26.0) and areas["AV1"] == pytest.approx(30.0)
+    assert anchor == "none"
+    d["cer"]["AV0"] = {"random@0": {"cer": .18}}
+    best, areas, anchor = cl.best_dropout_row(d, ["AV1", "AV2", "AV3"])
+    assert best == "AV2" and areas["AV2"] == pytest.approx(8.0) and anchor == "AV0@0"
+    # ties go to the earlier row
+    assert cl.best_dropout_row(dev({"AV1": lambda r: .3, "AV3": lambda r: .3}), ["AV3", "AV1"])[0] == "AV3"
+
+
+# ------------------------------------------------------------------------------------ leaderboard.json
+SPEC = """
+defaults: {budget: {epochs: 1}, lr: 0.001, warmup_steps: 1, freeze: [audio_encoder]}
+rows:
+  AV1: {init: av0_init, freeze: [], options: {d_prob: 1.0}}
+  AV2: {init: av0_init, freeze: [], options: {d_prob: 0.5}}
+  AV3: {init: av0, options: {d_prob: 0.5}}
+  AV5:
+    init: av0
+    methods: [{mda_kd: {teacher: "@av0", distance: mse, tap: fused, weight: 1.0}}]
+  AV6:
+    init: AV5
+    name: "AV6-on-{init}"
+    audio_aug: false
+    freeze: []
+    methods: [ms_adapter]
+    route: {thresholds: [0, 0.5], sweep: "dev_threshold-{init}{suffix}"}
+roles: {student: AV5, adapter: AV6, dropout_rows: [AV1, AV2, AV3]}
+tables: {t: {rows: [AV1, AV2, AV3, AV5, AV6], search: beam10}}
+"""
+BASE_PARAMS, ADAPTER_PARAMS = 1000, 33
+
+
+def _fake_train(cmd, log):
+    """Stands in for avsr.bin.train: what a finished run leaves (config, model, train_result with its own
+    seconds: 10 per epoch, 100 for the adapter run; parameters: AV0's plus the adapters)."""
+    d = cmd[cmd.index("--exp_dir") + 1]
+    sets = dict(x.split("=", 1) for x in cmd if x.startswith("trainer."))
+    methods = [cmd[i + 1] for i, x in enumerate(cmd) if x == "--method"]
+    os.makedirs(d, exist_ok=True)
+    yaml.safe_dump({"trainer": {"init": cmd[cmd.index("--init") + 1],
+                                **{k[len("trainer."):]: float(v) for k, v in sets.items()}},
+                    "methods": methods}, open(os.path.join(d, "config.yaml"), "w"))
+    open(os.path.join(d, "model.pth"), "w").close()
+    adapter = "ms_adapter" in methods
+    json.dump({"parameters": {"total": BASE_PARAMS + (ADAPTER_PARAMS if adapter else 0)},
+               "history": [{"step": 3, "train_seconds": 90.0 if adapter else 8.0,
+                            "valid_seconds": 10.0 if adapter else 2.0}]},
+              open(os.path.join(d, "train_result.json"), "w"))
+
+
+class _Runner(rb.RowRunner):
+    """A rows dir without training or decoding: runs via :func:`_fake_train`, packs to ``/packed/<run>``,
+    dev sweeps from ``DEV`` curves, the eval sweep from ``EVAL`` curves."""
+    DEV = EVAL = None
+
+    def __init__(self, exp_dir, data_dir, config, rows_dir=None, **kw):
+        super().__init__(exp_dir, data_dir, config, rows_dir, **kw)
+        self.sh = _fake_train
+        self.swept = []
+
+    def pack(self, row, d):
+        return f"/packed/{row}"
+
+    def sweep(self, name, models, split, greedy, rates=RATES, **kw):
+        names = [m.split("=", 1)[0] for m in models]
+        self.swept.append((name, split, tuple(names)))
+        if split == "dev":
+            return {"cer": {m: {f"random@{float(r):g}": {"cer": self.DEV.get(m, lambda r: 0.5)(float(r))}
+                                for r in rates} for m in names}}
+        return _eval_sweep(names, self.EVAL)
+
+
+def _rows_dir(tmp_path):
+    exp, data, corpus = tmp_path / "exp", tmp_path / "data", tmp_path / "corpus"
+    for m, total in (("a0", 600), ("av0", BASE_PARAMS)):
+        os.makedirs(exp / "packed" / m)
+        open(exp / "packed" / m / "model.pth", "w").close()
+        os.makedirs(exp / f"train_{m}")
+        json.dump({"parameters": {"total": total}, "history": [{"train_seconds": 500.0, "valid_seconds": 50.0}]},
+                  open(exp / f"train_{m}" / "train_result.json", "w"))
+    yaml.safe_dump({"trainer": {"init": ["/a0.pth", "/v.pth::visual_"]}, "methods": ['audio_noise:{"prob": 0.8}']},
+                   open(exp / "train_av0" / "config.yaml", "w"))
+    os.makedirs(corpus)
+    json.dump({"generator": "avsr.synthmisp", "preset": "mini", "seed": 7}, open(corpus / "synthmisp.json", "w"))
+    os.makedirs(data / "train")
+    os.makedirs(data / "eval")
+    (data / "train" / "wav.scp").write_text(f"R01_S001002_C01_I0_Far {corpus}/audio/train/far/R01_S001002_C01_I0_Far_0.wav\n")
+    (data / "train" / "segments").write_text("u1 r 0.00 1800.00\nu2 r 10.0 910.0\n")     # 0.75 h
+    (data / "eval" / "utt2spk").write_text("a S001\nb S001\nc S002\n")
+    spec = tmp_path / "rows.yaml"
+    spec.write_text(SPEC)
+    return exp, data, corpus, spec
+
+
+def _leaderboard(tmp_path, monkeypatch, extra=()):
+    import avsr.models.model as mm
+    import avsr.pack as pk
+    exp, data, corpus, spec = _rows_dir(tmp_path)
+    # dev: AV2 has the lowest area; eval: AV1 does (the leaderboard must take dev's)
+    _Runner.DEV = {"AV1": lambda r: .30, "AV2": lambda r: .20 + .1 * r, "AV3": lambda r: .31,
+                   "T0": lambda r: .4, "T0.5": lambda r: .3}
+    _Runner.EVAL = {"A0": _curve(3, 3), "AV0": _curve(2, 4), "AV1": _curve(2.1, 2.4), "AV2": _curve(2.6, 4),
+                    "AV3": _curve(2.2, 3.6), "AV5": _curve(2, 3.6), "AV6": _curve(2, 3), "AV6-tuned": _curve(2, 3)}
+    monkeypatch.setattr(rb, "RowRunner", _Runner)
+    monkeypatch.setattr(pk, "load_packed", lambda p: (None,))
+    monkeypatch.setattr(mm, "count_parameters", lambda m: {"total": 1033, "adapter": 33})
+    out = tmp_path / "lb" / "leaderboard.json"
+    rb.main(["table", "--rows", str(spec), "--table", "t", "--exp_dir", str(exp), "--data_dir", str(data),
+             "--config", "c.yaml", "--out", str(tmp_path / "robust_t.json"), "--leaderboard", str(out), *extra])
+    return json.load(open(out)), json.load(open(tmp_path / "robust_t.json"))
+
+
+def test_table_writes_a_valid_leaderboard_from_a_fake_rows_dir(tmp_path, monkeypatch):
+    lb, table = _leaderboard(tmp_path, monkeypatch)
+    lbm.validate_leaderboard(lb)
+    assert lb["corpus"] == {"preset": "mini", "seed": 7, "eval_segments": 3, "eval_speakers": 2, "train_hours": 0.75}
+    assert lb["search"] == "beam10"
+    assert list(lb["rows"]) == ["A0", "AV0", "AV1", "AV2", "AV3", "AV5", "AV6", "AV6-tuned"]
+    av6 = lb["rows"]["AV6"]
+    assert list(av6["cer"]) == ["0", "0.25", "0.5", "0.75", "1", "segment0.5", "whole", "babble0", "babble-5"]
+    assert av6["cer"]["0"] == pytest.approx(20.0) and av6["cer"]["1"] == pytest.approx(30.0)
+    assert av6["cer"]["babble-5"] == pytest.approx(20.0)       # full video, the rate-0 errors
+    lo, hi = av6["ci95"]["0.5"]
+    assert lo <= av6["cer"]["0.5"] <= hi
+    # area over the five rates, anchored on AV0 at rate 0 (20 %): AV6 rises linearly 20 -> 30 %: area 5
+    assert av6["area"] == pytest.approx(5.0) and lb["rows"]["AV0"]["area"] == pytest.approx(10.0)
+    # paired against A0 and AV0 at every condition, never against itself
+    assert av6["paired"]["A0@0"]["diff"] == pytest.approx(-10.0) and av6["paired"]["A0@0"]["p"] == 0.0
+    assert av6["paired"]["AV0@1"]["diff"] == pytest.approx(-10.0)
+    assert len(av6["paired"]) == 18 and not any(k.startswith("AV0@") for k in lb["rows"]["AV0"]["paired"])
+    # own training time only (AV6's adapters: 100 s, not AV5's 10 s on top); parameters beyond AV0
+    assert av6["train_s"] == 100.0 and lb["rows"]["AV5"]["train_s"] == 10.0 and lb["rows"]["AV0"]["train_s"] == 550.0
+    assert av6["params_added"] == ADAPTER_PARAMS and lb["rows"]["AV6-tuned"]["params_added"] == ADAPTER_PARAMS
+    assert lb["rows"]["AV3"]["params_added"] == 0 and lb["rows"]["A0"]["params_added"] == 600 - BASE_PARAMS
+    # claim 4 compares with the best dropout-only row on DEV (AV2), not on eval (AV1 has the lowest eval area)
+    eval_best = min(("AV1", "AV2", "AV3"), key=lambda m: lb["rows"][m]["area"])
+    assert eval_best == "AV1" and table["best_dropout_only_row_dev"] == "AV2"
+    c4 = lb["claims"]["4_AV6_area_20pct_below_best_dropout"]
+    assert "AV2" in c4["evidence"] and "AV1" not in c4["evidence"]
+    assert lb["claims"]["1_bias_reproduced"]["holds"] is True
+    assert table["claims_by_interval"] == lb["claims"]
+    assert table["best_dropout_dev"]["anchor"] == "none" and set(table["best_dropout_dev"]["area_paper_rates"]) == \
+        {"AV1", "AV2", "AV3"}
+
+
+def test_leaderboard_needs_the_corpus_facts_and_says_which_file_is_missing(tmp_path, monkeypatch):
+    exp, data, corpus, spec = _rows_dir(tmp_path)
+    os.remove(corpus / "synthmisp.json")
+    monkeypatch.setattr(rb, "RowRunner", _Runner)
+    with pytest.raises(SystemExit, match=r"synthmisp\.json: not found"):
+        rb.main(["table", "--rows", str(spec), "--table", "t", "--exp_dir", str(exp), "--data_dir", str(data),
+                 "--config", "c.yaml", "--leaderboard", str(tmp_path / "lb.json")])
+    # an explicit --corpus_dir wins over the one the data dir points into
+    other = tmp_path / "other"
+    os.makedirs(other)
+    json.dump({"preset": "tiny", "seed": 1}, open(other / "synthmisp.json", "w"))
+    assert lbm.corpus_facts(str(other), str(data))["preset"] == "tiny"
+    assert lbm.corpus_root_from_data(str(data)) == str(corpus)
+
+
+def _valid():
+    conds = list(lbm.CONDITIONS)
+    row = {"cer": {c: 20.0 for c in conds}, "ci95": {c: [19.0, 21.0] for c in conds},
+           "paired": {"A0@0": {"diff": -1.0, "ci95": [-2.0, 0.0], "p": 0.04}}, "area": 1.5, "train_s": 10.0,
+           "params_added": 0}
+    return {"corpus": {"preset": "mini", "seed": 1, "eval_segments": 10, "eval_speakers": 2, "train_hours": 1.5},
+            "search": "greedy", "rows": {"A0": copy.deepcopy(row) | {"paired": {}}, "AV0": row},
+            "claims": {"1_bias_reproduced": {"holds": "not resolved", "evidence": "AV0 − A0 ..."}}}
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda d: d["corpus"].pop("seed"), "corpus: missing seed"),
+    (lambda d: d["corpus"].update(seed=True), "corpus.seed"),
+    (lambda d: d.update(search="beam"), "search"),
+    (lambda d: d["rows"]["AV0"]["cer"].pop("babble-5"), "rows.AV0.cer: missing babble-5"),
+    (lambda d: d["rows"]["AV0"]["ci95"].update({"0.25": [22.0, 21.0]}), "rows.AV0.ci95.0.25"),
+    (lambda d: d["rows"]["AV0"]["paired"].update({"AV9@0": {"diff": 0.0, "ci95": [0, 0], "p": 1.0}}),
+     "rows.AV0.paired.AV9@0"),
+    (lambda d: d["rows"]["AV0"]["paired"]["A0@0"].update(p=1.5), "rows.AV0.paired.A0@0.p"),
+    (lambda d: d["rows"]["AV0"].update(params_added=1.5), "rows.AV0.params_added"),
+    (lambda d: d["rows"]["AV0"].update(extra=1), "rows.AV0: unexpected extra"),
+    (lambda d: d["rows"]["AV0"]["cer"].update({"0": float("nan")}), "rows.AV0.cer.0"),
+    (lambda d: d["claims"]["1_bias_reproduced"].update(holds="maybe"), "claims.1_bias_reproduced.holds"),
+    (lambda d: d["claims"]["1_bias_reproduced"].update(holds=1), "claims.1_bias_reproduced.holds"),
+    (lambda d: d["claims"]["1_bias_reproduced"].update(evidence=""), "claims.1_bias_reproduced.evidence"),
+    (lambda d: d.update(extra=1), "top level: unexpected extra"),
+])
+def test_validator_names_the_field(mutate, field):
+    lbm.validate_leaderboard(_valid())
+    d = _valid()
+    mutate(d)
+    with pytest.raises(lbm.LeaderboardError, match="^x.json: not a leaderboard") as e:
+        lbm.validate_leaderboard(d, "x.json")
+    assert field in str(e.value)
+
+
+def test_leaderboard_refuses_a_sweep_without_its_conditions():
+    curves = {"A0": _curve(3, 3), "AV0": _curve(2, 4)}
+    sw = _eval_sweep(list(curves), curves)
+    sw["conditions"].remove("babble-5dB")
+    with pytest.raises(lbm.LeaderboardError, match="babble-5dB"):
+        lbm.build_leaderboard(sw, {}, None, {m: {"train_s": 0, "params_added": 0} for m in curves})
+    # the row stages' eval sweep (default conditions) holds every leaderboard condition
+    assert set(lbm.CONDITIONS.values()) <= {c.name for c in default_conditions()}
