@@ -1,4 +1,5 @@
-"""Audio front-end: any wav/flac on disk -> mono float32 at 16 kHz.
+"""Audio front-end: any wav/flac on disk, or the audio track of a video container -> mono float32
+at :data:`~frontends.constants.SAMPLE_RATE`.
 
 Reading is done with :mod:`soundfile` (libsndfile), so every sample rate, channel
 count and bit depth libsndfile knows is accepted (8-bit unsigned, 16/24/32-bit
@@ -22,6 +23,13 @@ Documented behaviours
   segment lists); anything later, or a ``start`` at/after the end, raises
   :class:`~frontends.errors.MediaError` stating the file's duration.
   ``start < 0`` or ``end <= start`` is a caller bug and raises ``ValueError``.
+* **Video containers** (mp4, mov, m4a, mkv, webm, avi, ts, ...): a file libsndfile cannot read
+  but FFmpeg opens as a container other than libsndfile's own formats (wav, w64, aiff, flac, au,
+  caf, ...) is read by :func:`load_container_audio` (PyAV): its audio track is aligned to the
+  video's frame grid (encoder priming dropped; see that function), averaged or channel-selected,
+  and resampled with FFmpeg's resampler.  ``--wav video.mp4`` therefore works.  Such a file
+  without an audio stream raises :class:`MediaError` ("no audio stream").  :func:`audio_info`
+  still reads only what libsndfile reads.
 * **Bad input** always raises :class:`~frontends.errors.MediaError` (``str()``
   starts with the path): missing file, not a regular file, 0-byte file, file that
   is not audio libsndfile can parse, zero-length audio, channel index out of
@@ -47,7 +55,8 @@ from scipy.signal import resample_poly
 from frontends.constants import SAMPLE_RATE
 from frontends.errors import MediaError, check_file as _check_file, check_time_range
 
-__all__ = ["AudioInfo", "audio_info", "load_audio", "resample", "END_TOLERANCE_S", "TARGET_SR"]
+__all__ = ["AudioInfo", "audio_info", "load_audio", "resample", "END_TOLERANCE_S", "TARGET_SR",
+           "ContainerAudioInfo", "load_container_audio", "is_kaldi_entry", "load_kaldi_audio"]
 
 #: Default output sample rate of :func:`load_audio` (:data:`frontends.constants.SAMPLE_RATE`).
 TARGET_SR = SAMPLE_RATE
@@ -174,7 +183,8 @@ def load_audio(path: "str | os.PathLike[str]", *, target_sr: Optional[int] = TAR
 
     Parameters
     ----------
-    path: wav / flac / anything libsndfile reads.
+    path: wav / flac / anything libsndfile reads; or a video container with an audio track (then
+        :func:`load_container_audio` is used: aligned to the video's grid, FFmpeg's resampler).
     target_sr: output rate (default 16 kHz); ``None`` keeps the file's rate.
     channel: ``"mean"`` (default) = average of all channels; an ``int`` = that
         0-based channel.  Out of range -> :class:`MediaError`.
@@ -187,7 +197,12 @@ def load_audio(path: "str | os.PathLike[str]", *, target_sr: Optional[int] = TAR
     np.ndarray float32 [N]; ``N = ceil(n_read * target_sr / sr)``.
     """
     path = os.fspath(path)
-    info = audio_info(path)
+    try:
+        info = audio_info(path)
+    except MediaError as e:
+        if e.reason.startswith("not a readable audio file") and _is_av_container(path):
+            return load_container_audio(path, target_sr=target_sr, channel=channel, start=start, end=end)[0]
+        raise
     if isinstance(channel, str):
         if channel != "mean":
             raise ValueError(f"channel must be an int or 'mean', got {channel!r}")
@@ -282,3 +297,318 @@ def load_kaldi_audio(entry: str, *, target_sr: Optional[int] = TARGET_SR, channe
     if target_sr is None or int(target_sr) == sr:
         return x
     return resample(x, sr, target_sr)
+
+
+# --------------------------------------------------------------------------------------------
+# Audio tracks of video containers (mp4, mov, mkv, ...), aligned to the video's frame grid
+# --------------------------------------------------------------------------------------------
+
+#: Formats libsndfile itself reads (FFmpeg's demuxer names): when libsndfile refuses such a file,
+#: :func:`load_audio` reports libsndfile's error instead of trying the file as a video container.
+_SNDFILE_FORMATS = frozenset({"wav", "w64", "aiff", "flac", "au", "caf", "voc", "sds", "rf64"})
+
+#: FFmpeg demuxer names of the mov/mp4 family, whose audio streams declare an exact end.
+_MOV_FORMATS = frozenset({"mov", "mp4", "m4a", "3gp", "3g2", "mj2"})
+
+#: A jump in the audio frames' timestamps of more than this many seconds beyond the samples
+#: decoded so far is a gap in the recording and is filled with silence.
+CONTAINER_GAP_TOL_S = 0.02
+
+#: Decoded audio ending more than this many seconds before the stream's declared end is reported
+#: as a truncated/corrupt file.
+CONTAINER_TRUNC_TOL_S = 0.1
+
+
+@dataclass(frozen=True)
+class ContainerAudioInfo:
+    """How :func:`load_container_audio` placed a container's audio track on the video's time line.
+
+    Times are seconds; ``origin`` and ``audio_start`` are on the container's clock, ``offset`` and
+    ``end`` are relative to ``origin`` (the instant of video grid frame 0, see
+    :mod:`frontends.video`).
+    """
+
+    path: str
+    codec: str  #: FFmpeg decoder name of the audio stream, e.g. ``"aac"``
+    source_sr: int  #: sample rate of the audio stream
+    channels: int  #: channel count of the audio stream
+    sr: int  #: sample rate of the returned samples
+    has_video: bool  #: whether the container has a video stream (else the origin is the audio's own start)
+    origin: float  #: container time of output sample 0 (the video's first frame)
+    audio_start: float  #: container time of the first decoded sample (after the decoder's ``skip_samples``)
+    offset: float  #: ``audio_start - origin``: > 0 silence was prepended, < 0 leading samples were dropped
+    dropped: int  #: leading decoded samples (at ``source_sr``) before the origin, dropped (encoder priming)
+    padded: int  #: zero samples (at ``source_sr``) prepended because the audio starts after the origin
+    gap_samples: int  #: zero samples (at ``source_sr``) inserted into timestamp gaps
+    end_trimmed: int  #: decoded samples (at ``source_sr``) past the stream's declared end, dropped (encoder padding)
+    num_samples: int  #: length of the returned array (after ``start``/``end``)
+    duration: float  #: ``num_samples / sr``
+
+
+def _frame_float(frame) -> np.ndarray:
+    """A decoded :class:`av.AudioFrame` as float32 ``[channels, samples]`` in ``[-1, 1)``."""
+    a = frame.to_ndarray()
+    fmt = frame.format
+    ch = len(frame.layout.channels) or 1
+    if not fmt.is_planar:
+        a = a.reshape(-1, ch).T
+    if a.dtype == np.uint8:
+        return (a.astype(np.float32) - 128.0) / 128.0
+    if a.dtype.kind == "i":
+        return a.astype(np.float32) / float(np.iinfo(a.dtype).max + 1)
+    return a.astype(np.float32, copy=False)
+
+
+def _av_error_reason(e: BaseException) -> str:
+    s = getattr(e, "strerror", None)
+    return str(s) if s else (str(e) or type(e).__name__)
+
+
+def _open_container(path: str):
+    import av
+    try:
+        return av.open(path, mode="r")
+    except av.error.FFmpegError as e:
+        raise MediaError(path, f"not a readable media file ({_av_error_reason(e)})") from None
+    except (OSError, ValueError) as e:
+        raise MediaError(path, f"cannot open ({e})") from None
+
+
+def _video_origin(path: str, container) -> Optional[float]:
+    """Container time of video grid frame 0, defined as :mod:`frontends.video` defines it: the video
+    stream's ``start_time``, else the first decoded video frame's timestamp; None without video."""
+    import av
+    if not container.streams.video:
+        return None
+    vs = container.streams.video[0]
+    if vs.start_time is not None and vs.time_base is not None:
+        return float(vs.start_time * vs.time_base)
+    other = _open_container(path)
+    try:
+        st = other.streams.video[0]
+        for frame in other.decode(st):
+            ftb = frame.time_base or st.time_base
+            if frame.pts is not None and ftb is not None:
+                return float(frame.pts * ftb)
+            return 0.0
+    except av.error.FFmpegError as e:
+        raise MediaError(path, f"cannot decode the first video frame ({_av_error_reason(e)})") from None
+    finally:
+        other.close()
+    return 0.0
+
+
+def _is_av_container(path: str) -> bool:
+    """Whether FFmpeg opens ``path`` as a media container that is not one of libsndfile's own formats."""
+    try:
+        import av
+        with av.open(path, mode="r") as c:
+            names = set(str(c.format.name).split(","))
+            return not (names & _SNDFILE_FORMATS) and bool(c.streams.audio or c.streams.video)
+    except Exception:  # noqa: BLE001 - anything FFmpeg refuses is simply not a container
+        return False
+
+
+class _Resampler:
+    """Mono float32 chunks at ``sr_in`` -> float32 at ``sr_out`` with PyAV's ``AudioResampler``
+    (FFmpeg's libswresample, default filter; output aligned to the input, no net delay)."""
+
+    def __init__(self, sr_in: int, sr_out: int):
+        self.sr_in, self.sr_out = sr_in, sr_out
+        self.out: list = []
+        self.n_in = 0
+        self.r = None
+        if sr_in != sr_out:
+            from av.audio.resampler import AudioResampler
+            self.r = AudioResampler(format="fltp", layout="mono", rate=sr_out)
+
+    def _take(self, frames) -> None:
+        for f in frames:
+            self.out.append(f.to_ndarray()[0].astype(np.float32, copy=False))
+
+    def push(self, x: np.ndarray) -> None:
+        if x.size == 0:
+            return
+        if self.r is None:
+            self.out.append(np.ascontiguousarray(x, dtype=np.float32))
+            return
+        import av
+        from fractions import Fraction
+        for s in range(0, len(x), 1 << 16):
+            part = np.ascontiguousarray(x[s:s + (1 << 16)], dtype=np.float32)[None, :]
+            f = av.AudioFrame.from_ndarray(part, format="fltp", layout="mono")
+            f.sample_rate = self.sr_in
+            f.pts = self.n_in
+            f.time_base = Fraction(1, self.sr_in)
+            self.n_in += part.shape[1]
+            self._take(self.r.resample(f))
+
+    def finish(self) -> np.ndarray:
+        if self.r is not None:
+            self._take(self.r.resample(None))
+        return np.concatenate(self.out) if self.out else np.zeros(0, np.float32)
+
+
+def load_container_audio(path: "str | os.PathLike[str]", *, target_sr: Optional[int] = TARGET_SR,
+                         channel: Union[int, str] = "mean", start: float = 0.0,
+                         end: Optional[float] = None) -> "tuple[np.ndarray, ContainerAudioInfo]":
+    """The audio track of a video container (mp4, mov, m4a, mkv, webm, avi, ts, ...) as 1-D float32
+    at ``target_sr`` Hz, with sample 0 at the instant of the video's grid frame 0.
+
+    What is used
+    ------------
+    * **Decoding**: PyAV (FFmpeg), first audio stream.  FFmpeg's demuxer turns the container's
+      record of the encoder delay into timestamps: an mp4/mov edit list (``elst`` media time) gives
+      the first packet a negative pts plus ``skip_samples`` side data, which the decoder applies
+      (the AAC priming, typically 1024 or 2112 samples, never reaches us and the first decoded
+      frame's pts is the first real sample).  Containers without such a record (Matroska, MPEG-TS
+      from FFmpeg) keep the priming samples but time-stamp them *before* the video's first frame.
+    * **Time line**: the origin is the video stream's ``start_time`` (times ``time_base``), else its
+      first decoded frame's pts: the same origin as :func:`frontends.video.read_video`'s grid.  The
+      first decoded audio frame's ``pts * time_base`` gives ``offset = audio_start - origin``;
+      ``round(-offset * sr)`` leading samples are dropped when the audio starts earlier (priming,
+      or a recording that started before the camera), ``round(offset * sr)`` zeros are prepended
+      when it starts later.  Later frames follow contiguously; a timestamp jump of more than
+      :data:`CONTAINER_GAP_TOL_S` beyond the decoded samples is filled with silence.  Samples past
+      the stream's declared end (``start_time + duration``, e.g. the encoder's padding of the last
+      AAC frame) are dropped; only for the mov/mp4 family (mp4, mov, m4a, 3gp), whose sample
+      tables and edit list state that end exactly (other demuxers may estimate it).  A container without a video stream uses the audio stream's own
+      ``start_time`` (clamped at 0) as the origin.  All of this is done at the source rate.
+    * **Channels**: ``channel="mean"`` averages all channels with equal weight (as
+      :func:`load_audio`); an ``int`` selects one (out of range: :class:`MediaError`).
+    * **Resampling**: PyAV's ``AudioResampler`` (libswresample, default filter, flushed at the
+      end); about ``N * target_sr / source_sr`` samples; ``target_sr=None`` keeps the source rate.
+    * **Segments**: ``start``/``end`` are seconds on the aligned time line; the whole track up to
+      ``end`` is decoded, then samples ``[round(start*sr), round(end*sr))`` are returned, with the
+      same tolerance and errors as :func:`load_audio`.
+
+    Errors (:class:`MediaError`, message starting with the path): missing/empty file, not a media
+    file, no audio stream, decoding failure, no decodable samples, audio ending more than
+    :data:`CONTAINER_TRUNC_TOL_S` before the stream's declared end (mov/mp4 family; a truncated file).
+
+    Returns ``(samples float32 [N], ContainerAudioInfo)``.
+    """
+    import av
+    path = os.fspath(path)
+    _check_file(path)
+    if isinstance(channel, str):
+        if channel != "mean":
+            raise ValueError(f"channel must be an int or 'mean', got {channel!r}")
+    elif isinstance(channel, (bool, np.bool_)) or not isinstance(channel, (int, np.integer)):
+        raise ValueError(f"channel must be an int or 'mean', got {channel!r}")
+    start, end = check_time_range(start, end)
+    container = _open_container(path)
+    try:
+        if not container.streams.audio:
+            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            raise MediaError(path, f"no audio stream (streams: {', '.join(kinds)})")
+        ast = container.streams.audio[0]
+        cc = ast.codec_context
+        sr_in = int(cc.sample_rate or 0)
+        n_ch = int(cc.channels or 0) if hasattr(cc, "channels") else 0
+        if sr_in <= 0:
+            raise MediaError(path, f"audio stream has no valid sample rate ({sr_in})")
+        if not isinstance(channel, str) and n_ch and not 0 <= int(channel) < n_ch:
+            raise MediaError(path, f"channel {int(channel)} out of range: the audio stream has {n_ch} channel(s)")
+        tb = ast.time_base
+        vorigin = _video_origin(path, container)
+        has_video = vorigin is not None
+        a_st = float(ast.start_time * tb) if (ast.start_time is not None and tb is not None) else None
+        # only the mov/mp4 family states the stream's end exactly (sample tables + edit list);
+        # elsewhere (MPEG-TS, ...) FFmpeg may estimate the duration from the bit rate
+        exact_end = bool(set(str(container.format.name).split(",")) & _MOV_FORMATS)
+        declared_end = (float((ast.start_time + ast.duration) * tb)
+                        if (exact_end and ast.start_time is not None and ast.duration and tb is not None)
+                        else None)
+        sr_out = sr_in if target_sr is None else _as_int_rate(target_sr, "target_sr")
+        res = _Resampler(sr_in, sr_out)
+        # samples at sr_in relative to the origin; stop a little after `end`
+        stop_at = None if end is None else int(math.ceil((end + 0.2) * sr_in))
+        origin = vorigin
+        pos = None          # index (at sr_in, relative to origin) of the next sample to place
+        audio_start = None
+        padded = 0
+        end_idx = None
+        last_t = 0.0
+        counts = {"dropped": 0, "gap": 0, "trimmed": 0}
+
+        def place(x: np.ndarray, gap: bool) -> None:
+            """Samples x at indices [pos, pos + len(x)): those before the origin are dropped,
+            those at/after the declared end trimmed, the rest go to the resampler."""
+            nonlocal pos
+            n = len(x)
+            lo = min(n, max(0, -pos))
+            hi = n if end_idx is None else max(lo, min(n, end_idx - pos))
+            res.push(x[lo:hi])
+            if gap:
+                counts["gap"] += hi - lo
+            else:
+                counts["dropped"] += lo
+                counts["trimmed"] += n - hi
+            pos += n
+
+        try:
+            for frame in container.decode(ast):
+                if frame.samples == 0:
+                    continue
+                ftb = frame.time_base or tb
+                t = float(frame.pts * ftb) if (frame.pts is not None and ftb is not None) else None
+                if pos is None:
+                    audio_start = t if t is not None else (a_st if a_st is not None else 0.0)
+                    if origin is None:
+                        origin = max(0.0, a_st if a_st is not None else audio_start)
+                    pos = int(round((audio_start - origin) * sr_in))
+                    if declared_end is not None:
+                        end_idx = int(round((declared_end - origin) * sr_in))
+                    if pos > 0:
+                        padded = pos
+                        res.push(np.zeros(pos, np.float32))
+                elif t is not None:
+                    want = int(round((t - origin) * sr_in))
+                    if want - pos > CONTAINER_GAP_TOL_S * sr_in:
+                        place(np.zeros(want - pos, np.float32), gap=True)
+                x = _frame_float(frame)
+                x = x.mean(axis=0, dtype=np.float64).astype(np.float32) if isinstance(channel, str) \
+                    else x[int(channel)]
+                place(x, gap=False)
+                last_t = pos / sr_in
+                if stop_at is not None and pos >= stop_at:
+                    break
+        except av.error.FFmpegError as e:
+            raise MediaError(path, f"truncated/corrupt audio: decoding failed at t={last_t:.3f} s "
+                                   f"({_av_error_reason(e)})") from None
+        if pos is None:
+            raise MediaError(path, "the audio stream has no decodable samples")
+        decoded_end = pos if end_idx is None else min(pos, end_idx)
+        if (stop_at is None or pos < stop_at) and end_idx is not None and \
+                (end_idx - pos) > CONTAINER_TRUNC_TOL_S * sr_in:
+            raise MediaError(path, f"truncated/corrupt audio: only {pos / sr_in:.3f} s decodable but the "
+                                   f"stream header says {end_idx / sr_in:.3f} s")
+        y = res.finish()
+        codec = str(cc.name)
+    finally:
+        container.close()
+    if len(y) == 0 or decoded_end <= 0:
+        raise MediaError(path, "no audio samples at or after the video's first frame")
+    if start > 0 or end is not None:
+        n = len(y)
+        dur = n / sr_out
+        f0 = int(round(start * sr_out))
+        if f0 >= n:
+            raise MediaError(path, f"segment outside the file: start {start:.3f} s >= "
+                                   f"audio duration {dur:.3f} s")
+        if end is None:
+            f1 = n
+        else:
+            full = stop_at is None or pos < stop_at
+            if full and end > dur + END_TOLERANCE_S:
+                raise MediaError(path, f"segment outside the file: requested {start:.3f}-{end:.3f} s "
+                                       f"but the audio duration is {dur:.3f} s")
+            f1 = min(n, int(round(end * sr_out)))
+        y = np.ascontiguousarray(y[f0:f1])
+    info = ContainerAudioInfo(path=path, codec=codec, source_sr=sr_in, channels=n_ch, sr=sr_out,
+                              has_video=has_video, origin=float(origin), audio_start=float(audio_start),
+                              offset=float(audio_start - origin), dropped=counts["dropped"], padded=int(padded),
+                              gap_samples=counts["gap"], end_trimmed=counts["trimmed"], num_samples=len(y),
+                              duration=len(y) / sr_out)
+    return y, info

@@ -1,6 +1,21 @@
 """A wav (+ optional mp4) pair -> model input: 16 kHz mono audio and 96x96 lip ROIs at 25 fps.
 
-:func:`prepare_pair` is what ``avsr decode --wav/--video`` and ``--pairs`` use.  Video inputs:
+:func:`prepare_pair` is what ``avsr decode --wav/--video`` and ``--pairs`` use.
+
+Audio sources:
+
+* **A wav** (``wav=``; anything :func:`frontends.audio.load_audio` reads, which includes the audio
+  track of a video container): its sample 0 is taken as the instant of video grid frame 0.
+* **The video's own audio track** (``wav=None``): :func:`frontends.audio.load_container_audio`,
+  aligned to the video's 25 fps grid (encoder priming dropped, a later audio start padded with
+  silence), so audio sample 0 is the instant of grid frame 0.
+* **None** (``wav=None``, the container has no audio stream, and ``need_audio=False`` for a
+  video-only model): ``PreparedPair.audio`` is ``None``, ``duration`` is the video grid's length,
+  ``timings`` has no ``audio_load``, and a warning says "no audio track".  With ``need_audio=True``
+  (the default) a missing audio track raises :class:`~frontends.errors.MediaError` naming the video.
+  A pair with neither audio nor a mouth to crop raises MediaError (nothing to decode).
+
+Video inputs:
 
 * **ROI video** (``video_type="roi"``, or ``"auto"`` when the frame is at most ``roi_max_side``
   pixels on its longer side): already a mouth crop; every frame is resized to 96x96.
@@ -31,26 +46,36 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from frontends.audio import load_audio
+from frontends.audio import load_audio, load_container_audio
 from frontends.errors import MediaError, check_file
 from frontends.constants import ROI_SIZE, SAMPLE_RATE
 from frontends.roi import CROP_MODES, DEFAULT_CROP, crop_rois, interpolate_boxes, to_gray
-from frontends.video import GRID_FPS, read_video
+from frontends.video import GRID_FPS, read_video, video_info
 
 __all__ = ["PreparedPair", "prepare_pair"]
 
 
 @dataclass
 class PreparedPair:
-    audio: np.ndarray                     # float32 [N] at 16 kHz
+    """Arrays of one pair.  ``audio`` float32 [N] at :data:`~frontends.constants.SAMPLE_RATE`, or
+    None (video-only pair: no wav and no audio track, ``need_audio=False``); ``roi`` uint8
+    [T, 96, 96] on the 25 fps grid, or None (audio only); ``detected`` bool [T]."""
+
+    audio: Optional[np.ndarray]           # float32 [N] at SAMPLE_RATE, or None (video only)
     roi: Optional[np.ndarray] = None      # uint8 [T, 96, 96] at 25 fps, or None (audio only)
     detected: Optional[np.ndarray] = None  # bool [T]
     warnings: List[str] = field(default_factory=list)
     timings: Dict[str, float] = field(default_factory=dict)
+    audio_source: Optional[str] = None    # "wav", "container" (the video's own track) or None
 
     @property
     def duration(self) -> float:
-        return len(self.audio) / SAMPLE_RATE
+        """Seconds: the audio's length, else (video only) the ROI grid's length, else 0."""
+        if self.audio is not None:
+            return len(self.audio) / SAMPLE_RATE
+        if self.roi is not None:
+            return len(self.roi) / GRID_FPS
+        return 0.0
 
 
 def _speaker(dets, speaker: Optional[str], face_index: Optional[int], warnings: List[str]) -> str:
@@ -72,25 +97,59 @@ def _speaker(dets, speaker: Optional[str], face_index: Optional[int], warnings: 
     return spks[0]
 
 
-def prepare_pair(wav: str, video: Optional[str] = None, *, detection: Optional[str] = None,
+def _container_has_audio(path: str) -> bool:
+    import av
+    check_file(path)
+    try:
+        with av.open(path, mode="r") as c:
+            return bool(c.streams.audio)
+    except av.error.FFmpegError as e:
+        raise MediaError(path, f"not a readable media file ({e})") from None
+
+
+def prepare_pair(wav: Optional[str] = None, video: Optional[str] = None, *, detection: Optional[str] = None,
                  speaker: Optional[str] = None, detector: str = "haar", face_index: Optional[int] = None,
                  bbox: Optional[Sequence[float]] = None, video_type: str = "auto", roi_max_side: int = 160,
-                 channel="mean", max_seconds: Optional[float] = None, crop: str = DEFAULT_CROP) -> PreparedPair:
-    """Audio (and lip ROIs) of one wav (+ mp4) pair; see the module docstring."""
+                 channel="mean", max_seconds: Optional[float] = None, crop: str = DEFAULT_CROP,
+                 need_audio: bool = True) -> PreparedPair:
+    """Audio (and lip ROIs) of one wav (+ mp4) pair; see the module docstring.
+
+    ``wav=None`` takes the audio from ``video``'s own track, aligned to its frame grid; when the
+    container has no audio stream, ``need_audio=False`` (a video-only model) gives ``audio=None``
+    and ``need_audio=True`` raises :class:`MediaError` naming the video.
+    """
     if video_type not in ("auto", "roi", "full"):
         raise ValueError(f"video_type must be auto, roi or full, got {video_type!r}")
     if crop not in CROP_MODES:
         raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
+    if wav is None and video is None:
+        raise ValueError("prepare_pair needs a wav, a video, or both")
     official = crop == "official"
     t0 = time.perf_counter()
-    audio = load_audio(wav, channel=channel)
-    if audio.size == 0:
-        raise MediaError(wav, "no audio samples (zero length)")
-    if max_seconds is not None and len(audio) / SAMPLE_RATE > max_seconds:
-        raise MediaError(wav, f"{len(audio) / SAMPLE_RATE:.0f} s is longer than the limit of {max_seconds:.0f} s "
-                              f"(--max_seconds); split the recording first")
-    out = PreparedPair(audio=audio)
-    out.timings["audio_load"] = time.perf_counter() - t0
+    audio, source = None, None
+    if wav is not None:
+        audio, source, apath = load_audio(wav, channel=channel), "wav", wav
+    elif _container_has_audio(video):
+        audio, source, apath = load_container_audio(video, channel=channel)[0], "container", video
+    elif need_audio:
+        raise MediaError(video, "no audio stream in the video and no wav given (pass a wav, or decode with "
+                                "a video-only model)")
+    if audio is not None:
+        if audio.size == 0:
+            raise MediaError(apath, "no audio samples (zero length)")
+        if max_seconds is not None and len(audio) / SAMPLE_RATE > max_seconds:
+            raise MediaError(apath, f"{len(audio) / SAMPLE_RATE:.0f} s is longer than the limit of "
+                                    f"{max_seconds:.0f} s (--max_seconds); split the recording first")
+        out = PreparedPair(audio=audio, audio_source=source)
+        out.timings["audio_load"] = time.perf_counter() - t0
+    else:
+        out = PreparedPair(audio=None)
+        out.warnings.append(f"{video}: no audio track; video only")
+        if max_seconds is not None:
+            vdur = float(video_info(video)["duration"])
+            if vdur > max_seconds:
+                raise MediaError(video, f"{vdur:.0f} s is longer than the limit of {max_seconds:.0f} s "
+                                        f"(--max_seconds); split the recording first")
     if video is None:
         return out
     t0 = time.perf_counter()
@@ -132,6 +191,8 @@ def prepare_pair(wav: str, video: Optional[str] = None, *, detection: Optional[s
             out.warnings += w
         boxes[~clip.present] = np.nan
         if not np.isfinite(boxes).all(axis=1).any():
+            if out.audio is None:
+                raise MediaError(video, "no face/mouth detected in any frame and no audio: nothing to decode")
             out.warnings.append(f"{video}: no face/mouth detected in any frame; decoding audio only")
             out.timings["roi"] = time.perf_counter() - t0
             return out
@@ -149,7 +210,7 @@ def prepare_pair(wav: str, video: Optional[str] = None, *, detection: Optional[s
     out.roi, out.detected = roi, detected
     out.timings["roi"] = time.perf_counter() - t0
     diff = T / GRID_FPS - out.duration
-    if abs(diff) > 0.5:
+    if out.audio is not None and abs(diff) > 0.5:
         out.warnings.append(f"{video}: video is {abs(diff):.1f} s {'longer' if diff > 0 else 'shorter'} than the "
                             f"audio; the model {'cuts' if diff > 0 else 'pads with black frames'} it to the audio length")
     return out
