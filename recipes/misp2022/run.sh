@@ -57,6 +57,7 @@ rows=                # row spec of stages 15-18, e.g. ../../conf/rows/dai2024.ya
 rows_table=core      # table of the row spec: core (AV3, AV5, AV6; beam 10) or full (every row; CTC greedy)
 rows_dir=            # where the rows' runs, packs and sweeps go (empty: \$exp_dir/rows)
 rows_out=            # the table JSON of stage 18 (empty: \$exp_dir/rows_<table>.json)
+rows_leaderboard=    # also write the leaderboard JSON (schema: avsr/eval/leaderboard.py) here (empty: none)
 
 help_message=$(cat <<EOF
 Usage: $0 [options]    (run from recipes/misp2022)
@@ -147,6 +148,7 @@ Options (default):
   --adapter_rank R, --adapter_args "...", --adapter_threshold T                  MS-Adapter (stage 10)
   --sweep_set S, --sweep_args "..."                                              sweep (stage 13)
   --rows FILE, --rows_table T, --rows_dir DIR, --rows_out FILE   rows (stages 15-18, only with --rows; table $rows_table)
+  --rows_leaderboard FILE   stage 18 also writes the leaderboard JSON (rows x conditions, intervals, claims)
   --config FILE      file of name=value lines setting the options above
   --help             this message
 EOF
@@ -441,13 +443,13 @@ stage_rows() {  # stage_rows COMMAND [args]
 stage_rows_train()  { stage_rows train; }
 stage_rows_select() { stage_rows select; }
 stage_rows_sweep()  { stage_rows sweep; }
-stage_rows_table()  { stage_rows table --out "$rows_out"; }
+stage_rows_table()  { stage_rows table --out "$rows_out" ${rows_leaderboard:+--leaderboard "$rows_leaderboard" --corpus_dir "$misp_root"}; }
 rows_sig="rows=$rows table=$rows_table rows_dir=$rows_dir config=$train_config"
 if [ -n "$rows" ]; then
   run_stage 15 "rows_train_$rows_table"  stage_rows_train  "$rows_sig"
   run_stage 16 "rows_select_$rows_table" stage_rows_select "$rows_sig"
   run_stage 17 "rows_sweep_$rows_table"  stage_rows_sweep  "$rows_sig"
-  run_stage 18 "rows_table_$rows_table"  stage_rows_table  "$rows_sig out=$rows_out"
+  run_stage 18 "rows_table_$rows_table"  stage_rows_table  "$rows_sig out=$rows_out leaderboard=$rows_leaderboard"
 elif [ "$stop_stage" -ge 15 ] && [ "$stop_stage" -lt 100 ]; then
   log "stages 15-18 (rows) need --rows FILE (e.g. ../../conf/rows/dai2024.yaml); skipped"
 fi
