@@ -86,9 +86,16 @@ def test_shapes_and_masks(mode):
     assert torch.equal(out.enc_lens, lens)
     T = int(lens.max())
     assert out.enc_out.shape == (B, T, d)
-    assert set(out.taps) == set(model.tap_names()) | {"lens", "mask"}
+    feat_taps = {"audio_feats", "audio_feat_lens", "specaug_mask"} if mode != "video" else set()
+    assert set(out.taps) == set(model.tap_names()) | {"lens", "mask"} | feat_taps
+    assert ("visual_bundle" in out.taps) == (mode == "audiovisual")
     for name in model.tap_names():
-        assert out.taps[name].shape == (B, T, d), name
+        # the visual bundle: front-end output and every fusion layer's visual output (merge: bundle)
+        width = d * (model.cfg.fusion_layers + 1) if name == "visual_bundle" else d
+        assert out.taps[name].shape == (B, T, width), name
+    if feat_taps:
+        F = int(out.taps["audio_feat_lens"].max())
+        assert out.taps["audio_feats"].shape == (B, F, 80) and not out.taps["specaug_mask"].any()  # eval
     assert torch.equal(out.taps["mask"], torch.arange(T)[None] < lens[:, None])
     assert torch.all(out.taps["fused"][~out.taps["mask"]] == 0)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
@@ -219,7 +226,7 @@ def test_a0_to_av_init():
     av = AVSRModel(micro_cfg(mode="audiovisual"))
     res = load_partial(av, a0.state_dict())
     av_keys = set(av.state_dict())
-    not_loaded = {k for k in av_keys if k.startswith(("visual_", "cross_", "merge_ffn."))}
+    not_loaded = {k for k in av_keys if k.startswith(("visual_", "cross_", "merge_ffn.", "merge_norms."))}
     assert set(res.loaded) == av_keys - not_loaded
     assert set(res.missing) == not_loaded and not res.unexpected and not res.mismatched
     assert torch.equal(av.audio_frontend.feat_mean, a0.audio_frontend.feat_mean)
@@ -331,6 +338,6 @@ def test_init_from_a0_and_v_through_the_trainer(tmp_path):
             assert torch.equal(t, v.state_dict()[k]), k
         elif k in a0.state_dict():
             assert torch.equal(t, a0.state_dict()[k]), k   # V's decoder/CTC did not overwrite A0's
-    not_loaded = {k for k in sd if k.startswith(("cross_", "merge_ffn."))}
+    not_loaded = {k for k in sd if k.startswith(("cross_", "merge_ffn.", "merge_norms."))}
     assert set(tr.init_result.missing) == not_loaded
     assert set(tr.init_result.loaded) == set(sd) - not_loaded

@@ -198,13 +198,73 @@ def test_dai_spec_gives_the_run_names_and_train_arguments_of_the_rows_dirs():
     # the arguments bench_robust gave: options, AV0's augmentation, then the methods (config.yaml's order)
     assert expand(core.rows["AV5"])[0].train_args(res, aug) == [
         "--d_prob", "0.5", "--drop_rate", "0", "1", "--drop_pattern", "random", *aug,
-        "--method", 'mda_kd:{"teacher": "/e/train_av0/model.pth", "distance": "mse", "tap": "fused", "weight": 100.0}']
+        "--method", 'mda_kd:{"teacher": "/e/train_av0/model.pth", "distance": "mse", "tap": "visual_bundle", '
+                    '"weight": 100.0}']
     assert av6[0].train_args(res, aug) == ["--method", "ms_adapter", "--set", "model.adapter_rank=8"]
-    assert av6[0].freeze == [] and expand(core.rows["AV3"])[0].freeze == ["audio_encoder", "shared_encoder", "ctc",
-                                                                          "decoder"]
+    # the robust fine-tunes train every parameter (the paper's); the frozen form is the AV3-frozen row
+    assert av6[0].freeze == [] and expand(core.rows["AV3"])[0].freeze == []
+    assert expand(core.rows["AV5"])[0].freeze == []
     s1 = expand(full.rows["S.1"])[0]
     assert s1.train_args(res, aug) == ["--d_prob", "1.0", "--drop_rate", "0.1", "--drop_pattern", "random", *aug]
+    assert s1.freeze == []
     assert full.rows["AV1"].init == "av0_init" and full.rows["AV1"].freeze == []
+    assert not core.decodes and not full.decodes
+
+
+def test_dai_spec_ablation_rows_are_the_earlier_forms():
+    """Each earlier departure from the paper's figure is one row of table 'ablation' that differs from its
+    paper-form row in that one setting."""
+    from avsr.eval.rows import Decode
+    ab = load_spec(SPEC, "ablation")
+    assert list(ab.rows) == ["AV0-bundle", "AV0-lastmerge", "AV3", "AV3-frozen", "AV5", "AV5-fusedtap", "AV6",
+                             "AV6-alllinear"]
+    res = lambda m: f"/e/train_{m}/model.pth"  # noqa: E731
+    run = {n: expand(r, init_run="AV5-mse-w100" if r.init == "AV5" else None)[0] for n, r in ab.rows.items()}
+    # merge: the same AV0 training but for model.merge
+    assert run["AV0-lastmerge"].set == {"model.merge": "last"} and run["AV0-bundle"].set == {}
+    assert {k: v for k, v in vars(run["AV0-lastmerge"]).items() if k not in ("set", "name", "row")} == \
+        {k: v for k, v in vars(run["AV0-bundle"]).items() if k not in ("set", "name", "row")}
+    assert run["AV0-bundle"].init == "av0_init" and run["AV0-bundle"].options == {}
+    # robust fine-tune: every parameter vs AV0's audio side frozen
+    assert run["AV3"].freeze == [] and run["AV3-frozen"].freeze == ["audio_encoder", "shared_encoder", "ctc", "decoder"]
+    assert run["AV3"].train_args(res) == run["AV3-frozen"].train_args(res)
+    # KD tap: the visual bundle vs fused, nothing else
+    a5, f5 = run["AV5"].train_args(res), run["AV5-fusedtap"].train_args(res)
+    assert a5[-1].replace('"tap": "visual_bundle"', '"tap": "fused"') == f5[-1] and a5[:-1] == f5[:-1]
+    # adapters: Q/K/V (the model default) vs every Linear
+    assert run["AV6"].set == {"model.adapter_rank": 8}
+    assert run["AV6-alllinear"].set == {"model.adapter_rank": 8, "model.adapter_scope": "all"}
+    assert run["AV6-alllinear"].name == "AV6-alllinear-on-AV5-mse-w100" and run["AV6-alllinear"].freeze == []
+    # the adapters' own gain: AV6's chosen run decoded with zeroed adapters on the same routed path
+    assert ab.decodes == {"AV6-noadapter": Decode("AV6-noadapter", of="AV6", adapters="zero", threshold=0.0)}
+    assert ab.decodes["AV6-noadapter"].eval_spec("/p/x") == "AV6-noadapter=/p/x@0"
+    with pytest.raises(RowSpecError, match="decode-only"):
+        expand(ab.decodes["AV6-noadapter"])
+
+
+@pytest.mark.parametrize("text, match", [
+    ("rows: {A: {init: av0}, D: {decode: {of: B}}}\ntables: {t: {rows: [A, D]}}", r"rows\.D\.decode\.of: 'B'"),
+    ("rows: {A: {init: av0}, D: {decode: {of: A}}}\ntables: {t: {rows: [D, A]}}", r"rows\.D\.decode\.of: 'A'"),
+    ("rows: {A: {init: av0}, D: {decode: {of: A}, init: av0}}\ntables: {t: {rows: [A, D]}}",
+     r"rows\.D: a decode-only row has only 'decode'"),
+    ("rows: {A: {init: av0}, D: {decode: {of: A, adapters: drop}}}\ntables: {t: {rows: [A, D]}}",
+     r"rows\.D\.decode\.adapters"),
+    ("rows: {A: {init: av0}, D: {decode: {of: A, threshold: 2}}}\ntables: {t: {rows: [A, D]}}",
+     r"rows\.D\.decode\.threshold"),
+])
+def test_decode_row_errors_name_the_file_and_the_field(tmp_path, text, match):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(RowSpecError, match=match) as e:
+        load_spec(str(p), "t")
+    assert str(e.value).startswith(str(p))
+
+
+def test_decode_row_threshold_none_never_routes(tmp_path):
+    p = tmp_path / "d.yaml"
+    p.write_text("rows: {A: {init: av0}, D: {decode: {of: A, threshold: none}}}\ntables: {t: {rows: [A, D]}}")
+    d = load_spec(str(p), "t").decodes["D"]
+    assert d.threshold is None and d.eval_spec("/p") == "D=/p@none"
 
 
 @pytest.mark.parametrize("text, match", [

@@ -34,6 +34,15 @@ recorded per run as ``budget_steps``.
 ``route``
     ``{thresholds, sweep}``: the MS-Adapter routing threshold tuned on dev (mean CER over the random grid).
 
+A *decode-only* row has just ``decode: {of: ROW, adapters: zero, threshold: T}`` and trains nothing: the
+eval sweep decodes the run dev chose for ``ROW`` (a training row listed before it in the table) with
+every MS-Adapter LoRA ``B`` set to 0 (:func:`avsr.models.lora.identity_adapter_state`; ``adapters: zero``
+is the one form), routed at threshold ``T`` (default 0, as ``NAME=DIR@T`` of ``avsr eval``; ``none`` =
+never route).  ``AV6-noadapter`` is ``{of: AV6, adapters: zero}``: AV6's base weights, which are AV5's
+(the MS-Adapter training changes nothing else), on the same routed audio-only path as AV6 but without
+the adapters' effect, so AV6 against it is the adapters' own gain.  Decode-only rows are in
+:attr:`RowSet.decodes`, not in :attr:`RowSet.rows` (they have no runs; :func:`expand` refuses them).
+
 :func:`load_spec` parses and validates (errors name the file and the field); :func:`expand` gives the
 concrete :class:`Run` list of a row.
 """
@@ -47,16 +56,18 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-__all__ = ["RowSpecError", "Row", "Run", "RowSet", "load_spec", "expand", "choose_on_dev", "method_specs",
-           "RECIPE_MODELS", "MAX_AXES"]
+__all__ = ["RowSpecError", "Row", "Run", "RowSet", "Decode", "load_spec", "expand", "choose_on_dev",
+           "method_specs", "RECIPE_MODELS", "MAX_AXES", "DECODE_ADAPTERS"]
 
 RECIPE_MODELS = ("a0", "v", "av0", "av0_init")
 MAX_AXES = 4
 #: ``budget: {steps: N}`` alone: the epoch cap is this (the steps end the training first)
 STEPS_ONLY_MAX_EPOCHS = 1000
 _ROW_KEYS = {"init", "name", "methods", "options", "freeze", "set", "audio_aug", "lr", "warmup_steps", "budget",
-             "grid", "select", "probe", "eval_best_per", "route"}
+             "grid", "select", "probe", "eval_best_per", "route", "decode"}
 _DEFAULT_KEYS = {"budget", "lr", "warmup_steps", "audio_aug", "freeze", "methods", "options", "set"}
+#: what a decode-only row does to the adapters of the run it decodes (``zero``: every LoRA B set to 0)
+DECODE_ADAPTERS = ("zero",)
 _OPTIONS = {"d_prob": "--d_prob", "drop_rate": "--drop_rate", "drop_pattern": "--drop_pattern"}
 
 
@@ -128,12 +139,28 @@ class Run:
 
 
 @dataclass
+class Decode:
+    """A decode-only row: the chosen run of row ``of`` with its adapters ``adapters`` (``zero``),
+    routed at ``threshold`` (a share of present frames; None = never route)."""
+    name: str
+    of: str
+    adapters: str = "zero"
+    threshold: Optional[float] = 0.0
+
+    def eval_spec(self, packed_dir: str) -> str:
+        """The ``avsr eval --models`` spec ``NAME=DIR@T`` of this row for its packed model dir."""
+        t = "none" if self.threshold is None else f"{self.threshold:g}"
+        return f"{self.name}={packed_dir}@{t}"
+
+
+@dataclass
 class RowSet:
     path: str
     table: str
     rows: Dict[str, Row]          # in training order
     roles: Dict[str, Any]
     search: str                   # beam<N> | greedy
+    decodes: Dict[str, Decode] = field(default_factory=dict)   # decode-only rows, in table order
 
 
 def method_specs(methods, resolve=lambda m: m) -> List[str]:
@@ -201,6 +228,33 @@ def _parse_grid(path, where, grid, row_methods):
             raise _err(path, w, f"repeated values {a['values']}")
         out[axis] = {"values": list(a["values"]), "name": str(a.get("name", "-{}")), "omit": a.get("omit")}
     return out
+
+
+def _parse_decode(path, name, d):
+    where = f"rows.{name}"
+    extra = set(d) - {"decode"}
+    if extra:
+        raise _err(path, where, f"a decode-only row has only 'decode'; also got {sorted(extra)}")
+    dec = d["decode"]
+    if not isinstance(dec, dict) or "of" not in dec:
+        raise _err(path, f"{where}.decode", "must be {of: ROW, adapters: zero, threshold: T}")
+    unknown = set(dec) - {"of", "adapters", "threshold"}
+    if unknown:
+        raise _err(path, f"{where}.decode", f"unknown fields {sorted(unknown)}")
+    adapters = str(dec.get("adapters", "zero"))
+    if adapters not in DECODE_ADAPTERS:
+        raise _err(path, f"{where}.decode.adapters", f"must be one of {DECODE_ADAPTERS}, got {adapters!r}")
+    thr = dec.get("threshold", 0.0)
+    if isinstance(thr, str) and thr.lower() == "none" or thr is None:
+        thr = None
+    else:
+        try:
+            thr = float(thr)
+        except (TypeError, ValueError):
+            raise _err(path, f"{where}.decode.threshold", f"must be a number in [0, 1] or none, got {thr!r}") from None
+        if not 0.0 <= thr <= 1.0:
+            raise _err(path, f"{where}.decode.threshold", f"must be in [0, 1], got {thr}")
+    return Decode(name=name, of=str(dec["of"]), adapters=adapters, threshold=thr)
 
 
 def _parse_row(path, name, d, defaults):
@@ -280,10 +334,20 @@ def load_spec(path: str, table: str) -> RowSet:
     if search != "greedy" and not (search.startswith("beam") and search[4:].isdigit()):
         raise _err(path, f"tables.{table}.search", f"must be greedy or beam<N>, got {search!r}")
     rows: Dict[str, Row] = {}
+    decodes: Dict[str, Decode] = {}
     for name in t.get("rows") or []:
         if name not in rows_doc:
             raise _err(path, f"tables.{table}.rows", f"row {name!r} is not in rows ({sorted(rows_doc)})")
+        if not isinstance(rows_doc[name], dict):
+            raise _err(path, f"rows.{name}", "must be a mapping")
         d = dict(rows_doc[name])
+        if "decode" in d:
+            dec = _parse_decode(path, name, d)
+            if dec.of not in rows:
+                raise _err(path, f"rows.{name}.decode.of", f"{dec.of!r} is not a training row listed before it in "
+                                                           f"tables.{table}.rows")
+            decodes[name] = dec
+            continue
         over = (t.get("grid") or {}).get(name)
         if over is not None:               # narrower value lists for this table, same axes and names
             g = copy.deepcopy(d.get("grid") or {})
@@ -299,7 +363,8 @@ def load_spec(path: str, table: str) -> RowSet:
             raise _err(path, f"rows.{name}.init", f"{row.init!r} is neither a recipe model {RECIPE_MODELS} nor a "
                                                   f"row listed before it in tables.{table}.rows")
         rows[name] = row
-    return RowSet(path=path, table=table, rows=rows, roles=dict(doc.get("roles") or {}), search=search)
+    return RowSet(path=path, table=table, rows=rows, roles=dict(doc.get("roles") or {}), search=search,
+                  decodes=decodes)
 
 
 # ---------------------------------------------------------------------------------------- expansion
@@ -329,6 +394,8 @@ def expand(row: Row, init_run: Optional[str] = None, extra: Optional[Dict[str, A
     """The runs of ``row`` (one per grid combination, first axis slowest); ``init_run``: the chosen run of
     the row it starts from.  ``extra``: ``{axis: spec}`` replacing the grid (a probe), ``base``: the
     name the suffixes are added to (default the row's ``name`` formatted with ``{init}``)."""
+    if isinstance(row, Decode):
+        raise RowSpecError(f"rows.{row.name}: a decode-only row has no runs (it decodes {row.of}'s chosen run)")
     grid = extra if extra is not None else row.grid
     if base is None:
         base = (row.base_name or row.name).replace("{init}", init_run or row.init)

@@ -23,6 +23,10 @@ from frontends.constants import (FBANK_HOP_LENGTH, FBANK_N_FFT, FBANK_N_MELS, FB
                                  SAMPLE_RATE)
 
 MODES = ("audio", "video", "audiovisual")
+MERGES = ("bundle", "last")
+ADAPTER_SCOPES = ("qkv", "all")
+#: what a loaded ``model:`` mapping without these keys means (it was written before they existed)
+LEGACY_DEFAULTS = {"merge": "last", "adapter_scope": "all"}
 
 
 @dataclass
@@ -38,7 +42,13 @@ class ModelConfig:
     shared_layers (M)    shared Conformer layers after the merge FFN
     decoder_layers (K)   Transformer decoder layers
     cnn_module_kernel    Conformer depthwise-conv kernel
-    merge_ffn_units      hidden width of the merge FFN ([a; v] -> d), 0 = linear_units
+    merge                how the fusion layers' outputs enter the shared layers (``avsr/models/model.py``):
+                         ``bundle`` (the paper's figure, the default of new configs): an FFN over the
+                         visual bundle (the visual front-end output and every fusion layer's visual
+                         output, each LayerNorm-ed, concatenated), added to the last audio output;
+                         ``last`` (the ablation, and every config written before the key existed):
+                         ``a_N + FFN([a_N; v_N])`` on the last fusion layer only
+    merge_ffn_units      hidden width of the merge FFN, 0 = linear_units
     audio_subsampling    ``conv2d`` (ESPnet Conv2dSubsampling, 4x) or ``vgg`` (2 VGG blocks, 4x)
     visual_frontend      ``resnet18`` (Conv3D + ResNet-18) or ``light`` (small per-frame 2-D CNN)
     light_input_size     frames are resized (area) to this side before the light CNN
@@ -52,7 +62,18 @@ class ModelConfig:
     lsm_weight           label smoothing of the attention loss
     adapter_rank         MS-Adapter LoRA rank (0 = no adapters); ``adapter_alpha`` (0 = rank),
                          ``adapter_dropout``, ``adapter_targets`` (name prefixes of the adapted
-                         ``nn.Linear`` layers: audio Conformers, shared Conformers, decoder layers)
+                         modules: audio Conformers, shared Conformers, decoder layers),
+                         ``adapter_scope``: ``qkv`` (the paper's figure, the default of new configs:
+                         the query, key and value projections of their attention layers) or ``all``
+                         (the ablation, and every config written before the key existed: every
+                         ``nn.Linear`` under the targets)
+
+    A ``model:`` mapping that lacks ``merge`` or ``adapter_scope`` was written before those keys
+    existed (a packed model or a training ``config.yaml`` of an older version):
+    :meth:`from_dict` (and so :func:`load_model_config`) reads it as :data:`LEGACY_DEFAULTS`
+    (``merge: last``, ``adapter_scope: all``), the form it was trained with.  The dataclass
+    defaults (``ModelConfig()``) and every ``conf/*.yaml`` are the paper's form, and every config
+    the toolkit writes (``to_dict``: the trainer's ``config.yaml``, packed models) carries both keys.
     """
     mode: str = "audiovisual"
     vocab_size: int = 0
@@ -68,6 +89,7 @@ class ModelConfig:
     dropout_rate: float = 0.1
     positional_dropout_rate: float = 0.1
     attention_dropout_rate: float = 0.0
+    merge: str = "bundle"
     merge_ffn_units: int = 0
     # audio front-end
     fs: int = SAMPLE_RATE
@@ -96,6 +118,7 @@ class ModelConfig:
     adapter_targets: List[str] = field(default_factory=lambda: ["audio_encoder.encoders.",
                                                                 "shared_encoder.encoders.",
                                                                 "decoder.decoders."])
+    adapter_scope: str = "qkv"
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -108,14 +131,21 @@ class ModelConfig:
             raise ValueError("ctc_weight must be in [0, 1]")
         if self.d_model % self.heads:
             raise ValueError("d_model must be divisible by heads")
+        if self.merge not in MERGES:
+            raise ValueError(f"merge must be one of {MERGES}, got {self.merge!r}")
+        if self.adapter_scope not in ADAPTER_SCOPES:
+            raise ValueError(f"adapter_scope must be one of {ADAPTER_SCOPES}, got {self.adapter_scope!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        """From a ``model:`` mapping; a key it lacks takes the dataclass default, except the keys of
+        :data:`LEGACY_DEFAULTS` (a mapping without them predates them: ``merge: last``,
+        ``adapter_scope: all``)."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**d)
+        return cls(**{**LEGACY_DEFAULTS, **d})
 
     def to_dict(self) -> dict:
         return asdict(self)

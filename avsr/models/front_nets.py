@@ -81,12 +81,24 @@ class AudioFrontend(nn.Module):
         self.feat_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-5))
 
     def forward(self, wav: torch.Tensor, lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        feats, flens, _ = self.forward_masked(wav, lens)
+        return feats, flens
+
+    def forward_masked(self, wav: torch.Tensor, lens: torch.Tensor
+                       ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """``(feats [B, F, n_mels], flens, time_mask)``: :meth:`forward` plus the SpecAug time mask it
+        applied (bool [B, F], True = frame set to 0; None when SpecAug did not run).  The mask is
+        read off ESPnet's ``SpecAug`` by masking one extra constant feature column with the
+        spectrogram (its draws depend on the time axis only, so the random stream is the one
+        ``SpecAug`` alone would use)."""
         feats, flens = self.fbank(wav, lens)
         feats = (feats - self.feat_mean) / self.feat_std
         feats = feats.masked_fill(~_valid(flens, feats.size(1))[..., None], 0.0)
         if self.training and self.specaug is not None:
-            feats, _ = self.specaug(feats, flens)
-        return feats, flens
+            marked = torch.cat([feats, feats.new_ones(feats.shape[:2] + (1,))], dim=-1)
+            marked, _ = self.specaug(marked, flens)
+            return marked[..., :-1].contiguous(), flens, marked[..., -1] == 0
+        return feats, flens, None
 
 
 @torch.no_grad()

@@ -12,8 +12,17 @@ self-attention (``rel_pos_type="latest"``), conv module, pre-LayerNorm, swish)::
             v' = v + CA_v2a(LN(v), LN(a))     key padding mask of a
             a  = AudioConformer_i(a');  v = VisualConformer_i(v')
             taps ``fusion{i}.audio`` / ``fusion{i}.visual`` = a / v (before the final LayerNorm)
-    merge:  a_n = LN_a(a), v_n = LN_v(v) (the stacks' ``after_norm``);
-            fused = a_n + FFN([a_n; v_n])            tap ``fused`` (input of the shared layers)
+    merge (``cfg.merge``), a_n = LN_a(a_N) (the audio stack's ``after_norm``):
+      ``bundle`` (default; the paper's figure: an FFN takes the visual front-end output and every
+            fusion layer's visual output, and its output is added to the last audio output):
+            bundle = [LN_0(v_0); LN_1(v_1); ...; LN_{N-1}(v_{N-1}); LN_v(v_N)]   [B, T, (N+1) d]
+            with v_0 the visual front-end output (before the positional scaling and the
+            ``visual_pre_blocks``), v_i the output of fusion layer i's visual Conformer,
+            LN_0..LN_{N-1} own LayerNorms (``merge_norms``), LN_v the visual stack's ``after_norm``;
+            fused = a_n + FFN(bundle)                tap ``visual_bundle`` = bundle
+      ``last`` (ablation; every config written before ``merge`` existed):
+            fused = a_n + FFN([a_n; LN_v(v_N)])      tap ``visual_bundle`` = LN_v(v_N)
+            tap ``fused`` (input of the shared layers); ``visual_bundle`` is the visual input of the FFN
     shared: M Conformers + LayerNorm -> enc_out      tap ``shared_out``
     heads:  ESPnet CTC (linear) and a K-layer ESPnet TransformerDecoder;
             loss = ctc_weight * CTC + (1 - ctc_weight) * label-smoothed attention loss.
@@ -35,13 +44,22 @@ Implementation notes / design choices
   of an utterance does not depend on batch padding (tested to 1e-5 in eval mode).
 - Cross-attention: ESPnet ``MultiHeadedAttention`` with LayerNorms on query and key/value, dropout
   on the output, output projection (``attn.linear_out``) zero-initialised.  The merge FFN is
-  Linear(2d, merge_ffn_units) + Swish + Dropout + Linear(merge_ffn_units, d), last Linear
-  zero-initialised.  Hence an AV model initialised from an A0 model computes exactly the A0
-  function at step 0.  At step 0 only CA_a2v's output projection and the FFN's last Linear get
-  non-zero gradients; everything upstream of a zero projection (the whole visual branch, the CA
-  q/k/v, the FFN's first Linear, and CA_v2a's output projection, whose output reaches the loss
-  only through the visual stream) gets an exactly zero gradient until those layers move
-  (visual branch from step 1 on).
+  Linear(k d, merge_ffn_units) + Swish + Dropout + Linear(merge_ffn_units, d) with k = N + 1
+  (``bundle``) or 2 (``last``), last Linear zero-initialised.  Hence an AV model initialised from
+  an A0 model computes exactly the A0 function at step 0.  At step 0 only CA_a2v's output
+  projection and the FFN's last Linear get non-zero gradients; everything upstream of a zero
+  projection (the whole visual branch, the CA q/k/v, the FFN's first Linear and the bundle's
+  LayerNorms, and CA_v2a's output projection, whose output reaches the loss only through the
+  visual stream) gets an exactly zero gradient until those layers move (visual branch from
+  step 1 on).
+- Parameters of the merge: ``bundle`` has (N + 1) d inputs to the FFN's first Linear where
+  ``last`` has 2 d (the same for N = 1; demo, N = 2: +0.08 M of 5.7 M; mini, N = 3: +0.3 M of
+  12 M; full, N = 12: +11.5 M of 262 M), plus N LayerNorms.  The merge parameters are
+  ``merge_ffn.*`` and ``merge_norms.*`` (part ``merge``); neither exists in A0 or V.
+- Audio features for a teacher: in training the taps also carry ``audio_feats`` (the normalised
+  fbank after SpecAug, [B, F, n_mels]), ``audio_feat_lens`` and ``specaug_mask`` (bool [B, F],
+  True = frame masked); ``encode(batch, front={"feats": (audio_feats, audio_feat_lens)})`` runs
+  a model on exactly those features (MDA-KD's teacher gets the student's augmented audio so).
 - Length rule (AV): the audio length after 4x subsampling is the reference.  The video of each
   utterance is cut to it, or padded with black frames (uint8 0) up to it; frames beyond the
   reconciled length are padding.  With ``center=False`` fbank, ``T_a = ((F-1)//2 - 1)//2`` with
@@ -86,7 +104,7 @@ from avsr.models.front_nets import (AudioFrontend, LightFrontend, ResNet18Fronte
 AUDIO_PREFIXES = ("audio_frontend.", "audio_vgg.", "audio_encoder.")
 VISUAL_PREFIXES = ("visual_frontend.", "visual_encoder.")
 CROSS_PREFIXES = ("cross_a2v.", "cross_v2a.")
-MERGE_PREFIXES = ("merge_ffn.",)
+MERGE_PREFIXES = ("merge_ffn.", "merge_norms.")
 BACKEND_PREFIXES = ("shared_encoder.", "ctc.", "decoder.")
 ADAPTER_PREFIXES = ("adapters.",)
 
@@ -223,7 +241,13 @@ class AVSRModel(nn.Module):
             self.cross_a2v = nn.ModuleList([mk() for _ in range(cfg.fusion_layers)])
             self.cross_v2a = nn.ModuleList([mk() for _ in range(cfg.fusion_layers)])
             units = cfg.merge_ffn_units or cfg.linear_units
-            self.merge_ffn = nn.Sequential(nn.Linear(2 * d, units), nn.SiLU(), nn.Dropout(cfg.dropout_rate),
+            if cfg.merge == "bundle":
+                # LN_0 (front-end output) .. LN_{N-1}; the last fusion output uses the stack's after_norm
+                self.merge_norms = nn.ModuleList([LayerNorm(d) for _ in range(cfg.fusion_layers)])
+                k = cfg.fusion_layers + 1
+            else:
+                k = 2
+            self.merge_ffn = nn.Sequential(nn.Linear(k * d, units), nn.SiLU(), nn.Dropout(cfg.dropout_rate),
                                            nn.Linear(units, d))
             nn.init.zeros_(self.merge_ffn[-1].weight)
             nn.init.zeros_(self.merge_ffn[-1].bias)
@@ -239,12 +263,15 @@ class AVSRModel(nn.Module):
         self.criterion_att = LabelSmoothingLoss(cfg.vocab_size, IGNORE_ID, cfg.lsm_weight, normalize_length=False)
         self.sos = self.eos = cfg.vocab_size - 1
         self.ignore_id = IGNORE_ID
-        # MS-Adapter: LoRA on the audio Conformers, shared Conformers and decoder, switched on for
+        # MS-Adapter: LoRA on the Q/K/V projections (adapter_scope qkv; "all": every Linear) of the
+        # audio Conformers, shared Conformers and decoder, switched on for
         # the audio-only path of an AV model (policy "auto"), or forced "on" / "off" by the caller
         if cfg.adapter_rank > 0:
             from avsr.models.lora import Adapters
+            from avsr.models.lora import QKV_LAYERS
             self.adapters = Adapters(self, cfg.adapter_rank, cfg.adapter_alpha, cfg.adapter_dropout,
-                                     cfg.adapter_targets)
+                                     cfg.adapter_targets,
+                                     layers=QKV_LAYERS if cfg.adapter_scope == "qkv" else None)
         else:
             self.adapters = None
 
@@ -282,6 +309,8 @@ class AVSRModel(nn.Module):
 
     # ------------------------------------------------------------------ encoder
     def tap_names(self, modality: Optional[str] = None) -> List[str]:
+        """The representation taps of a forward in ``modality``: ``fusion{i}.audio|visual``,
+        ``visual_bundle`` (audiovisual only), ``fused``, ``shared_out`` (all [B, T, *])."""
         mode = modality or self.cfg.mode
         names = []
         for i in range(self.cfg.fusion_layers):
@@ -289,6 +318,8 @@ class AVSRModel(nn.Module):
                 names.append(f"fusion{i}.audio")
             if mode in ("video", "audiovisual"):
                 names.append(f"fusion{i}.visual")
+        if mode == "audiovisual":
+            names.append("visual_bundle")
         return names + ["fused", "shared_out"]
 
     @staticmethod
@@ -300,11 +331,24 @@ class AVSRModel(nn.Module):
             layer.conv_module.pad_mask = None
         return x
 
-    def audio_front(self, batch: Batch):
+    def audio_front(self, batch: Batch, feats: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                    extra: Optional[Dict[str, torch.Tensor]] = None):
         """fbank + subsampling + positional encoding: ``(a [B,T,d], pos_a, lens [B], mask [B,1,T])``.
-        Independent of the video, so a frame-loss sweep computes it once per utterance."""
+        Independent of the video, so a frame-loss sweep computes it once per utterance.
+
+        ``feats``: ``(fbank [B, F, n_mels], lens [B])`` to use instead of the audio front-end's own
+        (``batch.audio`` is then not read).  ``extra``: a dict that receives ``audio_feats``,
+        ``audio_feat_lens`` and ``specaug_mask`` (all False when SpecAug did not run)."""
         cfg = self.cfg
-        feats, flens = self.audio_frontend(batch.audio, batch.audio_lens)
+        if feats is not None:
+            feats, flens = feats
+            smask = torch.zeros(feats.shape[:2], dtype=torch.bool, device=feats.device)
+        else:
+            feats, flens, smask = self.audio_frontend.forward_masked(batch.audio, batch.audio_lens)
+            if smask is None:
+                smask = torch.zeros(feats.shape[:2], dtype=torch.bool, device=feats.device)
+        if extra is not None:
+            extra.update(audio_feats=feats, audio_feat_lens=flens, specaug_mask=smask)
         if cfg.audio_subsampling == "vgg":
             a, lens = self.audio_vgg(feats, flens)
             a, pos_a = self.audio_encoder.embed(a)
@@ -324,7 +368,12 @@ class AVSRModel(nn.Module):
 
         ``front`` (evaluation sweeps): precomputed ``"audio"`` = :meth:`audio_front` output and/or
         ``"visual"`` = visual front-end features ``[B, T, d]`` of the (length-reconciled) video;
-        with them the corresponding inputs of ``batch`` are not read."""
+        with them the corresponding inputs of ``batch`` are not read.  ``"feats"``: ``(fbank, lens)``
+        features the audio front-end would produce (e.g. another model's ``audio_feats`` tap, SpecAug
+        included), used instead of ``batch.audio``.
+
+        ``taps``: see :meth:`tap_names`, plus ``lens`` and ``mask``, and with audio ``audio_feats``,
+        ``audio_feat_lens``, ``specaug_mask`` (:meth:`audio_front`)."""
         cfg = self.cfg
         front = front or {}
         mode = modality or cfg.mode
@@ -334,13 +383,14 @@ class AVSRModel(nn.Module):
             raise ValueError(f"unknown modality {mode!r}")
         if (use_a and not self.has_audio) or (use_v and not self.has_video):
             raise ValueError(f"a model built with mode={cfg.mode!r} cannot run modality={mode!r}")
-        if use_a and batch.audio is None and "audio" not in front:
+        if use_a and batch.audio is None and "audio" not in front and "feats" not in front:
             raise ValueError(f"modality {mode!r} needs batch.audio")
         if use_v and batch.video is None and "visual" not in front:
             raise ValueError(f"modality {mode!r} needs batch.video (use modality='audio' without video)")
         taps: Dict[str, torch.Tensor] = {}
         if use_a:
-            a, pos_a, lens, mask = front["audio"] if "audio" in front else self.audio_front(batch)
+            a, pos_a, lens, mask = (front["audio"] if "audio" in front
+                                    else self.audio_front(batch, feats=front.get("feats"), extra=taps))
         if use_v:
             if "visual" in front:
                 v = front["visual"]
@@ -351,6 +401,7 @@ class AVSRModel(nn.Module):
                 else:
                     video, vlens = batch.video, batch.video_lens
                 v, vlens = self.visual_frontend(video, vlens)
+            visual = [v]                      # the visual bundle: front-end output, then each fusion layer's
             v, pos_v = self.visual_encoder.embed(v)
             if not use_a:
                 lens = vlens
@@ -371,12 +422,19 @@ class AVSRModel(nn.Module):
             if use_v:
                 v = self._run(vlayers[i], v, pos_v, mask)
                 taps[f"fusion{i}.visual"] = v
+                visual.append(v)
         valid = mask[:, 0, :]
         if use_a:
             a_n = self.audio_encoder.after_norm(a)
             if use_v:
                 v_n = self.visual_encoder.after_norm(v)
-                fused = a_n + self.merge_ffn(torch.cat([a_n, v_n], dim=-1))
+                if cfg.merge == "bundle":
+                    bundle = torch.cat([norm(x) for norm, x in zip(self.merge_norms, visual[:-1])] + [v_n], dim=-1)
+                    taps["visual_bundle"] = bundle
+                    fused = a_n + self.merge_ffn(bundle)
+                else:
+                    taps["visual_bundle"] = v_n
+                    fused = a_n + self.merge_ffn(torch.cat([a_n, v_n], dim=-1))
             else:
                 fused = a_n
             pos = pos_a

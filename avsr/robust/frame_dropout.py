@@ -23,6 +23,10 @@ Documented behaviours
   object, not from the per-utterance hash; :meth:`FrameDropout.state_dict` /
   :meth:`FrameDropout.load_state_dict` save and restore it so a resumed run draws exactly
   the same drops.  Only frames ``< video_lens[b]`` are candidates; padding is untouched.
+* **The undropped video is kept**: ``batch.extras["clean_video"]`` holds the video as it came in,
+  unless an earlier transform already set it (the first one wins), so a frozen teacher
+  (:class:`avsr.robust.mda_kd.MDAKDMethod`) sees the video before any dropout whatever order the
+  methods are given in.
 """
 from __future__ import annotations
 
@@ -103,7 +107,8 @@ class FrameDropout:
 
         ``frame_mask`` (made from ``video_lens`` when the batch has none) gets False for the
         dropped frames; existing False entries stay False; padding is untouched.
-        ``extras["frame_loss_rate"]``: float32 ``[B]``, the frame-loss rate applied (0 = no dropout).
+        ``extras["frame_loss_rate"]``: float32 ``[B]``, the frame-loss rate applied (0 = no dropout);
+        ``extras["clean_video"]``: the input video (kept when already set by an earlier transform).
         """
         if batch.video is None:
             return batch
@@ -127,6 +132,8 @@ class FrameDropout:
                 mask[b, ti] = False
         extras = dict(batch.extras)
         extras["frame_loss_rate"] = rates
+        if extras.get("clean_video") is None:
+            extras["clean_video"] = batch.video
         return batch.replace(video=video, frame_mask=mask, extras=extras)
 
 

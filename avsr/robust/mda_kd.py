@@ -1,12 +1,37 @@
-"""MDA-KD (Dai et al., CVPR 2024): distil the distribution of a full-video teacher's fused
-representations into a student trained with dropped frames.
+"""MDA-KD (Dai et al., CVPR 2024): distil the distribution of a full-video teacher's multimodal
+representation into a student trained with dropped frames.
 
-The teacher (AV0, frozen) sees the *clean* utterance; the student sees the same utterance after
-the missing-video transform.  ``loss = task + lambda_kd * D(teacher tap, student tap)`` on every
-sample (dropped or not).  The tap is configurable (default ``fused``, the input of the shared
-layers; also ``fusion{i}.audio`` / ``fusion{i}.visual`` / ``shared_out``).  Several taps are joined
-with ``+`` and their distances averaged; ``fusion`` stands for every per-fusion-layer tap
-(``fusion0.audio+fusion0.visual+...``), so ``fusion+fused`` adds the fused tap to them.
+``loss = task + lambda_kd * D(teacher tap, student tap)`` on every sample (dropped or not).  The
+tap is configurable: default ``visual_bundle``, the visual input of the merge FFN (the paper's
+figure draws L_KD on the features that enter the FFN: with ``merge: bundle`` the visual front-end
+output and every fusion layer's visual output, see ``avsr/models/model.py``); ``fused`` (the input
+of the shared layers, the ablation row ``AV5-fusedtap``), ``fusion{i}.audio`` /
+``fusion{i}.visual`` / ``shared_out``.  Several taps are joined with ``+`` and their distances
+averaged; ``fusion`` stands for every per-fusion-layer tap (``fusion0.audio+fusion0.visual+...``),
+so ``fusion+fused`` adds the fused tap to them.
+
+What the teacher (AV0, frozen) receives: the student's inputs with the video *undropped*, i.e.
+
+* **audio**: exactly the student's augmented audio features: the batch's audio after every batch
+  transform (babble noise of ``audio_noise`` included, whatever the method order) and the
+  student's own normalised fbank *with the student's SpecAug time masks* (the student's
+  ``audio_feats`` tap, given to the teacher through ``encode(front={"feats": ...})``).
+  ``teacher_audio="own"`` (an ablation, the toolkit's earlier behaviour) lets the teacher compute
+  its own fbank from the batch audio instead, without SpecAug;
+* **video**: the batch's video before any frame dropout, whatever order the methods are given in:
+  :class:`avsr.robust.frame_dropout.FrameDropout` and this method's ``transform_batch`` both keep
+  the video they receive in ``batch.extras["clean_video"]`` unless a method before them already
+  did (the first one wins), so the teacher gets the video as the batch came from the data
+  loader.  A method of one's own that blackens frames must do the same (``setdefault``).
+
+Dropout policy: the teacher runs with every dropout off (it is frozen, in eval mode); its
+BatchNorm layers compute like the student's (batch statistics of the teacher's own input while the
+student's BatchNorm trains, running statistics when the student's is frozen or in eval mode) and
+the teacher's running statistics never change.  The student keeps its configured dropout: the KD
+term uses the student's one training forward, the one of the task loss (a second, dropout-free
+student forward would double the cost).  So with the teacher's own weights, the same inputs and
+the student's dropout at 0 the KD loss is 0 in training mode (tested), and with dropout on it is
+the dropout noise of the student's representation.
 
 Distances ``D`` (all computed per utterance over its valid frames, then averaged over the batch):
 
@@ -21,22 +46,22 @@ Distances ``D`` (all computed per utterance over its valid frames, then averaged
 ``mmd``       squared maximum mean discrepancy between the sampled student and teacher frames
               with a sum of RBF kernels (bandwidths: the median pairwise distance x {0.5, 1, 2},
               median taken on the detached teacher-student distances).
-
-Place this method **before** the frame-dropout method in ``methods=[...]``: its
-``transform_batch`` records the clean video before dropout replaces frames with black.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional
+import contextlib
+from typing import Any, Dict, Iterator, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from avsr.method import TrainingMethod
 
-__all__ = ["DISTANCES", "distance", "expand_taps", "MDAKDMethod"]
+__all__ = ["DISTANCES", "TEACHER_AUDIO", "distance", "expand_taps", "mirror_batchnorm", "MDAKDMethod"]
 
 DISTANCES = ("mse", "cosine", "gauss_kl", "mmd")
+TEACHER_AUDIO = ("student", "own")
 
 
 def _sample(x: torch.Tensor, n: int, k: int, g: Optional[torch.Generator]) -> torch.Tensor:
@@ -112,21 +137,51 @@ def expand_taps(spec: str, available) -> list:
     return out
 
 
-class MDAKDMethod(TrainingMethod):
-    """``MDAKDMethod(teacher="exp/train_av0/model.pth", tap="fused", distance="mse", weight=10.0)``.
+@contextlib.contextmanager
+def mirror_batchnorm(teacher: nn.Module, student: nn.Module) -> Iterator[None]:
+    """Inside: every BatchNorm layer of ``teacher`` whose namesake in ``student`` is in training mode
+    uses batch statistics too (momentum 0, so its running statistics do not move); afterwards it is
+    back in eval mode with its momentum and ``num_batches_tracked`` as before."""
+    trained = {n for n, m in student.named_modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training}
+    saved = []
+    for n, m in teacher.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and n in trained and not m.training:
+            nbt = m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None
+            saved.append((m, m.momentum, nbt))
+            m.momentum = 0.0
+            m.train()
+    try:
+        yield
+    finally:
+        for m, momentum, nbt in saved:
+            m.eval()
+            m.momentum = momentum
+            if nbt is not None:
+                m.num_batches_tracked.copy_(nbt)
 
-    The defaults are the SynthMISP mini dev choice (docs/ROBUSTNESS.md; the four distances were within
-    0.4 points of dev CER of each other there, so the choice is weakly determined).
+
+class MDAKDMethod(TrainingMethod):
+    """``MDAKDMethod(teacher="exp/train_av0/model.pth", tap="visual_bundle", distance="mse", weight=100.0)``.
+
+    The distance and weight defaults are the SynthMISP mini dev choice made with the ``fused`` tap
+    and the earlier ``last`` merge (docs/ROBUSTNESS.md; the four distances were within 0.4 points
+    of dev CER of each other there, so the choice is weakly determined).
 
     ``teacher``: weights of an AV model with the student's config (a packed dir or a ``.pth``);
-    it is built with the student's own config and frozen.  Logged loss: ``loss_kd`` (weighted).
+    it is built with the student's own config and frozen.  ``teacher_audio``: ``student`` (default:
+    the student's augmented fbank, SpecAug masks included) or ``own`` (the teacher's own fbank of
+    the batch audio, no SpecAug).  Logged loss: ``loss_kd`` (weighted).
     """
     name = "mda_kd"
 
-    def __init__(self, teacher: str, tap: str = "fused", distance: str = "mse", weight: float = 100.0,
-                 n_samples: int = 64, seed: int = 0, var_floor: float = 1e-4):
+    def __init__(self, teacher: str, tap: str = "visual_bundle", distance: str = "mse", weight: float = 100.0,
+                 n_samples: int = 64, seed: int = 0, var_floor: float = 1e-4, teacher_audio: str = "student"):
         if distance not in DISTANCES:
             raise ValueError(f"unknown distance {distance!r}; choose from {DISTANCES}")
+        if teacher_audio not in TEACHER_AUDIO:
+            raise ValueError(f"teacher_audio must be one of {TEACHER_AUDIO}, got {teacher_audio!r}")
+        self.teacher_audio = teacher_audio
         self.teacher_path, self.tap, self.dist = teacher, tap, distance
         self.weight, self.n_samples, self.var_floor = float(weight), int(n_samples), float(var_floor)
         self.seed = int(seed)
@@ -145,7 +200,11 @@ class MDAKDMethod(TrainingMethod):
         if os.path.isdir(path):
             path = os.path.join(path, "model.pth")
         sd = model_state(load_checkpoint(path))
-        missing, unexpected = teacher.load_state_dict(sd, strict=False)
+        try:
+            missing, unexpected = teacher.load_state_dict(sd, strict=False)
+        except RuntimeError as e:      # shapes differ, e.g. a teacher trained with another merge
+            raise ValueError(f"{path}: teacher weights do not fit the student's config "
+                             f"(merge {student.cfg.merge!r}): {str(e).splitlines()[-1].strip()}") from None
         # a teacher must provide every tensor the tap depends on: require a full AV match
         bad = [k for k in missing if not k.startswith(("adapter", "lora"))]
         if bad or unexpected:
@@ -155,19 +214,34 @@ class MDAKDMethod(TrainingMethod):
         self.taps = expand_taps(self.tap, student.tap_names("audiovisual"))
 
     def transform_batch(self, batch, train: bool):
-        if batch.video is None:
+        """Keeps the video in ``extras["clean_video"]`` unless an earlier method (frame dropout) already
+        kept the video it received."""
+        if batch.video is None or batch.extras.get("clean_video") is not None:
             return batch
         extras = dict(batch.extras)
         extras["clean_video"] = batch.video
         return batch.replace(extras=extras)
 
+    def teacher_taps(self, batch, out, model) -> Dict[str, torch.Tensor]:
+        """The teacher's taps for the student's forward ``out`` on ``batch`` (no gradients)."""
+        clean = batch.extras.get("clean_video")
+        dev = out.taps[self.taps[0]].device
+        front = {}
+        if self.teacher_audio == "student":
+            if "audio_feats" not in out.taps:
+                raise ValueError("mda_kd: the student's output has no audio_feats tap (an audio-visual forward "
+                                 "of avsr.models.AVSRModel is needed)")
+            front["feats"] = (out.taps["audio_feats"].detach(), out.taps["audio_feat_lens"])
+        with torch.no_grad(), mirror_batchnorm(self.teacher, model):
+            _, _, ttaps = self.teacher.encode(batch.replace(video=clean.to(dev)), modality="audiovisual",
+                                              front=front)
+        return ttaps
+
     def extra_losses(self, batch, out, model) -> Dict[str, torch.Tensor]:
         clean = batch.extras.get("clean_video")
         if clean is None or any(t not in out.taps for t in self.taps):
             return {}
-        dev = out.taps[self.taps[0]].device
-        with torch.no_grad():
-            _, _, ttaps = self.teacher.encode(batch.replace(video=clean.to(dev)), modality="audiovisual")
+        ttaps = self.teacher_taps(batch, out, model)
         d = torch.stack([distance(self.dist, out.taps[t], ttaps[t], out.taps["lens"], n_samples=self.n_samples,
                                   generator=self.gen, var_floor=self.var_floor) for t in self.taps]).mean()
         return {"loss_kd": self.weight * d}
@@ -181,4 +255,4 @@ class MDAKDMethod(TrainingMethod):
 
     def __repr__(self) -> str:
         return (f"MDAKDMethod(teacher={self.teacher_path!r}, tap={self.tap!r}, distance={self.dist!r}, "
-                f"weight={self.weight}, n_samples={self.n_samples})")
+                f"weight={self.weight}, n_samples={self.n_samples}, teacher_audio={self.teacher_audio!r})")

@@ -39,8 +39,8 @@ decode_device=       # device of the decode and sweep stages: cpu, cuda or cuda:
 models="a0 v av0 av5 av6"   # models to train (7, 9, 10 only when listed), pack, decode and sweep
 robust_args=         # extra avsr.bin.train arguments for the robust student (stage 9)
 d_prob=0.5           # robust student: share of samples with frame dropout (rate ~ U(0, 1], random pattern)
-robust_freeze="audio_encoder shared_encoder ctc decoder"  # robust student: parts of AV0 kept frozen (only the
-                     # visual branch, cross-attention and merge FFN train; chosen on mini dev, docs/ROBUSTNESS.md); none = train all
+robust_freeze=none   # robust student: parts of AV0 kept frozen (none: every parameter trains, the paper's;
+                     # "audio_encoder shared_encoder ctc decoder" is the ablation row AV3-frozen, docs/ROBUSTNESS.md)
 kd_distance=mse      # MDA-KD distance: mse | cosine | gauss_kl | mmd (chosen on mini dev, docs/ROBUSTNESS.md)
 kd_tap=fused         # MDA-KD tap: fused | fusion<i>.audio | fusion<i>.visual | shared_out | fusion (all per-layer); "+" joins
 kd_weight=100        # MDA-KD loss weight λ_KD (chosen on mini dev; 0: dropout only, i.e. the AV3 row)
@@ -83,7 +83,7 @@ a done stage is skipped unless --force true; running a stage clears later stages
              its visual branch (visual_*) from V when v is in --models (--av0_visual_init)
   9 train_av5  robust student AV5: init AV0, frame dropout (D_prob --d_prob, rate ~ U(0,1], random)
                + MDA-KD from the frozen AV0 teacher (--kd_distance, --kd_tap, --kd_weight);
-               AV0's audio side, shared layers and decoder stay frozen (--robust_freeze)
+               every parameter trains (--robust_freeze: prefixes to keep frozen instead)
   10 train_av6 MS-Adapter: LoRA (--adapter_rank) on AV5's audio/shared Conformers and decoder,
                base frozen, audio-only input -> \$exp_dir/train_av6
   11 pack      packed model dirs \$exp_dir/packed/<model> for --models
@@ -144,7 +144,7 @@ Options (default):
   --decode_batch N   utterances per batched decode ($decode_batch)
   --decode_args "..." extra avsr.bin.decode arguments ($decode_args)
   --d_prob P, --kd_distance D, --kd_tap T, --kd_weight W, --robust_args "..."   robust student (stage 9)
-  --robust_freeze "PREFIX ..."  parameter prefixes AV5 does not train ("$robust_freeze"; none = all)
+  --robust_freeze "PREFIX ..."  parameter prefixes AV5 does not train ("$robust_freeze"; none = train all)
   --adapter_rank R, --adapter_args "...", --adapter_threshold T                  MS-Adapter (stage 10)
   --sweep_set S, --sweep_args "..."                                              sweep (stage 13)
   --rows FILE, --rows_table T, --rows_dir DIR, --rows_out FILE   rows (stages 15-18, only with --rows; table $rows_table)
