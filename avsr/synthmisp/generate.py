@@ -29,7 +29,10 @@ Written (see docs/SYNTHMISP.md)::
                                                      seat geometry, per-channel delays); never read by
                                                      data preparation
     truth/<split>/<session>.json                     session summary, written last: a re-run skips
-                                                     sessions that have it (resume)
+                                                     sessions that have it (resume); ``turns``: per
+                                                     utterance its speaker, start, end, text and each
+                                                     character's ``[char, start, end]`` in session
+                                                     seconds (:func:`turn_truth`)
     synthmisp.json                                   preset, seed and knobs (deterministic)
     generation_stats.json                            per-part timings (not deterministic)
 """
@@ -162,6 +165,7 @@ class Turn:
     wave: np.ndarray       # dry speech, 16 kHz
     events: list           # PhoneEvent list, times relative to the utterance
     undetected: bool = False
+    chars: list = field(default_factory=list)   # (char, start, end) relative to the utterance (speech.char_times)
 
     @property
     def end(self) -> float:
@@ -463,7 +467,7 @@ def generate_session(root: str, split: str, idx: int, seed: int, k: Knobs) -> di
     if os.path.exists(done):   # finished earlier (written last): resume without redoing it
         with open(done, encoding="utf-8") as f:
             info = json.load(f)
-        if "official_segments" in info:   # else: written by an older version, make it again
+        if "turns" in info:   # else: written by an older version (no character times), make it again
             return {**info, "timings": dict(timings), "resumed": True}
 
     # speech
@@ -474,7 +478,8 @@ def generate_session(root: str, split: str, idx: int, seed: int, k: Knobs) -> di
     for s in order_turns(counts, rng):
         sent = gen.sentence(rng)
         utt = speech.synthesize(sent, speakers[s].voice)
-        turns.append(Turn(s, sent, 0.0, utt.wave.astype(np.float64), list(utt.events)))
+        turns.append(Turn(s, sent, 0.0, utt.wave.astype(np.float64), list(utt.events),
+                          chars=speech.char_times(utt)))
     timings["speech"] = time.perf_counter() - t0
 
     # timeline + audio
@@ -553,12 +558,25 @@ def generate_session(root: str, split: str, idx: int, seed: int, k: Knobs) -> di
             "speaker_azimuth_deg": [round(float(v), 2) for v in geom["speaker_azimuth_deg"]],
             "speaker_distance_m": [round(float(v), 3) for v in geom["speaker_distance_m"]],
             "speaker_delays": [[round(float(v), 3) for v in row] for row in geom["speaker_delays"]],
-            "official_segments": seg_lines}
+            "official_segments": seg_lines, "turns": turn_truth(turns, spk_ids)}
     with open(done + ".tmp", "w", encoding="utf-8") as f:
         json.dump(info, f, indent=1, sort_keys=True)
     os.replace(done + ".tmp", done)
     timings["write"] = time.perf_counter() - t0
     return {**info, "timings": timings, "resumed": False}
+
+
+def turn_truth(turns: List[Turn], spk_ids: List[str]) -> List[dict]:
+    """Ground truth per turn (in the order spoken): ``speaker`` (3-digit id), ``start`` / ``end`` and
+    ``chars`` = ``[[char, start, end], ...]`` in session seconds (rounded to 1 ms), ``text``.  A
+    character's interval is its syllable without the silence at its edges
+    (:func:`avsr.synthmisp.speech.char_times`); the dry speech of the turn starts at ``start``."""
+    out = []
+    for t in turns:
+        out.append({"speaker": spk_ids[t.spk], "start": round(float(t.start), 3), "end": round(float(t.end), 3),
+                    "text": t.text,
+                    "chars": [[c, round(float(t.start + a), 3), round(float(t.start + b), 3)] for c, a, b in t.chars]})
+    return out
 
 
 def viseme_labels(events, num_frames: int) -> np.ndarray:

@@ -97,6 +97,7 @@ __all__ = [
     "Utterance",
     "EspeakError",
     "synthesize",
+    "char_times",
     "phoneme_to_viseme",
     "speech_envelope",
     "SAMPLE_RATE",
@@ -545,6 +546,26 @@ def synthesize(text: str, voice: Voice) -> Utterance:
             end = dur if i == len(sylls) - 1 else max(bounds[i + 1], bounds[i])
             syllables.append(Syllable(c, syl, bounds[i], end))
     return Utterance(wave=wave, events=events, sr=SAMPLE_RATE, text=text, pinyin=sylls, syllables=syllables, voice=voice)
+
+
+def char_times(utt: Utterance) -> list[tuple[str, float, float]]:
+    """Per character of ``utt``: ``(char, start, end)`` in seconds from ``utt.wave[0]``.
+
+    Each character's interval is its syllable (:attr:`Utterance.syllables`, bounded by espeak-ng's
+    word events) without the silence (``sil`` phoneme events) at its edges: the first character
+    starts at its first sound, not at the leading pad, the last ends at its last sound.  A syllable
+    made only of silence keeps its whole interval.  Empty when espeak-ng gave no word events.
+    """
+    sounds = [(e.start, e.end) for e in utt.events if e.viseme != "sil"]
+    out: list[tuple[str, float, float]] = []
+    for syl in utt.syllables:
+        inside = [(max(a, syl.start), min(b, syl.end)) for a, b in sounds if a < syl.end and b > syl.start]
+        inside = [(a, b) for a, b in inside if b > a]
+        if inside:
+            out.append((syl.char, float(inside[0][0]), float(inside[-1][1])))
+        else:
+            out.append((syl.char, float(syl.start), float(syl.end)))
+    return out
 
 
 def speech_envelope(wave: np.ndarray, sr: int = SAMPLE_RATE, fps: float = float(VIDEO_FPS)) -> np.ndarray:
