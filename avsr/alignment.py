@@ -1,0 +1,162 @@
+"""CTC forced alignment: when each token of a known token sequence is spoken.
+
+:func:`ctc_viterbi` finds the single best CTC path of a token sequence through the frame-wise CTC
+log-posteriors of one utterance (``model.ctc.log_softmax(enc)``, ``[T, V]``): the usual CTC
+topology over the extended label sequence ``blank, y1, blank, y2, ..., yL, blank`` (``2L + 1``
+states); from state ``s`` a path stays, moves to ``s + 1``, or skips the blank to ``s + 2`` when
+``y`` at ``s + 2`` differs from ``y`` at ``s``; it starts in state 0 or 1 and ends in the last or
+the second-to-last state.  Dynamic programming (max-product, numpy, ``O(T * L)``) with back
+pointers; ties go to the lower state (the later move).  It needs ``T >= L + r`` frames (``r``:
+adjacent repeated tokens, which need a blank between them), else :class:`AlignmentError`.
+
+:func:`token_times` turns a path into times.  Encoder frame ``t`` covers
+``[offset + t * stride, offset + (t + 1) * stride)`` seconds (:func:`frame_times` from the model
+config: 40 ms frames after the 4x subsampling of 10 ms fbank hops; ``offset`` puts frame ``t``'s
+centre on the centre of the samples it sees).  A token owns the frames its state holds on the best
+path (its "spike", usually 1-2 frames: CTC posteriors are peaky); the blank frames between two
+tokens are split at their middle, the first half going to the token before, the second to the one
+after (the token's ``start`` is the first frame of its half of the blanks before, its ``end`` the
+last frame of its half of the blanks after).  The first token starts at most ``edge_frames`` before
+its spike and the last ends at most ``edge_frames`` after its own (leading and trailing blanks are
+silence more often than speech).  ``conf`` is the largest posterior of the token over its spike
+frames, in ``[0, 1]``.
+
+The rule was chosen on SynthMISP, whose truth files hold every character's spoken interval: with the
+tiny model of ``tests/test_alignment.py`` (forced alignment of the reference text of its training
+segments) the midpoints of this rule's intervals lie within 80 ms of the true midpoints for the
+share of characters that test states and asserts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["AlignmentError", "TokenTime", "ctc_viterbi", "token_spans", "token_times", "frame_times"]
+
+
+class AlignmentError(ValueError):
+    """The token sequence cannot be aligned to the frames (too few frames, bad input)."""
+
+
+@dataclass
+class TokenTime:
+    """One aligned token: its id, seconds (``start``, ``end``), the spike's frames and ``conf``."""
+    token_id: int
+    start: float
+    end: float
+    conf: float
+    first_frame: int
+    last_frame: int
+
+
+def ctc_viterbi(logp, tokens: Sequence[int], blank: int = 0) -> np.ndarray:
+    """Best CTC path of ``tokens`` through ``logp`` (``[T, V]`` log-posteriors, numpy or torch):
+    int64 ``[T]``, the index (0-based, into ``tokens``) of the token each frame emits, ``-1`` for
+    blank frames.  :class:`AlignmentError` when it cannot be aligned."""
+    lp = logp.detach().cpu().float().numpy() if hasattr(logp, "detach") else np.asarray(logp, np.float32)
+    if lp.ndim != 2:
+        raise AlignmentError(f"logp must be [T, V], got shape {lp.shape}")
+    T, V = lp.shape
+    y = np.asarray(list(tokens), dtype=np.int64)
+    L = len(y)
+    if L == 0:
+        return np.full(T, -1, dtype=np.int64)
+    if (y < 0).any() or (y >= V).any() or (y == blank).any():
+        raise AlignmentError(f"token ids must be in [0, {V}) and not the blank {blank}")
+    repeats = int((y[1:] == y[:-1]).sum())
+    if T < L + repeats:
+        raise AlignmentError(f"{L} tokens ({repeats} repeated) need at least {L + repeats} frames, got {T}")
+    S = 2 * L + 1
+    ext = np.full(S, blank, dtype=np.int64)
+    ext[1::2] = y
+    skip = np.zeros(S, dtype=bool)                    # s may be entered from s - 2
+    skip[3::2] = y[1:] != y[:-1]
+    neg = -np.inf
+    delta = np.full(S, neg)
+    delta[0] = lp[0, ext[0]]
+    delta[1] = lp[0, ext[1]]
+    back = np.zeros((T, S), dtype=np.int8)           # 0 stay, 1 from s-1, 2 from s-2
+    for t in range(1, T):
+        stay = delta
+        one = np.concatenate([[neg], delta[:-1]])
+        two = np.where(skip, np.concatenate([[neg, neg], delta[:-2]]), neg)
+        cand = np.stack([stay, one, two])             # ties: argmax takes the first (stay)
+        arg = np.argmax(cand, axis=0)
+        delta = cand[arg, np.arange(S)] + lp[t, ext]
+        back[t] = arg
+    ends = [S - 1, S - 2]
+    s = ends[int(np.argmax([delta[S - 1], delta[S - 2]]))]
+    if not np.isfinite(delta[s]):
+        raise AlignmentError("no finite-probability CTC path for these tokens")
+    path = np.empty(T, dtype=np.int64)
+    for t in range(T - 1, -1, -1):
+        path[t] = s
+        s -= int(back[t, s])
+    return np.where(path % 2 == 1, path // 2, -1)
+
+
+def token_spans(path: np.ndarray, n_tokens: int) -> List[Tuple[int, int]]:
+    """``(first, last)`` frame of each token's spike on a :func:`ctc_viterbi` path."""
+    spans: List[Optional[List[int]]] = [None] * n_tokens
+    for t, k in enumerate(path):
+        if k < 0:
+            continue
+        if spans[k] is None:
+            spans[k] = [t, t]
+        else:
+            spans[k][1] = t
+    if any(s is None for s in spans):
+        raise AlignmentError("path does not visit every token")
+    return [(a, b) for a, b in spans]  # type: ignore[misc]
+
+
+def frame_times(cfg, modality: Optional[str] = None) -> Tuple[float, float]:
+    """``(offset, stride)`` in seconds of the encoder frames of a model config (``ModelConfig``):
+    frame ``t`` covers ``[offset + t * stride, offset + (t + 1) * stride)``.
+
+    Audio (``audio`` and ``audiovisual``; the AV encoder follows the audio frames): fbank frame ``f``
+    covers samples ``[f * hop, f * hop + n_fft)``; ``conv2d`` subsampling (two 3x3 stride-2 convs)
+    makes encoder frame ``t`` from fbank frames ``4t .. 4t + 6`` (centre ``4t + 3``), ``vgg`` (two
+    2x2 poolings) from ``4t .. 4t + 3`` (centre ``4t + 1.5``).  Video: frame ``t`` is the 25 fps
+    grid slot ``[t / fps, (t + 1) / fps)``."""
+    from frontends.constants import VIDEO_FPS
+    mode = modality or cfg.mode
+    if mode == "video":
+        return 0.0, 1.0 / VIDEO_FPS
+    fs, hop, n_fft = float(cfg.fs), float(cfg.hop_length), float(cfg.n_fft)
+    sub = 4
+    centre_fbank = 1.5 if getattr(cfg, "audio_subsampling", "conv2d") == "vgg" else 3.0
+    stride = sub * hop / fs
+    centre0 = (centre_fbank * hop + n_fft / 2.0) / fs
+    return centre0 - stride / 2.0, stride
+
+
+def token_times(logp, tokens: Sequence[int], *, offset: float, stride: float, blank: int = 0,
+                edge_frames: int = 4, time_offset: float = 0.0) -> List[TokenTime]:
+    """Forced alignment of ``tokens`` on ``logp`` ``[T, V]`` with the timing rule of the module
+    docstring; times in seconds plus ``time_offset`` (e.g. the segment's start in the recording)."""
+    lp = logp.detach().cpu().float().numpy() if hasattr(logp, "detach") else np.asarray(logp, np.float32)
+    tokens = [int(t) for t in tokens]
+    if not tokens:
+        return []
+    path = ctc_viterbi(lp, tokens, blank=blank)
+    spans = token_spans(path, len(tokens))
+    T = lp.shape[0]
+    out: List[TokenTime] = []
+    for k, (a, b) in enumerate(spans):
+        if k == 0:
+            lo = max(0, a - edge_frames)
+        else:
+            pb = spans[k - 1][1]
+            lo = pb + 1 + (a - pb) // 2              # second half of the blanks before (an odd middle frame goes before)
+        if k == len(spans) - 1:
+            hi = min(T - 1, b + edge_frames)
+        else:
+            na = spans[k + 1][0]
+            hi = b + (na - b) // 2                    # first half of the blanks after
+        conf = float(np.exp(lp[a:b + 1, tokens[k]].max()))
+        out.append(TokenTime(tokens[k], round(time_offset + offset + lo * stride, 3),
+                             round(time_offset + offset + (hi + 1) * stride, 3), round(conf, 4), a, b))
+    return out
