@@ -53,11 +53,16 @@ STAGES = ("audio_front", "visual_front", "encoder", "search")
 
 @dataclass
 class Result:
+    """One utterance's decode.  ``score``: the search's total weighted log score (CTC greedy: the sum
+    of the best frame log-posteriors); ``nbest``: ``[{"text", "token_ids", "score"}, ...]`` best
+    first (beam search); ``ctc_logp``: float32 ``[T, V]`` CTC log-posteriors of its encoder frames,
+    only when the decoder keeps them (``keep_posteriors``, :meth:`Speech2Text.transcribe`)."""
     text: str
     token_ids: List[int]
     score: float
     modality: str
     nbest: List[Dict] = field(default_factory=list)
+    ctc_logp: Optional[np.ndarray] = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,7 @@ class Speech2Text:
         self.minlenratio = float(minlenratio)
         self.use_greedy = bool(ctc_greedy) or self.beam_size <= 0
         self.nbest = int(nbest)
+        self.keep_posteriors = False
         self.crop = int(CROP_SIZE if crop is None else crop)
         self.timings: Dict[str, float] = {"encode": 0.0, **{k: 0.0 for k in STAGES}}
         # MS-Adapter routing: "auto" = adapters on the audio-only path of an AV model; utterances whose
@@ -289,7 +295,7 @@ class Speech2Text:
             hyps = batch_beam_search(
                 model.decoder if self.ctc_weight < 1.0 else None,
                 logp if self.ctc_weight > 0 else None, enc, lens,
-                beam_size=self.beam_size, sos=model.sos, eos=model.eos, ctc_weight=self.ctc_weight,
+                beam_size=max(self.beam_size, self.nbest), sos=model.sos, eos=model.eos, ctc_weight=self.ctc_weight,
                 length_bonus=self.penalty, maxlenratio=self.maxlenratio, minlenratio=self.minlenratio,
                 nbest=max(self.nbest, 1), vocab_size=model.cfg.vocab_size)
             for b, hs in enumerate(hyps):
@@ -301,6 +307,10 @@ class Speech2Text:
                     ids = [int(t) for t in h.yseq if int(t) not in (model.sos, model.eos)]
                     nb.append({"text": self.tokenizer.decode(ids), "token_ids": ids, "score": float(h.score)})
                 out.append(Result(nb[0]["text"], nb[0]["token_ids"], nb[0]["score"], modality, nb))
+        if self.keep_posteriors:
+            lp = logp.float().cpu().numpy()
+            for b, r in enumerate(out):
+                r.ctc_logp = lp[b, :int(lens[b])]
         self._tick("search", t0)
         return out
 
@@ -385,6 +395,202 @@ class Speech2Text:
 
     def __call__(self, audio, video=None, modality: Optional[str] = None) -> Result:
         return self.decode_batch(self.make_batch([{"audio": audio, "video": video}]), modality)[0]
+
+    # ------------------------------------------------------------------ CTC posteriors and alignment
+    @torch.no_grad()
+    def ctc_posteriors(self, batch: Batch, modality: Optional[str] = None) -> List[tuple]:
+        """Per utterance of a padded batch: ``(logp float32 [T, V], modality)``, the CTC
+        log-posteriors of its valid encoder frames on the path :meth:`decode_batch` takes (MS-Adapter
+        routing included; ``modality`` forces one)."""
+        r = self.route(batch) if modality is None else None
+        groups = [(list(range(len(batch))), modality, batch)]
+        if r is not None and bool(r.any()):
+            groups = []
+            for sel, mod in ((r, "audio"), (~r, None)):
+                idx = torch.nonzero(sel).flatten().tolist()
+                if idx:
+                    sub = _subset(batch, idx)
+                    groups.append((idx, mod, sub.replace(video=None, video_lens=None, frame_mask=None)
+                                   if mod == "audio" else sub))
+        out: List[Optional[tuple]] = [None] * len(batch)
+        for idx, mod, sub in groups:
+            enc, lens, m = self.encode(sub, mod)
+            lp = self.model.ctc.log_softmax(enc).float().cpu().numpy()
+            for j, i in enumerate(idx):
+                out[i] = (lp[j, :int(lens[j])], m)
+        return out  # type: ignore[return-value]
+
+    def frame_times(self, modality: Optional[str] = None):
+        """``(offset, stride)`` seconds of the encoder frames on ``modality``'s path
+        (:func:`avsr.alignment.frame_times` of the model config)."""
+        from avsr.alignment import frame_times
+        return frame_times(self.model.cfg, modality)
+
+    def align(self, token_ids: Sequence[int], logp, modality: Optional[str] = None, time_offset: float = 0.0):
+        """CTC forced alignment of ``token_ids`` on ``logp`` ``[T, V]`` (:meth:`ctc_posteriors`, or a
+        Result's ``ctc_logp``): a list of :class:`avsr.alignment.TokenTime`, seconds plus
+        ``time_offset``.  Raises :class:`avsr.alignment.AlignmentError` when it cannot be aligned."""
+        from avsr.alignment import token_times
+        off, stride = self.frame_times(modality)
+        return token_times(logp, token_ids, offset=off, stride=stride, time_offset=time_offset)
+
+    # ------------------------------------------------------------------ a whole recording
+    def transcribe(self, audio=None, video=None, *, segmentation: str = "vad", max_segment_seconds: float = 20.0,
+                   vad_options: Optional[Dict] = None, nbest: Optional[int] = None, batch_size: int = 8,
+                   align: bool = True, **prepare):
+        """Transcribe one recording: an :class:`avsr.api.Transcription` with the text, the score,
+        timed segments with per-token times, and the n-best list.
+
+        Inputs: ``audio`` and ``video`` as file paths (read by :func:`frontends.pairs.prepare_pair`,
+        which takes the other keyword arguments: ``detection``, ``speaker``, ``detector``, ``crop``,
+        ...), or as arrays / tensors (audio float ``[N]`` at 16 kHz; video uint8 lip ROIs
+        ``[T, H, W]`` at 25 fps, 96x96 or 88x88), not mixed.  ``video`` is optional (an AV model then
+        runs its audio-only path, with a warning); an audio model ignores it; a video-only model
+        needs it.  ``audio=None`` with a video path reads the audio from the video when
+        ``prepare_pair`` can.
+
+        ``segmentation``: ``"vad"`` (default) decodes each segment of :func:`frontends.vad.energy_vad`
+        (``vad_options`` override :class:`frontends.vad.VadConfig`; segments at most
+        ``max_segment_seconds``, split at their quietest frame); ``"fixed"`` cuts windows of
+        ``max_segment_seconds`` (a tail under 0.1 s joins the window before; the last window's
+        video runs to the end of the video); ``"none"`` decodes the recording as one segment.
+        Without audio (a video-only pair) ``"vad"`` falls back to ``"fixed"``.  Segment texts are
+        joined without a separator (character models).
+
+        Each segment's hypothesis is aligned to its CTC posteriors (:mod:`avsr.alignment`) for
+        token times relative to the recording; an alignment that fails spreads the segment's tokens
+        evenly over it, with a warning.  ``nbest`` (default: the decoder's) hypotheses per segment
+        and for the recording (:func:`avsr.api.kbest_concat`); the beam is widened to at least
+        ``nbest``; CTC greedy gives one.
+        """
+        import os as _os
+        from avsr.alignment import AlignmentError
+        from avsr.api import Transcription, TranscriptSegment, kbest_concat
+        from frontends.constants import VIDEO_FPS
+        from frontends.vad import energy_vad
+
+        if segmentation not in ("vad", "fixed", "none"):
+            raise ValueError(f"segmentation must be vad, fixed or none, got {segmentation!r}")
+        t_start = time.perf_counter()
+        mode = self.model.cfg.mode
+        is_path = lambda x: isinstance(x, (str, _os.PathLike))  # noqa: E731
+        warnings: List[str] = []
+        timings: Dict[str, float] = {}
+        if is_path(audio) or is_path(video):
+            if not all(x is None or is_path(x) for x in (audio, video)):
+                raise TypeError("transcribe: give audio and video both as file paths or both as arrays")
+            import inspect
+            from frontends.pairs import prepare_pair
+            kw = dict(prepare)
+            if mode == "video" and "need_audio" in inspect.signature(prepare_pair).parameters:
+                kw.setdefault("need_audio", False)
+            prep = prepare_pair(None if audio is None else _os.fspath(audio),
+                                None if video is None else _os.fspath(video), **kw)
+            a, roi = prep.audio, prep.roi
+            warnings += prep.warnings
+            timings.update(prep.timings)
+        else:
+            if prepare:
+                raise TypeError(f"transcribe: {sorted(prepare)} apply to file inputs only (frontends.pairs.prepare_pair)")
+            a = None if audio is None else _as_tensor(audio, torch.float32).cpu().numpy()
+            roi = None if video is None else _as_tensor(video, torch.uint8).cpu().numpy()
+            if a is not None and a.ndim != 1:
+                raise ValueError(f"transcribe: audio must be 1-D [N] at {SAMPLE_RATE} Hz, got shape {a.shape}")
+            if roi is not None and roi.ndim != 3:
+                raise ValueError(f"transcribe: video must be uint8 lip ROIs [T, H, W], got shape {roi.shape}")
+        if mode == "audio":
+            roi = None
+        elif mode == "video":
+            if roi is None:
+                raise ValueError("transcribe: a video-only model needs a video with a mouth to crop")
+        elif video is None:
+            warnings.append("no video: audio-only decoding")
+        if a is None and roi is None:
+            raise ValueError("transcribe: nothing to decode (no audio and no video)")
+        duration = len(a) / SAMPLE_RATE if a is not None else len(roi) / VIDEO_FPS
+
+        # segments: (first sample, end sample) on the audio clock; video frames follow
+        n = len(a) if a is not None else len(roi) * SAMPLES_PER_FRAME
+        seg_mode = "fixed" if (segmentation == "vad" and a is None) else segmentation
+        t0 = time.perf_counter()
+        if seg_mode == "vad":
+            opts = {"max_segment_s": float(max_segment_seconds), **(vad_options or {})}
+            spans = [(int(round(s * SAMPLE_RATE)), min(int(round(e * SAMPLE_RATE)), n))
+                     for s, e in energy_vad(a, **opts)]
+        elif seg_mode == "fixed":
+            step = int(max_segment_seconds * SAMPLE_RATE)
+            spans = []
+            for s in range(0, n, step):
+                if n - s < SAMPLE_RATE // 10 and spans:
+                    spans[-1] = (spans[-1][0], n)
+                else:
+                    spans.append((s, min(s + step, n)))
+        else:
+            spans = [(0, n)]
+        timings["vad"] = time.perf_counter() - t0
+        items, offsets = [], []
+        for k, (s, e) in enumerate(spans):
+            last = k == len(spans) - 1
+            v = None
+            if roi is not None:
+                f0 = s // SAMPLES_PER_FRAME
+                if seg_mode == "vad":
+                    f1 = -(-e // SAMPLES_PER_FRAME)
+                else:               # fixed windows as fixed_windows cuts them; the last one to the video's end
+                    f1 = len(roi) if last else e // SAMPLES_PER_FRAME
+                v = roi[f0:f1]
+                if not len(v):
+                    v = None
+            items.append({"utt_id": f"seg{k}", "audio": None if (a is None or mode == "video") else a[s:e],
+                          "video": v})
+            offsets.append((s / SAMPLE_RATE, (s // SAMPLES_PER_FRAME) / VIDEO_FPS))
+        if mode == "video":
+            keep = [i for i, it in enumerate(items) if it["video"] is not None]
+            items, spans, offsets = [items[i] for i in keep], [spans[i] for i in keep], [offsets[i] for i in keep]
+
+        # decode (posteriors kept for the alignment)
+        n_best = int(self.nbest if nbest is None else nbest)
+        saved = (self.nbest, self.keep_posteriors)
+        self.nbest, self.keep_posteriors = max(n_best, 1), True
+        t0 = time.perf_counter()
+        try:
+            results = self.decode_items(items, batch_size=batch_size) if items else []
+        finally:
+            self.nbest, self.keep_posteriors = saved
+        timings["decode"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        segments: List = []
+        toks = self.tokenizer.token_list
+        for (s, e), (a_off, v_off), r in zip(spans, offsets, results):
+            start, end = s / SAMPLE_RATE, e / SAMPLE_RATE
+            off = v_off if r.modality == "video" else a_off
+            tokens: List[Dict] = []
+            if r.token_ids and align:
+                try:
+                    tt = self.align(r.token_ids, r.ctc_logp, r.modality, time_offset=off)
+                    tokens = [{"token": toks[x.token_id], "start": x.start, "end": x.end, "conf": x.conf} for x in tt]
+                except AlignmentError as err:
+                    warnings.append(f"segment {start:.2f}-{end:.2f} s: alignment failed ({err}); "
+                                    "token times spread evenly")
+                    w = (end - start) / len(r.token_ids)
+                    tokens = [{"token": toks[x], "start": round(start + i * w, 3),
+                               "end": round(start + (i + 1) * w, 3), "conf": 0.0}
+                              for i, x in enumerate(r.token_ids)]
+            r.ctc_logp = None
+            nb = [{"text": h["text"], "score": h["score"]} for h in r.nbest[:n_best]] or \
+                [{"text": r.text, "score": r.score}]
+            segments.append(TranscriptSegment(round(start, 3), round(end, 3), r.text, float(r.score), r.modality,
+                                              tokens, nb))
+        timings["align"] = time.perf_counter() - t0
+        mods = sorted({sg.modality for sg in segments})
+        tr = Transcription(
+            text="".join(sg.text for sg in segments), score=float(sum(sg.score for sg in segments)),
+            segments=segments, modality=(mods[0] if len(mods) == 1 else "+".join(mods)) if mods else None,
+            duration=round(duration, 3), nbest=kbest_concat([sg.nbest for sg in segments], max(n_best, 1)),
+            warnings=warnings, timings=timings)
+        tr.timings["total"] = time.perf_counter() - t_start
+        return tr
 
     # ------------------------------------------------------------------ several conditions of a batch
     def materialize(self, batch: Batch, variant: Variant) -> Batch:

@@ -1,23 +1,35 @@
 """``avsr decode`` for your own files: wav (+ mp4) pairs with a packed model.
 
     avsr decode --model exp/packed/av6 --wav a.wav --video a.mp4
-    avsr decode --model exp/packed/av6 --pairs list.tsv --output hyp.jsonl [--output_format kaldi]
+    avsr decode --model exp/packed/av6 --video a.mp4                      # the audio from the mp4's own track
+    avsr decode --model exp/packed/av6 --pairs list.tsv --output hyp.jsonl [--output_format kaldi] [--nbest 5]
+    avsr decode --model exp/packed/av6 --wav a.wav --output_format srt --output a.srt
 
 ``list.tsv``: one pair per line, ``KEY<TAB>WAV[<TAB>VIDEO[<TAB>DETECTION_JSON]]`` (``-`` = none; a
-line starting with ``#`` is a comment; paths may hold spaces and ``#``); ``--pairs -`` reads the list
-from standard input.  Video: an ROI video (mouth crop), a full-frame video with a MISP
-detection JSON (``--detection``), or a full-frame video searched by an offline detector
-(``--detector haar|mediapipe``; ``--face-index`` / ``--bbox x1,y1,x2,y2`` pick the target face; by
-default the largest, with a warning).  No video, or no face found: audio only (the MS-Adapter path
-of an AV model), with a warning.
+WAV of ``-`` takes the audio from the video's own track; a line starting with ``#`` is a comment;
+paths may hold spaces and ``#``); ``--pairs -`` reads the list from standard input.  Video: an ROI
+video (mouth crop), a full-frame video with a MISP detection JSON (``--detection``), or a
+full-frame video searched by an offline detector (``--detector haar|mediapipe``; ``--face-index`` /
+``--bbox x1,y1,x2,y2`` pick the target face; by default the largest, with a warning).  No video, or
+no face found: audio only (the MS-Adapter path of an AV model), with a warning.  A video-only model
+needs no audio at all.
 
-Recordings longer than ``--chunk_seconds`` are decoded in fixed windows of that length (texts
-joined); above ``--max_seconds`` a pair is refused with a clear message.
+Each recording goes through :meth:`avsr.inference.Speech2Text.transcribe`: it is cut into
+voice-activity segments (:func:`frontends.vad.energy_vad`, at most ``--max_segment_seconds`` each;
+``--segmentation fixed`` or an explicit ``--chunk_seconds S``: fixed windows of S seconds instead;
+``none``: one segment), each segment is decoded, and its tokens are timed by CTC forced alignment
+(:mod:`avsr.alignment`).  Above ``--max_seconds`` a pair is refused with a clear message.
 
-Output: JSON lines (``key``, ``text``, ``warnings``, ``timing``, ``modality``) or Kaldi ``text``
-(``--output_format kaldi``), to ``--output`` or stdout.  A bad pair prints one error line naming the
-file and is skipped; the others are decoded and written; the exit code is 0 when all pairs
-succeeded, 3 when some failed, 1 when a single ``--wav`` pair failed.
+Output (``--output_format``, to ``--output`` or stdout; :func:`avsr.api.format_transcription`):
+``jsonl`` (default): one JSON object per pair with ``key``, ``text``, ``score``, ``segments``
+(``start``, ``end``, ``text``, ``score``, ``modality``, ``tokens`` with ``start``/``end``/``conf``),
+``modality``, ``warnings``, ``timing``, ``chunks`` (segments), and with ``--nbest N`` (N > 1) an
+``nbest`` list (``text``, ``score``) per pair and per segment; ``text``: the text per line;
+``kaldi``: ``<key> <text>``; ``srt`` / ``vtt``: one cue per segment (with ``--pairs``, ``--output``
+is a directory that gets ``<key>.srt`` / ``<key>.vtt``); ``ctm``: ``<key> 1 <start> <dur> <token>
+<conf>`` per token.  A bad pair prints one error line naming the file and is skipped; the others
+are decoded and written; the exit code is 0 when all pairs succeeded, 3 when some failed, 1 when a
+single ``--wav``/``--video`` pair failed.
 """
 from __future__ import annotations
 
@@ -31,29 +43,36 @@ from typing import List
 
 
 def build_parser():
+    from avsr.api import OUTPUT_FORMATS
     ap = argparse.ArgumentParser(prog="avsr decode", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--model", required=True, help="packed model dir (avsr pack)")
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--wav", help="one audio file (wav/flac, any rate / channels)")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--wav", help="one audio file (wav/flac, any rate / channels); without it, --video's own audio")
     src.add_argument("--pairs", help="TSV list of pairs (see above)")
-    ap.add_argument("--video", help="the video of --wav (mp4 etc.)")
+    ap.add_argument("--video", help="the video of --wav (mp4 etc.), or alone: a video with its audio track")
     ap.add_argument("--detection", help="MISP detection JSON for --video")
     ap.add_argument("--speaker", help="speaker id in the detection JSON")
     ap.add_argument("--detector", default="haar", choices=["haar", "mediapipe"])
     ap.add_argument("--face-index", "--face_index", dest="face_index", type=int, default=None)
     ap.add_argument("--bbox", default=None, help="x1,y1,x2,y2 of the target face (pixels)")
     ap.add_argument("--video_type", default="auto", choices=["auto", "roi", "full"])
-    ap.add_argument("--output", default="-", help="output file (default stdout)")
-    ap.add_argument("--output_format", default="jsonl", choices=["jsonl", "kaldi"])
+    ap.add_argument("--output", default="-", help="output file (default stdout); a directory for srt/vtt with --pairs")
+    ap.add_argument("--output_format", default="jsonl", choices=list(OUTPUT_FORMATS))
+    ap.add_argument("--nbest", type=int, default=1, help="hypotheses per pair and segment with their scores "
+                    "(jsonl; the beam is widened to at least N)")
     ap.add_argument("--beam_size", type=int, default=10)
     ap.add_argument("--ctc_greedy", action="store_true")
-    ap.add_argument("--batch_size", type=int, default=8)
+    ap.add_argument("--batch_size", type=int, default=8, help="segments decoded together")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--adapter_threshold", type=float, default=None,
                     help="MS-Adapter routing: share of present frames at or below which an utterance is decoded "
                          "audio-only with the adapters (default: the packed model's, normally 0)")
-    ap.add_argument("--chunk_seconds", type=float, default=30.0)
+    ap.add_argument("--segmentation", default="vad", choices=["vad", "fixed", "none"],
+                    help="vad: energy VAD segments (frontends.vad); fixed: windows of --chunk_seconds; none: whole")
+    ap.add_argument("--max_segment_seconds", type=float, default=20.0, help="longest VAD segment")
+    ap.add_argument("--chunk_seconds", type=float, default=None,
+                    help="fixed windows of this length (implies --segmentation fixed; default 30 s there)")
     ap.add_argument("--max_seconds", type=float, default=1800.0)
     ap.add_argument("--no_progress", action="store_true")
     ap.add_argument("--summary", default=None, help="write a JSON summary (counts, per-step seconds, peak RSS) here")
@@ -62,7 +81,7 @@ def build_parser():
 
 def read_pairs(path: str):
     """Pairs from a TSV list (``-``: standard input).  A line whose first non-blank character is ``#`` is
-    a comment; a ``#`` inside a path is part of the path."""
+    a comment; a ``#`` inside a path is part of the path.  A WAV of ``-`` is None (the video's audio)."""
     if path == "-":
         lines = sys.stdin.read().splitlines()
         path = "<stdin>"
@@ -81,18 +100,25 @@ def read_pairs(path: str):
             raise ValueError(f"{path}:{i}: expected KEY WAV [VIDEO [DETECTION]], got {line!r}")
         parts += ["-"] * (4 - len(parts))
         key, wav, video, det = parts[:4]
-        out.append((key, wav, None if video == "-" else video, None if det == "-" else det))
+        if wav == "-" and video == "-":
+            raise ValueError(f"{path}:{i}: {key}: neither a wav nor a video")
+        out.append((key, None if wav == "-" else wav, None if video == "-" else video, None if det == "-" else det))
     return out
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not (args.wav or args.video or args.pairs):
+        ap.error("one of --wav, --video or --pairs is required")
+    if args.pairs and args.video:
+        ap.error("--video goes with --wav (or alone); --pairs lists the videos itself")
+    if args.nbest < 1:
+        ap.error("--nbest must be >= 1")
     from tqdm import tqdm
 
-    from avsr.inference import Speech2Text, check_device, fixed_windows
-    from frontends.pairs import prepare_pair
+    from avsr.api import format_transcription, load_model
 
-    check_device(args.device)
     bbox = None
     if args.bbox:
         try:
@@ -100,60 +126,62 @@ def main(argv=None) -> int:
             assert len(bbox) == 4
         except (ValueError, AssertionError):
             raise ValueError(f"--bbox expects x1,y1,x2,y2, got {args.bbox!r}") from None
-    pairs = [("utt", args.wav, args.video, args.detection)] if args.wav else read_pairs(args.pairs)
+    single = args.pairs is None
+    pairs = [("utt", args.wav, args.video, args.detection)] if single else read_pairs(args.pairs)
     kw = {} if args.adapter_threshold is None else {"adapter_threshold": args.adapter_threshold}
-    s2t = Speech2Text.from_packed(args.model, device=args.device, beam_size=args.beam_size,
-                                  ctc_greedy=args.ctc_greedy, **kw)
-    sink = sys.stdout if args.output == "-" else open(args.output + ".tmp", "w", encoding="utf-8")
+    s2t = load_model(args.model, device=args.device, beam_size=args.beam_size, ctc_greedy=args.ctc_greedy,
+                     nbest=args.nbest, **kw)
+    seg_mode = "fixed" if args.chunk_seconds is not None else args.segmentation
+    seg_len = args.chunk_seconds if args.chunk_seconds is not None else (
+        30.0 if seg_mode == "fixed" else args.max_segment_seconds)
+    per_file = args.output_format in ("srt", "vtt") and not single
+    if per_file:
+        if args.output == "-":
+            ap.error(f"--output_format {args.output_format} with --pairs writes one file per pair: give --output DIR")
+        os.makedirs(args.output, exist_ok=True)
+        sink = None
+    else:
+        sink = sys.stdout if args.output == "-" else open(args.output + ".tmp", "w", encoding="utf-8")
     failed = 0
     bar = tqdm(total=len(pairs), desc="decode", disable=args.no_progress or len(pairs) < 2, file=sys.stderr)
-    pending: List = []
-
-    def flush():
-        # decode the chunks of the prepared pairs of `pending` (Speech2Text batches them)
-        items = [{"utt_id": key, "audio": a, "video": r}
-                 for key, prep, chunks, meta in pending for a, r in chunks]
-        results = iter(s2t.decode_items(items, batch_size=args.batch_size))
-        for key, prep, chunks, meta in pending:
-            rs = [next(results) for _ in chunks]
-            text = "".join(r.text for r in rs)
-            rec = {"key": key, "text": text, "modality": rs[0].modality if rs else None,
-                   "warnings": prep.warnings, "chunks": len(chunks), **meta,
-                   "timing": {k: round(v, 4) for k, v in prep.timings.items()}}
-            if args.output_format == "kaldi":
-                sink.write(f"{key} {text}\n")
-            else:
-                sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            for w in prep.warnings:
-                print(f"avsr decode: warning: {key}: {w}", file=sys.stderr)
-        sink.flush()
-        pending.clear()
-
     t_all = time.perf_counter()
-    steps = {"audio_load": 0.0, "video_decode": 0.0, "roi": 0.0}
+    steps = {"audio_load": 0.0, "video_decode": 0.0, "roi": 0.0, "vad": 0.0, "decode": 0.0, "align": 0.0}
     audio_seconds = 0.0
     for key, wav, video, det in pairs:
         try:
-            prep = prepare_pair(wav, video, detection=det or args.detection, speaker=args.speaker,
+            tr = s2t.transcribe(wav, video, segmentation=seg_mode, max_segment_seconds=seg_len,
+                                batch_size=args.batch_size, detection=det or args.detection, speaker=args.speaker,
                                 detector=args.detector, face_index=args.face_index, bbox=bbox,
                                 video_type=args.video_type, max_seconds=args.max_seconds)
-            if video is None:
-                prep.warnings.append("no video: audio-only decoding")
-            pending.append((key, prep, fixed_windows(prep.audio, prep.roi, args.chunk_seconds), {"wav": wav, "video": video}))
-            for k in steps:
-                steps[k] += prep.timings.get(k, 0.0)
-            audio_seconds += prep.duration
         except Exception as e:  # noqa: BLE001 - one line naming the file, the batch goes on
-            if args.wav:
+            if single:
                 raise                   # the CLI prints it as one line naming the file, exit 1
             failed += 1
             print(f"avsr decode: error: {key}: {e}", file=sys.stderr)
+            bar.update(1)
+            continue
+        for k in steps:
+            steps[k] += tr.timings.get(k, 0.0)
+        audio_seconds += tr.duration
+        extra = {"wav": wav, "video": video, "chunks": len(tr.segments)}
+        out = format_transcription(tr, args.output_format, key=key, extra=extra, nbest=args.nbest > 1)
+        if args.output_format == "jsonl":      # the record's per-step seconds keep their name "timing"
+            rec = json.loads(out)
+            rec["timing"] = rec.pop("timings")
+            out = json.dumps(rec, ensure_ascii=False) + "\n"
+        if per_file:
+            path = os.path.join(args.output, f"{key}.{args.output_format}")
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                f.write(out)
+            os.replace(path + ".tmp", path)
+        else:
+            sink.write(out)
+            sink.flush()
+        for w in tr.warnings:
+            print(f"avsr decode: warning: {key}: {w}", file=sys.stderr)
         bar.update(1)
-        if len(pending) >= args.batch_size:
-            flush()
-    flush()
     bar.close()
-    if sink is not sys.stdout:
+    if sink is not None and sink is not sys.stdout:
         sink.close()
         os.replace(args.output + ".tmp", args.output)
     wall = time.perf_counter() - t_all
@@ -163,7 +191,7 @@ def main(argv=None) -> int:
                                                                   "search": s2t.timings["search"]},
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "rtf": wall / audio_seconds if audio_seconds else None,
-                "search": s2t.search_name, "device": args.device}
+                "search": s2t.search_name, "device": args.device, "segmentation": seg_mode}
         with open(args.summary, "w") as f:
             json.dump(summ, f, indent=1)
     print(f"avsr decode: {len(pairs) - failed} decoded, {failed} failed, {time.perf_counter() - t_all:.1f} s, "

@@ -202,8 +202,10 @@ def batch_beam_search(
             results up to float rounding.
 
     Returns:
-        For each utterance, its ended hypotheses sorted by score (best first);
-        empty if nothing ended (as ESPnet with ``minlenratio < 0.1``).
+        For each utterance, its ended hypotheses sorted by score (best first), each token
+        sequence once and only finite scores (the n-best list; ``nbest`` cuts it); empty if
+        nothing ended (as ESPnet with ``minlenratio < 0.1``).  It holds at most as many
+        hypotheses as ended: ask for a beam at least as wide as the n-best list.
     """
     use = decoder is not None and (
         (1.0 - ctc_weight) if decoder_weight is None else float(decoder_weight)
@@ -391,7 +393,17 @@ def _search(
         W = beam_size
         i += 1
 
-    return [
-        sorted((h for h, _ in ended[b]), key=lambda h: h.score, reverse=True)
-        for b in range(B)
-    ]
+    return [_distinct(sorted((h for h, _ in ended[b]), key=lambda h: h.score, reverse=True))
+            for b in range(B)]
+
+
+def _distinct(hyps: List[Hypothesis]) -> List[Hypothesis]:
+    """The n-best list as returned: finite scores only (a "dead" slot that ends carries ``-inf``),
+    each token sequence once (its best score), best first."""
+    seen, out = set(), []
+    for h in hyps:
+        key = tuple(h.yseq)
+        if math.isfinite(h.score) and key not in seen:
+            seen.add(key)
+            out.append(h)
+    return out
