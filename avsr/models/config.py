@@ -176,7 +176,8 @@ def load_model_config(source: ConfigSource, **overrides) -> ModelConfig:
     a training exp dir's ``config.yaml`` or a packed dir's ``config.yaml``); a parsed YAML
     mapping with a ``model:`` section; a mapping of the ``model:`` section itself (it has no
     ``model`` key, which is not a field of :class:`ModelConfig`); or a :class:`ModelConfig`.
-    Unknown keys are an error.
+    Unknown keys are an error; a mapping without ``merge`` / ``adapter_scope`` is read as
+    :data:`LEGACY_DEFAULTS` (``merge: last``, ``adapter_scope: all``; see :class:`ModelConfig`).
     """
     if isinstance(source, ModelConfig):
         d = source.to_dict()

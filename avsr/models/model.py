@@ -151,7 +151,9 @@ class ModelOutput:
     loss / loss_ctc / loss_att  scalars (None when the term is off, loss None without tokens)
     acc        decoder token accuracy (float, None without decoder loss)
     taps       dict name -> tensor [B, T, d]: ``fusion{i}.audio``, ``fusion{i}.visual``, ``fused``,
-               ``shared_out``, plus ``lens`` (int64 [B]) and ``mask`` (bool [B, T], True = valid)
+               ``shared_out``, ``visual_bundle`` ([B, T, (N+1) d] with ``merge: bundle``, audiovisual
+               only), plus ``lens`` (int64 [B]) and ``mask`` (bool [B, T], True = valid), and with audio
+               ``audio_feats`` ([B, F, n_mels]), ``audio_feat_lens`` and ``specaug_mask`` ([B, F])
     enc_out / enc_lens  encoder output (= ``shared_out``) and lengths
     """
     loss: Optional[torch.Tensor]
