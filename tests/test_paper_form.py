@@ -11,7 +11,6 @@ import pytest
 import torch
 import yaml
 
-from avsr.data.batch import IGNORE_ID, Batch
 from avsr.data.dataset import collate
 from avsr.models import AVSRModel, ModelConfig, count_parameters, load_model_config
 
