@@ -42,7 +42,7 @@ d_prob=0.5           # robust student: share of samples with frame dropout (rate
 robust_freeze=none   # robust student: parts of AV0 kept frozen (none: every parameter trains, the paper's;
                      # "audio_encoder shared_encoder ctc decoder" is the ablation row AV3-frozen, docs/ROBUSTNESS.md)
 kd_distance=mse      # MDA-KD distance: mse | cosine | gauss_kl | mmd (chosen on mini dev, docs/ROBUSTNESS.md)
-kd_tap=fused         # MDA-KD tap: fused | fusion<i>.audio | fusion<i>.visual | shared_out | fusion (all per-layer); "+" joins
+kd_tap=visual_bundle # MDA-KD tap: visual_bundle (the paper: the visual input of the merge FFN) | fused | fusion<i>.audio | fusion<i>.visual | shared_out | fusion (all per-layer); "+" joins
 kd_weight=100        # MDA-KD loss weight λ_KD (chosen on mini dev; 0: dropout only, i.e. the AV3 row)
 adapter_rank=8       # MS-Adapter LoRA rank (stage 10)
 adapter_args=        # extra avsr.bin.train arguments for the adapter training (stage 10)
