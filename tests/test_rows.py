@@ -462,3 +462,36 @@ def test_recipe_lists_the_row_stages():
     # without --rows the row stages are skipped: the default recipe (make demo) runs stages 1-14 only
     src = open(os.path.join(ROOT, "recipes", "misp2022", "run.sh")).read()
     assert 'rows=                #' in src and 'if [ -n "$rows" ]; then' in src
+
+
+def test_noadapter_pack_is_the_base_audio_path(tmp_path):
+    """The decode-only row AV6-noadapter: AV6's run packed with every LoRA B at 0 decodes, on the routed
+    audio-only path, exactly as the base model's audio-only path; the adapters themselves are non-zero."""
+    import torch
+    import yaml
+
+    from avsr.bin.rows import RowRunner
+    from avsr.models import AVSRModel, load_config
+    from avsr.pack import load_packed
+    from avsr.text.tokens import write_token_list
+    tokens = ["<blank>", "<unk>", "你", "好", "<sos/eos>"]
+    write_token_list(tokens, str(tmp_path / "tokens.txt"))
+    torch.manual_seed(0)
+    m = AVSRModel(load_config(os.path.join(ROOT, "conf", "micro.yaml"), vocab_size=len(tokens), adapter_rank=2))
+    with torch.no_grad():
+        for p in m.adapters.parameters():
+            p.normal_(0, 1.0)
+    run = tmp_path / "runs" / "AV6-r2"
+    run.mkdir(parents=True)
+    torch.save(m.state_dict(), run / "model.pth")
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": m.cfg.to_dict(),
+                                                     "data": {"token_list": str(tmp_path / "tokens.txt")}}))
+    r = RowRunner(str(tmp_path / "exp"), str(tmp_path / "data"), os.path.join(ROOT, "conf", "micro.yaml"),
+                  rows_dir=str(tmp_path / "rows"))
+    out = r.pack_without_adapters("AV6-noadapter", str(run))
+    sd = load_packed(out)[0].state_dict()
+    bs = [k for k in sd if k.startswith("adapters.loras.") and k.endswith(".B")]
+    assert bs and all(not sd[k].any() for k in bs)
+    assert any(sd[k.replace(".B", ".A")].any() for k in bs)              # only B is zeroed
+    assert all(torch.equal(sd[k], v) for k, v in m.state_dict().items() if not k.startswith("adapters."))
+    assert r.pack_without_adapters("AV6-noadapter", str(run)) == out     # reused

@@ -208,6 +208,23 @@ class RowRunner:
                     os.path.join(self.rows_dir, "pack.log"))
         return out
 
+    def pack_without_adapters(self, name, d):
+        """A decode-only row's pack: the run ``d``'s weights with every LoRA ``B`` set to 0
+        (:func:`avsr.models.lora.identity_adapter_state`), so the routed audio-only path runs without
+        adapters; written to ``<rows_dir>/packed/<name>`` (reused when present)."""
+        out = os.path.join(self.rows_dir, "packed", name)
+        if os.path.isfile(os.path.join(out, "model.pth")):
+            return out
+        from avsr.models.lora import identity_adapter_state
+        from avsr.utils.checkpoint import load_checkpoint, model_state, save_checkpoint
+        w = os.path.join(self.rows_dir, "noadapter", name, "model.pth")
+        os.makedirs(os.path.dirname(w), exist_ok=True)
+        sd = identity_adapter_state(model_state(load_checkpoint(os.path.join(d, "model.pth"))))
+        save_checkpoint({k: v.detach().clone() for k, v in sd.items()}, w)
+        self.sh([self.py, "-m", "avsr.cli", "pack", "--exp_dir", d, "--weights", w, "--out", out],
+                os.path.join(self.rows_dir, "pack.log"))
+        return out
+
     def sweep(self, name, models, split, greedy, rates=RATES, segment=True, whole=True, snrs=True, extra=()):
         """``avsr eval`` of ``models`` (``NAME=DIR[@T]``) on ``split`` into ``<rows_dir>/sweep/<name>``; a
         sweep.json with these models is reused (:func:`sweep_done`)."""
@@ -383,6 +400,10 @@ class Experiment:
         for name in self.spec.rows:
             if name not in named and name not in (student, adapter) and name not in roles.get("dropout_rows", []):
                 spec.append(f"{name}={self.packed[self.chosen[name].name]}")
+        for name, d in self.spec.decodes.items():     # decode-only rows (AV6-noadapter)
+            if d.of in self.chosen:
+                run = self.chosen[d.of]
+                spec.append(d.eval_spec(self.r.pack_without_adapters(name, self.dirs[run.name])))
         return spec
 
     def sweep(self):
