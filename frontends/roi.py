@@ -56,13 +56,19 @@ Documented behaviours
   (index clipping, like ``cv2.BORDER_REPLICATE``), so boxes partly or wholly
   outside the frame still give a full crop.  It crops whatever frame it is given
   (the ROI jobs give it the decoder's gray frames).
+* **Cropping while decoding** (:func:`iter_video_rois`, :func:`crop_video_rois`): the video is
+  decoded once and only the pixels a crop reads (:func:`crop_window`) are converted from the
+  decoder's YUV (:func:`frontends.video.iter_video_regions`), so no full frame is converted or
+  kept; the ROIs are bit-identical to decoding whole frames (:func:`frontends.video.iter_video`),
+  then :func:`crop_roi` (and :func:`to_gray` for ``"official"``).  ``"official"`` converts the
+  window to RGB, crops, then applies :func:`to_gray`; ``"toolkit"`` crops the decoder's gray.
 * **Skip rule** (:func:`should_skip`): a segment is skipped when fewer than
   :data:`MIN_DETECTED_FRACTION` (half) of its frames have a real detection;
   exactly half is kept.  An empty segment is skipped.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Iterator, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -70,8 +76,8 @@ import numpy as np
 from frontends.constants import CROP_SIZE, ROI_SIZE
 
 __all__ = ["ROI_MARGIN", "ROI_SIZE", "CROP_SIZE", "MIN_DETECTED_FRACTION", "CROP_MODES", "DEFAULT_CROP",
-           "GRAY_WEIGHTS", "interpolate_boxes", "official_window", "crop_roi", "crop_rois", "to_gray",
-           "center_crop", "detected_fraction", "should_skip"]
+           "GRAY_WEIGHTS", "interpolate_boxes", "official_window", "crop_window", "crop_roi", "crop_rois",
+           "to_gray", "iter_video_rois", "crop_video_rois", "center_crop", "detected_fraction", "should_skip"]
 
 #: The two crops (see the module docstring): the MISP2022 baseline's, and the toolkit's earlier one.
 CROP_MODES = ("official", "toolkit")
@@ -182,7 +188,24 @@ def _as_image(frame) -> np.ndarray:
     return img
 
 
-def crop_roi(frame: np.ndarray, box, size: int = ROI_SIZE, mode: str = DEFAULT_CROP) -> np.ndarray:
+def crop_window(box, height: int, width: int, size: int = ROI_SIZE,
+                mode: str = DEFAULT_CROP) -> Tuple[int, int, int, int]:
+    """``(row0, row1, col0, col1)`` (ends exclusive, never empty, inside the frame): the pixels of a
+    ``height x width`` frame that :func:`crop_roi` reads for ``box``.  ``"official"``:
+    :func:`official_window`; ``"toolkit"``: the crop square clipped to the frame (its outside pixels
+    repeat edge pixels that lie in this window)."""
+    _check_mode(mode)
+    H, W = int(height), int(width)
+    if mode == "official":
+        return official_window(box, H, W, size)
+    x0, y0, side = _square(box, ROI_MARGIN)
+    r0, r1 = min(max(y0, 0), H - 1), min(max(y0 + side - 1, 0), H - 1) + 1
+    c0, c1 = min(max(x0, 0), W - 1), min(max(x0 + side - 1, 0), W - 1) + 1
+    return r0, r1, c0, c1
+
+
+def crop_roi(frame: np.ndarray, box, size: int = ROI_SIZE, mode: str = DEFAULT_CROP, *,
+             origin: Tuple[int, int] = (0, 0), frame_shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
     """Lip crop of one frame, resized to ``size x size`` uint8.
 
     ``frame`` is uint8 ``[H, W]`` or ``[H, W, C]`` (the channels are kept: crop an RGB frame
@@ -192,16 +215,26 @@ def crop_roi(frame: np.ndarray, box, size: int = ROI_SIZE, mode: str = DEFAULT_C
     ``INTER_AREA`` only when it is not ``size x size``.  ``mode="toolkit"``: a square of side
     ``max(w, h) * ROI_MARGIN`` around the box centre, out-of-frame pixels edge-replicated
     (see the module docstring).  Non-uint8 input is rounded and clipped to 0..255 first.
+
+    ``frame`` may also be a part of the frame: ``origin`` = (row, column) of its top-left pixel
+    in the whole frame and ``frame_shape`` = the whole frame's ``(H, W)``; it must cover
+    :func:`crop_window` (else ``ValueError``).  The result equals cropping the whole frame.
     """
     _check_mode(mode)
     img = _as_image(frame)
     size = int(size)
     if size <= 0:
         raise ValueError(f"size must be > 0, got {size}")
-    H, W = img.shape[:2]
+    H, W = (int(v) for v in (frame_shape if frame_shape is not None else img.shape[:2]))
+    oy, ox = (int(v) for v in origin)
+    if frame_shape is not None or oy or ox:
+        r0, r1, c0, c1 = crop_window(box, H, W, size, mode)
+        if r0 < oy or c0 < ox or r1 > oy + img.shape[0] or c1 > ox + img.shape[1]:
+            raise ValueError(f"the region {img.shape[:2]} at {origin} does not cover the crop window "
+                             f"rows {r0}:{r1}, columns {c0}:{c1}")
     if mode == "official":
         r0, r1, c0, c1 = official_window(box, H, W, size)
-        patch = img[r0:r1, c0:c1]
+        patch = img[r0 - oy:r1 - oy, c0 - ox:c1 - ox]
         if patch.shape[0] == size and patch.shape[1] == size:
             out = np.array(patch, copy=True)
         else:
@@ -209,10 +242,10 @@ def crop_roi(frame: np.ndarray, box, size: int = ROI_SIZE, mode: str = DEFAULT_C
     else:
         x0, y0, side = _square(box, ROI_MARGIN)
         if x0 >= 0 and y0 >= 0 and x0 + side <= W and y0 + side <= H:
-            patch = img[y0:y0 + side, x0:x0 + side]
+            patch = img[y0 - oy:y0 + side - oy, x0 - ox:x0 + side - ox]
         else:
-            ys = np.clip(np.arange(y0, y0 + side), 0, H - 1)
-            xs = np.clip(np.arange(x0, x0 + side), 0, W - 1)
+            ys = np.clip(np.arange(y0, y0 + side), 0, H - 1) - oy
+            xs = np.clip(np.arange(x0, x0 + side), 0, W - 1) - ox
             patch = img[ys][:, xs]
         if side == size:
             out = np.array(patch, copy=True)
@@ -277,3 +310,65 @@ def detected_fraction(detected) -> float:
 def should_skip(detected) -> bool:
     """True when fewer than :data:`MIN_DETECTED_FRACTION` of the frames have a detection."""
     return detected_fraction(detected) < MIN_DETECTED_FRACTION
+
+
+def iter_video_rois(path, boxes, size: int = ROI_SIZE, mode: str = DEFAULT_CROP, *, fps: Optional[float] = None,
+                    fast: bool = True) -> Iterator[Tuple[int, Optional[np.ndarray], bool]]:
+    """Decode ``path`` once and crop every grid slot: yields ``(grid_index, roi, present)``.
+
+    ``boxes`` float ``[N, 4]``: slot ``i`` is cropped with ``boxes[i]``; a slot at or past ``N``,
+    or whose row is not finite, yields ``roi=None`` (nothing converted).  ``roi`` is uint8
+    ``[size, size]``: ``"official"`` = :func:`to_gray` of the crop of the RGB frame, ``"toolkit"`` =
+    the crop of the decoder's gray frame.  Only the crop window's pixels are converted (module
+    docstring, "Cropping while decoding"); ``fast=False`` decodes whole frames the earlier way
+    (:func:`frontends.video.iter_video` ``fast=False``, then :func:`crop_roi`), same ROIs.
+    ``fps``: the grid rate (default :data:`frontends.video.GRID_FPS`).
+    """
+    from frontends.video import GRID_FPS, iter_video, iter_video_regions
+    _check_mode(mode)
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must have shape [N, 4], got {b.shape}")
+    ok = np.all(np.isfinite(b), axis=1)
+    official, size = mode == "official", int(size)
+    fps = GRID_FPS if fps is None else fps
+    if not fast:
+        for i, frame, present in iter_video(path, fps=fps, gray=not official, fast=False):
+            if i >= len(b) or not ok[i]:
+                yield i, None, present
+                continue
+            r = crop_roi(frame, b[i], size, mode)
+            yield i, (to_gray(r) if official else r), present
+        return
+    wins = {}
+    shape = [None]
+
+    def region(i, H, W):
+        shape[0] = (H, W)
+        if i >= len(b) or not ok[i]:
+            wins[i] = None
+            return 0, 1, 0, 1                    # one pixel, unused
+        wins[i] = w = crop_window(b[i], H, W, size, mode)
+        return w
+
+    for i, patch, present in iter_video_regions(path, region, fps=fps, gray=not official):
+        w = wins.pop(i)
+        if w is None:
+            yield i, None, present
+            continue
+        r = crop_roi(patch, b[i], size, mode, origin=(w[0], w[2]), frame_shape=shape[0])
+        yield i, (to_gray(r) if official else r), present
+
+
+def crop_video_rois(path, boxes, size: int = ROI_SIZE, mode: str = DEFAULT_CROP, *, fps: Optional[float] = None,
+                    fast: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`iter_video_rois` collected: ``(roi uint8 [T, size, size], cropped bool [T], present bool [T])``
+    over the video's ``T`` grid slots; slots without a box (``cropped`` False) are zeros."""
+    rois, cropped, present = [], [], []
+    blank = np.zeros((int(size), int(size)), np.uint8)
+    for _i, r, p in iter_video_rois(path, boxes, size, mode, fps=fps, fast=fast):
+        rois.append(blank if r is None else r)
+        cropped.append(r is not None)
+        present.append(p)
+    roi = np.stack(rois) if rois else np.zeros((0, int(size), int(size)), np.uint8)
+    return roi, np.asarray(cropped, bool), np.asarray(present, bool)

@@ -44,21 +44,36 @@ Documented behaviours
 * **Threads.**  Decoding uses FFmpeg's automatic threading
   (``thread_type="AUTO"``, thread count from the CPU affinity mask).
   :func:`iter_video` keeps at most two decoded frames in memory.
+* **Pixel conversion** (``fast=True``, the default) gives the same pixels as FFmpeg's swscale
+  conversion of the whole frame (``frame.to_ndarray(format="gray"/"rgb24")``, the earlier path,
+  still taken with ``fast=False``), at less cost: gray frames of 8-bit planar YUV
+  (``yuv420p``, ``yuvj420p``, ``yuv422p``, ``yuv444p`` and their ``j`` forms) are the luma plane
+  mapped through a 256-entry table that swscale itself computes once per stream (its gray output
+  is a function of the luma value alone; the table is checked on a frame holding every value at
+  many positions, and the whole-frame conversion is used when the check fails);
+  :func:`iter_video_regions` converts only the requested region of each frame: gray through the
+  same table, RGB by swscale on a small frame that holds the region's luma and chroma samples
+  (region widened to whole chroma samples; swscale's unscaled YUV->RGB path uses the chroma sample
+  of each pixel's own 2x2 block, so a pixel's colour does not depend on the region around it).
+  Other pixel formats use the whole-frame conversion and slice it.  ``tests/test_roi_speed_identity.py``
+  compares both paths pixel for pixel.
 """
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import av
+import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from frontends.constants import VIDEO_FPS
 from frontends.errors import MediaError, check_file as _check_file, check_time_range
 
-__all__ = ["VideoClip", "read_video", "iter_video", "video_info", "GRID_FPS"]
+__all__ = ["VideoClip", "read_video", "iter_video", "iter_video_regions", "video_info", "GRID_FPS"]
 
 #: Default grid rate (frames per second) of every video the toolkit reads (:data:`frontends.constants.VIDEO_FPS`).
 GRID_FPS = float(VIDEO_FPS)
@@ -163,10 +178,111 @@ def _threshold(interval: float) -> float:
     return 0.5 * interval + max(PRESENT_TOL_S, PRESENT_TOL_FRAC * interval)
 
 
+#: 8-bit planar YUV formats with a fast path: (horizontal, vertical) chroma subsampling.
+_PLANAR_YUV = {"yuv420p": (2, 2), "yuvj420p": (2, 2), "yuv422p": (2, 1), "yuvj422p": (2, 1),
+               "yuv444p": (1, 1), "yuvj444p": (1, 1)}
+
+
+def _plane(frame, k: int, rows: int, cols: int) -> np.ndarray:
+    """View of plane ``k`` of an av frame as uint8 ``[rows, cols]`` (no copy)."""
+    pl = frame.planes[k]
+    return np.frombuffer(pl, np.uint8).reshape(-1, pl.line_size)[:rows, :cols]
+
+
+class _Converter:
+    """Decoded av frames -> numpy, whole or a region, equal to swscale's whole-frame conversion
+    (see "Pixel conversion" in the module docstring); ``fast=False``: always the whole-frame
+    swscale conversion (the earlier path)."""
+
+    def __init__(self, gray: bool, fast: bool = True):
+        self.gray, self.fast = gray, fast
+        self._luts: Dict[tuple, Optional[np.ndarray]] = {}
+        self._subs: Dict[tuple, object] = {}
+        self._reformatter = VideoReformatter()
+
+    def _whole(self, frame) -> np.ndarray:
+        a = frame.to_ndarray(format="gray" if self.gray else "rgb24")
+        if self.gray and a.ndim == 3:
+            a = a[..., 0]
+        return np.ascontiguousarray(a, dtype=np.uint8)
+
+    def _key(self, frame) -> tuple:
+        return (frame.format.name, frame.width, frame.height, int(frame.colorspace or 0),
+                int(frame.color_range or 0))
+
+    def _lut(self, frame) -> Optional[np.ndarray]:
+        """swscale's luma -> gray table for frames like ``frame`` (None: no fast path)."""
+        key = self._key(frame)
+        if key in self._luts:
+            return self._luts[key]
+        lut = None
+        name, W, H = key[0], key[1], key[2]
+        if name in _PLANAR_YUV:
+            probe = av.VideoFrame(W, H, name)
+            probe.colorspace, probe.color_range = frame.colorspace, frame.color_range
+            sx, sy = _PLANAR_YUV[name]
+            yy, xx = np.mgrid[0:H, 0:W]
+            pattern = ((yy * 7 + xx * 3 + (yy // 5) * 11) % 256).astype(np.uint8)
+            _plane(probe, 0, H, W)[...] = pattern
+            for k in (1, 2):
+                _plane(probe, k, -(-H // sy), -(-W // sx))[...] = 128
+            out = probe.to_ndarray(format="gray")
+            if out.ndim == 3:
+                out = out[..., 0]
+            cand = np.zeros(256, np.uint8)
+            cand[pattern.ravel()] = out.ravel()
+            if np.array_equal(cand[pattern], out) and len(np.unique(pattern)) == 256:
+                lut = cand
+        self._luts[key] = lut
+        return lut
+
+    def full(self, frame) -> np.ndarray:
+        if self.fast and self.gray:
+            lut = self._lut(frame)
+            if lut is not None:
+                return cv2.LUT(_plane(frame, 0, frame.height, frame.width), lut)
+        return self._whole(frame)
+
+    def region(self, frame, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Pixels ``[r0:r1, c0:c1]`` of the converted frame (rows/columns inside the frame)."""
+        if not self.fast:
+            return np.ascontiguousarray(self._whole(frame)[r0:r1, c0:c1])
+        name = frame.format.name
+        if self.gray:
+            lut = self._lut(frame)
+            if lut is not None:
+                return cv2.LUT(_plane(frame, 0, frame.height, frame.width)[r0:r1, c0:c1], lut)
+            return np.ascontiguousarray(self._whole(frame)[r0:r1, c0:c1])
+        if name not in _PLANAR_YUV:
+            return np.ascontiguousarray(self._whole(frame)[r0:r1, c0:c1])
+        sx, sy = _PLANAR_YUV[name]
+        H, W = frame.height, frame.width
+        R0, C0 = r0 - r0 % sy, c0 - c0 % sx                    # whole chroma samples
+        hh, ww = r1 - R0, c1 - C0
+        hh, ww = max(64, -(-hh // 32) * 32), max(64, -(-ww // 32) * 32)   # few sizes: swscale contexts reused
+        hh, ww = min(hh, H - R0 + (H - R0) % sy), min(ww, W - C0 + (W - C0) % sx)
+        key = (name, hh, ww, int(frame.colorspace or 0), int(frame.color_range or 0))
+        sub = self._subs.get(key)
+        if sub is None:
+            sub = self._subs[key] = av.VideoFrame(ww, hh, name)
+            sub.colorspace, sub.color_range = frame.colorspace, frame.color_range
+        R1, C1 = min(H, R0 + hh), min(W, C0 + ww)
+        _plane(sub, 0, R1 - R0, C1 - C0)[...] = _plane(frame, 0, H, W)[R0:R1, C0:C1]
+        cr0, cr1, cc0, cc1 = R0 // sy, -(-R1 // sy), C0 // sx, -(-C1 // sx)
+        ch, cw = -(-H // sy), -(-W // sx)
+        for k in (1, 2):
+            _plane(sub, k, cr1 - cr0, cc1 - cc0)[...] = _plane(frame, k, ch, cw)[cr0:cr1, cc0:cc1]
+        rgb = self._reformatter.reformat(sub, format="rgb24").to_ndarray()
+        return np.ascontiguousarray(rgb[r0 - R0:r1 - R0, c0 - C0:c1 - C0])
+
+
 class _Grid:
     """Owns an open container; :meth:`run` yields ``(i, frame, present)`` grid slots."""
 
-    def __init__(self, path: str, fps: float, gray: bool, start: float, end: Optional[float]):
+    def __init__(self, path: str, fps: float, gray: bool, start: float, end: Optional[float],
+                 fast: bool = True, region: Optional[Callable[[int, int, int], Optional[Tuple[int, int, int, int]]]] = None):
+        self.conv = _Converter(gray, fast)
+        self.region = region
         fps = float(fps)
         if not math.isfinite(fps) or fps <= 0:
             raise ValueError(f"fps must be > 0, got {fps!r}")
@@ -188,10 +304,16 @@ class _Grid:
             pass
 
     def _convert(self, frame) -> np.ndarray:
-        a = frame.to_ndarray(format="gray" if self.gray else "rgb24")
-        if self.gray and a.ndim == 3:
-            a = a[..., 0]
-        return np.ascontiguousarray(a, dtype=np.uint8)
+        return self.conv.full(frame)
+
+    def _convert_region(self, frame, i: int) -> np.ndarray:
+        win = self.region(i, frame.height, frame.width)
+        if win is None:
+            return self.conv.full(frame)
+        r0, r1, c0, c1 = (int(v) for v in win)
+        if not (0 <= r0 < r1 <= frame.height and 0 <= c0 < c1 <= frame.width):
+            raise ValueError(f"region {win} of slot {i} is empty or outside the {frame.height}x{frame.width} frame")
+        return self.conv.region(frame, r0, r1, c0, c1)
 
     def _frames(self, origin_box: List[Optional[float]]) -> Iterator[Tuple[float, float, object]]:
         """Decoded frames as ``(t, duration, frame)`` with t relative to the origin."""
@@ -237,7 +359,9 @@ class _Grid:
                 nonlocal i, cur_arr
                 thr = _threshold(interval)
                 s = start + i / fps
-                if cur_arr is None:
+                if self.region is not None:
+                    out = self._convert_region(cur_frame, i)
+                elif cur_arr is None:
                     cur_arr = self._convert(cur_frame)
                     out = cur_arr
                 else:
@@ -289,7 +413,7 @@ class _Grid:
 
 
 def iter_video(path: "str | os.PathLike[str]", *, fps: float = GRID_FPS,
-               gray: bool = True) -> Iterator[Tuple[int, np.ndarray, bool]]:
+               gray: bool = True, fast: bool = True) -> Iterator[Tuple[int, np.ndarray, bool]]:
     """Stream a whole video as ``(grid_index, frame, present)`` on the ``fps`` grid.
 
     Same grid / present / truncation rules as :func:`read_video` (module
@@ -298,13 +422,32 @@ def iter_video(path: "str | os.PathLike[str]", *, fps: float = GRID_FPS,
     [H, W, 3] RGB.  The file is opened (and bad input raises
     :class:`MediaError`) when this function is called; the decoder is closed when
     the iterator is exhausted, closed, or garbage-collected (``break`` is fine).
+    ``fast=False`` converts every frame with swscale as a whole (same pixels, slower; see
+    "Pixel conversion" in the module docstring).
     """
-    g = _Grid(os.fspath(path), fps, gray, 0.0, None)
+    g = _Grid(os.fspath(path), fps, gray, 0.0, None, fast=fast)
+    return g.run()
+
+
+def iter_video_regions(path: "str | os.PathLike[str]",
+                       region: Callable[[int, int, int], Optional[Tuple[int, int, int, int]]], *,
+                       fps: float = GRID_FPS, gray: bool = True,
+                       fast: bool = True) -> Iterator[Tuple[int, np.ndarray, bool]]:
+    """:func:`iter_video` that converts only a region of each grid slot's frame.
+
+    ``region(i, height, width)`` gives ``(r0, r1, c0, c1)`` (rows ``r0:r1``, columns ``c0:c1``, ends
+    exclusive, non-empty and inside the frame) for grid slot ``i``, or None for the whole frame;
+    it is called once per slot, in slot order.  Yields ``(grid_index, patch, present)`` where
+    ``patch`` equals ``frame[r0:r1, c0:c1]`` of the frame :func:`iter_video` would yield (uint8,
+    gray or RGB), but only those pixels are converted (module docstring, "Pixel conversion").
+    A region outside the frame raises ``ValueError``.
+    """
+    g = _Grid(os.fspath(path), fps, gray, 0.0, None, fast=fast, region=region)
     return g.run()
 
 
 def read_video(path: "str | os.PathLike[str]", *, fps: float = GRID_FPS, gray: bool = True,
-               start: float = 0.0, end: Optional[float] = None) -> VideoClip:
+               start: float = 0.0, end: Optional[float] = None, fast: bool = True) -> VideoClip:
     """Decode ``[start, end)`` seconds of ``path`` onto the ``fps`` grid.
 
     Returns a :class:`VideoClip` with ``T`` frames (see the module docstring for
@@ -312,9 +455,10 @@ def read_video(path: "str | os.PathLike[str]", *, fps: float = GRID_FPS, gray: b
     ``start > 1 s`` the decoder seeks to the key frame before ``start - 1 s``
     instead of decoding from the beginning.  With ``end`` past the decoded
     duration -> :class:`MediaError` "video is shorter than requested segment".
+    ``fast=False``: whole-frame swscale conversion (same pixels; module docstring).
     """
     path = os.fspath(path)
-    g = _Grid(path, fps, gray, start, end)
+    g = _Grid(path, fps, gray, start, end, fast=fast)
     frames: List[np.ndarray] = []
     present: List[bool] = []
     for _i, fr, p in g.run():

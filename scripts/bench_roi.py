@@ -19,6 +19,21 @@ sees one CPU):
 
 The result (``frames_per_s`` per stage and every run) is printed as JSON together
 with the machine, library versions and the command; ``--out`` also writes it.
+
+``--before_after`` (``make``-free: ``python scripts/bench_roi.py --before_after --out
+docs/results/bench_roi_speed.json``) times the earlier and the current decode path in one process,
+alternating stage by stage within each run, for both crop modes:
+
+* ``decode_before`` / ``decode_after``: :func:`frontends.video.iter_video` gray with ``fast=False``
+  (swscale converts every whole frame: the earlier path) / ``fast=True`` (luma table);
+* ``decode_rgb_before`` / ``decode_rgb_after``: the same with RGB frames;
+* ``<mode>_before``: whole frames decoded the earlier way (RGB for ``official``, gray for
+  ``toolkit``), :func:`frontends.roi.crop_roi`, and :func:`frontends.roi.to_gray` for ``official``
+  (what ``prepare_pair`` did); ``<mode>_after``: :func:`frontends.roi.iter_video_rois` (only the
+  crop window converted).
+
+It reports medians, the ratios of decode+crop to decode-only, and whether the ROIs of the two paths
+are identical (every pixel of every frame, both modes).
 """
 from __future__ import annotations
 
@@ -40,7 +55,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from frontends.lip_boxes import load_detections  # noqa: E402
-from frontends.roi import crop_roi, interpolate_boxes  # noqa: E402
+from frontends.roi import crop_roi, crop_video_rois, interpolate_boxes, iter_video_rois, to_gray  # noqa: E402
 from frontends.constants import ROI_SIZE, VIDEO_FPS  # noqa: E402
 from frontends.video import iter_video, video_info  # noqa: E402
 
@@ -106,6 +121,76 @@ def timed(fn, runs: int):
     return out
 
 
+def before_after(video: str, boxes: np.ndarray, size: int, runs: int):
+    """The ``--before_after`` stages (module docstring), alternated within each run."""
+    def dec(gray, fast):
+        def f():
+            n = 0
+            for _i, _f, _p in iter_video(video, fps=FPS, gray=gray, fast=fast):
+                n += 1
+            return n
+        return f
+
+    def crop_before(mode):
+        official = mode == "official"
+
+        def f():
+            n = 0
+            for i, fr, _p in iter_video(video, fps=FPS, gray=not official, fast=False):
+                r = crop_roi(fr, boxes[min(i, len(boxes) - 1)], size, mode)
+                if official:
+                    r = to_gray(r)
+                n += 1
+            return n
+        return f
+
+    full = np.concatenate([boxes, np.repeat(boxes[-1:], 100, 0)])  # a box for every grid slot
+
+    def crop_after(mode):
+        def f():
+            n = 0
+            for _i, _r, _p in iter_video_rois(video, full, size, mode, fps=FPS):
+                n += 1
+            return n
+        return f
+
+    stages = {"decode_before": dec(True, False), "decode_after": dec(True, True),
+              "decode_rgb_before": dec(False, False), "decode_rgb_after": dec(False, True)}
+    for mode in ("official", "toolkit"):
+        stages[f"{mode}_before"], stages[f"{mode}_after"] = crop_before(mode), crop_after(mode)
+    per = {k: [] for k in stages}
+    for _ in range(runs):
+        for k, fn in stages.items():
+            t0 = time.perf_counter()
+            n = fn()
+            per[k].append(n / (time.perf_counter() - t0))
+    res = {k: {"frames_per_s": round(statistics.median(v), 1), "runs": [round(x, 1) for x in v]}
+           for k, v in per.items()}
+    med = {k: statistics.median(v) for k, v in per.items()}
+    ratios = {}
+    for mode in ("official", "toolkit"):
+        for when in ("before", "after"):
+            ratios[f"{mode}_{when}_vs_decode_before"] = round(med[f"{mode}_{when}"] / med["decode_before"], 3)
+            ratios[f"{mode}_{when}_vs_decode_after"] = round(med[f"{mode}_{when}"] / med["decode_after"], 3)
+    ratios["decode_after_vs_before"] = round(med["decode_after"] / med["decode_before"], 3)
+    identical = {}
+    for mode in ("official", "toolkit"):
+        old = crop_video_rois(video, full, size, mode, fps=FPS, fast=False)
+        new = crop_video_rois(video, full, size, mode, fps=FPS, fast=True)
+        identical[mode] = bool(all(np.array_equal(x, y) for x, y in zip(old, new)))
+    gray_old = [f for _i, f, _p in iter_video(video, fps=FPS, gray=True, fast=False)]
+    gray_new = [f for _i, f, _p in iter_video(video, fps=FPS, gray=True, fast=True)]
+    identical["decode_gray"] = len(gray_old) == len(gray_new) and all(
+        np.array_equal(x, y) for x, y in zip(gray_old, gray_new))
+    return res, {"ratios": ratios, "identical": identical,
+                 "stages": {"decode_before": "iter_video gray, fast=False (swscale on whole frames)",
+                            "decode_after": "iter_video gray, fast=True (luma table)",
+                            "official_before": "iter_video RGB fast=False + crop_roi official + to_gray",
+                            "official_after": "iter_video_rois official (RGB of the crop window only)",
+                            "toolkit_before": "iter_video gray fast=False + crop_roi toolkit",
+                            "toolkit_after": "iter_video_rois toolkit (gray of the crop window only)"}}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--video", help="video to decode (default: synthesise a 640x360 clip)")
@@ -117,6 +202,8 @@ def main(argv=None) -> dict:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--size", type=int, default=ROI_SIZE, help=f"ROI side [{ROI_SIZE}]")
     p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--before_after", action="store_true",
+                   help="time the earlier and the current decode(+crop) paths, alternating, both crop modes")
     a = p.parse_args(argv)
 
     cpu = pin_one_core()
@@ -171,10 +258,14 @@ def main(argv=None) -> dict:
 
         n_frames = decode_only()  # warm-up (file cache, libraries)
         res = {}
-        for name, fn in (("decode", decode_only), ("crop", crop_only), ("decode_crop", decode_crop)):
-            runs = timed(fn, a.runs)
-            res[name] = {"frames_per_s": round(statistics.median(runs), 1),
-                         "runs": [round(r, 1) for r in runs]}
+        extra = {}
+        if not a.before_after:
+            for name, fn in (("decode", decode_only), ("crop", crop_only), ("decode_crop", decode_crop)):
+                runs = timed(fn, a.runs)
+                res[name] = {"frames_per_s": round(statistics.median(runs), 1),
+                             "runs": [round(r, 1) for r in runs]}
+        else:
+            res, extra = before_after(video, boxes, a.size, a.runs)
 
     box_side = float(np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
     out = {
@@ -187,6 +278,7 @@ def main(argv=None) -> dict:
         "roi": {"size": a.size, "median_box_side_px": round(box_side, 1)},
         "runs": a.runs,
         "results": res,
+        **extra,
     }
     print(json.dumps(out, indent=1))
     if a.out:
