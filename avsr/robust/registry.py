@@ -14,6 +14,7 @@ METHODS = {
     "audio_noise": "avsr.robust.audio_noise:AudioNoiseMethod",
     "frame_dropout": "avsr.robust.frame_dropout:FrameDropoutMethod",
     "mda_kd": "avsr.robust.mda_kd:MDAKDMethod",
+    "mla": "avsr.robust.mla:MLAMethod",
     "ms_adapter": "avsr.robust.ms_adapter:MSAdapterMethod",
 }
 
