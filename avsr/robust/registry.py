@@ -16,6 +16,7 @@ METHODS = {
     "mda_kd": "avsr.robust.mda_kd:MDAKDMethod",
     "mla": "avsr.robust.mla:MLAMethod",
     "ms_adapter": "avsr.robust.ms_adapter:MSAdapterMethod",
+    "tfr": "avsr.robust.tfr:TFRMethod",
 }
 
 
