@@ -12,6 +12,7 @@ from avsr.method import TrainingMethod
 
 METHODS = {
     "audio_noise": "avsr.robust.audio_noise:AudioNoiseMethod",
+    "ckd": "avsr.robust.ckd:CKDMethod",
     "frame_dropout": "avsr.robust.frame_dropout:FrameDropoutMethod",
     "mda_kd": "avsr.robust.mda_kd:MDAKDMethod",
     "mla": "avsr.robust.mla:MLAMethod",
