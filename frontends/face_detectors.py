@@ -14,24 +14,36 @@
   face-mesh lip landmarks; the mouth box is the bounding box of the outer-lip landmarks.  Without
   the package, :func:`get_detector` raises a clear error saying how to install it.
 
-:func:`track_mouth` runs a detector on every frame and follows ONE target face: chosen by
+:func:`track_mouth` runs a detector on every ``stride``-th frame and follows ONE target face: chosen by
 ``face_index`` (faces of the first frame with detections, ordered left to right), or by ``bbox``
 (the face whose centre is nearest the centre of that box), or by default the largest face (ties:
 the most central), with a warning when several faces are present.  Later frames take the detection
 nearest the previous target centre (within one face width); frames without one are NaN rows, left
 to :func:`frontends.roi.interpolate_boxes`.
+
+With ``stride=N > 1`` the detector runs on frames ``0, N, 2N, ...`` and on the last frame; the mouth
+boxes of the frames between two successful detections are linearly interpolated (per coordinate, in
+frame index) and count as detected; frames between a success and a miss stay NaN.  ``scale < 1``
+runs the detector on the frame resized by ``scale`` (``INTER_AREA``) and maps its boxes back (the
+Haar ``min_face`` then applies to the small frame).  Measured on a 30 fps 640x360 clip of the
+astronaut photograph panned and zoomed over 6 s (``scripts/bench_detect.py``,
+``docs/results/bench_detect.json``): see :data:`DEFAULT_STRIDE`.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 __all__ = ["Detection", "Detector", "HaarDetector", "MediaPipeDetector", "get_detector", "track_mouth",
-           "DETECTORS"]
+           "DETECTORS", "DEFAULT_STRIDE"]
+
+#: Default ``stride`` of :func:`track_mouth` callers (``avsr decode --detect_every``), chosen from the
+#: measurement in ``docs/results/bench_detect.json``.
+DEFAULT_STRIDE = 5
 
 Box = Tuple[float, float, float, float]
 
@@ -81,12 +93,35 @@ class HaarDetector(Detector):
         g = cv2.equalizeHist(_gray(frame))
         faces = self.cascade.detectMultiScale(g, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
                                               minSize=(self.min_face, self.min_face))
+        return self._dets(faces, 0, 0)
+
+    def _dets(self, faces, ox: float, oy: float) -> List[Detection]:
         out = []
         a, b, c, d = self.MOUTH
         for (x, y, w, h) in (faces if len(faces) else []):
+            x, y = x + ox, y + oy
             out.append(Detection((float(x), float(y), float(x + w), float(y + h)),
                                  (x + a * w, y + b * h, x + c * w, y + d * h)))
         return out
+
+    def detect_near(self, frame: np.ndarray, face: Box, margin: float = 0.5, size_range=(0.75, 1.35)) -> List[Detection]:
+        """Faces near ``face`` only: the cascade searches the face box widened by ``margin`` face
+        widths on each side, at face sizes ``size_range`` times the box's width (histogram equalised
+        over the whole frame, as :meth:`detect`).  Much cheaper than :meth:`detect`; the boxes are
+        close to, not always equal to, a whole-frame search."""
+        g = cv2.equalizeHist(_gray(frame))
+        H, W = g.shape[:2]
+        x1, y1, x2, y2 = face
+        fw = max(x2 - x1, y2 - y1)
+        c0, c1 = max(0, int(x1 - margin * fw)), min(W, int(np.ceil(x2 + margin * fw)))
+        r0, r1 = max(0, int(y1 - margin * fw)), min(H, int(np.ceil(y2 + margin * fw)))
+        if c1 - c0 < self.min_face or r1 - r0 < self.min_face:
+            return []
+        lo = max(self.min_face, int(size_range[0] * fw))
+        hi = max(lo + 1, int(np.ceil(size_range[1] * fw)))
+        faces = self.cascade.detectMultiScale(g[r0:r1, c0:c1], scaleFactor=self.scale_factor,
+                                              minNeighbors=self.min_neighbors, minSize=(lo, lo), maxSize=(hi, hi))
+        return self._dets(faces, c0, r0)
 
 
 class MediaPipeDetector(Detector):
@@ -143,25 +178,86 @@ def _pick(dets: Sequence[Detection], shape, face_index: Optional[int], bbox: Opt
     return best
 
 
-def track_mouth(frames: np.ndarray, detector: Detector, face_index: Optional[int] = None,
-                bbox: Optional[Box] = None) -> Tuple[np.ndarray, List[str]]:
-    """Mouth boxes ``float32 [T, 4]`` (NaN = no detection) of one target face, and warnings."""
-    T = len(frames)
-    boxes = np.full((T, 4), np.nan, dtype=np.float32)
+def _scaled(detector: Detector, frame, scale: float) -> List[Detection]:
+    if scale == 1.0:
+        return detector.detect(frame)
+    f = np.asarray(frame)
+    H, W = f.shape[:2]
+    small = cv2.resize(f, (max(1, int(round(W * scale))), max(1, int(round(H * scale)))),
+                       interpolation=cv2.INTER_AREA)
+    sx, sy = W / small.shape[1], H / small.shape[0]
+    out = []
+    for d in detector.detect(small):
+        fb, mb = d.face, d.mouth
+        out.append(Detection((fb[0] * sx, fb[1] * sy, fb[2] * sx, fb[3] * sy),
+                             (mb[0] * sx, mb[1] * sy, mb[2] * sx, mb[3] * sy), d.score))
+    return out
+
+
+def track_mouth(frames: "np.ndarray | Iterable[np.ndarray]", detector: Detector, face_index: Optional[int] = None,
+                bbox: Optional[Box] = None, stride: int = 1, scale: float = 1.0,
+                local: bool = False) -> Tuple[np.ndarray, List[str]]:
+    """Mouth boxes ``float32 [T, 4]`` (NaN = no detection) of one target face, and warnings.
+
+    ``frames``: an array ``[T, H, W(, 3)]`` or any iterable of frames (consumed once, one frame held
+    at a time, e.g. the frames of :func:`frontends.video.iter_video`).  ``stride``: detect on every
+    ``stride``-th frame and the last one, interpolating between successes; ``scale``: detect on frames
+    resized by this factor (module docstring).  ``local=True`` (detectors with ``detect_near``, i.e.
+    Haar): once the target is found, search only near its last face box, falling back to the whole
+    frame when nothing is found there.
+    """
+    stride = int(stride)
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    scale = float(scale)
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    rows: List[np.ndarray] = []
     warnings: List[str] = []
     target: Optional[Detection] = None
-    for t in range(T):
-        dets = detector.detect(frames[t])
+    last_hit: Optional[int] = None         # frame index of the previous successful detection
+    nan = np.full(4, np.nan, dtype=np.float32)
+
+    def detect(t: int, frame) -> None:
+        nonlocal target, last_hit
+        dets = None
+        if local and target is not None and hasattr(detector, "detect_near"):
+            dets = detector.detect_near(frame, target.face)
         if not dets:
-            continue
+            dets = _scaled(detector, frame, scale)
+        if not dets:
+            last_hit = None
+            return
         if target is None:
-            target = _pick(dets, np.asarray(frames[t]).shape, face_index, bbox, warnings)
+            target = _pick(dets, np.asarray(frame).shape, face_index, bbox, warnings)
             d = target
         else:
             cx, cy = target.center
             d = min(dets, key=lambda x: (x.center[0] - cx) ** 2 + (x.center[1] - cy) ** 2)
             if (d.center[0] - cx) ** 2 + (d.center[1] - cy) ** 2 > target.width ** 2:
-                continue                       # another face: not our target in this frame
+                last_hit = None
+                return                       # another face: not our target in this frame
             target = d
-        boxes[t] = d.mouth
+        rows[t] = np.asarray(d.mouth, dtype=np.float32)
+        if last_hit is not None and t - last_hit > 1:
+            a, b = rows[last_hit].astype(np.float64), rows[t].astype(np.float64)
+            for k in range(last_hit + 1, t):
+                w = (k - last_hit) / (t - last_hit)
+                rows[k] = ((1 - w) * a + w * b).astype(np.float32)
+        last_hit = t
+
+    it = iter(frames)
+    pending = None                          # (index, frame) not yet known to be the last one
+    t = 0
+    for frame in it:
+        if pending is not None:
+            pt, pf = pending
+            if pt % stride == 0:
+                detect(pt, pf)
+        rows.append(nan.copy())
+        pending = (t, frame)
+        t += 1
+    if pending is not None:
+        detect(*pending)                    # the last frame is always searched
+    boxes = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 4), np.float32)
     return boxes, warnings

@@ -35,6 +35,16 @@ real frame nearby (dropped / VFR gaps) become black frames.  No mouth found at a
 and the warning "decoding audio only".  A video more than 0.5 s shorter or longer than the audio
 gives a warning (the model cuts it, or pads it with black frames, to the audio length).
 Bad media raise :class:`frontends.errors.MediaError` naming the file.
+
+Memory: a full-frame video is never held whole (``stream=True``, the default).  With a detection
+JSON the boxes of every slot are computed first (all slots assumed present), the video is decoded
+once and cropped while decoding (:func:`frontends.roi.iter_video_rois`); when the decoded grid
+turns out to differ (slots without a real frame, another length), the boxes are recomputed with the
+true ``present`` mask and only the slots whose box changed are cropped again in a second pass, so
+the ROIs equal those of the whole-frame path.  With an offline detector, a first pass runs the
+detector over the decoded frames one at a time and a second pass crops.  ``timings`` then has
+``video_decode`` = the first pass (decoding + cropping, or decoding + detection) and ``roi`` = the
+rest.  ROI videos (small frames) are read whole as before.
 """
 from __future__ import annotations
 
@@ -111,12 +121,17 @@ def prepare_pair(wav: Optional[str] = None, video: Optional[str] = None, *, dete
                  speaker: Optional[str] = None, detector: str = "haar", face_index: Optional[int] = None,
                  bbox: Optional[Sequence[float]] = None, video_type: str = "auto", roi_max_side: int = 160,
                  channel="mean", max_seconds: Optional[float] = None, crop: str = DEFAULT_CROP,
-                 need_audio: bool = True) -> PreparedPair:
+                 need_audio: bool = True, detect_every: int = 1, stream: bool = True) -> PreparedPair:
     """Audio (and lip ROIs) of one wav (+ mp4) pair; see the module docstring.
 
     ``wav=None`` takes the audio from ``video``'s own track, aligned to its frame grid; when the
     container has no audio stream, ``need_audio=False`` (a video-only model) gives ``audio=None``
     and ``need_audio=True`` raises :class:`MediaError` naming the video.
+
+    ``detect_every``: the offline detector's ``stride`` (:func:`frontends.face_detectors.track_mouth`:
+    detect on every N-th frame, interpolate between).  ``stream=True`` (default): a full-frame video
+    is decoded while cropping and no whole frame is kept (module docstring, "Memory"); ``False``:
+    the earlier path, every frame decoded into memory first (same ROIs, more memory).
     """
     if video_type not in ("auto", "roi", "full"):
         raise ValueError(f"video_type must be auto, roi or full, got {video_type!r}")
@@ -152,8 +167,15 @@ def prepare_pair(wav: Optional[str] = None, video: Optional[str] = None, *, dete
                                         f"(--max_seconds); split the recording first")
     if video is None:
         return out
+    if stream:
+        info = video_info(video)
+        kind = video_type if video_type != "auto" else (
+            "roi" if max(info["height"], info["width"]) <= roi_max_side else "full")
+        if kind == "full":
+            return _stream_full(out, video, info, official, crop, detection, speaker, detector, face_index, bbox,
+                                detect_every)
     t0 = time.perf_counter()
-    clip = read_video(video, fps=GRID_FPS, gray=not official)
+    clip = read_video(video, fps=GRID_FPS, gray=not official, fast=stream)
     out.timings["video_decode"] = time.perf_counter() - t0
     T = len(clip)
     if T == 0:
@@ -170,24 +192,11 @@ def prepare_pair(wav: Optional[str] = None, video: Optional[str] = None, *, dete
         detected = clip.present.copy()
     else:
         if detection is not None:
-            check_file(detection)
-            from frontends.lip_boxes import load_detections
-            dets = load_detections(detection)
-            spk = _speaker(dets, speaker, face_index, out.warnings)
-            boxes_src = dets.boxes(spk)
-            if abs(dets.fps - GRID_FPS) < 1e-6:
-                boxes = np.full((T, 4), np.nan, dtype=np.float32)
-                n = min(T, len(boxes_src))
-                boxes[:n] = boxes_src[:n]
-            else:   # map grid slots to the detection file's frame indices by time
-                idx = np.rint(np.arange(T) / GRID_FPS * dets.fps).astype(int)
-                ok = idx < len(boxes_src)
-                boxes = np.full((T, 4), np.nan, dtype=np.float32)
-                boxes[ok] = boxes_src[idx[ok]]
+            boxes = _json_boxes(detection, speaker, face_index, out.warnings)(T)
         else:
             from frontends.face_detectors import get_detector, track_mouth
             boxes, w = track_mouth(frames, get_detector(detector), face_index=face_index,
-                                   bbox=tuple(bbox) if bbox is not None else None)
+                                   bbox=tuple(bbox) if bbox is not None else None, stride=detect_every)
             out.warnings += w
         boxes[~clip.present] = np.nan
         if not np.isfinite(boxes).all(axis=1).any():
@@ -214,3 +223,119 @@ def prepare_pair(wav: Optional[str] = None, video: Optional[str] = None, *, dete
         out.warnings.append(f"{video}: video is {abs(diff):.1f} s {'longer' if diff > 0 else 'shorter'} than the "
                             f"audio; the model {'cuts' if diff > 0 else 'pads with black frames'} it to the audio length")
     return out
+
+
+def _json_boxes(detection: str, speaker, face_index, warnings: List[str]):
+    """Read the detection JSON; returns ``f(T) -> float32 [T, 4]`` boxes on the 25 fps grid (NaN = none)."""
+    check_file(detection)
+    from frontends.lip_boxes import load_detections
+    dets = load_detections(detection)
+    spk = _speaker(dets, speaker, face_index, warnings)
+    boxes_src = dets.boxes(spk)
+
+    def on_grid(T: int) -> np.ndarray:
+        boxes = np.full((T, 4), np.nan, dtype=np.float32)
+        if abs(dets.fps - GRID_FPS) < 1e-6:
+            n = min(T, len(boxes_src))
+            boxes[:n] = boxes_src[:n]
+        else:   # map grid slots to the detection file's frame indices by time
+            idx = np.rint(np.arange(T) / GRID_FPS * dets.fps).astype(int)
+            ok = idx < len(boxes_src)
+            boxes[ok] = boxes_src[idx[ok]]
+        return boxes
+    on_grid.length = len(boxes_src) * GRID_FPS / dets.fps  # type: ignore[attr-defined]
+    return on_grid
+
+
+def _finish(out: PreparedPair, video: str, roi: np.ndarray, detected: np.ndarray, present: np.ndarray,
+            t_roi: float) -> PreparedPair:
+    T = len(present)
+    roi[~present] = 0          # slots without a real frame: black, like a dropped frame
+    if (~present).any():
+        out.warnings.append(f"{video}: {int((~present).sum())} of {T} frames missing on the 25 fps grid "
+                            f"(black frames)")
+    out.roi, out.detected = roi, detected
+    out.timings["roi"] = time.perf_counter() - t_roi
+    diff = T / GRID_FPS - out.duration
+    if out.audio is not None and abs(diff) > 0.5:
+        out.warnings.append(f"{video}: video is {abs(diff):.1f} s {'longer' if diff > 0 else 'shorter'} than the "
+                            f"audio; the model {'cuts' if diff > 0 else 'pads with black frames'} it to the audio length")
+    return out
+
+
+def _no_mouth(out: PreparedPair, video: str, t0: float) -> PreparedPair:
+    if out.audio is None:
+        raise MediaError(video, "no face/mouth detected in any frame and no audio: nothing to decode")
+    out.warnings.append(f"{video}: no face/mouth detected in any frame; decoding audio only")
+    out.timings["roi"] = time.perf_counter() - t0
+    return out
+
+
+def _stream_full(out: PreparedPair, video: str, info: Dict, official: bool, crop: str, detection, speaker,
+                 detector: str, face_index, bbox, detect_every: int) -> PreparedPair:
+    """The full-frame path without holding frames (module docstring, "Memory")."""
+    from frontends.roi import iter_video_rois
+    from frontends.video import iter_video
+    t0 = time.perf_counter()
+    if detection is not None:
+        on_grid = _json_boxes(detection, speaker, face_index, out.warnings)
+        n_est = max(1, int(round(info["duration"] * GRID_FPS)), int(np.ceil(on_grid.length))) + 2
+        est = on_grid(n_est)
+        if not np.isfinite(est).all(axis=1).any():
+            present = np.array([p for _i, _f, p in iter_video(video, fps=GRID_FPS, gray=True)], bool)
+            if len(present) == 0:
+                raise MediaError(video, "no video frames")
+            out.timings["video_decode"] = time.perf_counter() - t0
+            return _no_mouth(out, video, time.perf_counter())
+        est_full, _ = interpolate_boxes(est, mode=crop)
+        rois, present = [], []
+        for _i, r, p in iter_video_rois(video, est_full, mode=crop, fps=GRID_FPS):
+            rois.append(r)
+            present.append(p)
+        out.timings["video_decode"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        T = len(present)
+        if T == 0:
+            raise MediaError(video, "no video frames")
+        present = np.asarray(present, bool)
+        boxes = on_grid(T)
+    else:
+        from frontends.face_detectors import get_detector, track_mouth
+        present_l: List[bool] = []
+
+        def frames():
+            for _i, f, p in iter_video(video, fps=GRID_FPS, gray=not official):
+                present_l.append(p)
+                yield f
+        boxes, w = track_mouth(frames(), get_detector(detector), face_index=face_index,
+                               bbox=tuple(bbox) if bbox is not None else None, stride=detect_every)
+        out.warnings += w
+        out.timings["video_decode"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        T = len(present_l)
+        if T == 0:
+            raise MediaError(video, "no video frames")
+        present = np.asarray(present_l, bool)
+        rois = [None] * T
+        est_full = np.zeros((0, 4), np.float32)
+    boxes[~present] = np.nan
+    if not np.isfinite(boxes).all(axis=1).any():
+        return _no_mouth(out, video, t1)
+    full, detected = interpolate_boxes(boxes, mode=crop)
+    n = min(T, len(est_full))
+    same = np.zeros(T, bool)
+    same[:n] = np.all(full[:n] == est_full[:n], axis=1)
+    redo = present & ~same
+    redo[[i for i in range(min(T, len(rois))) if rois[i] is None and present[i]]] = True
+    if redo.any():                 # second pass: only the slots whose box differs from the first pass's
+        want = np.full((T, 4), np.nan, np.float32)
+        want[redo] = full[redo]
+        for i, r, _p in iter_video_rois(video, want, mode=crop, fps=GRID_FPS):
+            if i < T and redo[i]:
+                rois[i] = r
+    blank = np.zeros((ROI_SIZE, ROI_SIZE), np.uint8)
+    roi = np.stack([blank if r is None else r for r in rois[:T]])
+    if detected.mean() < 0.5:
+        out.warnings.append(f"{video}: mouth detected in only {100 * detected.mean():.0f} % of the frames "
+                            f"(the rest interpolated)")
+    return _finish(out, video, roi, detected, present, t1)

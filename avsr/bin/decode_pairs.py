@@ -54,6 +54,13 @@ def build_parser():
     ap.add_argument("--detection", help="MISP detection JSON for --video")
     ap.add_argument("--speaker", help="speaker id in the detection JSON")
     ap.add_argument("--detector", default="haar", choices=["haar", "mediapipe"])
+    ap.add_argument("--detect_every", type=int, default=None,
+                    help="run the offline detector on every N-th frame and interpolate the mouth boxes between "
+                         "(frontends.face_detectors.track_mouth stride; default DEFAULT_STRIDE, measured in "
+                         "docs/results/bench_detect.json; 1 = every frame)")
+    ap.add_argument("--video_memory", default="stream", choices=["stream", "hold"],
+                    help="stream: crop full-frame videos while decoding, no whole frame kept (default); hold: "
+                         "decode every frame into memory first (the earlier path: same ROIs, more memory)")
     ap.add_argument("--face-index", "--face_index", dest="face_index", type=int, default=None)
     ap.add_argument("--bbox", default=None, help="x1,y1,x2,y2 of the target face (pixels)")
     ap.add_argument("--video_type", default="auto", choices=["auto", "roi", "full"])
@@ -129,6 +136,10 @@ def main(argv=None) -> int:
     single = args.pairs is None
     pairs = [("utt", args.wav, args.video, args.detection)] if single else read_pairs(args.pairs)
     kw = {} if args.adapter_threshold is None else {"adapter_threshold": args.adapter_threshold}
+    from frontends.face_detectors import DEFAULT_STRIDE
+    detect_every = DEFAULT_STRIDE if args.detect_every is None else args.detect_every
+    if detect_every < 1:
+        ap.error("--detect_every must be >= 1")
     s2t = load_model(args.model, device=args.device, beam_size=args.beam_size, ctc_greedy=args.ctc_greedy,
                      nbest=args.nbest, **kw)
     seg_mode = "fixed" if args.chunk_seconds is not None else args.segmentation
@@ -152,7 +163,8 @@ def main(argv=None) -> int:
             tr = s2t.transcribe(wav, video, segmentation=seg_mode, max_segment_seconds=seg_len,
                                 batch_size=args.batch_size, detection=det or args.detection, speaker=args.speaker,
                                 detector=args.detector, face_index=args.face_index, bbox=bbox,
-                                video_type=args.video_type, max_seconds=args.max_seconds)
+                                video_type=args.video_type, max_seconds=args.max_seconds,
+                                detect_every=detect_every, stream=args.video_memory == "stream")
         except Exception as e:  # noqa: BLE001 - one line naming the file, the batch goes on
             if single:
                 raise                   # the CLI prints it as one line naming the file, exit 1
