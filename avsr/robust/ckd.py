@@ -76,8 +76,9 @@ use the recipe's ``feats_stats.json``); its "nothing" is its own zero fbank.  V 
 video (``teacher_video_input="student"``, default: the video after frame dropout, so the hinge
 compares the two on the same input) or the video before any dropout (``"clean"``,
 ``batch.extras["clean_video"]``); its "nothing" is the mean video.  A0 and V are recipe models that
-are trained anyway, so the teachers add no training to a row's budget; a step costs about three
-plain steps (two extra student forwards with gradients, one without, four teacher forwards).
+are trained anyway, so the teachers add no training to a row's budget.  Cost per step: three extra
+student forwards (two of them back-propagated, one without gradients), one extra decoder pass on the
+task forward's encoder output, and four teacher forwards without gradients (two with ``hinge="loglik"``).
 
 BatchNorm (the visual front-end)
 --------------------------------
