@@ -130,7 +130,7 @@ def _items(n=4, seed=0, lens=None):
     g = torch.Generator().manual_seed(seed)
     items = []
     for i in range(n):
-        ns = (lens[i] if lens else 16000 + 3200 * i)
+        ns = (lens[i] if lens else 8000 + 1600 * i)
         items.append({"utt_id": f"u{i}", "audio": 0.1 * torch.randn(ns, generator=g),
                       "video": torch.randint(1, 255, (ns // 640, 88, 88), generator=g, dtype=torch.uint8),
                       "detected": None, "tokens": torch.randint(1, V - 1, (4,), generator=g), "text": "ab"})
@@ -384,7 +384,7 @@ def test_train_command_on_a_tiny_data_dir(tmp_path):
     rc = main(["--config", str(ROOT / "conf" / "micro.yaml"), "--mode", "audiovisual", "--train_data", str(d),
                "--valid_data", str(d), "--token_list", str(tok), "--exp_dir", str(exp),
                "--method", 'mla:{"project": true}', "--set", "trainer.max_epochs=1", "trainer.batch_size=2",
-               "trainer.progress=false", "trainer.metric=mla_errs_fused", "--threads", "1"])
+               "trainer.progress=false", "trainer.metric=mla_errs_fused"])
     assert rc == 0
     res = json.loads((exp / "train_result.json").read_text())
     h = res["history"][-1]
