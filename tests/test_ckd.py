@@ -259,13 +259,13 @@ def test_hinge_zero_when_student_beats_teacher(data, tmp_path):
         out = model(b)
         gap["value"] = -1e4                          # the student beats the teacher by far
         ex = m.extra_losses(b, out, model)
-        assert float(ex["loss_ckd_a"]) == 0.0 and float(ex["loss_ckd_v"]) == 0.0
+        assert float(ex["loss_ckd_a"].detach()) == 0.0 and float(ex["loss_ckd_v"].detach()) == 0.0
         assert m.last["active_a"] == 0.0 and m.last["active_v"] == 0.0
         grads = torch.autograd.grad(ex["loss_ckd_a"] + ex["loss_ckd_v"], params, allow_unused=True)
         assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
         gap["value"] = 1e4                           # the teacher far better
         ex = m.extra_losses(b, out, model)
-        la, lv = float(ex["loss_ckd_a"]), float(ex["loss_ckd_v"])
+        la, lv = float(ex["loss_ckd_a"].detach()), float(ex["loss_ckd_v"].detach())
         assert m.last["active_a"] == 1.0 and m.last["active_v"] == 1.0
         # loss = beta * mean(w * (gap - s_student)), with mean w = 1 per utterance pair (w_a + w_v = 2)
         assert la + lv == pytest.approx(0.5 * 2 * 1e4, rel=0.05)
