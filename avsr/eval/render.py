@@ -38,6 +38,53 @@ def sec_roi(r):
     return out
 
 
+def sec_roi_speed(r):
+    """``scripts/bench_roi.py --before_after``: the earlier and the current decode(+crop) path in one run."""
+    res, ra, same = r["results"], r["ratios"], r["identical"]
+    out = ["## Lip-ROI decode + crop, earlier vs current path (one core, one run, alternating)", ""] + header(r)
+    out += ["| stage | what | frames/s (median) | runs |", "|---|---|---|---|"]
+    for k, v in res.items():
+        out.append(f"| {k} | {r.get('stages', {}).get(k, '')} | {v['frames_per_s']} | "
+                   f"{', '.join(str(x) for x in v['runs'])} |")
+    out += ["", "| ratio (medians) | value |", "|---|---|"]
+    out += [f"| {k} | {v:.3f} |" for k, v in ra.items()]
+    out += ["", f"ROIs identical between the two paths: official {same['official']}, toolkit {same['toolkit']}; "
+            f"gray frames identical: {same['decode_gray']}. Video: {r['video']['width']}x{r['video']['height']} "
+            f"{r['video']['codec']}, {r['video']['num_frames']} frames; ROI {r['roi']['size']}x{r['roi']['size']}.", ""]
+    return out
+
+
+def sec_cli_memory(r):
+    """``scripts/bench_cli.py --before_after``: peak RSS of ``avsr decode`` holding vs streaming the videos."""
+    out = ["## `avsr decode` memory: whole videos held vs cropped while decoding", ""] + header(r)
+    out += [f"Model `{r['model']}`, {r['pairs']} pairs ({r['pairs_kind']}) from `{r['corpus']}` "
+            f"({r['split']}), search {r['search']}, {r['rounds']} round(s) alternating before/after, each run "
+            "its own process.", "",
+            "| path | peak RSS MB (median) | wall s | video decode + ROI s |", "|---|---|---|---|"]
+    for tag in ("before", "after"):
+        m = r["median"][tag]
+        out.append(f"| {tag}: {r[tag]} | {m['peak_rss_mb']:.0f} | {m['wall_seconds']:.1f} | "
+                   f"{m['video_decode_plus_roi_seconds']:.1f} |")
+    out += ["", f"Transcripts identical (JSON lines' texts, {r['texts_compared']} pairs): **{r['texts_identical']}**"
+            + (f"; differing: {', '.join(r['differing_keys'])}" if r["differing_keys"] else "") + ".", ""]
+    return out
+
+
+def sec_detect(r):
+    """``scripts/bench_detect.py``: detection stride/local search against per-frame detection."""
+    c = r["clip"]
+    out = ["## Face/mouth detection: every N-th frame vs every frame (one core)", ""] + header(r)
+    out += [f"Clip: {c['source']}, {c['width']}x{c['height']}, {c['fps']:g} fps, {c['frames']} frames; detector "
+            f"{r['detector']}; reference: {r['reference']}; {r['runs']} runs, settings alternating.", "",
+            "| stride | search | ms/frame | x real time | IoU mean | IoU min | frames with a box |",
+            "|---|---|---|---|---|---|---|"]
+    for x in r["results"]:
+        search = "near the last face" if x["scale"] == "local" else f"whole frame, scale {x['scale']:g}"
+        out.append(f"| {x['stride']} | {search} | {x['ms_per_frame']} | {x['x_real_time']} | {x['iou_mean']} | "
+                   f"{x['iou_min']} | {x['frames_with_box']} |")
+    return out + [""]
+
+
 def sec_text(r):
     out = ["## SynthMISP text and speech", ""] + header(r)
     out += ["| quantity | value |", "|---|---|",
@@ -493,7 +540,8 @@ def benchmarks_md(res_dir) -> str:
                      ("calibration_mini.json", sec_calib), ("bench_decode.json", sec_decode),
                      ("bench_sweep.json", lambda r: sec_sweep(r, None)),
                      ("bench_sweep_demo.json", lambda r: sec_sweep(r, None, "demo-size models")),
-                     ("bench_cli.json", sec_cli)]:
+                     ("bench_cli.json", sec_cli), ("bench_roi_speed.json", sec_roi_speed),
+                     ("bench_cli_memory.json", sec_cli_memory), ("bench_detect.json", sec_detect)]:
         r = _load(res_dir, name)
         lines += fn(r) if r else [f"## {name}: not run yet", ""]
     return "\n".join(lines) + "\n"
