@@ -495,3 +495,40 @@ def test_noadapter_pack_is_the_base_audio_path(tmp_path):
     assert any(sd[k.replace(".B", ".A")].any() for k in bs)              # only B is zeroed
     assert all(torch.equal(sd[k], v) for k, v in m.state_dict().items() if not k.startswith("adapters."))
     assert r.pack_without_adapters("AV6-noadapter", str(run)) == out     # reused
+
+
+def test_budget_steps_of_another_row(tmp_path):
+    """{steps: "@AV5"}: a run trains for exactly the optimiser steps AV5's chosen run took; "@av0" for the
+    recipe's AV0 training; a row not trained before it is an error naming the spec and the row."""
+    from avsr.bin.rows import Experiment, RowRunner
+    spec = load_spec(os.path.join(ROOT, "conf", "rows", "dai2024.yaml"), "leaderboard")
+    ckd = expand(spec.rows["CKD"])
+    assert {r.steps_of for r in ckd} == {"AV5"} and all(r.steps == 0 for r in ckd)
+    exp = tmp_path / "exp"
+    (exp / "train_av0").mkdir(parents=True)
+    (exp / "train_av0" / "train_result.json").write_text(json.dumps({"history": [{"step": 7}, {"step": 90}]}))
+    av5 = tmp_path / "rows" / "AV5-mse-w100"
+    av5.mkdir(parents=True)
+    (av5 / "train_result.json").write_text(json.dumps({"history": [{"step": 172}]}))
+    r = RowRunner(str(exp), str(tmp_path / "data"), os.path.join(ROOT, "conf", "micro.yaml"),
+                  rows_dir=str(tmp_path / "rows"))
+    t = Experiment(spec, r)
+    with pytest.raises(SystemExit, match="CKD.budget.*AV5"):
+        t._budget_steps(ckd[0])
+    t.chosen["AV5"] = expand(spec.rows["AV5"])[0]
+    t.dirs[t.chosen["AV5"].name] = str(av5)
+    assert t._budget_steps(ckd[0]) == 172
+    from avsr.eval.rows import _parse_row        # the MLA row (not in a table yet): AV0's own steps
+    path = os.path.join(ROOT, "conf", "rows", "dai2024.yaml")
+    y = yaml.safe_load(open(path, encoding="utf-8"))
+    mla = expand(_parse_row(path, "MLA", y["rows"]["MLA"], y.get("defaults") or {}))
+    assert mla[0].steps_of == "av0" and t._budget_steps(mla[0]) == 90
+
+
+@pytest.mark.parametrize("steps", ["AV5", "@", 0, True])
+def test_budget_steps_reference_validated(tmp_path, steps):
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump({"rows": {"X": {"init": "av0", "budget": {"steps": steps}}},
+                                 "tables": {"t": {"rows": ["X"]}}}))
+    with pytest.raises(RowSpecError, match="budget"):
+        load_spec(str(p), "t")

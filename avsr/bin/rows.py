@@ -285,9 +285,26 @@ class Experiment:
             return [self.r.model_path(run.init)]
         return [os.path.join(self.dirs[self.chosen[run.init].name], "model.pth")]
 
+    def _budget_steps(self, run):
+        """``run.steps``, or the steps of the run its budget refers to (``budget: {steps: "@ROW"}``)."""
+        if not run.steps_of:
+            return run.steps
+        ref = run.steps_of
+        if ref.lower() == "av0":
+            d = os.path.join(self.r.exp, "train_av0")
+        elif ref in self.chosen:
+            d = self.dirs[self.chosen[ref].name]
+        else:
+            raise SystemExit(f"{self.spec.path}: rows.{run.row}.budget: steps '@{ref}' needs row {ref} trained "
+                             f"before it (put it earlier in the table)")
+        n = budget_steps(d)
+        if not n:
+            raise SystemExit(f"{d}/train_result.json: no optimiser steps recorded (the budget of {run.row})")
+        return int(n)
+
     def _train_run(self, run):
         d = self.r.train(run.name, self._init(run), run.train_args(self.resolve, self.aug), freeze=run.freeze,
-                         epochs=run.epochs, lr=run.lr, warmup=run.warmup_steps, steps=run.steps)
+                         epochs=run.epochs, lr=run.lr, warmup=run.warmup_steps, steps=self._budget_steps(run))
         self.dirs[run.name] = d
         self.packed[run.name] = self.r.pack(run.name, d)
         return d

@@ -16,7 +16,9 @@ per-table ``grid``/``probe`` overrides, and the eval ``search``).  A row:
 own ``audio_noise`` methods), ``lr``, ``warmup_steps``, ``budget``: ``{epochs: N}`` (fixed
 epochs) or ``{steps: N}`` (N optimiser updates, ``trainer.max_steps``; the epoch in progress then ends and
 every epoch run is averaged), optionally both (whichever comes first); the optimiser steps a run took are
-recorded per run as ``budget_steps``.
+recorded per run as ``budget_steps``.  ``{steps: "@ROW"}`` is the number of optimiser steps the chosen run
+of an earlier row ``ROW`` took (``"@av0"``: the recipe's AV0 training), resolved when the run is trained:
+the leaderboard's equal budgets.
 ``name``
     the row's run-name base, a format string with ``{init}`` (the init run's name); default the row name.
 ``grid``
@@ -113,6 +115,7 @@ class Run:
     values: Dict[str, Any]        # axis -> value of this run
     suffix: str                   # the part of the name the axes add
     steps: int = 0                # > 0: optimiser-update budget (trainer.max_steps)
+    steps_of: Optional[str] = None  # the budget is the steps of this row's chosen run (or "av0"), resolved later
 
     def fmt(self, template: str) -> str:
         """``template`` with ``{run}``, ``{init}``, ``{suffix}`` and ``{<axis>}`` (e.g. ``{budget.epochs}``)."""
@@ -279,9 +282,14 @@ def _parse_row(path, name, d, defaults):
     if bad:
         raise _err(path, f"{where}.options", f"unknown options {sorted(bad)} (known: {sorted(_OPTIONS)})")
     budget = d.get("budget", {"epochs": 2}) or {}
-    if (not budget or set(budget) - {"epochs", "steps"}
-            or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in budget.values())):
-        raise _err(path, f"{where}.budget", f"must be {{epochs: N}} and/or {{steps: N}} with N >= 1, got {budget!r}")
+
+    def _ok(k, v):
+        if k == "steps" and isinstance(v, str):
+            return v.startswith("@") and len(v) > 1
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+    if not budget or set(budget) - {"epochs", "steps"} or not all(_ok(k, v) for k, v in budget.items()):
+        raise _err(path, f"{where}.budget", f"must be {{epochs: N}} and/or {{steps: N or \"@ROW\"}} with N >= 1, "
+                                           f"got {budget!r}")
     freeze = d.get("freeze") or []
     if not isinstance(freeze, list):
         raise _err(path, f"{where}.freeze", "must be a list of parameter name prefixes")
@@ -403,14 +411,16 @@ def expand(row: Row, init_run: Optional[str] = None, extra: Optional[Dict[str, A
     for combo in itertools.product(*[a["values"] for a in grid.values()]) if grid else [()]:
         f = {"methods": copy.deepcopy(row.methods), "options": dict(row.options),
              "epochs": int(row.budget.get("epochs", STEPS_ONLY_MAX_EPOCHS if "steps" in row.budget else 2)),
-             "steps": int(row.budget.get("steps", 0))}
+             "steps": row.budget.get("steps", 0)}
         values = dict(zip(grid, combo))
         for axis, v in values.items():
             _apply(f, axis, v)
         suffix = "".join(_suffix(grid[a], v) for a, v in values.items())
         runs.append(Run(row=row.name, name=base + suffix, init=row.init, init_run=init_run, methods=f["methods"],
                         options=f["options"], freeze=list(row.freeze), set=dict(row.set), audio_aug=row.audio_aug,
-                        lr=row.lr, warmup_steps=row.warmup_steps, epochs=f["epochs"], steps=f["steps"], values=values,
+                        lr=row.lr, warmup_steps=row.warmup_steps, epochs=f["epochs"],
+                        steps=0 if isinstance(f["steps"], str) else int(f["steps"]),
+                        steps_of=f["steps"][1:] if isinstance(f["steps"], str) else None, values=values,
                         suffix=suffix))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
