@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 
 from frontends.face_detectors import HaarDetector, track_mouth  # noqa: E402
 
-W, H = 640, 360
+H = 360
+W = H * 16 // 9          # a 16:9 canvas like the SynthMISP far videos
 
 
 def astronaut_clip(seconds: float = 6.0, fps: float = 30.0, width: int = W, height: int = H) -> np.ndarray:
