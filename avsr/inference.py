@@ -15,6 +15,10 @@ It owns, in one place:
   to the model's 88x88 input by :func:`frontends.roi.center_crop`;
 * **search**: joint CTC/attention beam search batched across utterances
   (:func:`avsr.decoding.batch_beam_search`), or CTC greedy (``ctc_greedy=True`` or ``beam_size=0``);
+  with ``lm_weight > 0`` the beam search adds a token LM's scores (shallow fusion, :mod:`avsr.lm`):
+  the packed model's LM (``avsr pack --lm_dir``) at the pack's default weight, which ``lm_weight=``
+  overrides (0: the LM is not even loaded).  CTC greedy never uses the LM (a warning says so when
+  ``lm_weight > 0``);
 * **modality and MS-Adapter routing** (:meth:`route`): an AV model given no video runs its audio-only
   path (no visual branch, no cross-attention, no merge term, adapters on if it has them); with video,
   an utterance whose share of present frames is at or below ``adapter_threshold`` takes the same
@@ -32,6 +36,7 @@ of the encode) and ``search``; ``encode`` is their encode part (front-ends + enc
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Union
@@ -160,7 +165,8 @@ class Speech2Text:
                  beam_size: int = 10, ctc_weight: Optional[float] = None, penalty: float = 0.0,
                  maxlenratio: float = 0.0, minlenratio: float = 0.0, ctc_greedy: bool = False,
                  nbest: int = 1, crop: Optional[int] = None, adapters: str = "auto",
-                 adapter_threshold: Optional[float] = 0.0):
+                 adapter_threshold: Optional[float] = 0.0, lm: Optional[torch.nn.Module] = None,
+                 lm_weight: float = 0.0):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -183,17 +189,35 @@ class Speech2Text:
             raise ValueError(f"adapters must be one of {ADAPTER_POLICIES}, got {adapters!r}")
         self.adapters = adapters
         self.adapter_threshold = None if adapter_threshold is None else float(adapter_threshold)
+        # shallow fusion: the LM's log-probabilities times lm_weight join the beam search's scores
+        self.lm_weight = float(lm_weight or 0.0)
+        if self.lm_weight < 0:
+            raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
+        if self.lm_weight > 0 and self.use_greedy:
+            warnings.warn(f"lm_weight {self.lm_weight:g} is ignored: CTC greedy decoding does not use the LM",
+                          stacklevel=2)
+        elif self.lm_weight > 0 and lm is None:
+            raise ValueError("lm_weight > 0 needs an LM (a packed model with one: avsr pack --lm_dir)")
+        self.lm = None if lm is None else lm.to(self.device).eval()
         self.info: Dict = {}
 
     @classmethod
     def from_packed(cls, path, device="cpu", **kw) -> "Speech2Text":
         """A packed model dir (``avsr pack``) with its stored decoding defaults (beam size, CTC
-        weight, adapter threshold); keyword arguments given override them (``adapter_threshold=None``:
-        never route by the frames)."""
-        from avsr.pack import load_packed
+        weight, adapter threshold, LM weight); keyword arguments given override them
+        (``adapter_threshold=None``: never route by the frames; ``lm_weight=0``: no LM).  The pack's LM
+        is loaded only when the beam search uses it (``lm_weight > 0``, not CTC greedy)."""
+        from avsr.pack import PackError, load_packed, load_packed_lm
         model, tok, info = load_packed(path, device=device)
         dec = dict(info.get("decode") or {})
         dec.update(kw)
+        lm_weight = float(dec.get("lm_weight") or 0.0)
+        greedy = bool(dec.get("ctc_greedy")) or int(dec.get("beam_size", 10)) <= 0
+        if lm_weight > 0 and not greedy:
+            if not info.get("has_lm"):
+                raise PackError(path, f"lm_weight {lm_weight:g} asked for, but this packed model has no LM "
+                                      "(pack one in with avsr pack --lm_dir)")
+            dec["lm"] = load_packed_lm(path, device=device)
         s = cls(model, tok, device=device, **dec)
         s.info = info
         return s
@@ -297,7 +321,8 @@ class Speech2Text:
                 logp if self.ctc_weight > 0 else None, enc, lens,
                 beam_size=max(self.beam_size, self.nbest), sos=model.sos, eos=model.eos, ctc_weight=self.ctc_weight,
                 length_bonus=self.penalty, maxlenratio=self.maxlenratio, minlenratio=self.minlenratio,
-                nbest=max(self.nbest, 1), vocab_size=model.cfg.vocab_size)
+                nbest=max(self.nbest, 1), vocab_size=model.cfg.vocab_size,
+                lm=self.lm if self.lm_weight > 0 else None, lm_weight=self.lm_weight)
             for b, hs in enumerate(hyps):
                 if not hs:
                     out.append(Result("", [], float("-inf"), modality))

@@ -9,7 +9,11 @@ Layout of a packed dir::
                      mean/std live in it as ``audio_frontend.feat_mean/feat_std``)
     feats_stats.json the same normalisation statistics, human-readable
     adapters.pth     MS-Adapter weights, if the model has adapters
+    lm.pth           token LM weights for shallow fusion, if packed with one (``lm_dir``: an
+    lm_config.yaml   ``avsr train_lm`` dir, whose token list must equal the model's); the default
+                     weight is ``decode.lm_weight`` in config.yaml (0: the LM is carried but unused)
     meta.json        toolkit / torch versions, source checkpoint, training summary, sha256 of files
+                     (the LM's files included), ``lm`` (the LM's source dir, dev perplexity, size)
 
 Loading never unpickles code: every ``.pth`` goes through
 :func:`avsr.utils.checkpoint.load_checkpoint` (``weights_only=True``).
@@ -29,10 +33,11 @@ import yaml
 
 from avsr.utils.checkpoint import CheckpointError, load_checkpoint, model_state, save_checkpoint
 
-__all__ = ["pack_model", "load_packed", "PackError", "is_packed"]
+__all__ = ["pack_model", "load_packed", "load_packed_lm", "PackError", "is_packed"]
 
 PathLike = Union[str, os.PathLike]
 FILES = ("config.yaml", "tokens.txt", "model.pth", "meta.json")
+LM_PACK_FILES = ("lm.pth", "lm_config.yaml")
 
 
 class PackError(RuntimeError):
@@ -64,12 +69,15 @@ def is_packed(path: PathLike) -> bool:
 def pack_model(out_dir: PathLike, *, model_config: Any, token_list: PathLike,
                weights: Union[PathLike, Dict[str, torch.Tensor]], bpemodel: Optional[PathLike] = None,
                adapters: Optional[Union[PathLike, Dict[str, torch.Tensor]]] = None,
-               decode: Optional[Dict[str, Any]] = None, extra_meta: Optional[Dict[str, Any]] = None) -> str:
+               decode: Optional[Dict[str, Any]] = None, extra_meta: Optional[Dict[str, Any]] = None,
+               lm_dir: Optional[PathLike] = None) -> str:
     """Write a packed model dir (atomically: a temp dir renamed into place).
 
     ``model_config``: anything :func:`avsr.models.load_model_config` takes (the ``model:``
     section, a parsed YAML with one, a YAML path such as a training exp dir's ``config.yaml``,
-    or a ``ModelConfig``)."""
+    or a ``ModelConfig``).  ``lm_dir``: an LM dir (:mod:`avsr.lm`) to carry; its token list must
+    equal ``token_list`` and its weights must fit its config (:class:`PackError` otherwise);
+    ``decode["lm_weight"] > 0`` needs one."""
     from avsr.models import AVSRModel, load_model_config
     out_dir = os.fspath(out_dir)
     cfg = load_model_config(model_config)
@@ -81,12 +89,31 @@ def pack_model(out_dir: PathLike, *, model_config: Any, token_list: PathLike,
     if missing or unexpected:
         raise PackError(src or out_dir, f"weights do not match the config (missing {list(missing)[:5]}, "
                                         f"unexpected {list(unexpected)[:5]})")
+    dec = dict(decode or {})
+    lm_meta = None
+    if lm_dir is not None:
+        from avsr.lm import LMError, check_tokens, load_lm
+        try:
+            check_tokens(lm_dir, token_list)
+            lm, lm_conf = load_lm(lm_dir)
+        except LMError as e:
+            raise PackError(e.path, str(e)[len(e.path) + 2:]) from None
+        lm_meta = {"source": os.path.abspath(os.fspath(lm_dir)),
+                   "num_parameters": sum(p.numel() for p in lm.parameters()), "config": lm_conf["lm"]}
+        res = os.path.join(os.fspath(lm_dir), "train_result.json")
+        if os.path.isfile(res):
+            with open(res) as f:
+                r = json.load(f)
+            lm_meta["dev_perplexity"] = r.get("dev_perplexity")
+        dec.setdefault("lm_weight", 0.0)
+    elif float(dec.get("lm_weight") or 0.0) != 0:
+        raise PackError(out_dir, f"decode default lm_weight {dec['lm_weight']} needs an LM (lm_dir)")
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".pack.", dir=parent)
     try:
         with open(os.path.join(tmp, "config.yaml"), "w", encoding="utf-8") as f:
-            yaml.safe_dump({"model": cfg.to_dict(), "decode": dict(decode or {}),
+            yaml.safe_dump({"model": cfg.to_dict(), "decode": dec,
                             "token_type": "bpe" if bpemodel else "char"}, f, allow_unicode=True, sort_keys=False)
         shutil.copyfile(os.fspath(token_list), os.path.join(tmp, "tokens.txt"))
         n_tok = sum(1 for line in open(os.path.join(tmp, "tokens.txt"), encoding="utf-8") if line.strip())
@@ -102,11 +129,14 @@ def pack_model(out_dir: PathLike, *, model_config: Any, token_list: PathLike,
         if adapters is not None:
             ad = load_checkpoint(adapters) if isinstance(adapters, (str, os.PathLike)) else adapters
             save_checkpoint(dict(ad), os.path.join(tmp, "adapters.pth"))
+        if lm_dir is not None:
+            for f in ("lm.pth", "lm_config.yaml"):
+                shutil.copyfile(os.path.join(os.fspath(lm_dir), f), os.path.join(tmp, f))
         meta = {"avsr_version": _version(), "torch_version": torch.__version__,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "source_weights": os.path.abspath(src) if src else None,
                 "num_parameters": sum(p.numel() for p in model.parameters()),
-                **(extra_meta or {})}
+                **({"lm": lm_meta} if lm_meta else {}), **(extra_meta or {})}
         meta["sha256"] = {f: _sha256(os.path.join(tmp, f)) for f in sorted(os.listdir(tmp))}
         with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2, ensure_ascii=False)
@@ -128,9 +158,10 @@ def load_packed(path: PathLike, device: Union[str, torch.device] = "cpu", verify
                 ) -> Tuple[torch.nn.Module, Any, Dict[str, Any]]:
     """``(model in eval mode, Tokenizer, info)`` from a packed dir.
 
-    ``info``: the parsed ``config.yaml`` plus ``meta`` and ``path``.  Raises :class:`PackError`
-    naming the file for a missing/corrupt part, a checksum mismatch (``verify``) or weights that do
-    not fit the config; a ``.pth`` with pickled code is refused (``CheckpointError``)."""
+    ``info``: the parsed ``config.yaml`` plus ``meta``, ``path`` and ``has_lm`` (the pack carries
+    an LM; it is not loaded here: :func:`load_packed_lm`).  Raises :class:`PackError` naming the
+    file for a missing/corrupt part, a checksum mismatch (``verify``, the LM's files included) or
+    weights that do not fit the config; a ``.pth`` with pickled code is refused (``CheckpointError``)."""
     from avsr.models import AVSRModel, load_model_config
     from avsr.text.tokens import Tokenizer
     path = os.fspath(path)
@@ -151,6 +182,8 @@ def load_packed(path: PathLike, device: Union[str, torch.device] = "cpu", verify
             p = os.path.join(path, f)
             if f != "meta.json" and os.path.isfile(p) and _sha256(p) != digest:
                 raise PackError(p, "checksum mismatch (file changed or corrupt since packing)")
+            if f != "meta.json" and not os.path.isfile(p) and f in LM_PACK_FILES:
+                raise PackError(p, "missing (the pack was made with an LM)")
     cfg = load_model_config(dict(conf.get("model") or {}))
     model = AVSRModel(cfg)
     sd = load_checkpoint(os.path.join(path, "model.pth"))
@@ -170,7 +203,33 @@ def load_packed(path: PathLike, device: Union[str, torch.device] = "cpu", verify
     if tok.vocab_size != cfg.vocab_size:
         raise PackError(os.path.join(path, "tokens.txt"), f"{tok.vocab_size} tokens, model vocab {cfg.vocab_size}")
     model.to(device).eval()
-    return model, tok, {**conf, "meta": meta, "path": path}
+    has_lm = all(os.path.isfile(os.path.join(path, f)) for f in LM_PACK_FILES)
+    return model, tok, {**conf, "meta": meta, "path": path, "has_lm": has_lm}
+
+
+def load_packed_lm(path: PathLike, device: Union[str, torch.device] = "cpu") -> torch.nn.Module:
+    """The token LM a packed dir carries (eval mode), after checking its files against the pack's
+    checksums; :class:`PackError` naming the file when there is none or it does not fit."""
+    from avsr.lm import LMError, load_lm
+    path = os.fspath(path)
+    for f in LM_PACK_FILES:
+        if not os.path.isfile(os.path.join(path, f)):
+            raise PackError(os.path.join(path, f), "missing: this packed model has no LM (avsr pack --lm_dir)")
+    try:
+        with open(os.path.join(path, "meta.json"), encoding="utf-8") as f:
+            sums = json.load(f).get("sha256") or {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise PackError(os.path.join(path, "meta.json"), f"unreadable ({e})") from None
+    for f in LM_PACK_FILES + ("tokens.txt",):
+        p = os.path.join(path, f)
+        if f not in sums:
+            raise PackError(p, "no checksum in meta.json (not packed by avsr pack --lm_dir)")
+        if _sha256(p) != sums[f]:
+            raise PackError(p, "checksum mismatch (file changed or corrupt since packing)")
+    try:
+        return load_lm(path, device=device)[0]
+    except LMError as e:
+        raise PackError(e.path, str(e)[len(e.path) + 2:]) from None
 
 
 __all__ += ["CheckpointError"]

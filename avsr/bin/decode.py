@@ -59,6 +59,9 @@ def build_parser():
     ap.add_argument("--adapter_threshold", type=float, default=None,
                     help="MS-Adapter routing: share of present frames at or below which an utterance is decoded "
                          "audio-only with the adapters (default: the packed model's, normally 0)")
+    ap.add_argument("--lm_weight", type=float, default=None,
+                    help="shallow-fusion weight of the packed model's LM (default: the pack's; 0: no LM; "
+                         "CTC greedy ignores it)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--limit", type=int, default=0, help="decode only the first N utterances (sorted ids)")
@@ -81,6 +84,8 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     check_device(args.device)
     kw = {} if args.adapter_threshold is None else {"adapter_threshold": args.adapter_threshold}
+    if args.lm_weight is not None:
+        kw["lm_weight"] = args.lm_weight
     s2t = Speech2Text.from_packed(args.model, device=args.device, beam_size=args.beam_size,
                                   ctc_greedy=args.ctc_greedy, ctc_weight=args.ctc_weight, penalty=args.penalty, **kw)
     mode = s2t.model.cfg.mode
@@ -129,7 +134,8 @@ def main(argv=None) -> int:
     refs = {ds.utt_ids[i]: ds.dd.text[ds.utt_ids[i]] for i in idx if ds.utt_ids[i] in ds.dd.text}
     res = {"model": os.path.abspath(args.model), "data_dir": os.path.abspath(args.data_dir),
            "modality": modality, "search": s2t.search_name,
-           "ctc_weight": s2t.ctc_weight, "batch_size": args.batch_size,
+           "ctc_weight": s2t.ctc_weight, "lm_weight": 0.0 if s2t.use_greedy else s2t.lm_weight,
+           "batch_size": args.batch_size,
            "frame_loss_rate": args.frame_loss_rate, "frame_loss_pattern": args.frame_loss_pattern, "seed": args.seed,
            "num_utts": len(idx), "skipped": len(skipped),
            "audio_only_utts": sum(1 for i in idx if ds.utt_ids[i] in ds.audio_only),

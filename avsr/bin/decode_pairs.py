@@ -72,6 +72,9 @@ def build_parser():
     ap.add_argument("--ctc_greedy", action="store_true")
     ap.add_argument("--batch_size", type=int, default=8, help="segments decoded together")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--lm_weight", type=float, default=None,
+                    help="shallow-fusion weight of the packed model's LM (default: the pack's; 0: no LM; "
+                         "CTC greedy ignores it)")
     ap.add_argument("--adapter_threshold", type=float, default=None,
                     help="MS-Adapter routing: share of present frames at or below which an utterance is decoded "
                          "audio-only with the adapters (default: the packed model's, normally 0)")
@@ -133,13 +136,15 @@ def main(argv=None) -> int:
             assert len(bbox) == 4
         except (ValueError, AssertionError):
             raise ValueError(f"--bbox expects x1,y1,x2,y2, got {args.bbox!r}") from None
-    single = args.pairs is None
-    pairs = [("utt", args.wav, args.video, args.detection)] if single else read_pairs(args.pairs)
-    kw = {} if args.adapter_threshold is None else {"adapter_threshold": args.adapter_threshold}
     from frontends.face_detectors import DEFAULT_STRIDE
     detect_every = DEFAULT_STRIDE if args.detect_every is None else args.detect_every
     if detect_every < 1:
         ap.error("--detect_every must be >= 1")
+    single = args.pairs is None
+    pairs = [("utt", args.wav, args.video, args.detection)] if single else read_pairs(args.pairs)
+    kw = {} if args.adapter_threshold is None else {"adapter_threshold": args.adapter_threshold}
+    if args.lm_weight is not None:
+        kw["lm_weight"] = args.lm_weight
     s2t = load_model(args.model, device=args.device, beam_size=args.beam_size, ctc_greedy=args.ctc_greedy,
                      nbest=args.nbest, **kw)
     seg_mode = "fixed" if args.chunk_seconds is not None else args.segmentation

@@ -1,6 +1,10 @@
 """Make a packed model dir (``avsr pack``) from a training exp dir of ``avsr.bin.train``.
 
-    python -m avsr.bin.pack --exp_dir exp/train_av0 --out exp/packed/av0
+    python -m avsr.bin.pack --exp_dir exp/train_av0 --out exp/packed/av0 [--lm_dir exp/lm --lm_weight 0.2]
+
+With ``--lm_dir`` the pack carries a token LM (``avsr train_lm``; its token list must be the model's)
+and ``--lm_weight`` is the shallow-fusion weight stored as the decoding default (0: carried, unused
+unless a decode asks for a weight).
 
 The layout of a packed dir is documented in :mod:`avsr.pack`.
 """
@@ -26,7 +30,15 @@ def main(argv=None) -> int:
                     help="routing default stored in the pack: an AV model with MS-Adapters decodes an utterance "
                          "audio-only (adapters on) when its share of present frames is at or below this (0: only "
                          "with no frame, the paper's switch; 'none': never by the frames)")
+    ap.add_argument("--lm_dir", default=None, help="LM dir of avsr train_lm (lm.pth, lm_config.yaml, tokens.txt) "
+                    "to carry in the pack")
+    ap.add_argument("--lm_weight", type=float, default=None,
+                    help="shallow-fusion LM weight stored as the decoding default (needs --lm_dir; default 0)")
     args = ap.parse_args(argv)
+    if args.lm_weight is not None and args.lm_weight < 0:
+        ap.error("--lm_weight must be >= 0")
+    if args.lm_weight and not args.lm_dir:
+        ap.error("--lm_weight > 0 needs --lm_dir (the LM to carry)")
 
     from avsr.models.config import read_config
     from avsr.pack import pack_model
@@ -48,6 +60,8 @@ def main(argv=None) -> int:
     dec = {"beam_size": args.beam_size}
     if args.ctc_weight is not None:
         dec["ctc_weight"] = args.ctc_weight
+    if args.lm_dir:
+        dec["lm_weight"] = float(args.lm_weight or 0.0)
     if (conf["model"] or {}).get("adapter_rank", 0):
         t = str(args.adapter_threshold).lower()
         try:
@@ -55,9 +69,9 @@ def main(argv=None) -> int:
         except ValueError:
             raise ValueError(f"--adapter_threshold expects a number or none, got {args.adapter_threshold!r}") from None
     out = pack_model(args.out, model_config=conf["model"], token_list=tokens, weights=weights,
-                     bpemodel=args.bpemodel, adapters=args.adapters, decode=dec,
+                     bpemodel=args.bpemodel, adapters=args.adapters, decode=dec, lm_dir=args.lm_dir,
                      extra_meta={**extra, "exp_dir": os.path.abspath(args.exp_dir)})
-    print(f"packed {weights} -> {out}")
+    print(f"packed {weights} -> {out}" + (f" (LM {args.lm_dir}, weight {dec['lm_weight']:g})" if args.lm_dir else ""))
     return 0
 
 

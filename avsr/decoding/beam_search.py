@@ -10,7 +10,7 @@ running hypotheses of *all* utterances of a padded batch live in one
   per-utterance lengths).
 
 The search semantics follow ``espnet.nets.batch_beam_search.BatchBeamSearch``
-(with scorers ``decoder``/``ctc``/``length_bonus`` and ``pre_beam_score_key=
+(with scorers ``decoder``/``ctc``/``lm``/``length_bonus`` and ``pre_beam_score_key=
 "full"``) step by step: pre-beam on the weighted full scores, partial CTC
 scoring of the top ``int(pre_beam_ratio * beam)`` tokens (+ ``<eos>``), top-``beam``
 over (running hypotheses x vocabulary) per utterance, ended hypotheses moved to
@@ -19,6 +19,16 @@ filtering, ESPnet's ``end_detect`` when ``maxlenratio == 0`` and the
 ``minlenratio`` back-off when nothing ended.  Utterances that are done are
 dropped from the batch (and the tensors trimmed to the longest remaining
 utterance) so that short utterances do not cost anything afterwards.
+
+Shallow fusion: a token language model (``lm``, weight ``lm_weight``) is one more full scorer, as
+ESPnet's ``lm`` scorer: its log-probabilities of the next token, times ``lm_weight``, are added to the
+weighted scores before the pre-beam (so they steer which tokens CTC scores) and to the ranking.  It
+is called once per step on all running hypotheses of all utterances; an ``lm`` with a
+``batch_step(yseq, cache)`` method (:class:`avsr.lm.TransformerTokenLM`) keeps its cache as
+batch-first tensors, any other ESPnet batch scorer (``batch_score(ys, states, xs)``, e.g.
+``espnet2.lm.seq_rnn_lm.SequentialRNNLM``) keeps ESPnet's per-hypothesis state list.  With
+``lm_weight == 0`` (the default) the LM is never called and the search is the one without it, bit
+for bit.
 
 Utterances that have fewer than ``beam`` running hypotheses keep "dead" slots
 (score ``-inf``) so that the layout stays rectangular, as CTCPrefixScoreTH
@@ -45,7 +55,7 @@ class Hypothesis:
 
     ``yseq``: token ids without ``<sos>`` and the final ``<eos>``;
     ``score``: total weighted score; ``scores``: unweighted per-scorer sums
-    (keys among ``"decoder"``, ``"ctc"``, ``"length_bonus"``; a scorer with
+    (keys among ``"decoder"``, ``"ctc"``, ``"lm"``, ``"length_bonus"``; a scorer with
     weight 0 is not used and has no key, as in ESPnet).
     """
 
@@ -168,6 +178,8 @@ def batch_beam_search(
     nbest: Optional[int] = None,
     vocab_size: Optional[int] = None,
     share_memory: bool = True,
+    lm: Optional[torch.nn.Module] = None,
+    lm_weight: float = 0.0,
 ) -> List[List[Hypothesis]]:
     """Joint CTC/attention beam search over a padded batch of utterances.
 
@@ -200,6 +212,9 @@ def batch_beam_search(
             call; falls back to repeating the memory per beam slot if the
             decoder layers are not plain ``MultiHeadedAttention``).  Same
             results up to float rounding.
+        lm: token language model for shallow fusion (``eval()`` mode, same vocabulary,
+            ``<sos>``/``<eos>`` = ``sos``/``eos``); used only when ``lm_weight != 0``.
+        lm_weight: weight of the LM log-probabilities (ESPnet's ``lm_weight``; 0: no LM).
 
     Returns:
         For each utterance, its ended hypotheses sorted by score (best first), each token
@@ -216,7 +231,7 @@ def batch_beam_search(
             ctc_weight=ctc_weight, decoder_weight=decoder_weight,
             length_bonus=length_bonus, maxlenratio=maxlenratio,
             pre_beam_ratio=pre_beam_ratio, blank=blank, vocab_size=vocab_size,
-            minlen_fn=lambda T: _minlen(minlenratio, T), shared=shared,
+            minlen_fn=lambda T: _minlen(minlenratio, T), shared=shared, lm=lm, lm_weight=lm_weight,
         )
     retry = []
     for b, hyps in enumerate(out):
@@ -233,7 +248,7 @@ def batch_beam_search(
             decoder_weight=decoder_weight, length_bonus=length_bonus,
             maxlenratio=maxlenratio, minlenratio=max(0.0, minlenratio - 0.1),
             pre_beam_ratio=pre_beam_ratio, blank=blank, nbest=nbest,
-            vocab_size=vocab_size, share_memory=share_memory,
+            vocab_size=vocab_size, share_memory=share_memory, lm=lm, lm_weight=lm_weight,
         )
         for b, hyps in zip(retry, sub):
             out[b] = hyps
@@ -245,7 +260,7 @@ def batch_beam_search(
 def _search(
     decoder, ctc_logp, enc_out, enc_lens, *, beam_size, sos, eos, ctc_weight,
     decoder_weight, length_bonus, maxlenratio, pre_beam_ratio, blank, vocab_size,
-    minlen_fn, shared,
+    minlen_fn, shared, lm=None, lm_weight=0.0,
 ) -> List[List[Hypothesis]]:
     device, dtype = enc_out.device, enc_out.dtype
     B = enc_out.size(0)
@@ -256,6 +271,9 @@ def _search(
     use_dec = decoder is not None and w_dec != 0
     use_ctc = ctc_logp is not None and ctc_weight != 0
     use_lb = length_bonus != 0
+    use_lm = lm is not None and float(lm_weight) != 0
+    if float(lm_weight) != 0 and lm is None:
+        raise ValueError("lm_weight != 0 needs an lm")
     if not (use_dec or use_ctc):
         raise ValueError("need a decoder (decoder_weight != 0) or CTC (ctc_weight != 0)")
     if vocab_size is None:
@@ -265,7 +283,8 @@ def _search(
     do_pre_beam = use_ctc and pre_beam_size < V
     if use_ctc:
         ctc_logp = ctc_logp.detach()
-    keys = [k for k, u in (("decoder", use_dec), ("ctc", use_ctc), ("length_bonus", use_lb)) if u]
+    keys = [k for k, u in (("decoder", use_dec), ("ctc", use_ctc), ("lm", use_lm), ("length_bonus", use_lb)) if u]
+    lm_step = _LMStep(lm) if use_lm else None
 
     maxlens = torch.tensor([_maxlen(maxlenratio, int(t)) for t in lens])
     minlens = torch.tensor([minlen_fn(int(t)) for t in lens])
@@ -281,6 +300,7 @@ def _search(
     score = torch.zeros(A0, dtype=dtype, device=device)
     sc = {k: torch.zeros(A0, dtype=dtype, device=device) for k in keys}
     cache = None
+    lm_state = None
     ctc_r = ctc_s = None
     impl = None
     mem = mem_mask = None
@@ -311,6 +331,9 @@ def _search(
             ys_mask = subsequent_mask(i + 1, device=device).unsqueeze(0)
             dec_logp, new_cache = decoder.forward_one_step(yseq, ys_mask, mem, mem_mask, cache=cache)
             weighted += w_dec * dec_logp
+        if use_lm:
+            lm_logp, new_lm_state = lm_step(yseq, lm_state)
+            weighted += lm_weight * lm_logp.to(dtype)
         if use_lb:
             weighted += length_bonus * lb_t
         if use_ctc:
@@ -331,6 +354,8 @@ def _search(
             new_sc["decoder"] = sc["decoder"][prev] + dec_logp[prev, tok]
         if use_ctc:
             new_sc["ctc"] = sc["ctc"][prev] + ctc_sc[prev, tok]
+        if use_lm:
+            new_sc["lm"] = sc["lm"][prev] + lm_logp[prev, tok].to(dtype)
         if use_lb:
             new_sc["length_bonus"] = sc["length_bonus"][prev] + lb_t
         new_yseq = torch.cat([yseq[prev], tok.unsqueeze(1)], dim=1)
@@ -378,6 +403,8 @@ def _search(
         sc = {k: v[sel] for k, v in new_sc.items()}
         if use_dec:
             cache = [c[prev[sel]] for c in new_cache]
+        if use_lm:
+            lm_state = lm_step.select(new_lm_state, prev[sel])
         if use_ctc:
             p, t = prev[sel], tok[sel]
             if idmap is not None:
@@ -395,6 +422,25 @@ def _search(
 
     return [_distinct(sorted((h for h, _ in ended[b]), key=lambda h: h.score, reverse=True))
             for b in range(B)]
+
+
+class _LMStep:
+    """One LM step on all running hypotheses and the reordering of its state (see the module doc)."""
+
+    def __init__(self, lm):
+        self.lm = lm
+        self.tensor_cache = hasattr(lm, "batch_step")
+
+    def __call__(self, yseq, state):
+        if self.tensor_cache:
+            return self.lm.batch_step(yseq, state)
+        states = [None] * yseq.size(0) if state is None else state
+        return self.lm.batch_score(yseq, states, None)
+
+    def select(self, state, idx):
+        if self.tensor_cache:
+            return [c[idx] for c in state]
+        return [state[j] for j in idx.tolist()]
 
 
 def _distinct(hyps: List[Hypothesis]) -> List[Hypothesis]:
