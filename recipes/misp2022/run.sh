@@ -53,6 +53,13 @@ decode_sets="dev eval"
 beam_size=10         # 0: CTC greedy
 decode_batch=16      # utterances per batched decode
 decode_args=         # extra arguments for avsr.bin.decode
+use_lm=false         # true: token LM for shallow fusion (stage 5 lm), its weight chosen on dev (stage 11 lm_weight),
+                     # packed with every model (stage 11) and used by stage 12; sweeps and rows decode without it
+lm_config=../../conf/lm.yaml   # LM model + training YAML (avsr train_lm)
+lm_args=             # extra avsr.bin.train_lm arguments (e.g. "--set train.max_epochs=5")
+lm_weights="0 0.1 0.2 0.3"     # dev grid of the LM weight (stage 11 lm_weight)
+lm_weight=           # a fixed LM weight instead of the dev choice (empty: chosen on dev from --lm_weights)
+lm_select_model=     # model whose dev CER chooses the weight (empty: av0 when in --models, else a0)
 rows=                # row spec of stages 15-18, e.g. ../../conf/rows/dai2024.yaml (empty: those stages are skipped)
 rows_table=core      # table of the row spec: core (AV3, AV5, AV6; beam 10) or full (every row; CTC greedy)
 rows_dir=            # where the rows' runs, packs and sweeps go (empty: \$exp_dir/rows)
@@ -77,6 +84,11 @@ a done stage is skipped unless --force true; running a stage clears later stages
              with --token_type bpe also \$data_dir/token_list/bpe_<bpemode><nbpe>/{bpe.model,tokens.txt}
   4 summary  per-split counts, hours, ROI frames -> \$exp_dir/data_summary.json
   5 stats      global fbank mean/std of \$train_set -> \$exp_dir/stats/feats_stats.json
+  5 lm         (only with --use_lm true) token LM (avsr train_lm, --lm_config) on \$data_dir/\$train_set/text,
+               dev perplexity on \$data_dir/dev/text -> \$exp_dir/lm (lm.pth, lm_config.yaml, train_result.json);
+               marker 5_lm.done.  To add the LM to an exp whose models are trained: --stage 5 --stop_stage 5
+               --use_lm true, then --stage 11 --use_lm true (like any stage, it clears later stages' markers;
+               the trainings are redone only when their stages are selected again, and then resume)
   6 train_a0   audio-only model A0 (scratch) -> \$exp_dir/train_a0 (model.pth = best-N average on dev)
   7 train_v    video-only model V (scratch) -> \$exp_dir/train_v (only when --models has v)
   8 train_av0  audio-visual AV0, --init from A0 (full video, no dropout) -> \$exp_dir/train_av0;
@@ -86,12 +98,18 @@ a done stage is skipped unless --force true; running a stage clears later stages
                every parameter trains (--robust_freeze: prefixes to keep frozen instead)
   10 train_av6 MS-Adapter: LoRA (--adapter_rank) on AV5's audio/shared Conformers and decoder,
                base frozen, audio-only input -> \$exp_dir/train_av6
-  11 pack      packed model dirs \$exp_dir/packed/<model> for --models
+  11 lm_weight (only with --use_lm true) the LM weight: --lm_select_model packed with the LM
+               (\$exp_dir/lm/select/packed_<model>), dev decoded once per weight of --lm_weights, lowest
+               dev CER wins (a tie: the smaller weight) -> \$exp_dir/lm/lm_weight_dev.json (--lm_weight W: fixed)
+  11 pack      packed model dirs \$exp_dir/packed/<model> for --models (with --use_lm true each carries the
+               LM and the chosen weight as its decoding default)
   12 decode    decode --decode_sets with each packed model -> \$exp_dir/decode/<model>_<set>
+               (with --use_lm true at the chosen LM weight, recorded as lm_weight in result.json)
                (beam search, or CTC greedy with --beam_size 0; text, result.json with CER + 95 % CI);
                a set from --eval_segments also gets \$exp_dir/submission/<model>_<set>.txt (exactly its ids)
   13 sweep     avsr eval on --sweep_set: CER vs frame-loss rate (random 0..1, segment 0.5, whole) and
                babble 0/-2.5/-5 dB, degradation area, relative CER vs A0, representation similarity
+               (never with the LM: --lm_weight 0 with --use_lm true)
                -> \$exp_dir/sweep/\$sweep_set/{sweep.json,sweep.md,cer_vs_frame_loss.png}
   14 report    CER and cpCER (per session and overall) with bootstrap intervals and paired comparisons
                (sets without references are skipped with a message)
@@ -143,6 +161,9 @@ Options (default):
   --beam_size N      beam size, 0 = CTC greedy ($beam_size)
   --decode_batch N   utterances per batched decode ($decode_batch)
   --decode_args "..." extra avsr.bin.decode arguments ($decode_args)
+  --use_lm BOOL      LM shallow fusion: stages 5 lm and 11 lm_weight, packs and stage 12 with the LM ($use_lm)
+  --lm_config F, --lm_args "...", --lm_weights "...", --lm_weight W, --lm_select_model M   the LM
+                     (config $lm_config; grid "$lm_weights"; select on ${lm_select_model:-av0, else a0})
   --d_prob P, --kd_distance D, --kd_tap T, --kd_weight W, --robust_args "..."   robust student (stage 9)
   --robust_freeze "PREFIX ..."  parameter prefixes AV5 does not train ("$robust_freeze"; none = train all)
   --adapter_rank R, --adapter_args "...", --adapter_threshold T                  MS-Adapter (stage 10)
@@ -178,6 +199,15 @@ esac
 case "$text_norm" in official|toolkit) ;; *) echo "$0: --text_norm must be official or toolkit" >&2; exit 1 ;; esac
 case "$crop" in official|toolkit) ;; *) echo "$0: --crop must be official or toolkit" >&2; exit 1 ;; esac
 case "$av0_visual_init" in auto|none) ;; *) echo "$0: --av0_visual_init must be auto or none, got '$av0_visual_init'" >&2; exit 1 ;; esac
+case "$use_lm" in true|false) ;; *) echo "$0: --use_lm must be true or false, got '$use_lm'" >&2; exit 1 ;; esac
+_w='^[0-9]+([.][0-9]+)?$'
+for _x in $lm_weights $lm_weight; do
+  [[ "$_x" =~ $_w ]] || { echo "$0: LM weights must be non-negative numbers, got '$_x'" >&2; exit 1; }
+done
+if [ "$use_lm" = true ] && [ "$beam_size" -eq 0 ]; then
+  echo "$0: --use_lm true needs the beam search (--beam_size > 0); CTC greedy does not use the LM" >&2; exit 1
+fi
+lm_config=$(realpath -m "$lm_config")   # relative paths: to this recipe dir
 noise_args=()        # the --method argument of the babble augmentation (--av_noise) for AV0 and AV5
 if [ "$av_noise" != none ]; then
   read -r -a _n <<< "$av_noise"
@@ -363,12 +393,60 @@ stage_train_av6() {
   train av6 audiovisual --init "$base" --method ms_adapter --set "model.adapter_rank=$adapter_rank" $adapter_args
 }
 
+stage_lm() {   # stage 5 lm (--use_lm true): the token LM for shallow fusion
+  local text="$data_dir/$train_set/text" f=()
+  [ -f "$text" ] || { echo "ERROR: $text not found (run stages 1-3 first)" >&2; return 1; }
+  [ "$force" = true ] && f=(--force)
+  # shellcheck disable=SC2046,SC2086
+  "$PYTHON" -m avsr.bin.train_lm --text "$text" --valid_text "$data_dir/dev/text" --token_list "$(tokens_txt)" \
+    $(bpe_args) --config "$lm_config" --out_dir "$exp_dir/lm" "${f[@]}" $lm_args
+  [ -f "$exp_dir/lm/lm.pth" ] || { echo "ERROR: $exp_dir/lm/lm.pth was not written" >&2; return 1; }
+}
+
+lm_model() {  # the model whose dev CER chooses the LM weight
+  if [ -n "$lm_select_model" ]; then echo "$lm_select_model"; elif has_model av0; then echo av0; else echo a0; fi
+}
+
+stage_lm_weight() {   # stage 11 lm_weight (--use_lm true): the LM weight by dev CER, one decode per weight
+  local m w dirs=() sel="$exp_dir/lm/select"
+  [ -f "$exp_dir/lm/lm.pth" ] || { echo "ERROR: $exp_dir/lm/lm.pth not found (run stage 5 with --use_lm true)" >&2; return 1; }
+  if [ -n "$lm_weight" ]; then
+    log "stage 11: fixed --lm_weight $lm_weight (no dev choice)"; return 0
+  fi
+  m=$(lm_model)
+  [ -f "$exp_dir/train_$m/model.pth" ] || { echo "ERROR: $exp_dir/train_$m/model.pth not found (--lm_select_model)" >&2; return 1; }
+  # shellcheck disable=SC2046
+  "$PYTHON" -m avsr.cli pack --exp_dir "$exp_dir/train_$m" --out "$sel/packed_$m" --beam_size "$beam_size" \
+    --adapter_threshold "$adapter_threshold" --lm_dir "$exp_dir/lm" --lm_weight 0 $(bpe_args)
+  for w in $lm_weights; do
+    # shellcheck disable=SC2086
+    "$PYTHON" -m avsr.bin.decode --model "$sel/packed_$m" --data_dir "$data_dir/dev" --out_dir "$sel/${m}_dev_lm$w" \
+      --beam_size "$beam_size" --lm_weight "$w" --batch_size "$decode_batch" --device "$(decode_dev)" $decode_args
+    dirs+=("$w=$sel/${m}_dev_lm$w")
+  done
+  "$PYTHON" -m avsr.bin.select_lm_weight --decode_dirs "${dirs[@]}" --model "$m" --set dev \
+    --out "$exp_dir/lm/lm_weight_dev.json"
+}
+
+lm_weight_chosen() {  # the LM weight the packs get: --lm_weight, else the dev choice of stage 11
+  if [ -n "$lm_weight" ]; then echo "$lm_weight"; return 0; fi
+  local j="$exp_dir/lm/lm_weight_dev.json"
+  [ -f "$j" ] || { echo "ERROR: $j not found (stage 11 lm_weight)" >&2; return 1; }
+  "$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["chosen"])' "$j"
+}
+
 stage_pack() {
-  local m
+  local m w lm=()
+  if [ "$use_lm" = true ]; then
+    w=$(lm_weight_chosen)
+    lm=(--lm_dir "$exp_dir/lm" --lm_weight "$w")
+    log "packing with the LM $exp_dir/lm at weight $w"
+  fi
   for m in $models; do
     [ -f "$exp_dir/train_$m/model.pth" ] || { echo "ERROR: $exp_dir/train_$m/model.pth not found" >&2; return 1; }
+    # shellcheck disable=SC2046
     "$PYTHON" -m avsr.cli pack --exp_dir "$exp_dir/train_$m" --out "$exp_dir/packed/$m" \
-      --beam_size "$beam_size" --adapter_threshold "$adapter_threshold" $(bpe_args)
+      --beam_size "$beam_size" --adapter_threshold "$adapter_threshold" "${lm[@]}" $(bpe_args)
   done
 }
 
@@ -407,10 +485,12 @@ stage_sweep() {
   local base=() ref=()
   has_model a0 && base=(--baseline A0 --similarity_rates 0 0.5 1.0)
   has_model av0 && ref=(--reference AV0)
+  local lm_off=()     # robustness tables are decoded without the LM the packs carry
+  [ "$use_lm" = true ] && lm_off=(--lm_weight 0)
   # shellcheck disable=SC2086
   "$PYTHON" -m avsr.cli eval --models "${spec[@]}" --data_dir "$data_dir/$sweep_set" \
     --out_dir "$exp_dir/sweep/$sweep_set" "${search[@]}" --batch_size "$decode_batch" "${base[@]}" "${ref[@]}" \
-    --device "$(decode_dev)" $sweep_args
+    --device "$(decode_dev)" "${lm_off[@]}" $sweep_args
 }
 
 stage_report() {
@@ -424,14 +504,20 @@ stage_report() {
 }
 
 run_stage 5 stats      stage_stats      "train_set=$train_set config=$train_config"
+if [ "$use_lm" = true ]; then
+  run_stage 5 lm       stage_lm         "train_set=$train_set token_type=$token_type lm_config=$lm_config lm_args=$lm_args"
+fi
 run_stage 6 train_a0   stage_train_a0   "config=$train_config train_args=$train_args"
 run_stage 7 train_v    stage_train_v    "config=$train_config train_args=$train_args v_args=$v_args models=$models"
 run_stage 8 train_av0  stage_train_av0  "config=$train_config train_args=$train_args av0_args=$av0_args av_noise=$av_noise init=$(av0_init)"
 run_stage 9 train_av5  stage_train_av5  "config=$train_config train_args=$train_args d_prob=$d_prob av_noise=$av_noise kd=$kd_distance/$kd_tap/$kd_weight robust_freeze=$robust_freeze robust_args=$robust_args models=$models"
 run_stage 10 train_av6 stage_train_av6  "config=$train_config train_args=$train_args rank=$adapter_rank adapter_args=$adapter_args models=$models"
-run_stage 11 pack      stage_pack       "models=$models beam_size=$beam_size threshold=$adapter_threshold"
-run_stage 12 decode    stage_decode     "models=$models sets=$decode_sets beam=$beam_size args=$decode_args"
-run_stage 13 sweep     stage_sweep      "models=$models set=$sweep_set beam=$beam_size threshold=$adapter_threshold args=$sweep_args"
+if [ "$use_lm" = true ]; then
+  run_stage 11 lm_weight stage_lm_weight "model=$(lm_model) weights=$lm_weights fixed=$lm_weight beam=$beam_size args=$decode_args"
+fi
+run_stage 11 pack      stage_pack       "models=$models beam_size=$beam_size threshold=$adapter_threshold use_lm=$use_lm lm_weight=$lm_weight lm_weights=$lm_weights"
+run_stage 12 decode    stage_decode     "models=$models sets=$decode_sets beam=$beam_size args=$decode_args use_lm=$use_lm"
+run_stage 13 sweep     stage_sweep      "models=$models set=$sweep_set beam=$beam_size threshold=$adapter_threshold args=$sweep_args use_lm=$use_lm"
 run_stage 14 report    stage_report     "models=$models sets=$decode_sets"
 
 # rows of a row spec (conf/rows/*.yaml) on this exp dir: train, choose on dev, sweep eval, table
