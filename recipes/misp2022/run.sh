@@ -104,8 +104,8 @@ a done stage is skipped unless --force true; running a stage clears later stages
   11 pack      packed model dirs \$exp_dir/packed/<model> for --models (with --use_lm true each carries the
                LM and the chosen weight as its decoding default)
   12 decode    decode --decode_sets with each packed model -> \$exp_dir/decode/<model>_<set>
-               (with --use_lm true at the chosen LM weight, recorded as lm_weight in result.json)
-               (beam search, or CTC greedy with --beam_size 0; text, result.json with CER + 95 % CI);
+               (beam search, or CTC greedy with --beam_size 0; text, result.json with CER + 95 % CI;
+               with --use_lm true at the packs' LM weight, recorded as lm_weight in result.json);
                a set from --eval_segments also gets \$exp_dir/submission/<model>_<set>.txt (exactly its ids)
   13 sweep     avsr eval on --sweep_set: CER vs frame-loss rate (random 0..1, segment 0.5, whole) and
                babble 0/-2.5/-5 dB, degradation area, relative CER vs A0, representation similarity
