@@ -72,6 +72,8 @@ test-all: install
 bench: install
 	$(PY) scripts/bench_roi.py --out docs/results/bench_roi.json
 	$(PY) scripts/bench_far_frontend.py --minutes 2 --runs 3 --out docs/results/bench_far_frontend.json
+	$(PY) scripts/bench_roi.py --before_after --out docs/results/bench_roi_speed.json
+	$(PY) scripts/bench_detect.py --out docs/results/bench_detect.json
 	$(PY) scripts/synthmisp_text_stats.py --out docs/results/synthmisp_text.json
 	$(PY) scripts/bench_synthmisp.py --preset mini --nj $(NJ) --out docs/results/synthmisp_mini.json
 	$(PY) scripts/bench_dataprep.py --misp_root corpora/synthmisp_mini --out docs/results/dataprep_mini.json
