@@ -19,6 +19,18 @@ It owns, in one place:
   the packed model's LM (``avsr pack --lm_dir``) at the pack's default weight, which ``lm_weight=``
   overrides (0: the LM is not even loaded).  CTC greedy never uses the LM (a warning says so when
   ``lm_weight > 0``);
+* **late fusion of two CTC paths** (``fusion="entropy"``, the test-time decode of MLA models,
+  :mod:`avsr.robust.mla`): an AV model's audio path (``modality="audio"``) and video path
+  (``modality="video"`` on the video reconciled to the audio length by the model's own rule,
+  :func:`avsr.models.model.reconcile_video`) each give per-frame CTC log-posteriors, fused by
+  :func:`avsr.decoding.entropy_fusion.entropy_fusion` (temperature 1, per frame, weighted
+  log-posteriors; video frames beyond the utterance's real video are not paired, MLA reads no frame
+  mask otherwise), then CTC greedy or CTC prefix beam search with ``ctc_weight`` 1 (the attention
+  decoder is not fused).  An utterance without video (a batch without video, or no present frame
+  at all, e.g. the data dir's audio-only utterances) decodes its audio path alone.  Results of fused
+  utterances have ``modality="fusion"`` (posteriors on the audio frame grid).  The default comes
+  from the packed model (``avsr pack --decode_fusion entropy``); ``fusion=`` overrides it; a forced
+  ``modality`` (``decode_batch(batch, "audio")``) bypasses it;
 * **modality and MS-Adapter routing** (:meth:`route`): an AV model given no video runs its audio-only
   path (no visual branch, no cross-attention, no merge term, adapters on if it has them); with video,
   an utterance whose share of present frames is at or below ``adapter_threshold`` takes the same
@@ -46,13 +58,16 @@ import torch
 
 from avsr.data.batch import Batch
 from avsr.decoding import batch_beam_search, ctc_greedy
+from avsr.decoding.entropy_fusion import FUSIONS, entropy_fusion
 from avsr.models.model import reconcile_video
 from frontends.constants import CROP_SIZE, SAMPLE_RATE, SAMPLES_PER_FRAME
 from frontends.roi import center_crop
 
-__all__ = ["Speech2Text", "Result", "Variant", "ADAPTER_POLICIES", "fixed_windows", "check_device"]
+__all__ = ["Speech2Text", "Result", "Variant", "ADAPTER_POLICIES", "FUSIONS", "fixed_windows", "check_device"]
 
 ADAPTER_POLICIES = ("auto", "on", "off")
+#: the ``modality`` of a Result decoded from fused audio and video CTC posteriors
+FUSED = "fusion"
 STAGES = ("audio_front", "visual_front", "encoder", "search")
 
 
@@ -150,6 +165,29 @@ def present_mask(batch: Batch, frame_mask: Optional[torch.Tensor] = None) -> tor
     return torch.arange(batch.video.shape[1])[None, :] < batch.video_lens.cpu()[:, None]
 
 
+def video_present(batch: Batch, frame_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Bool ``[B]`` (CPU): the utterances that show at least one video frame (within
+    ``video_lens``): by ``frame_mask``, else the batch's, else the frames that are not black (as
+    :meth:`Speech2Text.route` counts them)."""
+    if frame_mask is None and batch.frame_mask is None:
+        fm = batch.video.flatten(2).any(-1)
+    else:
+        fm = present_mask(batch, frame_mask)
+    fm = fm.cpu()
+    lens = batch.video_lens.cpu()
+    T = fm.shape[1]
+    return (fm & (torch.arange(T)[None, :] < lens[:, None])).any(1)
+
+
+def normalize_fusion(fusion) -> Optional[str]:
+    """``None`` for no fusion (``None``, ``""``, ``"none"``), else one of :data:`FUSIONS`."""
+    if fusion is None or str(fusion).lower() in ("", "none"):
+        return None
+    if str(fusion) not in FUSIONS:
+        raise ValueError(f"fusion must be None or one of {FUSIONS}, got {fusion!r}")
+    return str(fusion)
+
+
 def _sub_front(front: Dict, idx: torch.Tensor) -> Dict:
     out = {}
     if "audio" in front:
@@ -166,11 +204,24 @@ class Speech2Text:
                  maxlenratio: float = 0.0, minlenratio: float = 0.0, ctc_greedy: bool = False,
                  nbest: int = 1, crop: Optional[int] = None, adapters: str = "auto",
                  adapter_threshold: Optional[float] = 0.0, lm: Optional[torch.nn.Module] = None,
-                 lm_weight: float = 0.0):
+                 lm_weight: float = 0.0, fusion: Optional[str] = None):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.beam_size = int(beam_size)
+        # late fusion of the audio and the video path's CTC posteriors (MLA models): CTC only
+        self.fusion = normalize_fusion(fusion)
+        if self.fusion is not None:
+            if model.cfg.mode != "audiovisual":
+                raise ValueError(f"fusion {self.fusion!r} fuses the audio and the video path of an audio-visual "
+                                 f"model; this model is {model.cfg.mode!r}")
+            if adapters == "on" or (getattr(model, "adapters", None) is not None and adapters != "off"):
+                raise ValueError(f"fusion {self.fusion!r} and MS-Adapters cannot be combined (a fusion model has "
+                                 "no adapters; decode this model without fusion, or with adapters='off')")
+            if ctc_weight is not None and float(ctc_weight) != 1.0:
+                raise ValueError(f"fusion {self.fusion!r} decodes the fused CTC posteriors only: ctc_weight must be "
+                                 f"1.0, got {ctc_weight}")
+            ctc_weight = 1.0
         self.ctc_weight = float(model.cfg.ctc_weight if ctc_weight is None else ctc_weight)
         if model.decoder is None:
             self.ctc_weight = 1.0
@@ -204,8 +255,9 @@ class Speech2Text:
     @classmethod
     def from_packed(cls, path, device="cpu", **kw) -> "Speech2Text":
         """A packed model dir (``avsr pack``) with its stored decoding defaults (beam size, CTC
-        weight, adapter threshold, LM weight); keyword arguments given override them
-        (``adapter_threshold=None``: never route by the frames; ``lm_weight=0``: no LM).  The pack's LM
+        weight, adapter threshold, LM weight, ``fusion``); keyword arguments given override them
+        (``adapter_threshold=None``: never route by the frames; ``lm_weight=0``: no LM;
+        ``fusion=None``: the model's own path even when the pack stores a fusion).  The pack's LM
         is loaded only when the beam search uses it (``lm_weight > 0``, not CTC greedy)."""
         from avsr.pack import PackError, load_packed, load_packed_lm
         model, tok, info = load_packed(path, device=device)
@@ -224,7 +276,9 @@ class Speech2Text:
 
     @property
     def search_name(self) -> str:
-        return "ctc_greedy" if self.use_greedy else f"beam{self.beam_size}"
+        """``ctc_greedy`` or ``beam<N>``, with ``+<fusion>`` when the decode fuses two CTC paths."""
+        name = "ctc_greedy" if self.use_greedy else f"beam{self.beam_size}"
+        return name if self.fusion is None else f"{name}+{self.fusion}"
 
     # ------------------------------------------------------------------ modality and routing
     def pick_modality(self, batch: Batch, modality: Optional[str] = None) -> str:
@@ -307,14 +361,21 @@ class Speech2Text:
     @torch.no_grad()
     def decode_encoded(self, enc: torch.Tensor, lens: torch.Tensor, modality: str) -> List[Result]:
         t0 = time.perf_counter()
+        return self._search_logp(self.model.ctc.log_softmax(enc), enc, lens, modality, t0)
+
+    def _search_logp(self, logp: torch.Tensor, enc: torch.Tensor, lens: torch.Tensor, modality,
+                     t0: Optional[float] = None) -> List[Result]:
+        """The search on CTC log-posteriors ``logp`` [B, T, V] (and ``enc`` for the attention
+        decoder); ``modality``: one name, or one per utterance."""
+        t0 = time.perf_counter() if t0 is None else t0
         model = self.model
-        logp = model.ctc.log_softmax(enc)
+        mods = [modality] * enc.shape[0] if isinstance(modality, str) else list(modality)
         out: List[Result] = []
         if self.use_greedy:
             seqs = ctc_greedy(logp, lens)
             best = logp.max(-1).values
             for b, ids in enumerate(seqs):
-                out.append(Result(self.tokenizer.decode(ids), ids, float(best[b, :int(lens[b])].sum()), modality))
+                out.append(Result(self.tokenizer.decode(ids), ids, float(best[b, :int(lens[b])].sum()), mods[b]))
         else:
             hyps = batch_beam_search(
                 model.decoder if self.ctc_weight < 1.0 else None,
@@ -325,13 +386,13 @@ class Speech2Text:
                 lm=self.lm if self.lm_weight > 0 else None, lm_weight=self.lm_weight)
             for b, hs in enumerate(hyps):
                 if not hs:
-                    out.append(Result("", [], float("-inf"), modality))
+                    out.append(Result("", [], float("-inf"), mods[b]))
                     continue
                 nb = []
                 for h in hs:
                     ids = [int(t) for t in h.yseq if int(t) not in (model.sos, model.eos)]
                     nb.append({"text": self.tokenizer.decode(ids), "token_ids": ids, "score": float(h.score)})
-                out.append(Result(nb[0]["text"], nb[0]["token_ids"], nb[0]["score"], modality, nb))
+                out.append(Result(nb[0]["text"], nb[0]["token_ids"], nb[0]["score"], mods[b], nb))
         if self.keep_posteriors:
             lp = logp.float().cpu().numpy()
             for b, r in enumerate(out):
@@ -364,7 +425,11 @@ class Speech2Text:
     @torch.no_grad()
     def decode_batch(self, batch: Batch, modality: Optional[str] = None) -> List[Result]:
         """Decode every utterance of a padded batch in one encoder forward and one batched search
-        (two when MS-Adapter routing splits the batch into audio-only and audio-visual parts)."""
+        (two when MS-Adapter routing splits the batch into audio-only and audio-visual parts; with
+        ``fusion``, one forward per path and one search on the fused posteriors)."""
+        if self.fusion is not None and modality is None:
+            logp, enc, lens, mods = self.fused_posteriors(batch)
+            return self._search_logp(logp, enc, lens, mods)
         r = self.route(batch) if modality is None else None
         if r is not None and bool(r.any()):
             out: List[Optional[Result]] = [None] * len(batch)
@@ -386,6 +451,140 @@ class Speech2Text:
         with self._adapters(m):
             front = self._fronts(batch, m)
         return self._search_front(front, len(batch), m, video_lens=batch.video_lens)
+
+    # ------------------------------------------------------------------ late fusion of two CTC paths
+    def _path_logp(self, front: Dict, n: int, modality: str, video_lens=None):
+        """``(CTC log-posteriors, enc, lens)`` of the unimodal path ``modality`` from front-end outputs."""
+        with self._adapters(modality):
+            enc, lens = self._encode_front(front, n, modality, video_lens)
+        return self.model.ctc.log_softmax(enc), enc, lens
+
+    @staticmethod
+    def _fuse(logp_a, lens_a, logp_v, lens_v, has_video) -> torch.Tensor:
+        """Entropy fusion; utterances without video keep their audio posteriors exactly."""
+        fused = entropy_fusion(logp_a, logp_v, lens_a, lens_v)
+        return torch.where(has_video.to(fused.device)[:, None, None], fused, logp_a)
+
+    @torch.no_grad()
+    def fused_posteriors(self, batch: Batch):
+        """``(logp [B, T, V], enc_a, lens, modalities)`` of the ``fusion`` decode of a batch: the audio
+        path's and the video path's CTC log-posteriors fused per frame
+        (:func:`avsr.decoding.entropy_fusion.entropy_fusion`; the video reconciled to the audio length,
+        its frames paired up to ``min(video_lens, audio frames)``), on the audio frame grid.
+        Utterances without video (none in the batch, or no present frame:
+        :func:`video_present`) keep the audio path's posteriors (modality ``audio``); the others are
+        ``"fusion"``."""
+        model = self.model
+        batch = batch.to(self.device)
+        n = len(batch)
+        t0 = time.perf_counter()
+        fa = model.audio_front(batch)
+        self._tick("audio_front", t0)
+        logp_a, enc_a, lens_a = self._path_logp({"audio": fa}, n, "audio")
+        has_v = video_present(batch) if batch.video is not None else torch.zeros(n, dtype=torch.bool)
+        if not bool(has_v.any()):
+            return logp_a, enc_a, lens_a, ["audio"] * n
+        t0 = time.perf_counter()
+        video, vlens = reconcile_video(batch.video, batch.video_lens, fa[2])
+        vis = model.visual_frontend(video, vlens)[0]
+        self._tick("visual_front", t0)
+        logp_v, _, _ = self._path_logp({"visual": vis}, n, "video", vlens)
+        lens_v = torch.minimum(batch.video_lens.to(lens_a.device), lens_a)
+        fused = self._fuse(logp_a, lens_a, logp_v, lens_v, has_v)
+        return fused, enc_a, lens_a, [FUSED if h else "audio" for h in has_v.tolist()]
+
+    def _variants_fused(self, batch: Batch, variants: Sequence[Variant]) -> Dict[str, List[Result]]:
+        """The cached :meth:`decode_variants` of a ``fusion`` decoder: the audio path once per
+        distinct audio of an utterance, the video path once per distinct video (blacked-out frames)
+        of an utterance, one search over every distinct (audio, video) pair."""
+        model = self.model
+        batch = batch.to(self.device)
+        B = len(batch)
+        sources, src_of = [batch.audio], []
+        for v in variants:
+            if v.audio is not None:
+                sources.append(v.audio.to(self.device))
+                src_of.append(len(sources) - 1)
+            else:
+                src_of.append(0)
+        a_fr: Dict[int, tuple] = {}
+        for s in sorted(set(src_of)):
+            t0 = time.perf_counter()
+            a_fr[s] = model.audio_front(batch.replace(audio=sources[s]))
+            self._tick("audio_front", t0)
+        a_lens = a_fr[src_of[0]][2] if variants else None
+        use_v = batch.video is not None
+        feats = black = video = vlens = None
+        drops, has = [], []
+        if use_v:
+            t0 = time.perf_counter()
+            video, vlens = reconcile_video(batch.video, batch.video_lens, a_lens)
+            if model.cfg.visual_frontend == "light":          # per-frame features: a black frame's is constant
+                feats = model.visual_frontend(video, vlens)[0]
+                z = torch.zeros((1, 1) + tuple(video.shape[2:]), dtype=video.dtype, device=self.device)
+                black = model.visual_frontend(z, torch.ones(1, dtype=torch.long, device=self.device))[0][0, 0]
+            self._tick("visual_front", t0)
+            Tt = video.shape[1]
+            inside = torch.arange(Tt)[None, :] < batch.video_lens.cpu()[:, None]
+            for v in variants:
+                fm = present_mask(batch, v.frame_mask).cpu()
+                fm = fm[:, :Tt] if fm.shape[1] >= Tt else torch.cat([fm, fm.new_zeros(B, Tt - fm.shape[1])], 1)
+                drops.append((~fm) & inside)
+                has.append(video_present(batch, v.frame_mask))
+        # distinct inputs: audio (utterance, source), video (utterance, dropped frames), and their pairs
+        a_keys: Dict[tuple, int] = {}
+        v_keys: Dict[tuple, tuple] = {}
+        pairs: Dict[tuple, int] = {}
+        keys = []
+        for i in range(len(variants)):
+            packed = np.packbits(drops[i].numpy(), axis=1) if use_v else None
+            row = []
+            for j in range(B):
+                ak = (j, src_of[i])
+                a_keys.setdefault(ak, len(a_keys))
+                vk = (j, packed[j].tobytes()) if (use_v and bool(has[i][j])) else None
+                if vk is not None and vk not in v_keys:
+                    v_keys[vk] = (len(v_keys), i)
+                pairs.setdefault((ak, vk), len(pairs))
+                row.append((ak, vk))
+            keys.append(row)
+        if not pairs:
+            return {v.name: [] for v in variants}
+        # the audio path, once per distinct audio
+        al = list(a_keys)
+        first = next(iter(a_fr.values()))
+        a = torch.stack([a_fr[s][0][j] for j, s in al])
+        fa = (a, first[1], torch.stack([a_fr[s][2][j] for j, s in al]), torch.stack([a_fr[s][3][j] for j, s in al]))
+        logp_a, enc_a, lens_a = self._path_logp({"audio": fa}, len(al), "audio")
+        # the video path, once per distinct video
+        logp_v = None
+        if v_keys:
+            t0 = time.perf_counter()
+            fv, v_feats = [], {}
+            for (j, _), (_, i) in v_keys.items():
+                d = drops[i][j]
+                if feats is not None:
+                    fv.append(torch.where(d[:, None].to(feats.device), black, feats[j]))
+                else:                          # a Conv3D front-end: features of the variant's own video
+                    if i not in v_feats:
+                        keep = (~drops[i])[..., None, None].to(video.dtype).to(video.device)
+                        v_feats[i] = model.visual_frontend(video * keep, vlens)[0]
+                    fv.append(v_feats[i][j])
+            vis = torch.stack(fv)
+            self._tick("visual_front", t0)
+            vl = torch.stack([vlens[j] for j, _ in v_keys])
+            logp_v, _, _ = self._path_logp({"visual": vis}, len(v_keys), "video", vl)
+        # fuse each distinct (audio, video) pair, one search
+        pl = list(pairs)
+        ai = torch.tensor([a_keys[ak] for ak, _ in pl], device=self.device)
+        la, ea, ln = logp_a.index_select(0, ai), enc_a.index_select(0, ai), lens_a.index_select(0, ai)
+        hv = torch.tensor([vk is not None for _, vk in pl])
+        if logp_v is not None:
+            vi = torch.tensor([v_keys[vk][0] if vk is not None else 0 for _, vk in pl], device=self.device)
+            real = torch.stack([batch.video_lens[ak[0]] for ak, _ in pl]).to(ln.device)
+            la = self._fuse(la, ln, logp_v.index_select(0, vi), torch.minimum(real, ln), hv)
+        res = self._search_logp(la, ea, ln, [FUSED if h else "audio" for h in hv.tolist()])
+        return {v.name: [res[pairs[k]] for k in keys[i]] for i, v in enumerate(variants)}
 
     # ------------------------------------------------------------------ items and single utterances
     def make_batch(self, items: Sequence[Dict]) -> Batch:
@@ -426,7 +625,12 @@ class Speech2Text:
     def ctc_posteriors(self, batch: Batch, modality: Optional[str] = None) -> List[tuple]:
         """Per utterance of a padded batch: ``(logp float32 [T, V], modality)``, the CTC
         log-posteriors of its valid encoder frames on the path :meth:`decode_batch` takes (MS-Adapter
-        routing included; ``modality`` forces one)."""
+        routing included; with ``fusion``, the fused posteriors of :meth:`fused_posteriors`;
+        ``modality`` forces one path)."""
+        if self.fusion is not None and modality is None:
+            logp, _, lens, mods = self.fused_posteriors(batch)
+            lp = logp.float().cpu().numpy()
+            return [(lp[j, :int(lens[j])], mods[j]) for j in range(len(batch))]
         r = self.route(batch) if modality is None else None
         groups = [(list(range(len(batch))), modality, batch)]
         if r is not None and bool(r.any()):
@@ -639,10 +843,14 @@ class Speech2Text:
         distinct audio and of the clean video are computed once, the variants sharing the batch's
         audio run as one stacked encoder forward and search, and each distinct model input of an
         utterance is decoded once (on the adapter path only the audio is an input; an audio-only
-        model never sees the video; a video-only model never hears the audio).  ``cache=False``:
-        every variant through :meth:`decode_batch` on its own."""
+        model never sees the video; a video-only model never hears the audio; with ``fusion``, the
+        audio path runs once per distinct audio and the video path once per distinct video of an
+        utterance, and each distinct pair is fused and searched once).  ``cache=False``: every
+        variant through :meth:`decode_batch` on its own."""
         if not cache:
             return {v.name: self.decode_batch(self.materialize(batch, v)) for v in variants}
+        if self.fusion is not None:
+            return self._variants_fused(batch, variants)
         model = self.model
         mode = model.cfg.mode
         use_a, use_v = mode in ("audio", "audiovisual"), mode in ("video", "audiovisual")

@@ -3,6 +3,9 @@
 Layout of a packed dir::
 
     config.yaml      model: (the ModelConfig, vocab_size and mode included), decode: defaults
+                     (beam_size, ctc_weight, adapter_threshold, lm_weight, fusion: "entropy" for an
+                     MLA model decoded by fusing its audio and video paths' CTC posteriors, stored
+                     with ctc_weight 1.0; absent: the model's own path)
     tokens.txt       token list (index = id; <blank> first, <sos/eos> last)
     bpe.model        sentencepiece model (only for token_type bpe)
     model.pth        averaged weights (a plain state dict, weights-only; the global fbank
@@ -66,6 +69,28 @@ def is_packed(path: PathLike) -> bool:
     return all(os.path.isfile(os.path.join(path, f)) for f in FILES)
 
 
+def _check_fusion(dec: Dict[str, Any], cfg, out_dir: str) -> None:
+    """``decode["fusion"]`` (None, or one of :data:`avsr.decoding.entropy_fusion.FUSIONS`): a fusion
+    decodes the fused CTC posteriors of an audio-visual model without MS-Adapters, so it goes with
+    ``ctc_weight`` 1.0 (stored when absent)."""
+    from avsr.decoding.entropy_fusion import FUSIONS
+    f = dec.get("fusion")
+    if f is None or str(f).lower() in ("", "none"):
+        dec.pop("fusion", None)
+        return
+    if f not in FUSIONS:
+        raise PackError(out_dir, f"decode default fusion must be one of {FUSIONS} or none, got {f!r}")
+    if cfg.mode != "audiovisual":
+        raise PackError(out_dir, f"decode default fusion {f!r} fuses the audio and the video path of an "
+                                 f"audio-visual model; this model is {cfg.mode!r}")
+    if getattr(cfg, "adapter_rank", 0):
+        raise PackError(out_dir, f"decode default fusion {f!r} and MS-Adapters (adapter_rank "
+                                 f"{cfg.adapter_rank}) cannot be combined")
+    if float(dec.setdefault("ctc_weight", 1.0)) != 1.0:
+        raise PackError(out_dir, f"decode default fusion {f!r} decodes CTC only: ctc_weight must be 1.0, "
+                                 f"got {dec['ctc_weight']}")
+
+
 def pack_model(out_dir: PathLike, *, model_config: Any, token_list: PathLike,
                weights: Union[PathLike, Dict[str, torch.Tensor]], bpemodel: Optional[PathLike] = None,
                adapters: Optional[Union[PathLike, Dict[str, torch.Tensor]]] = None,
@@ -77,7 +102,8 @@ def pack_model(out_dir: PathLike, *, model_config: Any, token_list: PathLike,
     section, a parsed YAML with one, a YAML path such as a training exp dir's ``config.yaml``,
     or a ``ModelConfig``).  ``lm_dir``: an LM dir (:mod:`avsr.lm`) to carry; its token list must
     equal ``token_list`` and its weights must fit its config (:class:`PackError` otherwise);
-    ``decode["lm_weight"] > 0`` needs one."""
+    ``decode["lm_weight"] > 0`` needs one.  ``decode["fusion"]`` (``"entropy"``) needs an
+    audio-visual model without adapters and ``ctc_weight`` 1.0 (stored when absent)."""
     from avsr.models import AVSRModel, load_model_config
     out_dir = os.fspath(out_dir)
     cfg = load_model_config(model_config)
@@ -90,6 +116,7 @@ def pack_model(out_dir: PathLike, *, model_config: Any, token_list: PathLike,
         raise PackError(src or out_dir, f"weights do not match the config (missing {list(missing)[:5]}, "
                                         f"unexpected {list(unexpected)[:5]})")
     dec = dict(decode or {})
+    _check_fusion(dec, cfg, out_dir)
     lm_meta = None
     if lm_dir is not None:
         from avsr.lm import LMError, check_tokens, load_lm

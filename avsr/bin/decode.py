@@ -20,7 +20,10 @@ hypotheses and ``result.json`` has no CER (``"references": "none"``).  Utterance
 (listed in the data dir's ``utt2audio_only``, written by ``avsr prepare_rois --keep_all``) come
 with an all-absent video (:mod:`avsr.data.dataset`); :meth:`avsr.inference.Speech2Text.route` sends
 them to the audio-only path (with the MS-Adapters of an adapter model), a model without adapters
-gets their black frames as its missing-video input.  ``result.json`` counts them
+gets their black frames as its missing-video input.  A model packed with ``--decode_fusion entropy``
+(MLA) fuses its audio and video paths' CTC posteriors (:class:`avsr.inference.Speech2Text`,
+``fusion``); its utterances without any present frame decode the audio path alone; ``--decode_fusion
+none|entropy`` overrides the pack, a forced ``--modality`` bypasses the fusion.  ``result.json`` counts them
 (``audio_only_utts``) and the results per path (``decoded_by_modality``).
 """
 from __future__ import annotations
@@ -62,6 +65,10 @@ def build_parser():
     ap.add_argument("--lm_weight", type=float, default=None,
                     help="shallow-fusion weight of the packed model's LM (default: the pack's; 0: no LM; "
                          "CTC greedy ignores it)")
+    ap.add_argument("--decode_fusion", default=None, choices=["none", "entropy"],
+                    help="entropy: fuse the audio and the video path's CTC posteriors by entropy weights and "
+                         "decode CTC-only (MLA models); none: the model's own path (default: the packed "
+                         "model's setting, avsr pack --decode_fusion)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--limit", type=int, default=0, help="decode only the first N utterances (sorted ids)")
@@ -86,6 +93,8 @@ def main(argv=None) -> int:
     kw = {} if args.adapter_threshold is None else {"adapter_threshold": args.adapter_threshold}
     if args.lm_weight is not None:
         kw["lm_weight"] = args.lm_weight
+    if args.decode_fusion is not None:
+        kw["fusion"] = None if args.decode_fusion == "none" else args.decode_fusion
     s2t = Speech2Text.from_packed(args.model, device=args.device, beam_size=args.beam_size,
                                   ctc_greedy=args.ctc_greedy, ctc_weight=args.ctc_weight, penalty=args.penalty, **kw)
     mode = s2t.model.cfg.mode
@@ -135,6 +144,7 @@ def main(argv=None) -> int:
     res = {"model": os.path.abspath(args.model), "data_dir": os.path.abspath(args.data_dir),
            "modality": modality, "search": s2t.search_name,
            "ctc_weight": s2t.ctc_weight, "lm_weight": 0.0 if s2t.use_greedy else s2t.lm_weight,
+           "fusion": s2t.fusion if args.modality is None else None,
            "batch_size": args.batch_size,
            "frame_loss_rate": args.frame_loss_rate, "frame_loss_pattern": args.frame_loss_pattern, "seed": args.seed,
            "num_utts": len(idx), "skipped": len(skipped),

@@ -12,7 +12,9 @@ video (mouth crop), a full-frame video with a MISP detection JSON (``--detection
 full-frame video searched by an offline detector (``--detector haar|mediapipe``; ``--face-index`` /
 ``--bbox x1,y1,x2,y2`` pick the target face; by default the largest, with a warning).  No video, or
 no face found: audio only (the MS-Adapter path of an AV model), with a warning.  A video-only model
-needs no audio at all.
+needs no audio at all.  A model packed with ``--decode_fusion entropy`` (MLA) decodes the entropy
+fusion of its audio and video paths' CTC posteriors (audio alone without video); ``--decode_fusion
+none|entropy`` overrides the pack.
 
 Each recording goes through :meth:`avsr.inference.Speech2Text.transcribe`: it is cut into
 voice-activity segments (:func:`frontends.vad.energy_vad`, at most ``--max_segment_seconds`` each;
@@ -78,6 +80,10 @@ def build_parser():
     ap.add_argument("--adapter_threshold", type=float, default=None,
                     help="MS-Adapter routing: share of present frames at or below which an utterance is decoded "
                          "audio-only with the adapters (default: the packed model's, normally 0)")
+    ap.add_argument("--decode_fusion", default=None, choices=["none", "entropy"],
+                    help="entropy: fuse the audio and the video path's CTC posteriors by entropy weights and "
+                         "decode CTC-only (MLA models); none: the model's own path (default: the packed "
+                         "model's setting, avsr pack --decode_fusion)")
     ap.add_argument("--segmentation", default="vad", choices=["vad", "fixed", "none"],
                     help="vad: energy VAD segments (frontends.vad); fixed: windows of --chunk_seconds; none: whole")
     ap.add_argument("--max_segment_seconds", type=float, default=20.0, help="longest VAD segment")
@@ -145,6 +151,8 @@ def main(argv=None) -> int:
     kw = {} if args.adapter_threshold is None else {"adapter_threshold": args.adapter_threshold}
     if args.lm_weight is not None:
         kw["lm_weight"] = args.lm_weight
+    if args.decode_fusion is not None:
+        kw["fusion"] = None if args.decode_fusion == "none" else args.decode_fusion
     s2t = load_model(args.model, device=args.device, beam_size=args.beam_size, ctc_greedy=args.ctc_greedy,
                      nbest=args.nbest, **kw)
     seg_mode = "fixed" if args.chunk_seconds is not None else args.segmentation

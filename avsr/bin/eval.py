@@ -7,7 +7,9 @@ modality-bias diagnostics.
 
 ``NAME=DIR[@T]``: a packed model; ``@T`` overrides its MS-Adapter routing threshold (share of present
 frames at or below which the audio-only adapter path is used; default: the one stored in the packed
-model, 0 = only with no frame; ``@none``: never route).
+model, 0 = only with no frame; ``@none``: never route).  A model packed with ``--decode_fusion entropy``
+(MLA) is decoded by fusing its audio and video paths' CTC posteriors; ``--decode_fusion none|entropy``
+sets that for every model instead of each pack's own setting (``sweep.json`` ``models.NAME.fusion``).
 Outputs in ``--out_dir``: ``sweep.json`` (CER with 95 % bootstrap interval per model and condition,
 degradation area, relative CER against the baseline's output, representation similarity, timing),
 ``sweep.md`` (tables), ``skipped`` (utterances whose media could not be read: skipped for every model
@@ -87,6 +89,10 @@ def build_parser():
                     help="random-loss rates for the A0-vs-AVSR representation similarity")
     ap.add_argument("--compare_uncached", action="store_true",
                     help="also run every condition independently; report the cost ratio and check identity")
+    ap.add_argument("--decode_fusion", default=None, choices=["none", "entropy"],
+                    help="entropy: fuse the audio and the video path's CTC posteriors by entropy weights and "
+                         "decode CTC-only (MLA models); none: the model's own path (default: the packed "
+                         "model's setting, avsr pack --decode_fusion)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--limit", type=int, default=0)
@@ -129,6 +135,8 @@ def main(argv=None) -> int:
     decoders = {}
     for name, (path, thr) in unique.items():
         kw = {} if thr == PACKED else {"adapter_threshold": thr}
+        if args.decode_fusion is not None:
+            kw["fusion"] = None if args.decode_fusion == "none" else args.decode_fusion
         decoders[name] = Speech2Text.from_packed(path, device=args.device, beam_size=args.beam_size,
                                                ctc_greedy=args.ctc_greedy, **kw)
     thresholds = {n: decoders[alias.get(n, n)].adapter_threshold for n in specs}
@@ -159,7 +167,8 @@ def main(argv=None) -> int:
                 row["relative_cer_vs_baseline"] = sum(e for e, _ in rr) / max(sum(n for _, n in rr), 1)
             table[m][c] = row
     out = {"data_dir": os.path.abspath(args.data_dir), "search": search, "seed": args.seed,
-           "models": {n: {"path": os.path.abspath(p), "adapter_threshold": thresholds[n]}
+           "models": {n: {"path": os.path.abspath(p), "adapter_threshold": thresholds[n],
+                          "fusion": decoders[alias.get(n, n)].fusion}
                       for n, (p, _) in specs.items()},
            "conditions": res["conditions"], "cer": table, "utts": len(refs),
            # per-utterance errors (utterances in sorted order) for paired bootstrap comparisons

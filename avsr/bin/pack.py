@@ -6,6 +6,11 @@ With ``--lm_dir`` the pack carries a token LM (``avsr train_lm``; its token list
 and ``--lm_weight`` is the shallow-fusion weight stored as the decoding default (0: carried, unused
 unless a decode asks for a weight).
 
+``--decode_fusion entropy`` stores the decoding default of a model trained with the ``mla`` method: its audio
+and video paths' CTC posteriors fused by entropy weights, decoded CTC-only (``ctc_weight`` 1.0 is
+stored with it; :class:`avsr.inference.Speech2Text`, ``fusion``).  It needs an audio-visual model
+without MS-Adapters.
+
 The layout of a packed dir is documented in :mod:`avsr.pack`.
 """
 from __future__ import annotations
@@ -34,7 +39,13 @@ def main(argv=None) -> int:
                     "to carry in the pack")
     ap.add_argument("--lm_weight", type=float, default=None,
                     help="shallow-fusion LM weight stored as the decoding default (needs --lm_dir; default 0)")
+    ap.add_argument("--decode_fusion", default="none", choices=["none", "entropy"],
+                    help="decoding default: entropy = fuse the audio and the video path's CTC posteriors "
+                         "(MLA models; stores ctc_weight 1.0, the attention decoder is not used); none = the "
+                         "model's own path")
     args = ap.parse_args(argv)
+    if args.decode_fusion != "none" and args.ctc_weight is not None and args.ctc_weight != 1.0:
+        ap.error(f"--decode_fusion {args.decode_fusion} decodes CTC only: --ctc_weight must be 1.0 (or left out)")
     if args.lm_weight is not None and args.lm_weight < 0:
         ap.error("--lm_weight must be >= 0")
     if args.lm_weight and not args.lm_dir:
@@ -62,7 +73,13 @@ def main(argv=None) -> int:
         dec["ctc_weight"] = args.ctc_weight
     if args.lm_dir:
         dec["lm_weight"] = float(args.lm_weight or 0.0)
-    if (conf["model"] or {}).get("adapter_rank", 0):
+    if args.decode_fusion != "none":
+        if (conf["model"] or {}).get("adapter_rank", 0):
+            ap.error(f"--decode_fusion {args.decode_fusion}: {cfg_path} has MS-Adapters (adapter_rank); a fusion "
+                     "model has none")
+        dec["fusion"] = args.decode_fusion
+        dec["ctc_weight"] = 1.0
+    elif (conf["model"] or {}).get("adapter_rank", 0):
         t = str(args.adapter_threshold).lower()
         try:
             dec["adapter_threshold"] = None if t == "none" else float(t)
@@ -71,7 +88,8 @@ def main(argv=None) -> int:
     out = pack_model(args.out, model_config=conf["model"], token_list=tokens, weights=weights,
                      bpemodel=args.bpemodel, adapters=args.adapters, decode=dec, lm_dir=args.lm_dir,
                      extra_meta={**extra, "exp_dir": os.path.abspath(args.exp_dir)})
-    print(f"packed {weights} -> {out}" + (f" (LM {args.lm_dir}, weight {dec['lm_weight']:g})" if args.lm_dir else ""))
+    print(f"packed {weights} -> {out}" + (f" (LM {args.lm_dir}, weight {dec['lm_weight']:g})" if args.lm_dir else "")
+          + (f" (decode fusion {dec['fusion']})" if dec.get("fusion") else ""))
     return 0
 
 

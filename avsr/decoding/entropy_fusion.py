@@ -32,8 +32,11 @@ from typing import Optional, Tuple, Union
 
 import torch
 
-__all__ = ["entropy", "entropy_fusion", "COMBINE", "GRANULARITY"]
+__all__ = ["entropy", "entropy_fusion", "COMBINE", "GRANULARITY", "FUSIONS"]
 
+#: the decode settings ``fusion`` of :class:`avsr.inference.Speech2Text` (and of a pack's decoding
+#: defaults) besides None: ``"entropy"`` = :func:`entropy_fusion` of the audio and the video path
+FUSIONS = ("entropy",)
 COMBINE = ("logp", "prob")
 GRANULARITY = ("frame", "utterance")
 
