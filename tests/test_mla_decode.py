@@ -2,6 +2,7 @@
 (``Speech2Text(fusion="entropy")``, ``avsr pack --decode_fusion entropy``)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,39 @@ def test_cli_flag_reaches_speech2text(monkeypatch, tmp_path, cli):
     with pytest.raises(Stop):
         mod.main(base)
     assert "fusion" not in seen[-1]                     # the pack's own setting
+
+
+def test_rows_driver_packs_mla_runs_with_fusion(tmp_path, monkeypatch):
+    """RowRunner.pack: a run trained with the mla method gets --decode_fusion entropy; others do not; a
+    pack made without the flag is redone."""
+    import yaml
+    from avsr.bin.rows import RowRunner
+    r = RowRunner(tmp_path / "exp", tmp_path / "data", None, rows_dir=tmp_path / "rows")
+    cmds = []
+
+    def sh(cmd, log):
+        cmds.append(cmd)
+        out = cmd[cmd.index("--out") + 1]
+        os.makedirs(out, exist_ok=True)
+        open(os.path.join(out, "model.pth"), "w").close()
+        fusion = cmd[cmd.index("--decode_fusion") + 1] if "--decode_fusion" in cmd else None
+        with open(os.path.join(out, "config.yaml"), "w") as f:
+            yaml.safe_dump({"decode": {"fusion": fusion} if fusion else {}}, f)
+    monkeypatch.setattr(r, "sh", sh)
+    runs = {}
+    for name, methods in (("MLA", ['mla:{"project": true}']), ("CKD", ["ckd:{}"]), ("AV3", [])):
+        d = tmp_path / "train" / name
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text(yaml.safe_dump({"methods": methods}))
+        runs[name] = str(d)
+    for name, d in runs.items():
+        r.pack(name, d)
+    assert [("--decode_fusion" in c, c[c.index("--out") + 1].endswith(n)) for c, n in zip(cmds, runs)] == \
+        [(True, True), (False, True), (False, True)]
+    assert cmds[0][-2:] == ["--decode_fusion", "entropy"]
+    r.pack("MLA", runs["MLA"])                              # done with the flag: reused
+    assert len(cmds) == 3
+    with open(os.path.join(r.rows_dir, "packed", "MLA", "config.yaml"), "w") as f:
+        yaml.safe_dump({"decode": {}}, f)                   # an older pack without the fusion: redone
+    r.pack("MLA", runs["MLA"])
+    assert len(cmds) == 4 and cmds[-1][-1] == "entropy"

@@ -50,6 +50,16 @@ def _methods(extra):
     return [extra[i + 1] for i, x in enumerate(extra[:-1]) if x == "--method"]
 
 
+def _packed_fusion(packed):
+    """The ``decode.fusion`` stored in a packed dir's config.yaml (None when absent or unreadable)."""
+    import yaml
+    try:
+        with open(os.path.join(packed, "config.yaml"), encoding="utf-8") as f:
+            return ((yaml.safe_load(f) or {}).get("decode") or {}).get("fusion")
+    except (OSError, yaml.YAMLError):
+        return None
+
+
 def _init_specs(cfg):
     """The ``--init`` specs of a train config as a list (TrainerConfig stores one spec as a plain string)."""
     init = (cfg.get("trainer") or {}).get("init") or []
@@ -202,10 +212,16 @@ class RowRunner:
                 os.replace(os.path.join(sweeps, name), f"{stale}.sweep-{name}")
 
     def pack(self, row, d):
+        """Pack the run ``d`` into ``<rows_dir>/packed/<row>`` (reused when present with the same decode
+        fusion).  A run trained with the ``mla`` method is packed with ``--decode_fusion entropy``: it is
+        decoded by fusing its audio and video paths' CTC posteriors (:class:`avsr.inference.Speech2Text`)."""
         out = os.path.join(self.rows_dir, "packed", row)
-        if not os.path.isfile(os.path.join(out, "model.pth")):
-            self.sh([self.py, "-m", "avsr.cli", "pack", "--exp_dir", d, "--out", out],
-                    os.path.join(self.rows_dir, "pack.log"))
+        cfg = _train_config(d) if os.path.isfile(os.path.join(d, "config.yaml")) else {}
+        fusion = "entropy" if any(str(m).partition(":")[0].strip() == "mla"
+                                  for m in cfg.get("methods") or []) else None
+        if not os.path.isfile(os.path.join(out, "model.pth")) or _packed_fusion(out) != fusion:
+            self.sh([self.py, "-m", "avsr.cli", "pack", "--exp_dir", d, "--out", out]
+                    + (["--decode_fusion", fusion] if fusion else []), os.path.join(self.rows_dir, "pack.log"))
         return out
 
     def pack_without_adapters(self, name, d):
