@@ -497,6 +497,8 @@ class Speech2Text:
         """The cached :meth:`decode_variants` of a ``fusion`` decoder: the audio path once per
         distinct audio of an utterance, the video path once per distinct video (blacked-out frames)
         of an utterance, one search over every distinct (audio, video) pair."""
+        if not variants:
+            return {}
         model = self.model
         batch = batch.to(self.device)
         B = len(batch)
@@ -512,7 +514,7 @@ class Speech2Text:
             t0 = time.perf_counter()
             a_fr[s] = model.audio_front(batch.replace(audio=sources[s]))
             self._tick("audio_front", t0)
-        a_lens = a_fr[src_of[0]][2] if variants else None
+        a_lens = a_fr[src_of[0]][2]            # every source has the batch's audio lengths
         use_v = batch.video is not None
         feats = black = video = vlens = None
         drops, has = [], []
