@@ -93,6 +93,8 @@ def build_parser():
                     help="entropy: fuse the audio and the video path's CTC posteriors by entropy weights and "
                          "decode CTC-only (MLA models); none: the model's own path (default: the packed "
                          "model's setting, avsr pack --decode_fusion)")
+    ap.add_argument("--lm_weight", type=float, default=0.0,
+                    help="LM shallow-fusion weight (default 0: robustness tables decode without the packs' LM)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--limit", type=int, default=0)
@@ -138,7 +140,7 @@ def main(argv=None) -> int:
         if args.decode_fusion is not None:
             kw["fusion"] = None if args.decode_fusion == "none" else args.decode_fusion
         decoders[name] = Speech2Text.from_packed(path, device=args.device, beam_size=args.beam_size,
-                                               ctc_greedy=args.ctc_greedy, **kw)
+                                               ctc_greedy=args.ctc_greedy, lm_weight=args.lm_weight, **kw)
     thresholds = {n: decoders[alias.get(n, n)].adapter_threshold for n in specs}
     search = "ctc_greedy" if args.ctc_greedy else f"beam{args.beam_size}"
     ds = AVSRDataset(args.data_dir, None, modality="audiovisual")
