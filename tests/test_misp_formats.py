@@ -294,3 +294,27 @@ def test_run_sh_bad_lip_json_skips_only_its_session(tmp_path):
     assert dd.roi and all(SESSION in u for u in dd.roi)           # the good session's ROIs are there
     skipped = (data / "train" / "skipped").read_text()
     assert other in skipped
+
+
+def test_run_sh_set_without_lip_boxes_runs_the_detector(tmp_path):
+    """A set with neither roi_coordinates/ nor detection/: stage 2 runs avsr detect_lips on its far videos
+    (lip boxes in the frame-keyed form under data/lip_detect/<set>) and reads them like released ones; with
+    --eval_segments every segment stays (audio-only when no face is found)."""
+    root, seconds = tmp_path / "misp", 2.0
+    n = int(seconds * FPS)
+    write_wavs(root, "eval", SESSION, seconds)
+    write_mp4(root / "video" / "eval" / "far" / f"{SESSION}_Far.mp4", n)
+    seg = tmp_path / "eval_segments.txt"
+    seg.write_text(f"S001_{SESSION}_000020-000160 S001 {SESSION}_Far 0.20 1.60\n")
+    exp, data = tmp_path / "exp", tmp_path / "data"
+    p = subprocess.run(["bash", "./run.sh", "--stage", "1", "--stop_stage", "2", "--nj", "1",
+                        "--splits", "eval", "--misp_root", str(root), "--exp_dir", str(exp),
+                        "--data_dir", str(data), "--eval_segments", str(seg)],
+                       cwd=RECIPE, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    log = p.stdout + p.stderr
+    assert "running the haar face detector" in log
+    rep = json.loads((data / "lip_detect" / "eval" / "detect_report.json").read_text())
+    assert f"{SESSION}_Far" in rep["recordings"]
+    dd = read_datadir(data / "eval")
+    assert sorted(dd.utts) == [f"S001_{SESSION}_000020-000160"]       # kept, whatever the detector found
