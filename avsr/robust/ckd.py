@@ -103,9 +103,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsr.method import TrainingMethod
+from avsr.utils.batchnorm import bn_no_update
 
 __all__ = ["SCORES", "HINGES", "TEACHER_VIDEO_INPUTS", "balance_weights", "mean_video", "ctc_feasible",
-           "utterance_nll", "tempered_kl", "bn_no_update", "bn_running_stats", "load_teacher", "CKDMethod"]
+           "utterance_nll", "tempered_kl", "bn_running_stats", "load_teacher", "CKDMethod"]
 
 SCORES = ("joint", "ctc", "att")
 HINGES = ("gain", "loglik")
@@ -200,24 +201,6 @@ def tempered_kl(t_logits: torch.Tensor, t_lens: torch.Tensor, s_logits: torch.Te
 
 def _train_bns(model: nn.Module):
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
-
-
-@contextlib.contextmanager
-def bn_no_update(model: nn.Module) -> Iterator[None]:
-    """Inside: BatchNorm layers in training mode still use batch statistics but their running
-    statistics (and ``num_batches_tracked``) do not move."""
-    saved = []
-    for m in _train_bns(model):
-        nbt = m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None
-        saved.append((m, m.momentum, nbt))
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, momentum, nbt in saved:
-            m.momentum = momentum
-            if nbt is not None:
-                m.num_batches_tracked.copy_(nbt)
 
 
 @contextlib.contextmanager

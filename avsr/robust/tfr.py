@@ -90,16 +90,16 @@ Hyper-parameters (``tfr:{json}``): ``weight`` (10.0), ``warmup_steps`` (50 optim
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from avsr.method import TrainingMethod
+from avsr.utils.batchnorm import bn_no_update
 
 __all__ = ["HEAD_NAME", "TARGETS", "ReconstructionHead", "reconstruction_loss", "TFRMethod"]
 
@@ -159,25 +159,6 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, missing: torch
     p = pred[missing].float()
     t = target.detach()[missing].float()
     return F.smooth_l1_loss(p, t, reduction="sum", beta=beta) / (n * pred.size(-1))
-
-
-@contextlib.contextmanager
-def _running_stats_kept(module: nn.Module) -> Iterator[None]:
-    """Inside: BatchNorm layers of ``module`` compute as they are (batch statistics when training)
-    but their running statistics and ``num_batches_tracked`` do not change."""
-    saved = []
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats:
-            nbt = m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None
-            saved.append((m, m.momentum, nbt))
-            m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, momentum, nbt in saved:
-            m.momentum = momentum
-            if nbt is not None:
-                m.num_batches_tracked.copy_(nbt)
 
 
 def _is_head_key(k: str) -> bool:
@@ -320,7 +301,7 @@ class TFRMethod(TrainingMethod):
             if self.target_net is not None:
                 feats, _ = self.target_net(video, vlens)
             else:
-                with _running_stats_kept(model.visual_frontend):
+                with bn_no_update(model.visual_frontend):
                     feats, _ = model.visual_frontend(video, vlens)
         return feats.detach()
 
