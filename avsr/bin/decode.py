@@ -35,6 +35,8 @@ import resource
 import sys
 import time
 
+from avsr.bin import add_decoder_options, decoder_overrides
+
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -59,16 +61,7 @@ def build_parser():
                     choices=["random", "segment", "whole", "head", "tail"], help="which frames are lost")
     ap.add_argument("--seed", type=int, default=0, help="seed of the simulated frame loss")
     ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument("--adapter_threshold", type=float, default=None,
-                    help="MS-Adapter routing: share of present frames at or below which an utterance is decoded "
-                         "audio-only with the adapters (default: the packed model's, normally 0)")
-    ap.add_argument("--lm_weight", type=float, default=None,
-                    help="shallow-fusion weight of the packed model's LM (default: the pack's; 0: no LM; "
-                         "CTC greedy ignores it)")
-    ap.add_argument("--decode_fusion", default=None, choices=["none", "entropy"],
-                    help="entropy: fuse the audio and the video path's CTC posteriors by entropy weights and "
-                         "decode CTC-only (MLA models); none: the model's own path (default: the packed "
-                         "model's setting, avsr pack --decode_fusion)")
+    add_decoder_options(ap)
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--limit", type=int, default=0, help="decode only the first N utterances (sorted ids)")
@@ -90,11 +83,7 @@ def main(argv=None) -> int:
 
     t_start = time.perf_counter()
     check_device(args.device)
-    kw = {} if args.adapter_threshold is None else {"adapter_threshold": args.adapter_threshold}
-    if args.lm_weight is not None:
-        kw["lm_weight"] = args.lm_weight
-    if args.decode_fusion is not None:
-        kw["fusion"] = None if args.decode_fusion == "none" else args.decode_fusion
+    kw = decoder_overrides(args)
     s2t = Speech2Text.from_packed(args.model, device=args.device, beam_size=args.beam_size,
                                   ctc_greedy=args.ctc_greedy, ctc_weight=args.ctc_weight, penalty=args.penalty, **kw)
     mode = s2t.model.cfg.mode

@@ -41,7 +41,8 @@ import os
 import resource
 import sys
 import time
-from typing import List
+
+from avsr.bin import add_decoder_options, decoder_overrides
 
 
 def build_parser():
@@ -74,16 +75,7 @@ def build_parser():
     ap.add_argument("--ctc_greedy", action="store_true")
     ap.add_argument("--batch_size", type=int, default=8, help="segments decoded together")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    ap.add_argument("--lm_weight", type=float, default=None,
-                    help="shallow-fusion weight of the packed model's LM (default: the pack's; 0: no LM; "
-                         "CTC greedy ignores it)")
-    ap.add_argument("--adapter_threshold", type=float, default=None,
-                    help="MS-Adapter routing: share of present frames at or below which an utterance is decoded "
-                         "audio-only with the adapters (default: the packed model's, normally 0)")
-    ap.add_argument("--decode_fusion", default=None, choices=["none", "entropy"],
-                    help="entropy: fuse the audio and the video path's CTC posteriors by entropy weights and "
-                         "decode CTC-only (MLA models); none: the model's own path (default: the packed "
-                         "model's setting, avsr pack --decode_fusion)")
+    add_decoder_options(ap)
     ap.add_argument("--segmentation", default="vad", choices=["vad", "fixed", "none"],
                     help="vad: energy VAD segments (frontends.vad); fixed: windows of --chunk_seconds; none: whole")
     ap.add_argument("--max_segment_seconds", type=float, default=20.0, help="longest VAD segment")
@@ -148,11 +140,7 @@ def main(argv=None) -> int:
         ap.error("--detect_every must be >= 1")
     single = args.pairs is None
     pairs = [("utt", args.wav, args.video, args.detection)] if single else read_pairs(args.pairs)
-    kw = {} if args.adapter_threshold is None else {"adapter_threshold": args.adapter_threshold}
-    if args.lm_weight is not None:
-        kw["lm_weight"] = args.lm_weight
-    if args.decode_fusion is not None:
-        kw["fusion"] = None if args.decode_fusion == "none" else args.decode_fusion
+    kw = decoder_overrides(args)
     s2t = load_model(args.model, device=args.device, beam_size=args.beam_size, ctc_greedy=args.ctc_greedy,
                      nbest=args.nbest, **kw)
     seg_mode = "fixed" if args.chunk_seconds is not None else args.segmentation

@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from avsr.bin import add_decoder_options, decoder_overrides
+
 from avsr.eval.render import plot_similarity, plot_sweep, sweep_md
 
 
@@ -89,12 +91,8 @@ def build_parser():
                     help="random-loss rates for the A0-vs-AVSR representation similarity")
     ap.add_argument("--compare_uncached", action="store_true",
                     help="also run every condition independently; report the cost ratio and check identity")
-    ap.add_argument("--decode_fusion", default=None, choices=["none", "entropy"],
-                    help="entropy: fuse the audio and the video path's CTC posteriors by entropy weights and "
-                         "decode CTC-only (MLA models); none: the model's own path (default: the packed "
-                         "model's setting, avsr pack --decode_fusion)")
-    ap.add_argument("--lm_weight", type=float, default=0.0,
-                    help="LM shallow-fusion weight (default 0: robustness tables decode without the packs' LM)")
+    add_decoder_options(ap, adapter_threshold=False, lm_default=0.0,
+                        lm_help="LM shallow-fusion weight (default 0: robustness tables decode without the packs' LM)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--limit", type=int, default=0)
@@ -136,11 +134,11 @@ def main(argv=None) -> int:
     unique, alias = dedupe_specs(specs)
     decoders = {}
     for name, (path, thr) in unique.items():
-        kw = {} if thr == PACKED else {"adapter_threshold": thr}
-        if args.decode_fusion is not None:
-            kw["fusion"] = None if args.decode_fusion == "none" else args.decode_fusion
+        kw = decoder_overrides(args)
+        if thr != PACKED:
+            kw["adapter_threshold"] = thr
         decoders[name] = Speech2Text.from_packed(path, device=args.device, beam_size=args.beam_size,
-                                               ctc_greedy=args.ctc_greedy, lm_weight=args.lm_weight, **kw)
+                                               ctc_greedy=args.ctc_greedy, **kw)
     thresholds = {n: decoders[alias.get(n, n)].adapter_threshold for n in specs}
     search = "ctc_greedy" if args.ctc_greedy else f"beam{args.beam_size}"
     ds = AVSRDataset(args.data_dir, None, modality="audiovisual")
