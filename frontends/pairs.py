@@ -212,17 +212,7 @@ def prepare_pair(wav: Optional[str] = None, video: Optional[str] = None, *, dete
         if detected.mean() < 0.5:
             out.warnings.append(f"{video}: mouth detected in only {100 * detected.mean():.0f} % of the frames "
                                 f"(the rest interpolated)")
-    roi[~clip.present] = 0          # slots without a real frame: black, like a dropped frame
-    if (~clip.present).any():
-        out.warnings.append(f"{video}: {int((~clip.present).sum())} of {T} frames missing on the 25 fps grid "
-                            f"(black frames)")
-    out.roi, out.detected = roi, detected
-    out.timings["roi"] = time.perf_counter() - t0
-    diff = T / GRID_FPS - out.duration
-    if out.audio is not None and abs(diff) > 0.5:
-        out.warnings.append(f"{video}: video is {abs(diff):.1f} s {'longer' if diff > 0 else 'shorter'} than the "
-                            f"audio; the model {'cuts' if diff > 0 else 'pads with black frames'} it to the audio length")
-    return out
+    return _finish(out, video, roi, detected, clip.present, t0)
 
 
 def _json_boxes(detection: str, speaker, face_index, warnings: List[str]):
