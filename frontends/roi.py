@@ -141,14 +141,20 @@ def interpolate_boxes(boxes, mode: str = "toolkit") -> Tuple[np.ndarray, np.ndar
     return out.astype(np.float32), detected
 
 
-def _square(box, margin: float) -> Tuple[int, int, int]:
-    """(x0, y0, side) in whole pixels of the crop square for ``box``."""
+def _checked_box(box) -> Tuple[float, float, float, float, float, float]:
+    """``(x1, y1, x2, y2, w, h)`` of a finite, non-degenerate box (``ValueError`` otherwise)."""
     x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
     if not all(np.isfinite([x1, y1, x2, y2])):
         raise ValueError(f"box has non-finite values: {box!r} (interpolate first)")
     w, h = x2 - x1, y2 - y1
     if max(w, h) <= 0:
         raise ValueError(f"degenerate box {box!r}: width and height must not both be <= 0")
+    return x1, y1, x2, y2, w, h
+
+
+def _square(box, margin: float) -> Tuple[int, int, int]:
+    """(x0, y0, side) in whole pixels of the crop square for ``box``."""
+    x1, y1, x2, y2, w, h = _checked_box(box)
     cx, cy = 0.5 * (x1 + x2), 0.5 * (y1 + y2)
     side = max(1, int(round(max(w, h) * margin)))
     x0 = int(np.floor(cx - side / 2.0 + 0.5))
@@ -160,12 +166,7 @@ def official_window(box, height: int, width: int, size: int = ROI_SIZE) -> Tuple
     """``(row0, row1, col0, col1)`` (ends exclusive) of the official crop of ``box`` in a
     ``height x width`` frame: side ``max(h, w, size)``, ``int()``-truncated ends, clipped to the
     frame (see the module docstring); never empty (a box wholly outside uses the nearest edge strip)."""
-    x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
-    if not all(np.isfinite([x1, y1, x2, y2])):
-        raise ValueError(f"box has non-finite values: {box!r} (interpolate first)")
-    w, h = x2 - x1, y2 - y1
-    if max(w, h) <= 0:
-        raise ValueError(f"degenerate box {box!r}: width and height must not both be <= 0")
+    x1, y1, x2, y2, w, h = _checked_box(box)
     side = max(h, w, float(size))
     ey, ex = (side - h) / 2, (side - w) / 2
     r0, r1 = max(int(y1 - ey), 0), min(int(y2 + ey), int(height))
