@@ -33,10 +33,8 @@ def _speaker_number(spk: str) -> Optional[int]:
 
 
 def _atomic_json(path: str, obj) -> None:
-    tmp = f"{path}.part{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, separators=(",", ":"))
-    os.replace(tmp, path)
+    from avsr.utils.io import write_text_atomic
+    write_text_atomic(path, json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
 
 
 def detect_recording(video: str, speaker_ranges: Dict[int, List[Tuple[int, int]]], detector, *,

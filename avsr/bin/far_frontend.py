@@ -51,6 +51,7 @@ import numpy as np
 import soundfile as sf
 
 from avsr.data.datadir import DataDirError, read_table
+from avsr.utils.io import write_text_atomic
 from frontends.audio import audio_info, is_kaldi_entry
 from frontends.constants import SAMPLE_RATE
 from frontends.errors import MediaError
@@ -69,13 +70,6 @@ class FarFrontendError(RuntimeError):
 
 def _is_far(value: str) -> bool:
     return FAR_NAME.match(os.path.basename(value)) is not None
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _table_text(rows: Sequence[Tuple[str, str]]) -> str:
@@ -171,7 +165,7 @@ def _check_settings(out_dir: str, settings: dict) -> None:
                 f"{path}: {out_dir} holds outputs of another front-end ({old.get('mode')!r}, not "
                 f"{settings['mode']!r}); use another --out_dir or remove it")
         return
-    _write_text_atomic(path, json.dumps(settings, indent=1) + "\n")
+    write_text_atomic(path, json.dumps(settings, indent=1) + "\n")
 
 
 def run(data_dir: str, mode: str, out_dir: Optional[str] = None, *, nj: int = 1,
@@ -190,7 +184,7 @@ def run(data_dir: str, mode: str, out_dir: Optional[str] = None, *, nj: int = 1,
     orig_path = os.path.join(data_dir, ORIG_SCP)
     if mode == "ch0":
         if os.path.isfile(orig_path) and read_table(scp) != rows:
-            _write_text_atomic(scp, _table_text(rows))
+            write_text_atomic(scp, _table_text(rows))
             log(f"{scp}: restored from {orig_path}")
         return {"mode": mode, "data_dir": data_dir, "recordings": len(rows)}
     if out_dir is None:
@@ -234,11 +228,11 @@ def run(data_dir: str, mode: str, out_dir: Optional[str] = None, *, nj: int = 1,
         log(f"WARNING: {msg}")
     new_rows = [(k, new[k]) for k, _ in rows]
     if not os.path.isfile(orig_path) or read_table(orig_path) != rows:
-        _write_text_atomic(orig_path, _table_text(rows))
+        write_text_atomic(orig_path, _table_text(rows))
     if read_table(scp) != new_rows:
-        _write_text_atomic(scp, _table_text(new_rows))
+        write_text_atomic(scp, _table_text(new_rows))
     report["wall_seconds"] = round(time.time() - t0, 3)
-    _write_text_atomic(os.path.join(out_dir, REPORT), json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    write_text_atomic(os.path.join(out_dir, REPORT), json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     return report
 
 

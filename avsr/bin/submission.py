@@ -13,9 +13,10 @@ reported, so the file always holds exactly the segment file's ids.  Written atom
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import List, Optional, Sequence
+
+from avsr.utils.io import write_text_atomic
 
 
 def read_ids(path: str) -> List[str]:
@@ -55,12 +56,7 @@ def write_submission(hyp_path: str, ids_path: str, out_path: str) -> dict:
     if extra:
         raise ValueError(f"{hyp_path}: {len(extra)} hypothesis id(s) not in {ids_path}, e.g. {extra[0]}")
     missing = [u for u in ids if u not in hyps]
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    tmp = f"{out_path}.part{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for u in ids:
-            f.write(f"{u} {hyps.get(u, '')}".rstrip() + "\n")
-    os.replace(tmp, out_path)
+    write_text_atomic(out_path, "".join(f"{u} {hyps.get(u, '')}".rstrip() + "\n" for u in ids))
     return {"ids": len(ids), "written": len(ids), "empty_for_missing_hypothesis": missing}
 
 

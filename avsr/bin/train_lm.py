@@ -31,6 +31,8 @@ import sys
 import time
 from typing import Dict, List
 
+from avsr.utils.io import write_text_atomic
+
 TRAIN_DEFAULTS = {"lr": 0.001, "warmup_steps": 100, "batch_size": 32, "max_epochs": 30, "patience": 5,
                   "grad_clip": 5.0, "weight_decay": 0.0, "seed": 0}
 
@@ -50,15 +52,6 @@ def build_parser():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--force", action="store_true", help="start over even when finished or interrupted")
     return ap
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _load_config(path, sets) -> Dict:
@@ -162,7 +155,7 @@ def main(argv=None) -> int:
             if r.get("finished"):
                 print(f"{out}: already trained (dev perplexity {r['dev_perplexity']:.3f}); --force to redo")
                 return 0
-    _write_atomic(cfg_path, yaml.safe_dump(saved_conf, allow_unicode=True, sort_keys=False))
+    write_text_atomic(cfg_path, yaml.safe_dump(saved_conf, allow_unicode=True, sort_keys=False))
     tok_copy = os.path.join(out, "tokens.txt")
     shutil.copyfile(args.token_list, tok_copy + ".tmp")
     os.replace(tok_copy + ".tmp", tok_copy)
@@ -234,7 +227,7 @@ def main(argv=None) -> int:
               "threads": torch.get_num_threads(), "device": str(device),
               "command": "python -m avsr.bin.train_lm " + " ".join(sys.argv[1:] if argv is None else argv),
               "history": state["history"]}
-    _write_atomic(res_path, json.dumps(result, indent=1) + "\n")
+    write_text_atomic(res_path, json.dumps(result, indent=1) + "\n")
     print(f"{out}: dev perplexity {state['best']:.3f} (epoch {state['best_epoch']}), "
           f"{result['wall_seconds']:.1f} s, {n_par / 1e6:.2f} M parameters")
     return 0
