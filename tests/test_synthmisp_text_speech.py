@@ -29,6 +29,37 @@ def test_vocab_size_and_one_char_per_toned_syllable():
     assert T.homophone_floor(T.VOCAB) == 0.0
 
 
+@pytest.mark.parametrize("n", [120, 150, 200, 300])
+def test_restricted_inventory_size_coverage_and_no_homophones(n):
+    words, vocab = T.restrict_words(n)
+    assert len(vocab) <= n and len(vocab) >= n - 5       # the budget is used, not left idle
+    assert T.homophone_floor(vocab) == 0.0
+    gen = T.TextGenerator(n_chars=n)
+    sents = gen.sentences(3000, np.random.default_rng(3))
+    used = set("".join(sents))
+    assert used <= set(vocab)                              # the grammar never leaves the inventory
+    assert len(used) >= 0.97 * len(vocab)                  # and draws on (nearly) all of it
+    assert all(T.MIN_LEN <= len(s) <= T.MAX_LEN for s in sents)
+    for pos in ("pron", "person", "place", "adj", "vt", "vi", "noun", "time"):
+        assert len(words[pos]) >= 2, pos
+    # nested: a bigger budget keeps the smaller one's characters (a curve over n compares like with like)
+    if n > 120:
+        assert set(T.restrict_words(120)[1]) <= set(vocab)
+
+
+def test_restricted_inventory_full_and_too_small():
+    full = T.TextGenerator().sentences(200, np.random.default_rng(9))
+    assert T.TextGenerator(n_chars=0).sentences(200, np.random.default_rng(9)) == full
+    assert T.TextGenerator(n_chars=len(T.VOCAB)).sentences(200, np.random.default_rng(9)) == full
+    assert T.TextGenerator(n_chars=150).sentences(200, np.random.default_rng(9)) != full
+    with pytest.raises(ValueError, match="n_chars=60 is too small"):
+        T.restrict_words(60)
+    from avsr.synthmisp.generate import knobs_for
+    with pytest.raises(ValueError, match="too small"):
+        knobs_for("tiny", n_chars=60)
+    assert knobs_for("tiny", n_chars=150).n_chars == 150
+
+
 def test_homophone_floor_counts_homophones():
     # 是/市 are both shi4, 十 is shi2
     assert T.homophone_floor(["是", "市", "十"]) == pytest.approx(1 / 3)
@@ -242,12 +273,21 @@ def test_voices_are_distinct():
     male = [f[0] for f in feats if f[3] == "m"]
     female = [f[0] for f in feats if f[3] == "f"]
     assert min(female) > max(male) * 1.1, (male, female)
-    # every pair differs clearly in F0, spectral centroid or speaking rate
-    for i in range(len(feats)):
-        for j in range(i + 1, len(feats)):
+    # the twelve base voices: every pair differs clearly in F0, spectral centroid or speaking rate
+    base = 12
+    for i in range(base):
+        for j in range(i + 1, base):
             a, b = feats[i], feats[j]
             rel = [abs(a[k] - b[k]) / max(a[k], b[k]) for k in range(3)]
             assert max(rel) > 0.05, (S.VOICES[i].name, S.VOICES[j].name, a, b)
+    # the rest widen the pool (some resemble a base voice, as real speakers do): distinct audio,
+    # a spread of pitches and rates for both genders
+    assert len(S.VOICES) >= 48
+    more = feats[base:]
+    assert min(f[0] for f in more if f[3] == "m") < 70 < 110 < max(f[0] for f in more if f[3] == "m")
+    assert min(f[0] for f in more if f[3] == "f") > 140 and len([f for f in more if f[3] == "f"]) >= 5
+    durs = [f[2] for f in more]
+    assert max(durs) / min(durs) > 1.3
 
 
 def test_viseme_mapping_table():

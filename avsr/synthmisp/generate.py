@@ -88,6 +88,7 @@ class Knobs:
     undetected_seg_prob: float = 0.04                   # share of segments made mostly undetected
     mark_prob: float = 0.3                              # P(a <NOISE>/<DEAF> interval after a turn)
     filler_prob: float = 0.15                           # P(a short filler-only interval after a turn)
+    n_chars: int = 0                                    # character inventory of the text (0 = all 430)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -123,6 +124,12 @@ def knobs_for(preset: str, **overrides) -> Knobs:
         bad.append(f"spk_azimuth_deg must be 0 <= lo <= hi <= 180 (got {k.spk_azimuth_deg})")
     if not (0 <= k.mark_prob and 0 <= k.filler_prob and k.mark_prob + k.filler_prob <= 1):
         bad.append(f"mark_prob and filler_prob must be >= 0 with a sum <= 1 (got {k.mark_prob}, {k.filler_prob})")
+    if k.n_chars:
+        try:
+            from avsr.synthmisp.text import restrict_words
+            restrict_words(k.n_chars)
+        except ValueError as e:
+            bad.append(str(e))
     if bad:
         raise ValueError("; ".join(bad))
     return k
@@ -472,7 +479,7 @@ def generate_session(root: str, split: str, idx: int, seed: int, k: Knobs) -> di
 
     # speech
     t0 = time.perf_counter()
-    gen = textmod.TextGenerator()
+    gen = textmod.TextGenerator(n_chars=k.n_chars)
     counts = [int(rng.integers(k.utts_per_speaker[0], k.utts_per_speaker[1] + 1)) for _ in speakers]
     turns: List[Turn] = []
     for s in order_turns(counts, rng):

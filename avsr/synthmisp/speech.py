@@ -156,7 +156,7 @@ class Voice:
         return f"cmn-latn-pinyin+{self.variant}" if self.variant else "cmn-latn-pinyin"
 
 
-# Eight-plus clearly different speakers: formant variants of both genders,
+# Twelve clearly different speakers: formant variants of both genders,
 # spread base pitches, pitch ranges and speaking rates.
 VOICES: list[Voice] = [
     Voice("M1", "m1", pitch=25, range=40, rate=165, gender="m"),
@@ -171,6 +171,25 @@ VOICES: list[Voice] = [
     Voice("F4", "f4", pitch=80, range=45, rate=180, gender="f"),
     Voice("F5", "f5", pitch=35, range=55, rate=205, gender="f"),
     Voice("M7", "klatt4", pitch=60, range=55, rate=175, gender="m"),
+]
+
+# More speakers: espeak-ng's other human-sounding variants (robotic, whispering and croaking
+# ones left out, and the few that override the rate or sound female with a male label), each
+# with its own base pitch (women's at least 45), range
+# and rate from a fixed table; speaker id i uses VOICES[(i - 1) % len(VOICES)], so the first
+# twelve ids keep their voices.
+_MORE_VARIANTS = (
+    ("adam", "m"), ("Alex", "m"), ("Alicia", "f"), ("Andy", "m"), ("aunty", "f"),
+    ("belinda", "f"), ("benjamin", "m"), ("boris", "m"), ("caleb", "m"), ("david", "m"), ("Denis", "m"),
+    ("ed", "m"), ("edward", "m"), ("Gene", "m"), ("Hugo", "m"), ("iven", "m"), ("Jacky", "m"),
+    ("john", "m"), ("Lee", "m"), ("linda", "f"), ("max", "m"), ("Michael", "m"), ("Mike", "m"),
+    ("paul", "m"), ("steph", "f"), ("steph2", "f"), ("steph3", "f"), ("m4", "m"), ("m5", "m"), ("m8", "m"), ("klatt2", "m"),
+    ("klatt3", "m"), ("klatt5", "m"), ("klatt6", "m"), ("norbert", "m"), ("travis", "m"), ("victor", "m"),
+)
+VOICES += [
+    Voice(f"V{i + 13}", v, pitch=(20 if g == "m" else 45) + (37 * i) % (61 if g == "m" else 36), range=35 + (23 * i) % 36, rate=150 + (29 * i) % 56,
+          gender=g)
+    for i, (v, g) in enumerate(_MORE_VARIANTS)
 ]
 
 

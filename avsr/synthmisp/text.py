@@ -50,6 +50,8 @@ __all__ = [
     "pinyin_string",
     "bigram_perplexity",
     "homophone_floor",
+    "TEMPLATE_CHARS",
+    "restrict_words",
 ]
 
 MIN_LEN = 6
@@ -190,6 +192,63 @@ VOCAB: tuple[str, ...] = tuple(CHAR2SYL)
 assert len(SYL2CHAR) == len(CHAR2SYL), "homophones in VOCAB"
 
 
+#: Characters the sentence templates write themselves (not drawn from a slot); always in the inventory.
+TEMPLATE_CHARS: frozenset[str] = frozenset("在跟去把放请了的吗呢吧想要打算应该认为从回来有给这那太能会老小")
+#: Slots the grammar draws from, in the order the restriction visits them on ties.
+_SLOTS = ("pron", "person", "surname", "given", "time", "place", "num", "adj", "vt", "vi", "adv", "deg", "noun")
+_MIN_PER_SLOT = 2
+
+
+def restrict_words(n_chars: int) -> tuple[dict[str, list[str]], tuple[str, ...]]:
+    """Word lists whose characters (with :data:`TEMPLATE_CHARS`) number at most ``n_chars``.
+
+    ``n_chars <= 0`` or at least the full inventory: the full lists.  Otherwise words are
+    taken slot by slot, always from the slot with the smallest share of its list taken so
+    far (ties in :data:`_SLOTS` order), each slot's words in list order, skipping a word
+    whose new characters would exceed the budget; a noun brings its measure word.  The
+    result is a pure function of ``n_chars``; it is a subset of the homophone-free
+    vocabulary, so it is homophone free too.  Raises ``ValueError`` when ``n_chars`` is too
+    small to give every slot two words.
+    """
+    full = {pos: list(WORDS[pos]) for pos in _SLOTS}
+    if n_chars <= 0 or n_chars >= len(VOCAB):
+        out = {pos: list(v) for pos, v in WORDS.items()}
+        return out, VOCAB
+    chars = set(TEMPLATE_CHARS)
+    taken: dict[str, list[str]] = {pos: [] for pos in _SLOTS}
+    nxt = {pos: 0 for pos in _SLOTS}
+
+    def needs(pos: str, w: str) -> set[str]:
+        return set(w + (_NOUN_MW[w] if pos == "noun" else "")) - chars
+
+    open_slots = list(_SLOTS)
+    while open_slots:
+        pos = min(open_slots, key=lambda p: (len(taken[p]) / len(full[p]), _SLOTS.index(p)))
+        lst = full[pos]
+        while nxt[pos] < len(lst) and len(chars | needs(pos, lst[nxt[pos]])) > n_chars:
+            nxt[pos] += 1
+        if nxt[pos] >= len(lst):
+            open_slots.remove(pos)
+            continue
+        w = lst[nxt[pos]]
+        nxt[pos] += 1
+        chars |= needs(pos, w)
+        taken[pos].append(w)
+    short = [p for p in _SLOTS if len(taken[p]) < _MIN_PER_SLOT]
+    if short:
+        raise ValueError(f"n_chars={n_chars} is too small: slots {short} get fewer than {_MIN_PER_SLOT} words")
+    out = {pos: v for pos, v in taken.items()}
+    out["func"] = list(WORDS["func"])   # not drawn by the grammar
+    out["mw"] = sorted({_NOUN_MW[n] for n in taken["noun"]})
+    used = set(TEMPLATE_CHARS)
+    for pos in _SLOTS:
+        for w in taken[pos]:
+            used |= set(w)
+            if pos == "noun":
+                used.add(_NOUN_MW[w])
+    return out, tuple(c for c in VOCAB if c in used)
+
+
 def homophone_floor(vocab: Iterable[str] = VOCAB, char2syl: dict[str, str] | None = None) -> float:
     """Fraction of characters of ``vocab`` that share their toned syllable with another one.
 
@@ -238,7 +297,8 @@ def pinyin_string(text: str) -> str:
 # Grammar
 # ---------------------------------------------------------------------------
 class TextGenerator:
-    """Random Mandarin sentences of ``MIN_LEN``..``MAX_LEN`` characters over ``VOCAB``.
+    """Random Mandarin sentences of ``MIN_LEN``..``MAX_LEN`` characters over ``VOCAB``
+    (or over the first ``n_chars`` of it picked by :func:`restrict_words`).
 
     ``sentence(rng)`` is a pure function of the state of ``rng`` (a
     ``numpy.random.Generator``); when ``rng`` is None the generator's own rng,
@@ -264,10 +324,11 @@ class TextGenerator:
         ("subj_modal_vt_obj_q", 0.6),
     )
 
-    def __init__(self, seed: int | None = None):
+    def __init__(self, seed: int | None = None, n_chars: int = 0):
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self.words = WORDS
+        #: ``n_chars > 0``: the grammar draws only from :func:`restrict_words` (at most that many characters)
+        self.words, self.vocab = restrict_words(n_chars)
         names = [n for n, _ in self.TEMPLATES]
         w = np.array([x for _, x in self.TEMPLATES], dtype=np.float64)
         self._names = names
