@@ -19,7 +19,12 @@ Hooks (all optional)
     ``trainer.rank`` / ``trainer.world_size``; register frozen models with
     ``trainer.register_frozen(name, module)`` (moved to the device, ``eval()`` mode,
     ``requires_grad_(False)``, never in the optimiser, never in the student's
-    checkpoints - the method reloads it in ``setup``); and register gradient hooks with
+    checkpoints - the method reloads it in ``setup``); register extra trainable modules of its
+    own (e.g. an auxiliary head) with ``trainer.register_trainable(name, module)`` (moved to the
+    device, optimised with the model's parameters - same learning rate, schedule and clipping -,
+    gradients averaged over DDP ranks, ``train()``/``eval()`` with the model, saved in the training
+    state ``checkpoint.pth`` and restored on resume, but never in the model files: the epoch
+    snapshots, the averaged ``model.pth`` and packs hold the model alone); and register gradient hooks with
     ``trainer.register_grad_hook(module_name, fn)`` (``module_name`` is a dotted name in
     the *unwrapped* model, ``""`` = the whole model; ``fn(param_name, grad) -> grad or None``
     is called on the gradient of every parameter of that module, on every backward pass;
@@ -36,6 +41,14 @@ Hooks (all optional)
     them yourself) to ``out.loss``; each is logged under its name (names must be unique
     across methods).  ``model`` is the unwrapped model.  Computed in training and in
     validation (validation reports them but ``loss`` stays the model's own loss).
+``extra_stats(batch, out, model) -> dict[str, float]``
+    Diagnostics that are **not** part of the loss (e.g. balance weights, an unweighted auxiliary
+    loss, the share of dropped frames): scalars (floats or 0-dim tensors) logged like the loss terms
+    - in every ``log_interval`` line, the epoch's train means, the validation stats and
+    ``history`` - under their names (unique across methods and the model's stats).  Called on every
+    forward of :meth:`Trainer.forward_loss`, in training and validation, after every method's
+    ``extra_losses`` of the same forward, so a method may report what its ``extra_losses``
+    computed.  A value never reaches the loss or the gradients.
 ``forward_kwargs(batch) -> dict``
     Keyword arguments for the model's forward (e.g. ``{"modality": "audio"}`` for an
     audio-only method), merged in method order for training *and* validation forwards;
@@ -143,6 +156,9 @@ class TrainingMethod:
         return batch
 
     def extra_losses(self, batch: "Batch", out: Any, model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+        return {}
+
+    def extra_stats(self, batch: "Batch", out: Any, model: torch.nn.Module) -> Dict[str, Any]:
         return {}
 
     def forward_kwargs(self, batch: "Batch") -> Dict[str, Any]:

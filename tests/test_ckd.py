@@ -313,6 +313,10 @@ def test_teachers_frozen_and_terms_logged(data, tmp_path):
     for k in ("loss_ckd_a", "loss_ckd_v"):
         assert k in train and math.isfinite(train[k])
     assert math.isfinite(m.last["gen_a"]) and m.last["gen_a"] > 0
+    # the balance weights are logged (extra_stats) and are not loss terms: w_a + w_v = 2 per utterance
+    assert train["ckd_w_a"] + train["ckd_w_v"] == pytest.approx(2.0, abs=1e-5)
+    assert 0 <= train["ckd_active_a"] <= 1 and 0 <= train["ckd_active_v"] <= 1
+    assert train["loss"] == pytest.approx(train["loss_model"] + train["loss_ckd_a"] + train["loss_ckd_v"], rel=1e-5)
     ck = torch.load(tmp_path / "exp" / "checkpoint.pth", weights_only=True)
     keys = ck["model"].keys() if "model" in ck else ck.keys()
     assert not any("ckd_teacher" in k for k in keys)
@@ -362,3 +366,4 @@ def test_train_command_logs_ckd_terms(data, tmp_path):
     assert any(r.startswith("CKDMethod(") for r in res["methods"])
     log = (exp / "train.log").read_text()
     assert "loss_ckd_a=" in log and "loss_ckd_v=" in log
+    assert "ckd_w_a=" in log and "ckd_w_v=" in log

@@ -338,6 +338,14 @@ def test_fused_validation_stats_and_registry(tmp_path):
     for k in ("mla_errs_audio", "mla_errs_video", "mla_errs_fused"):
         assert k in v and 0 <= v[k] <= 8, (k, v)                # 4 reference tokens per utterance
     assert res.averaged and "mla_errs_fused" in res.averaged
+    # the error counts are statistics (extra_stats), not loss terms: a validation forward's total loss is
+    # the model's own
+    tr.model.eval()
+    from avsr.data.dataset import collate
+    b = tr.prepare_batch(collate(_items(2, seed=3)), train=False)
+    loss, out, stats = tr.forward_loss(b)
+    assert stats["mla_errs_fused"] > 0 and stats["loss"] == stats["loss_model"]
+    assert float(loss) == pytest.approx(float(out.loss))
     with pytest.raises(ValueError, match="audiovisual"):
         from avsr.trainer import Trainer, TrainerConfig
         from avsr.models import AVSRModel, load_config
@@ -395,3 +403,20 @@ def test_train_command_on_a_tiny_data_dir(tmp_path):
     assert (exp / "model.pth").is_file()
     log = (exp / "train.log").read_text()
     assert "loss_video=" in log and "MLAMethod(project=True" in log
+
+
+def test_odd_step_budget_ends_with_the_audio_update(tmp_path):
+    """max_steps = 3 (an odd "@av0" budget): the third update is the audio step of batch 2 and that batch's
+    video step is not made, so the run takes exactly its budget (the rows driver refuses a run over it)."""
+    meth = MLAMethod()
+    tr = _trainer(tmp_path / "exp", meth, max_steps=3, max_epochs=5)
+    seen = []
+    fwd = tr.model.forward
+
+    def spy(batch, modality=None, **kw):
+        seen.append(modality)
+        return fwd(batch, modality=modality, **kw)
+    tr.model.forward = spy
+    tr.fit()
+    assert tr.step == 3 and seen == ["audio", "video", "audio"]
+    assert tr.history[-1]["train"]["mla_budget_end"] == 1.0

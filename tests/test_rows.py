@@ -19,6 +19,11 @@ def _fake_sh(calls):
     def fake_sh(cmd, log):  # stands in for avsr.bin.train: writes what a finished row has
         d = cmd[cmd.index("--exp_dir") + 1]
         init = cmd[cmd.index("--init") + 1]
+        inits = []                            # every --init spec (AV0's own init has two)
+        for x in cmd[cmd.index("--init") + 1:]:
+            if x.startswith("--"):
+                break
+            inits.append(x)
         sets, cur = {}, False                 # every --set group (a method may add its own before the trainer's)
         for x in cmd:
             cur = x == "--set" or (cur and not x.startswith("--"))
@@ -32,12 +37,15 @@ def _fake_sh(calls):
                 freeze.append(x)
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "config.yaml"), "w") as f:
-            yaml.safe_dump({"trainer": {"init": init, **{k[len("trainer."):]: float(v) for k, v in sets.items()
+            yaml.safe_dump({"trainer": {"init": init if len(inits) == 1 else inits, **{k[len("trainer."):]: float(v) for k, v in sets.items()
                                                          if k.startswith("trainer.")},
                                         **({"freeze_param": freeze} if freeze else {})},
                             "methods": [cmd[i + 1] for i, x in enumerate(cmd) if x == "--method"]}, f)
         open(os.path.join(d, "model.pth"), "w").write("{}")
-        json.dump({"history": [{"step": 7 * int(float(sets["trainer.max_epochs"])), "train_seconds": 1.0}]},
+        steps = 7 * int(float(sets["trainer.max_epochs"]))      # 7 optimiser steps an epoch
+        if "trainer.max_steps" in sets:
+            steps = min(steps, int(sets["trainer.max_steps"]))
+        json.dump({"history": [{"step": steps, "train_seconds": 1.0}]},
                   open(os.path.join(d, "train_result.json"), "w"))
         calls.append(init)
     return fake_sh
@@ -280,6 +288,15 @@ def test_decode_row_threshold_none_never_routes(tmp_path):
     ("rows: {A: {init: av0, budget: {steps: 0}}}\ntables: {t: {rows: [A]}}", r"rows\.A\.budget"),
     ("rows: {A: {init: av0, options: {rate: 1}}}\ntables: {t: {rows: [A]}}", r"rows\.A\.options: unknown options"),
     ("rows: {A: {init: av0}}\ntables: {t: {rows: [A], search: fast}}", r"tables\.t\.search"),
+    ("rows: {A: {init: av0, budget: {steps: 5, init_share: 0.5}}}\ntables: {t: {rows: [A]}}",
+     r"rows\.A\.budget: init_share .* recipe model"),
+    ("rows: {A: {init: av0}, B: {init: A, budget: {epochs: 2, init_share: 0.5}}}\ntables: {t: {rows: [A, B]}}",
+     r"rows\.B\.budget: init_share .* needs steps"),
+    ("rows: {A: {init: av0}, B: {init: A, budget: {steps: 9, init_share: 1.5}}}\ntables: {t: {rows: [A, B]}}",
+     r"rows\.B\.budget"),
+    ("rows: {A: {init: av0}}\ntables: {t: {rows: [A], override: {B: {lr: 1.0}}}}", r"tables\.t\.override\.B: 'B'"),
+    ("rows: {A: {init: av0}}\ntables: {t: {rows: [A], override: {A: {colour: red}}}}",
+     r"tables\.t\.override\.A: must be a mapping of row fields"),
 ])
 def test_spec_errors_name_the_file_and_the_field(tmp_path, text, match):
     p = tmp_path / "bad.yaml"
@@ -434,6 +451,9 @@ def test_table_writes_the_robust_table_format_with_claims(tmp_path, monkeypatch)
     assert out["adapter"]["epochs_dev_cer_random@1"] == {"1": 0.70, "4": 0.66, "8": 0.66}
     assert out["adapter"]["tuned_threshold"] == 0.5 and out["best_dropout_only_row_dev"] == "AV3"
     assert out["budget_steps"]["AV6-on-AV5-w10-e4"] == 28 and out["claims"]["1_bias_reproduced"]
+    # each row's steps, counted from its recipe model: AV6 = AV5's 7 + its own 28
+    assert out["row_steps"]["AV6"]["steps"] == 35 and out["row_steps"]["AV6"]["init_run"] == "AV5-w10"
+    assert out["row_steps"]["AV5"]["steps"] == 7 and out["row_steps"]["AV3"]["steps"] == 7
     assert "Dev choices" in "\n".join(render.sec_robust(out, notes=False))   # the renderer reads it
 
 
@@ -532,3 +552,90 @@ def test_budget_steps_reference_validated(tmp_path, steps):
                                  "tables": {"t": {"rows": ["X"]}}}))
     with pytest.raises(RowSpecError, match="budget"):
         load_spec(str(p), "t")
+
+
+# ------------------------------------------------------------------------------------ equal step budgets
+EQUAL = """
+defaults: {budget: {epochs: 2}, lr: 0.001, warmup_steps: 1}
+rows:
+  AV5: {init: av0}
+  CKD: {init: av0, budget: {steps: "@AV5"}}
+  AV6:
+    init: AV5
+    name: "AV6-on-{init}"
+    methods: [ms_adapter]
+    budget: {steps: "@AV5", init_share: 0.5}
+    grid: {budget.init_share: {values: [0.5, 0.25], name: "-i{:g}"}}
+    select: {sweep: "dev_share-{init}", rates: [1.0], threshold: 0, label: "I{budget.init_share}"}
+  AV6-after: {init: AV5, methods: [ms_adapter], budget: {steps: "@AV5"}}
+  AV6-paper: {init: AV5, methods: [ms_adapter]}
+  MLA: {init: av0_init, budget: {steps: "@av0"}}
+roles: {student: AV5}
+tables:
+  t: {rows: [AV5, CKD, AV6, MLA, AV6-paper]}
+  after: {rows: [AV5, AV6-after]}
+  over: {rows: [AV5, AV6-after], override: {AV6-after: {budget: {steps: "@AV5", init_share: 0.25}}}}
+"""
+
+
+def _equal(tmp_path, table):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    p = tmp_path / "equal.yaml"
+    p.write_text(EQUAL)
+    r = _FakeRunner(tmp_path, {"I0.5": 0.4, "I0.25": 0.5})
+    with open(os.path.join(r.exp, "train_av0", "train_result.json"), "w") as f:
+        json.dump({"history": [{"step": 60}, {"step": 91}]}, f)        # AV0's fine-tune from A0 + V: 91 steps
+    return str(p), r, rb.Experiment(load_spec(str(p), table), r)
+
+
+def test_equal_budget_resolution_split_and_the_steps_table(tmp_path):
+    """AV5 (2 epochs, 14 steps) sets the budget: CKD trains 14 steps; AV6 = an AV5 part retrained for
+    init_share of the 14 steps + the adapter part for the rest, 14 in all; MLA gets AV0's 91 steps; a row
+    on the full AV5 without a step budget counts AV5's steps too.  Bugs caught: "@AV5" not resolved to
+    AV5's steps, AV6's adapter steps on top of AV5's, the table without each row's steps."""
+    path, r, exp = _equal(tmp_path, "t")
+    exp.train()
+    max_steps = {n: yaml.safe_load(open(os.path.join(r.rows_dir, n, "config.yaml")))["trainer"].get("max_steps")
+                 for n in os.listdir(r.rows_dir) if os.path.isfile(os.path.join(r.rows_dir, n, "config.yaml"))}
+    assert max_steps == {"AV5": None, "CKD": 14, "AV5-s7": 7, "AV6-on-AV5-i0.5": 7, "AV5-s4": 4,
+                         "AV6-on-AV5-i0.25": 10, "MLA": 91, "AV6-paper": None}
+    cfg = yaml.safe_load(open(os.path.join(r.rows_dir, "AV6-on-AV5-i0.25", "config.yaml")))
+    assert cfg["trainer"]["init"] == os.path.join(r.rows_dir, "AV5-s4", "model.pth")
+    assert exp.chosen["AV6"].name == "AV6-on-AV5-i0.5"                      # dev: I0.5 0.4 < I0.25 0.5
+    steps = exp.row_steps()
+    assert steps["AV0"] == {"steps": 91}
+    assert steps["AV5"] == {"run": "AV5", "steps": 14, "own": 14, "init": 0, "init_run": None, "budget": None,
+                            "budget_of": None}
+    assert steps["CKD"]["steps"] == 14 and steps["CKD"]["budget"] == 14 and steps["CKD"]["budget_of"] == "@AV5"
+    assert steps["AV6"] == {"run": "AV6-on-AV5-i0.5", "steps": 14, "own": 7, "init": 7, "init_run": "AV5-s7",
+                            "budget": 14, "budget_of": "@AV5"}
+    assert steps["MLA"]["steps"] == 91 and steps["MLA"]["budget_of"] == "@av0"
+    assert steps["AV6-paper"]["steps"] == 14 + 14 and steps["AV6-paper"]["budget"] is None
+    n = len(r.calls)
+    rb.Experiment(load_spec(path, "t"), r).train()                      # a re-run reuses every run
+    assert len(r.calls) == n
+
+
+def test_a_row_over_its_budget_is_an_error_naming_the_spec_and_the_row(tmp_path):
+    """AV6 on the whole of AV5 with AV5's budget: nothing is left for the adapters (error before
+    training); a run that took more steps than its budget (error after training)."""
+    path, r, exp = _equal(tmp_path, "after")
+    with pytest.raises(SystemExit, match=rf"{path}: rows\.AV6-after: budget 14 steps \(the steps of @AV5\), but "
+                                         r"its init AV5 already took 14"):
+        exp.train()
+    assert not os.path.exists(os.path.join(r.rows_dir, "AV6-after"))
+    path, r, exp = _equal(tmp_path / "o", "over")      # the table's override splits the budget: fine
+    exp.train()
+    assert exp.row_steps()["AV6-after"]["steps"] == 14
+    fake = r.sh
+
+    def greedy(cmd, log):                               # CKD's trainer ignores its max_steps
+        fake(cmd, log)
+        d = cmd[cmd.index("--exp_dir") + 1]
+        if os.path.basename(d) == "CKD":
+            json.dump({"history": [{"step": 15}]}, open(os.path.join(d, "train_result.json"), "w"))
+    path, r, exp = _equal(tmp_path / "g", "t")
+    r.sh = greedy
+    with pytest.raises(SystemExit, match=rf"{path}: rows\.CKD: run CKD took 15 optimiser steps \(0 of its init "
+                                         r"\+ 15 of its own\), over its budget of 14 steps \(the steps of @AV5\)"):
+        exp.train()

@@ -189,14 +189,16 @@ def test_mask_resampled_per_batch(tmp_path):
 
 
 def test_head_trains_and_stays_out_of_the_model_files(tmp_path):
-    """The head's parameters are optimised and change; the model's state dict, snapshots and module
-    tree after fit() are a plain AVSRModel's; the head is saved in the method state and restored on
-    resume.  Bugs caught: head not in the optimiser, head keys in model.pth (packing would fail),
-    count_parameters failing after training, a resumed run with a fresh head."""
+    """The head is a trainable module of the trainer (register_trainable): its parameters are optimised
+    and change; the model's state dict, snapshots and module tree are a plain AVSRModel's; the head is
+    saved in the training state (checkpoint.pth) and restored on resume.  Bugs caught: head not in the
+    optimiser, head keys in model.pth (packing would fail), count_parameters failing after training, a
+    resumed run with a fresh head."""
     model, tfr, tr = _trainer(tmp_path, items=_items(), valid=_items()[:2], max_epochs=2)
     opt_ids = {id(p) for g in tr.optimizer.param_groups for p in g["params"]}
     head_params = list(tfr.head.parameters())
     assert head_params and all(id(p) in opt_ids for p in head_params)
+    assert tr.trainables[HEAD_NAME] is tfr.head and HEAD_NAME not in dict(model.named_children())
     before = [p.detach().clone() for p in head_params]
     assert not any(k.startswith(HEAD_NAME) for k in model.state_dict())
     tr.fit()
@@ -211,8 +213,9 @@ def test_head_trains_and_stays_out_of_the_model_files(tmp_path):
                               else load_checkpoint(tmp_path / "exp" / f), strict=True)
     ck = load_checkpoint(tmp_path / "exp" / "checkpoint.pth")
     assert not any(k.startswith(HEAD_NAME) for k in ck["model"])
-    saved = ck["ranks"][0]["methods"][0]["state"]["head"]
+    saved = ck["trainables"][HEAD_NAME]
     assert all(torch.equal(saved[k], v) for k, v in tfr.head.state_dict().items())
+    assert "head" not in ck["ranks"][0]["methods"][0]["state"]               # one copy, the trainer's
     # resume: a new process builds a new head and gets the saved one back
     model2, tfr2, tr2 = _trainer(tmp_path, items=_items(), valid=_items()[:2], max_epochs=2)
     assert not all(torch.equal(saved[k], v) for k, v in tfr2.head.state_dict().items())
@@ -312,7 +315,18 @@ def test_train_cli_logs_finite_tfr_loss_and_packs(tmp_path):
     res = json.loads((exp / "train_result.json").read_text())
     vals = [h["train"]["loss_tfr"] for h in res["history"]]
     assert all(np.isfinite(v) for v in vals) and vals[-1] > 0
-    assert "loss_tfr=" in (exp / "train.log").read_text()
+    log = (exp / "train.log").read_text()
+    assert "loss_tfr=" in log
+    # the diagnostics (extra_stats): logged per interval and per epoch, not part of the loss
+    assert "tfr_recon=" in log and "tfr_missing=" in log
+    last = res["history"][-1]["train"]
+    assert 0 < last["tfr_missing"] <= 1 and last["tfr_recon"] > 0
+    assert last["loss"] == pytest.approx(last["loss_model"] + last["loss_tfr"], rel=1e-5)
     assert "TFRMethod" in " ".join(res["methods"]) and "total" in res["parameters"]
+    # the training state holds the head, the packed model does not, and loads weights-only
+    assert HEAD_NAME in torch.load(exp / "checkpoint.pth", weights_only=True)["trainables"]
     assert pack_cli.main(["--exp_dir", str(exp), "--out", str(tmp_path / "packed")]) == 0
-    load_packed(tmp_path / "packed")
+    sd = torch.load(tmp_path / "packed" / "model.pth", weights_only=True)       # a plain state dict
+    assert "audio_frontend.feat_mean" in sd and not any(HEAD_NAME in k for k in sd)
+    model, *_ = load_packed(tmp_path / "packed")
+    assert not any(HEAD_NAME in k for k in model.state_dict())

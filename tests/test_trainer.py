@@ -514,3 +514,93 @@ def test_freeze_param_rejects_unknown_prefix_and_freezing_everything(tmp_path):
         make_trainer(tmp_path / "a", cfg(freeze_param=("encoder",)))
     with pytest.raises(ValueError, match="freezes every parameter"):
         make_trainer(tmp_path / "b", cfg(freeze_param=("enc", "head")))
+
+
+# ---------------------------------------------------------------------------- extra_stats / register_trainable
+class Diagnose(TrainingMethod):
+    """Reports the mean |hidden| of every forward as an extra stat, never as a loss."""
+    name = "diagnose"
+
+    def extra_stats(self, batch, out, model):
+        return {"hidden_abs": out.taps["hidden"].detach().abs().mean(), "n_utts": float(len(batch))}
+
+
+def test_extra_stats_are_logged_but_never_reach_the_loss(tmp_path):
+    """Bugs caught: stats not logged per interval / epoch / validation, or added to the loss (the run's
+    weights would then differ from a run without the method)."""
+    ref = make_trainer(tmp_path / "ref", cfg(max_epochs=1, optim="sgd", lr=0.1), dropout=0.0)
+    ref.fit()
+    tr = make_trainer(tmp_path / "diag", cfg(max_epochs=1, optim="sgd", lr=0.1), methods=[Diagnose()], dropout=0.0)
+    res = tr.fit()
+    assert torch.equal(flat(tr.model), flat(ref.model))                  # same training: not a loss term
+    h, h_ref = res.history[0], ref.history[0]
+    assert h["train"]["loss"] == pytest.approx(h_ref["train"]["loss"], rel=1e-9)
+    assert h["train"]["loss"] == pytest.approx(h["train"]["loss_model"], rel=1e-9)
+    assert 0 < h["train"]["hidden_abs"] < 1 and h["train"]["n_utts"] > 0
+    assert 0 < h["valid"]["hidden_abs"] < 1
+    log = (tmp_path / "diag" / "train.log").read_text()
+    step_lines = [x for x in log.splitlines() if " step " in x]
+    assert len(step_lines) == 6 and all("hidden_abs=" in x for x in step_lines)     # every log interval
+
+
+def test_extra_stats_name_clash(tmp_path):
+    class Clash(TrainingMethod):
+        def extra_stats(self, batch, out, model):
+            return {"acc": 1.0}                # the model's own stat
+    tr = make_trainer(tmp_path, cfg(max_epochs=1), methods=[Clash()])
+    with pytest.raises(ValueError, match="extra stat name 'acc'"):
+        tr.fit()
+
+
+class AuxHead(TrainingMethod):
+    """A method with its own trainable module: a linear probe on the hidden tap."""
+    name = "aux"
+
+    def setup(self, trainer):
+        self.probe = trainer.register_trainable("aux_probe", nn.Linear(8, NUM_CLASSES))
+
+    def extra_losses(self, batch, out, model):
+        h = out.taps["hidden"].mean(1)
+        return {"loss_aux": nn.functional.cross_entropy(self.probe(h), batch.tokens[:, 0])}
+
+
+def test_register_trainable_is_optimised_resumed_and_not_in_model_files(tmp_path):
+    """Bugs caught: the module not optimised, missing from the training state (a resumed run starts a
+    fresh one), or saved into the model snapshots / the averaged model (packing and decoding would see
+    a foreign tensor)."""
+    m = AuxHead()
+    tr = make_trainer(tmp_path, cfg(max_epochs=2, save_every_steps=2), methods=[m])
+    opt_ids = [id(p) for g in tr.optimizer.param_groups for p in g["params"]]
+    assert opt_ids[-2:] == [id(p) for p in m.probe.parameters()]        # after the model's
+    before = [p.detach().clone() for p in m.probe.parameters()]
+    res = tr.fit()
+    assert any(not torch.equal(a, p) for a, p in zip(before, m.probe.parameters()))
+    assert "aux_probe" not in dict(tr.model.named_children())
+    model_keys = set(tr.model.state_dict())
+    for f in ("epoch1.pth", "epoch2.pth"):
+        assert set(load_checkpoint(tmp_path / f)["model"]) == model_keys
+    assert set(torch.load(res.averaged, weights_only=True)) == model_keys
+    ck = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
+    assert set(ck["model"]) == model_keys
+    assert all(torch.equal(ck["trainables"]["aux_probe"][k], v) for k, v in m.probe.state_dict().items())
+    # resume: a new trainer with a fresh probe gets the saved one back
+    m2 = AuxHead()
+    tr2 = make_trainer(tmp_path, cfg(max_epochs=2), methods=[m2])
+    assert not all(torch.equal(a, b) for a, b in zip(m2.probe.parameters(), m.probe.parameters()))
+    assert tr2.resume()
+    assert all(torch.equal(a, b) for a, b in zip(m2.probe.parameters(), m.probe.parameters()))
+    # a checkpoint whose trainable modules do not match the methods' is refused
+    with pytest.raises(CheckpointError, match="aux_probe"):
+        make_trainer(tmp_path / "other", cfg(max_epochs=2)).load_state_dict(ck, "ck")
+
+
+def test_register_trainable_misuse(tmp_path):
+    tr = make_trainer(tmp_path, cfg(max_epochs=1))
+    with pytest.raises(RuntimeError, match="setup"):
+        tr.register_trainable("late", nn.Linear(2, 2))
+
+    class PartOfModel(TrainingMethod):
+        def setup(self, trainer):
+            trainer.register_trainable("head", trainer.model.head)
+    with pytest.raises(ValueError, match="part of the model"):
+        make_trainer(tmp_path / "b", cfg(max_epochs=1), methods=[PartOfModel()])

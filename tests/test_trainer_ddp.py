@@ -40,12 +40,15 @@ def _worker(rank: int, world: int, init_file: str, tmp: str) -> None:
             torch.manual_seed(seed + rank)            # different init per rank: DDP must broadcast
             tr = Trainer(t.ToyModel(0.1), t.ToyDataset(48, 0), t.ToyDataset(8, 1, prefix="v"),
                          t.cfg(max_epochs=2, batch_size=4, accum_grad=2, save_every_steps=2, lr=0.05),
-                         methods=[FrameDropoutMethod(d_prob=0.5, seed=3), StopAt(stop)], exp_dir=exp_dir)
+                         methods=[FrameDropoutMethod(d_prob=0.5, seed=3), t.AuxHead(), StopAt(stop)],
+                         exp_dir=exp_dir)
             assert tr.world_size == world and tr.rank == rank and tr.ddp_model is not tr.model
             return tr, tr.fit()
 
         tr, res = run(os.path.join(tmp, "exp"), 100)
-        flat = torch.cat([p.detach().reshape(-1) for p in tr.model.parameters()])
+        # the model and the method's trainable module (register_trainable): broadcast from rank 0, then
+        # the same averaged gradients on both ranks
+        flat = torch.cat([p.detach().reshape(-1) for p in tr.params])
         gathered = [torch.zeros_like(flat) for _ in range(world)]
         dist.all_gather(gathered, flat)
         # interrupted after update 3 (step checkpoint at update 2, mid-epoch 1), then resumed
@@ -55,7 +58,7 @@ def _worker(rank: int, world: int, init_file: str, tmp: str) -> None:
         except _Interrupt:
             pass
         tr2, _ = run(os.path.join(tmp, "run"), 300)
-        flat2 = torch.cat([p.detach().reshape(-1) for p in tr2.model.parameters()])
+        flat2 = torch.cat([p.detach().reshape(-1) for p in tr2.params])
         torch.save({"gathered": gathered, "resumed": flat2, "step": tr.step, "n_batches": len(tr.train_sampler),
                     "averaged": res.averaged, "fd_state": tr.methods[0].state_dict()["rng"]["state"]["state"]},
                    os.path.join(tmp, "out", f"rank{rank}.pt"))
@@ -86,4 +89,5 @@ def test_ddp_two_ranks_identical_parameters(tmp_path):
     from avsr.trainer import load_checkpoint
     ck = load_checkpoint(exp / "checkpoint.pth")
     assert ck["world_size"] == 2 and len(ck["ranks"]) == 2
-    assert torch.equal(torch.cat([p.reshape(-1) for p in ck["model"].values()]), g[0])
+    saved = list(ck["model"].values()) + list(ck["trainables"]["aux_probe"].values())
+    assert torch.equal(torch.cat([p.reshape(-1) for p in saved]), g[0])

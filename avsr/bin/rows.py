@@ -288,6 +288,7 @@ class Experiment:
         self.probes = {}        # row -> {value: score}, lowest, current
         self.route = {}
         self.best_dropout, self.best_dropout_dev = None, {}
+        self.steps = {}         # run name -> {"own", "init", "total", "budget", "init_run"} (optimiser steps)
 
     def resolve(self, m):
         if m == "av0_init":
@@ -302,14 +303,19 @@ class Experiment:
         return [os.path.join(self.dirs[self.chosen[run.init].name], "model.pth")]
 
     def _budget_steps(self, run):
-        """``run.steps``, or the steps of the run its budget refers to (``budget: {steps: "@ROW"}``)."""
+        """The run's step budget counted from its recipe model (:meth:`_train_run`): ``run.steps``, or the
+        steps of what its budget refers to (``budget: {steps: "@ROW"}``: ROW's chosen run, its init's steps
+        included; ``"@av0"``: the recipe's AV0 training, ``train_av0``'s last history record)."""
         if not run.steps_of:
             return run.steps
         ref = run.steps_of
         if ref.lower() == "av0":
             d = os.path.join(self.r.exp, "train_av0")
         elif ref in self.chosen:
-            d = self.dirs[self.chosen[ref].name]
+            name = self.chosen[ref].name
+            if name in self.steps:
+                return int(self.steps[name]["total"])
+            d = self.dirs[name]
         else:
             raise SystemExit(f"{self.spec.path}: rows.{run.row}.budget: steps '@{ref}' needs row {ref} trained "
                              f"before it (put it earlier in the table)")
@@ -318,11 +324,62 @@ class Experiment:
             raise SystemExit(f"{d}/train_result.json: no optimiser steps recorded (the budget of {run.row})")
         return int(n)
 
-    def _train_run(self, run):
-        d = self.r.train(run.name, self._init(run), run.train_args(self.resolve, self.aug), freeze=run.freeze,
-                         epochs=run.epochs, lr=run.lr, warmup=run.warmup_steps, steps=self._budget_steps(run))
+    def _budget_text(self, run, cap):
+        return f"{cap} steps" + (f" (the steps of @{run.steps_of})" if run.steps_of else "")
+
+    def _split_init(self, run, cap):
+        """``budget.init_share``: the init row's chosen run retrained with its own settings for
+        ``round(init_share * cap)`` steps (run ``<chosen>-s<N>``, from the same recipe model); returns it."""
+        cur = self.chosen[run.init]
+        if cur.init not in RECIPE_MODELS:
+            raise SystemExit(f"{self.spec.path}: rows.{run.row}.budget: init_share needs an init row that starts "
+                             f"from a recipe model; {run.init} starts from {cur.init}")
+        n = int(round(run.init_share * cap))
+        if not 1 <= n < cap:
+            raise SystemExit(f"{self.spec.path}: rows.{run.row}: init_share {run.init_share:g} of "
+                             f"{self._budget_text(run, cap)} leaves no steps for the init part or the row's own")
+        base = self.spec.rows[run.init]
+        part = type(base)(**{**base.__dict__, "methods": cur.methods, "options": cur.options, "grid": {},
+                             "budget": {"epochs": cur.epochs, "steps": n}})
+        split, = expand(part, cur.init_run, extra={}, base=f"{cur.name}-s{n}")
+        self._train_run(split, pack=False)
+        return split
+
+    def _train_run(self, run, pack=True):
+        """Train ``run``, counting optimiser steps from its recipe model: its own plus, when it starts from
+        another row, that row's run's (the init part).  A step budget caps that total: the run's own
+        ``max_steps`` is the budget less the init part, and a total over the budget is an error naming
+        the row spec file and the row."""
+        cap = self._budget_steps(run)
+        init_run, init = None, self._init(run)
+        if run.init_share is not None:
+            init_run = self._split_init(run, cap)
+            init = [os.path.join(self.dirs[init_run.name], "model.pth")]
+        elif run.init in self.spec.rows:
+            init_run = self.chosen[run.init]
+        init_steps = int(self.steps[init_run.name]["total"]) if init_run is not None else 0
+        own_cap = 0
+        if cap:
+            own_cap = cap - init_steps
+            if own_cap <= 0:
+                raise SystemExit(f"{self.spec.path}: rows.{run.row}: budget {self._budget_text(run, cap)}, but its "
+                                 f"init {init_run.name} already took {init_steps}: nothing is left for its own "
+                                 f"training (budget.init_share splits the budget with the init row)")
+        d = self.r.train(run.name, init, run.train_args(self.resolve, self.aug), freeze=run.freeze,
+                         epochs=run.epochs, lr=run.lr, warmup=run.warmup_steps, steps=own_cap)
         self.dirs[run.name] = d
-        self.packed[run.name] = self.r.pack(run.name, d)
+        own = budget_steps(d)
+        if own is None:
+            raise SystemExit(f"{d}/train_result.json: no optimiser steps recorded (run {run.name} of {run.row})")
+        total = init_steps + int(own)
+        if cap and total > cap:
+            raise SystemExit(f"{self.spec.path}: rows.{run.row}: run {run.name} took {total} optimiser steps "
+                             f"({init_steps} of its init + {own} of its own), over its budget of "
+                             f"{self._budget_text(run, cap)}")
+        self.steps[run.name] = {"own": int(own), "init": init_steps, "total": total, "budget": cap or None,
+                                "init_run": init_run.name if init_run is not None else None}
+        if pack:
+            self.packed[run.name] = self.r.pack(run.name, d)
         return d
 
     def train(self):
@@ -479,10 +536,15 @@ class Experiment:
             from avsr.pack import load_packed
             counts = count_parameters(load_packed(self.packed[a_run.name])[0])
             ep_ax = "budget.epochs"
+            by_steps = bool(a_run.steps or a_run.steps_of)      # a step budget: the epochs are only a cap
+            scores = self.scores.get(ad_row) or {}
             out["adapter"] = {
-                "rank": self.spec.rows[ad_row].set.get("model.adapter_rank"), "epochs": a_run.epochs, "row": a_run.name,
-                "epochs_dev_cer_random@1": {str(run.values.get(ep_ax, run.epochs)): self.scores[ad_row][run.name]
-                                            for run in self.runs[ad_row]} if self.scores.get(ad_row) else {},
+                "rank": self.spec.rows[ad_row].set.get("model.adapter_rank"), "row": a_run.name,
+                "epochs": None if by_steps else a_run.epochs,
+                "epochs_dev_cer_random@1": {str(run.values.get(ep_ax, run.epochs)): scores[run.name]
+                                            for run in self.runs[ad_row]} if scores and not by_steps else {},
+                **({"runs_dev_cer_random@1": {run.name: scores[run.name] for run in self.runs[ad_row]}}
+                   if scores and by_steps else {}),
                 "dev_mean_cer_random_grid": {f"{t:g}": v for t, v in self.route[ad_row]["score"].items()},
                 "tuned_threshold": self.route[ad_row]["threshold"], "parameters": counts,
                 "adapter_share": counts.get("adapter", 0) / counts["total"]}
@@ -499,6 +561,7 @@ class Experiment:
             out["claims_by_interval"] = interval_claims(ev, self.best_dropout, adapter=ad_row or "AV6")
         out["seconds"] = {"total_this_run": time.perf_counter() - t0,
                           **{k: round(v, 1) for k, v in self.r.times.items()}}
+        out["row_steps"] = self.row_steps()
         out["row_train_seconds"], out["budget_steps"] = {}, {}
         for run_name, d in self.dirs.items():
             p = os.path.join(d, "train_result.json")
@@ -509,6 +572,24 @@ class Experiment:
                 out["budget_steps"][run_name] = budget_steps(d)
         return out
 
+
+    def row_steps(self):
+        """``{row: {"run", "steps", "own", "init", "init_run", "budget", "budget_of"}}``: the optimiser steps of
+        each row's chosen run counted from its recipe model (its own plus its init row's run's), and its
+        step budget (None: epochs only); ``A0`` / ``AV0``: the recipe's own training (``steps`` only)."""
+        out = {}
+        for name, m in (("A0", "a0"), ("AV0", "av0")):
+            n = budget_steps(os.path.join(self.r.exp, f"train_{m}"))
+            if n is not None:
+                out[name] = {"steps": int(n)}
+        for name, run in self.chosen.items():
+            st = self.steps.get(run.name)
+            if st is None:
+                continue
+            out[name] = {"run": run.name, "steps": st["total"], "own": st["own"], "init": st["init"],
+                         "init_run": st["init_run"], "budget": st["budget"],
+                         "budget_of": f"@{run.steps_of}" if run.steps_of else None}
+        return out
 
     def row_facts(self):
         """``{model: {"train_s", "params_added"}}`` of every model of the eval sweep: the training seconds of

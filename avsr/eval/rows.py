@@ -2,7 +2,8 @@
 
 A row spec file has ``defaults`` (fields every row gets unless it sets them), ``rows`` (name → row),
 ``roles`` (which rows the claims compare) and ``tables`` (name → the rows it trains, optional
-per-table ``grid``/``probe`` overrides, and the eval ``search``).  A row:
+per-table ``grid``/``probe`` overrides, ``override: {ROW: {field: value}}`` (the row's fields for this
+table, replaced whole, before the grid override), and the eval ``search``).  A row:
 
 ``init``
     a recipe model (``a0``, ``v``, ``av0``: ``$exp_dir/train_<m>/model.pth``; ``av0_init``: AV0's own
@@ -14,18 +15,24 @@ per-table ``grid``/``probe`` overrides, and the eval ``search``).  A row:
     train options such as ``d_prob``, ``drop_rate`` (a number or ``[lo, hi]``), ``drop_pattern``.
 ``freeze`` (``--freeze_param`` prefixes), ``set`` (``--set KEY=VALUE``), ``audio_aug`` (bool: AV0's
 own ``audio_noise`` methods), ``lr``, ``warmup_steps``, ``budget``: ``{epochs: N}`` (fixed
-epochs) or ``{steps: N}`` (N optimiser updates, ``trainer.max_steps``; the epoch in progress then ends and
-every epoch run is averaged), optionally both (whichever comes first); the optimiser steps a run took are
-recorded per run as ``budget_steps``.  ``{steps: "@ROW"}`` is the number of optimiser steps the chosen run
-of an earlier row ``ROW`` took (``"@av0"``: the recipe's AV0 training), resolved when the run is trained:
-the leaderboard's equal budgets.
+epochs) or ``{steps: N}`` (optimiser updates; the epoch in progress then ends and every epoch run is
+averaged), optionally both (whichever comes first); the optimiser steps a run took are recorded per run
+as ``budget_steps``.  Steps are counted from the recipe model a row starts from: a run's steps are its
+own plus, when its init is another row, that row's run's, and ``steps`` caps that count (the run's own
+``trainer.max_steps`` is the cap less its init's steps; the driver refuses a run whose init already took
+the cap, and a finished run over it).  ``{steps: "@ROW"}`` is the count of the chosen run of an earlier
+row ``ROW`` (``"@av0"``: the optimiser steps of the recipe's AV0 training), resolved when the run is
+trained: the leaderboard's equal budgets.  ``init_share: S`` (0 < S < 1, with ``steps``, for a row whose
+init is another row) splits the budget: the init row's chosen setting is trained again from its recipe
+model for ``round(S * steps)`` steps (run ``<init run>-s<N>``) and the row's run starts from that, with
+the rest of the budget (AV6 on AV5's budget, adapter training included).
 ``name``
     the row's run-name base, a format string with ``{init}`` (the init run's name); default the row name.
 ``grid``
     ``{axis: {values: [...], name: "-{}", omit: V}}``: one run per combination (axes vary the first one
     slowest), at most 4 axes; a run's name is the base plus, per axis, ``name.format(value)`` unless
     the value is ``omit``.  Axes are field paths: ``methods.<method>.<key>``, ``options.<key>``,
-    ``budget.epochs``.  With several runs ``select`` says how dev chooses: ``sweep`` (sweep dir name),
+    ``budget.epochs``, ``budget.steps``, ``budget.init_share``.  With several runs ``select`` says how dev chooses: ``sweep`` (sweep dir name),
     ``rates`` (random-loss rates whose mean greedy dev CER is the score), ``threshold`` (MS-Adapter
     routing), ``label`` (model name in the sweep); :func:`choose_on_dev` takes the minimum, ties to
     the earlier run.
@@ -88,7 +95,7 @@ class Row:
     audio_aug: bool = True
     lr: float = 0.0005
     warmup_steps: int = 50
-    budget: Dict[str, int] = field(default_factory=lambda: {"epochs": 2})
+    budget: Dict[str, Any] = field(default_factory=lambda: {"epochs": 2})
     base_name: Optional[str] = None
     grid: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     select: Dict[str, Any] = field(default_factory=dict)
@@ -116,6 +123,7 @@ class Run:
     suffix: str                   # the part of the name the axes add
     steps: int = 0                # > 0: optimiser-update budget (trainer.max_steps)
     steps_of: Optional[str] = None  # the budget is the steps of this row's chosen run (or "av0"), resolved later
+    init_share: Optional[float] = None  # split budget: the init row's part (its settings, retrained this share)
 
     def fmt(self, template: str) -> str:
         """``template`` with ``{run}``, ``{init}``, ``{suffix}`` and ``{<axis>}`` (e.g. ``{budget.epochs}``)."""
@@ -200,7 +208,7 @@ def _err(path, where, msg):
 
 def _check_axis(path, where, axis, row_methods):
     parts = axis.split(".")
-    if parts[0] == "budget" and parts[1:] in (["epochs"], ["steps"]):
+    if parts[0] == "budget" and parts[1:] in (["epochs"], ["steps"], ["init_share"]):
         return
     if parts[0] == "options" and len(parts) == 2 and parts[1] in _OPTIONS:
         return
@@ -209,8 +217,8 @@ def _check_axis(path, where, axis, row_methods):
         if parts[1] not in names:
             raise _err(path, where, f"axis {axis!r} names method {parts[1]!r}, not in the row's methods {names}")
         return
-    raise _err(path, where, f"axis {axis!r} is not budget.epochs, budget.steps, options.<{'|'.join(_OPTIONS)}> or "
-                            "methods.<method>.<key>")
+    raise _err(path, where, f"axis {axis!r} is not budget.epochs, budget.steps, budget.init_share, "
+                            f"options.<{'|'.join(_OPTIONS)}> or methods.<method>.<key>")
 
 
 def _parse_grid(path, where, grid, row_methods):
@@ -286,10 +294,12 @@ def _parse_row(path, name, d, defaults):
     def _ok(k, v):
         if k == "steps" and isinstance(v, str):
             return v.startswith("@") and len(v) > 1
+        if k == "init_share":
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1
         return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-    if not budget or set(budget) - {"epochs", "steps"} or not all(_ok(k, v) for k, v in budget.items()):
-        raise _err(path, f"{where}.budget", f"must be {{epochs: N}} and/or {{steps: N or \"@ROW\"}} with N >= 1, "
-                                           f"got {budget!r}")
+    if not budget or set(budget) - {"epochs", "steps", "init_share"} or not all(_ok(k, v) for k, v in budget.items()):
+        raise _err(path, f"{where}.budget", f"must be {{epochs: N}} and/or {{steps: N or \"@ROW\"}} with N >= 1 "
+                                           f"(and, from another row, init_share in (0, 1)), got {budget!r}")
     freeze = d.get("freeze") or []
     if not isinstance(freeze, list):
         raise _err(path, f"{where}.freeze", "must be a list of parameter name prefixes")
@@ -302,6 +312,12 @@ def _parse_row(path, name, d, defaults):
         _check_axis(path, f"{where}.probe", probe["axis"], methods)
     if d.get("eval_best_per") and d["eval_best_per"] not in grid:
         raise _err(path, f"{where}.eval_best_per", f"{d['eval_best_per']!r} is not a grid axis")
+    if "init_share" in budget or "budget.init_share" in grid:
+        if "steps" not in budget:
+            raise _err(path, f"{where}.budget", "init_share splits a step budget: it needs steps")
+        if str(d["init"]) in RECIPE_MODELS:
+            raise _err(path, f"{where}.budget", f"init_share splits the budget with the init row; init "
+                                               f"{d['init']!r} is a recipe model")
     n = 1
     for a in grid.values():
         n *= len(a["values"])
@@ -335,9 +351,18 @@ def load_spec(path: str, table: str) -> RowSet:
     if table not in tables:
         raise _err(path, "tables", f"no table {table!r} (have {sorted(tables)})")
     t = tables[table]
-    unknown = set(t) - {"rows", "grid", "probe", "search"}
+    unknown = set(t) - {"rows", "grid", "probe", "search", "override"}
     if unknown:
         raise _err(path, f"tables.{table}", f"unknown fields {sorted(unknown)}")
+    overrides = t.get("override") or {}
+    if not isinstance(overrides, dict):
+        raise _err(path, f"tables.{table}.override", "must be a mapping row -> {field: value}")
+    for name, ov in overrides.items():
+        if name not in (t.get("rows") or []):
+            raise _err(path, f"tables.{table}.override.{name}", f"{name!r} is not a row of tables.{table}.rows")
+        if not isinstance(ov, dict) or set(ov) - (_ROW_KEYS - {"decode"}):
+            raise _err(path, f"tables.{table}.override.{name}",
+                       f"must be a mapping of row fields {sorted(_ROW_KEYS - {'decode'})}, got {ov!r}")
     search = str(t.get("search", "beam10"))
     if search != "greedy" and not (search.startswith("beam") and search[4:].isdigit()):
         raise _err(path, f"tables.{table}.search", f"must be greedy or beam<N>, got {search!r}")
@@ -349,6 +374,8 @@ def load_spec(path: str, table: str) -> RowSet:
         if not isinstance(rows_doc[name], dict):
             raise _err(path, f"rows.{name}", "must be a mapping")
         d = dict(rows_doc[name])
+        if "decode" in d and name in overrides:
+            raise _err(path, f"tables.{table}.override.{name}", "a decode-only row has nothing to override")
         if "decode" in d:
             dec = _parse_decode(path, name, d)
             if dec.of not in rows:
@@ -356,6 +383,8 @@ def load_spec(path: str, table: str) -> RowSet:
                                                            f"tables.{table}.rows")
             decodes[name] = dec
             continue
+        if name in overrides:              # this table's form of the row (fields replaced whole)
+            d.update(copy.deepcopy(overrides[name]))
         over = (t.get("grid") or {}).get(name)
         if over is not None:               # narrower value lists for this table, same axes and names
             g = copy.deepcopy(d.get("grid") or {})
@@ -379,7 +408,7 @@ def load_spec(path: str, table: str) -> RowSet:
 def _apply(run_fields, axis, value):
     parts = axis.split(".")
     if parts[0] == "budget":
-        run_fields[parts[1]] = int(value)
+        run_fields[parts[1]] = float(value) if parts[1] == "init_share" else int(value)
     elif parts[0] == "options":
         run_fields["options"][parts[1]] = value
     else:
@@ -411,7 +440,7 @@ def expand(row: Row, init_run: Optional[str] = None, extra: Optional[Dict[str, A
     for combo in itertools.product(*[a["values"] for a in grid.values()]) if grid else [()]:
         f = {"methods": copy.deepcopy(row.methods), "options": dict(row.options),
              "epochs": int(row.budget.get("epochs", STEPS_ONLY_MAX_EPOCHS if "steps" in row.budget else 2)),
-             "steps": row.budget.get("steps", 0)}
+             "steps": row.budget.get("steps", 0), "init_share": row.budget.get("init_share")}
         values = dict(zip(grid, combo))
         for axis, v in values.items():
             _apply(f, axis, v)
@@ -421,7 +450,8 @@ def expand(row: Row, init_run: Optional[str] = None, extra: Optional[Dict[str, A
                         lr=row.lr, warmup_steps=row.warmup_steps, epochs=f["epochs"],
                         steps=0 if isinstance(f["steps"], str) else int(f["steps"]),
                         steps_of=f["steps"][1:] if isinstance(f["steps"], str) else None, values=values,
-                        suffix=suffix))
+                        suffix=suffix,
+                        init_share=None if f["init_share"] is None else float(f["init_share"])))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise RowSpecError(f"rows.{row.name}.grid: two runs get the same name ({names}); give the axes names")

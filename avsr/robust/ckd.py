@@ -88,8 +88,10 @@ has degenerate batch statistics; at test time a constant frame meets the running
 forwards with the real video use batch statistics like the task forward, with momentum 0.
 
 Logged loss terms (added to the loss, summing to the CKD loss): ``loss_ckd_a``, ``loss_ckd_v``
-(each ``beta * mean_b w_m (hinge_m + kappa gen_m)``).  The last batch's diagnostics (mean weights,
-hinges, scores, the share of active hinges) are in :attr:`CKDMethod.last`.
+(each ``beta * mean_b w_m (hinge_m + kappa gen_m)``).  Logged as diagnostics that are not added to
+the loss (``extra_stats``), per forward: ``ckd_w_a``, ``ckd_w_v`` (the mean balance weights) and
+``ckd_active_a``, ``ckd_active_v`` (the share of utterances whose hinge is active).  The last
+forward's full diagnostics (weights, ``c``, hinges, scores) are in :attr:`CKDMethod.last`.
 """
 from __future__ import annotations
 
@@ -347,7 +349,16 @@ class CKDMethod(TrainingMethod):
         return nll, enc, lens
 
     # ---------------------------------------------------------------- loss
+    #: the diagnostics of :attr:`last` that :meth:`extra_stats` logs (as ``ckd_<name>``)
+    LOGGED = ("w_a", "w_v", "active_a", "active_v")
+
+    def extra_stats(self, batch, out, model) -> Dict[str, float]:
+        """``ckd_w_a``, ``ckd_w_v`` (mean balance weights) and ``ckd_active_a``, ``ckd_active_v`` (share of
+        active hinges) of this forward (none when it had no CKD term); not added to the loss."""
+        return {f"ckd_{k}": self.last[k] for k in self.LOGGED if math.isfinite(self.last.get(k, math.nan))}
+
     def extra_losses(self, batch, out, model) -> Dict[str, torch.Tensor]:
+        self.last = {}
         if batch.tokens is None or batch.video is None or "audio_feats" not in out.taps:
             return {}
         if self.teacher_a is None:

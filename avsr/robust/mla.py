@@ -13,7 +13,8 @@ Each mini-batch is used twice, one modality at a time, through one *shared head*
    without cross-attention, shared head), its own backward and optimiser step.
 
 So every batch makes **two optimiser updates** (``trainer.step`` grows by 2; the learning-rate
-schedule, warm-up and ``max_steps`` budgets count these updates).  The cross-attention blocks and the
+schedule, warm-up and ``max_steps`` budgets count these updates; when the audio step's update spends
+``max_steps``, that batch's video step is not made, so a run never exceeds its step budget).  The cross-attention blocks and the
 merge FFN are never on either path: MLA is *late fusion*.  :meth:`MLAMethod.setup` freezes them
 (``cross_a2v``, ``cross_v2a``, ``merge_ffn``, ``merge_norms``: never in the optimiser), so an MLA model
 keeps its initialisation's values there and its audio-visual path (``modality="audiovisual"``) is not
@@ -68,7 +69,7 @@ Validation and selection
 ------------------------
 Validation forwards run ``modality=valid_modality`` (default ``audio``), so the trainer's ``cer``
 is the audio path's CTC-greedy CER.  With ``fused_valid`` (default on) the method also reports, on
-every validation batch, CTC-greedy token errors per utterance of the audio path
+every validation batch (as ``extra_stats``: validation statistics, never added to a loss), CTC-greedy token errors per utterance of the audio path
 (``mla_errs_audio``), the video path (``mla_errs_video``) and the entropy fusion of the two
 (``mla_errs_fused``, :func:`avsr.decoding.entropy_fusion.entropy_fusion`).  For a fixed dev set
 errors per utterance rank checkpoints exactly as CER does (both are the total error count divided
@@ -318,6 +319,9 @@ class MLAMethod(TrainingMethod):
         stats: Dict[str, float] = {"mla_alpha": alpha}
         losses = []
         for modality in MODALITIES:
+            if modality == "video" and trainer.is_update_step and trainer.steps_spent():
+                stats["mla_budget_end"] = 1.0       # the step budget ended with the audio update
+                break
             b = batch if modality == "audio" else self.video_batch(batch)
             if b is None:
                 stats["mla_video_skipped"] = 1.0
@@ -360,7 +364,9 @@ class MLAMethod(TrainingMethod):
     def forward_kwargs(self, batch) -> Dict[str, Any]:
         return {} if self.valid_modality == "audiovisual" else {"modality": self.valid_modality}
 
-    def extra_losses(self, batch, out, model) -> Dict[str, torch.Tensor]:
+    def extra_stats(self, batch, out, model) -> Dict[str, float]:
+        """Validation only (``fused_valid``): CTC-greedy token errors per utterance of the audio path, the
+        video path and their entropy fusion (``mla_errs_audio`` / ``_video`` / ``_fused``)."""
         if model.training or not self.fused_valid or batch.video is None or batch.tokens is None:
             return {}
         from avsr.decoding.ctc_greedy import ctc_greedy
@@ -378,7 +384,7 @@ class MLAMethod(TrainingMethod):
             res = {}
             for key, lp, ln in (("audio", la, lens_a), ("video", lv, lens_v), ("fused", fused, lens_a)):
                 errs = sum(edit_distance(h, r) for h, r in zip(ctc_greedy(lp, ln), refs))
-                res[f"mla_errs_{key}"] = torch.tensor(errs / max(len(batch), 1), device=out.enc_out.device)
+                res[f"mla_errs_{key}"] = errs / max(len(batch), 1)
         return res
 
     # ------------------------------------------------------------------ state

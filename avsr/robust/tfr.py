@@ -22,7 +22,9 @@ queries and keys only, so the attention can tell near frames from far ones; the 
 own positions live inside the relative-position Conformers and are not visible to a plain
 attention block).  Recognition is unchanged: the model's forward, CTC and decoder use the fused
 features as before; the head is a side branch that only adds the loss ``loss_tfr`` (logged, the
-weighted term).
+weighted term) and, as diagnostics that are not added to the loss (``extra_stats``), ``tfr_recon``
+(the unweighted reconstruction loss, also during the warm-up) and ``tfr_missing`` (the share of
+the forward's valid frames that are missing).
 
 Missing positions
 -----------------
@@ -62,24 +64,12 @@ statistics): a fixed target (an ablation).
 
 The head's parameters
 ---------------------
-The trainer optimises the model's parameters only, so ``setup`` (called before the optimiser is
-built and before DDP wrapping) attaches the head to the model as the submodule ``tfr_head``: its
-parameters are in the optimiser, clipped with the model's, moved to the device, wrapped by DDP and
-follow ``model.train()/eval()``.  To keep every file downstream a plain :class:`AVSRModel`:
+``setup`` registers the head with ``trainer.register_trainable("tfr_head", head)``: its parameters
+are optimised with the model's (same learning rate, schedule and clipping), their gradients are
+averaged over DDP ranks, and its weights are saved in the trainer's ``checkpoint.pth`` (restored on
+resume) but not in the model files: ``epoch<N>.pth``, the averaged ``model.pth``, packing and
+decoding see a plain :class:`AVSRModel` (the head is never part of the model's module tree).
 
-* the head is **not** in the model's ``state_dict`` (a state-dict hook drops ``tfr_head.*``; a
-  load hook ignores those keys when missing), so ``epoch<N>.pth``, the averaged ``model.pth``,
-  packing (:func:`avsr.pack.pack_model` validates the keys) and decoding never see it;
-* the head's weights live in this method's ``state_dict`` (saved per rank in every trainer
-  checkpoint), so a resumed run continues with the same head and optimiser state;
-* the head is taken out of the model's module tree at every epoch end (after validation, before
-  the snapshot) and put back at every epoch start, so that after ``fit()`` the model has exactly
-  the parameters of an :class:`AVSRModel` (``count_parameters`` in ``avsr.bin.train`` maps every
-  parameter name to a model part).  The optimiser keeps the head's parameters throughout.
-
-Limitations: the loss is computed outside the DDP-wrapped forward, which is fine with
-``trainer.find_unused_parameters: false`` (the default; the loss is computed on every step, with
-weight 0 during warm-up, so every head parameter gets a gradient every step) but not with ``true``.
 A forward without the tap (e.g. an audio-only forward of MS-Adapter) gets no ``loss_tfr``.
 
 Hyper-parameters (``tfr:{json}``): ``weight`` (10.0), ``warmup_steps`` (50 optimiser updates on
@@ -161,23 +151,11 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, missing: torch
     return F.smooth_l1_loss(p, t, reduction="sum", beta=beta) / (n * pred.size(-1))
 
 
-def _is_head_key(k: str) -> bool:
-    return k.startswith(HEAD_NAME + ".") or f".{HEAD_NAME}." in k
-
-
-def _drop_head_keys(module, state_dict, prefix, local_metadata) -> None:
-    for k in [k for k in state_dict if k.startswith(prefix + HEAD_NAME + ".")]:
-        del state_dict[k]
-
-
-def _ignore_missing_head(module, incompatible_keys) -> None:
-    incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not _is_head_key(k)]
-
-
 class TFRMethod(TrainingMethod):
     """``TFRMethod(weight=10.0, warmup_steps=50, tap="fused", target="student", beta=1.0)``; see the
     module docstring.  Needs a frame dropout after it in the method list.  Logged: ``loss_tfr``
-    (the weighted term; 0 during the warm-up)."""
+    (the weighted term; 0 during the warm-up); extra stats ``tfr_recon`` (unweighted) and
+    ``tfr_missing`` (share of missing frames)."""
 
     name = "tfr"
 
@@ -197,6 +175,7 @@ class TFRMethod(TrainingMethod):
         self.head: Optional[ReconstructionHead] = None
         self.target_net: Optional[nn.Module] = None
         self.trainer = None
+        self.last: Dict[str, float] = {}
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer) -> None:
@@ -221,31 +200,12 @@ class TFRMethod(TrainingMethod):
         heads = int(self.heads or cfg.heads)
         if d_in % heads:
             raise ValueError(f"tfr: tap {self.tap!r} has {d_in} dims, not a multiple of heads={heads}")
-        self.head = ReconstructionHead(d_in, d, heads,
-                                       cfg.dropout_rate if self.dropout is None else float(self.dropout),
-                                       cfg.attention_dropout_rate).to(trainer.device)
-        self._attach(model)
-        if not getattr(model, "_tfr_state_hooks", False):
-            model.register_state_dict_post_hook(_drop_head_keys)
-            model.register_load_state_dict_post_hook(_ignore_missing_head)
-            model._tfr_state_hooks = True
+        self.head = trainer.register_trainable(HEAD_NAME, ReconstructionHead(
+            d_in, d, heads, cfg.dropout_rate if self.dropout is None else float(self.dropout),
+            cfg.attention_dropout_rate))
         if self.target == "frozen":
             self.target_net = trainer.register_frozen("tfr_target", copy.deepcopy(model.visual_frontend))
         self.trainer = trainer
-
-    def _attach(self, model: nn.Module) -> None:
-        if self.head is not None and getattr(model, HEAD_NAME, None) is not self.head:
-            model.add_module(HEAD_NAME, self.head)
-
-    def _detach(self, model: nn.Module) -> None:
-        if self.head is not None and model._modules.get(HEAD_NAME) is self.head:
-            del model._modules[HEAD_NAME]
-
-    def on_epoch_start(self, trainer, epoch: int) -> None:
-        self._attach(trainer.model)
-
-    def on_epoch_end(self, trainer, epoch: int, valid_stats) -> None:
-        self._detach(trainer.model)
 
     # ------------------------------------------------------------------ batches
     def transform_batch(self, batch, train: bool):
@@ -308,6 +268,7 @@ class TFRMethod(TrainingMethod):
     def extra_losses(self, batch, out, model) -> Dict[str, torch.Tensor]:
         if self.head is None:
             raise RuntimeError("tfr: setup() has not run (use the method inside a Trainer)")
+        self.last = {}
         if batch.video is None or self.tap not in out.taps:
             return {}
         src, lens, valid = out.taps[self.tap], out.taps["lens"], out.taps["mask"]
@@ -320,14 +281,18 @@ class TFRMethod(TrainingMethod):
         pred = self.head(src, valid)
         loss = reconstruction_loss(pred, target, missing, self.beta)
         w = self.weight if self.active else 0.0
+        n_valid = int((torch.arange(T, device=lens.device)[None, :] < lens[:, None]).sum())
+        self.last = {"tfr_recon": float(loss.detach()), "tfr_missing": float(missing.sum()) / max(n_valid, 1)}
         return {"loss_tfr": w * loss}
 
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> Dict[str, Any]:
-        if self.head is None:
-            return {}
-        return {"head": {k: v.detach().cpu().clone() for k, v in self.head.state_dict().items()}}
+    def extra_stats(self, batch, out, model) -> Dict[str, float]:
+        """``tfr_recon`` (the unweighted reconstruction loss) and ``tfr_missing`` (the share of the
+        forward's valid frames that are missing) of this forward; not added to the loss."""
+        return dict(self.last)
 
+    # ------------------------------------------------------------------ state
+    # the head's weights are in the trainer's checkpoint (register_trainable); checkpoints written
+    # before that kept them in this method's state, which is still read
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if "head" in state and self.head is not None:
             self.head.load_state_dict(dict(state["head"]))

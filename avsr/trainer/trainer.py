@@ -30,7 +30,9 @@ Documented behaviours
 * **Resume** (``resume=True``, default): when ``exp_dir/checkpoint.pth`` exists,
   ``fit()`` restores model, optimiser, scheduler, grad scaler, python/numpy/torch RNG
   states (per rank), epoch, sampler position (batches consumed in the epoch), method
-  states (per rank), best-N list, early-stop counter, step counters and history, and
+  states (per rank), the methods' registered trainable modules (``register_trainable``: in
+  ``checkpoint.pth`` only, never in the model snapshots), best-N list, early-stop counter, step
+  counters and history, and
   continues exactly where the checkpoint was taken.  ``checkpoint.pth`` is written every
   ``save_every_steps`` updates (mid-epoch) and at each epoch end, atomically, by rank 0.
   Checkpoints are loaded with ``weights_only=True`` only.
@@ -45,8 +47,8 @@ Documented behaviours
 * **Logs**: logger ``avsr.trainer`` to ``exp_dir/train.log`` and the console (a console
   handler is added only when neither this logger nor the root logger has one); a line every
   ``log_interval`` updates with the means since the previous line (``loss`` = total,
-  ``loss_model`` = the model's own loss, the model's ``stats``, each extra loss, ``lr``,
-  ``grad_norm``); ``tqdm`` bars (``progress``); TensorBoard under ``exp_dir/tensorboard``
+  ``loss_model`` = the model's own loss, the model's ``stats``, each extra loss, each method's
+  extra stats (``extra_stats``: diagnostics that are not added to the loss), ``lr``, ``grad_norm``); ``tqdm`` bars (``progress``); TensorBoard under ``exp_dir/tensorboard``
   when ``tensorboard`` is set and installed (imported lazily, skipped with a warning
   otherwise).  ``history`` (in checkpoints and :class:`FitResult`) holds per-epoch train
   means (for an epoch resumed mid-way: of the batches after the resume) and valid stats.
@@ -302,6 +304,8 @@ class Trainer:
                 r = load_partial(self.model, spec[0], ignore=config.init_ignore, include=spec[1], log=logger)
                 self.init_result = r if self.init_result is None else self.init_result.merge(r)
         self.frozen: Dict[str, nn.Module] = {}
+        self.trainables: Dict[str, nn.Module] = {}
+        self.optimizer = None
         self._hooks: List[Any] = []
         self._freeze_params(config.freeze_param)
         for m in self.methods:
@@ -312,6 +316,8 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         frozen_ids = {id(p) for fm in self.frozen.values() for p in fm.parameters()}
         params = [p for p in params if id(p) not in frozen_ids]
+        self.trainable_params = [p for tm in self.trainables.values() for p in tm.parameters() if p.requires_grad]
+        params = params + self.trainable_params       # after the model's, in registration order
         self.params = params
         self.optimizer = self._make_optimizer(params)
         self.scheduler = WarmupLR(self.optimizer, config.warmup_steps)
@@ -322,6 +328,10 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
             kw = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
             self.ddp_model: nn.Module = DDP(self.model, find_unused_parameters=config.find_unused_parameters, **kw)
+            import torch.distributed as dist
+            for tm in self.trainables.values():      # DDP broadcasts the model's; the methods' modules too
+                for t in list(tm.parameters()) + list(tm.buffers()):
+                    dist.broadcast(t.data, 0)
         else:
             self.ddp_model = self.model
 
@@ -422,6 +432,8 @@ class Trainer:
     def _train_mode(self) -> None:
         """The model in training mode, except the frozen parts (auxiliary models, frozen BatchNorm)."""
         self.model.train()
+        for tm in self.trainables.values():
+            tm.train()
         for fm in self.frozen.values():
             fm.eval()
         for m in self.frozen_bn:
@@ -444,6 +456,32 @@ class Trainer:
             for g in self.optimizer.param_groups:
                 if any(id(p) in ids for p in g["params"]):
                     raise ValueError(f"frozen module {name!r} shares parameters with the optimiser")
+        return module
+
+    def register_trainable(self, name: str, module: nn.Module) -> nn.Module:
+        """Register an extra trainable module of a method (e.g. an auxiliary head) that is not part of
+        the model: moved to the device, its parameters optimised (after the model's, in the same
+        parameter group: same learning rate, schedule and clipping), its gradients averaged over DDP
+        ranks at every update, ``train()`` / ``eval()`` with the model, and its weights saved in the
+        training state ``checkpoint.pth`` (restored on resume) but **never** in the model files
+        (``epoch<N>.pth``, the averaged ``model.pth``, packs).  Only from a method's ``setup`` (before
+        the optimiser is built).  Returns the module."""
+        if getattr(self, "optimizer", None) is not None:
+            raise RuntimeError(f"register_trainable({name!r}): only from a method's setup (the optimiser "
+                               "is already built)")
+        if name in self.trainables or name in self.frozen:
+            raise ValueError(f"module {name!r} already registered")
+        if any(module is m for m in self.model.modules()):
+            raise ValueError(f"trainable module {name!r} is part of the model (it would be saved with it)")
+        ids = {id(p) for p in self.model.parameters()}
+        ids |= {id(p) for tm in self.trainables.values() for p in tm.parameters()}
+        if any(id(p) in ids for p in module.parameters()):
+            raise ValueError(f"trainable module {name!r} shares parameters with the model or another module")
+        if not any(p.requires_grad for p in module.parameters()):
+            raise ValueError(f"trainable module {name!r} has no trainable parameters")
+        module = module.to(self.device)
+        module.train(self.model.training)
+        self.trainables[name] = module
         return module
 
     def register_grad_hook(self, module_name: str, fn: Callable, kind: str = "param"):
@@ -510,6 +548,11 @@ class Trainer:
                         raise ValueError(f"extra loss name {k!r} of {m.method_name()} clashes")
                     loss = loss + v
                     stats[k] = float(v.detach())
+            for m in self.methods:             # after every extra loss: they may report what those computed
+                for k, v in (m.extra_stats(batch, out, self.model) or {}).items():
+                    if k in stats or k == "loss":
+                        raise ValueError(f"extra stat name {k!r} of {m.method_name()} clashes")
+                    stats[k] = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
         stats["loss"] = float(loss.detach())
         return loss, out, stats
 
@@ -521,6 +564,7 @@ class Trainer:
 
     def optimizer_step(self) -> Dict[str, float]:
         """Unscale, clip, step (skipped on a non-finite gradient norm), scheduler, zero-grad."""
+        self._sync_trainable_grads()
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         clip = float(self.config.grad_clip) if self.config.grad_clip and self.config.grad_clip > 0 else float("inf")
@@ -542,6 +586,18 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return stats
+
+    def _sync_trainable_grads(self) -> None:
+        """Under DDP: average the gradients of the registered trainable modules over the ranks (DDP
+        does that for the model's parameters only); a parameter without a gradient counts as 0."""
+        if self.world_size == 1 or not self.trainable_params:
+            return
+        import torch.distributed as dist
+        for p in self.trainable_params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad.div_(self.world_size)
 
     def default_train_step(self, batch) -> Dict[str, float]:
         with self.no_sync():
@@ -645,6 +701,8 @@ class Trainer:
         return {
             "format": CKPT_FORMAT,
             "model": self.model.state_dict(),
+            "trainables": {n: {k: v.detach().clone() for k, v in tm.state_dict().items()}
+                           for n, tm in self.trainables.items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -671,6 +729,16 @@ class Trainer:
         if ck.get("format") != CKPT_FORMAT:
             raise CheckpointError(path, f"not an avsr trainer checkpoint (format {ck.get('format')!r})")
         self.model.load_state_dict(ck["model"])
+        if "trainables" in ck:          # (older checkpoints have none; a method may restore its own then)
+            saved_t = ck["trainables"]
+            if set(saved_t) != set(self.trainables):
+                raise CheckpointError(path, f"checkpoint has trainable module(s) {sorted(saved_t)}, the methods "
+                                            f"registered {sorted(self.trainables)}")
+            for n, tm in self.trainables.items():
+                tm.load_state_dict(saved_t[n])
+        elif self.trainables:
+            logger.warning("%s: no trainable-module weights in the checkpoint; %s start fresh unless a method "
+                           "restores them", path, sorted(self.trainables))
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         if self.scaler is not None and ck.get("scaler") is not None:
@@ -718,6 +786,8 @@ class Trainer:
         if self.valid_set is None:
             return {}
         self.model.eval()
+        for tm in self.trainables.values():
+            tm.eval()
         sums: Dict[str, float] = {}
         counts: Dict[str, float] = {}
         errs = ref = 0.0
