@@ -190,3 +190,53 @@ def test_leaderboard_section_is_rendered_only_when_leaderboard_json_exists(tmp_p
     import pytest
     with pytest.raises(ValueError, match=r"leaderboard\.json: not a leaderboard.*rows\.AV6: missing area"):
         mb.synthmisp_results_md(str(tmp_path))
+
+
+def _toy_sweep(av0_full, av0_none, a0, n=60, seed=0):
+    """A sweep dict of ``avsr eval``'s form: per-utterance errors of A0 and AV0 (10 ref chars each)."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    conds = ["random@0", "random@0.5", "random@1", "whole"]
+
+    def errs(rate):
+        return [int(x) for x in rng.binomial(10, rate, size=n)]
+
+    ue = {"A0": {c: errs(a0) for c in conds[:1]}, "AV0": {"random@0": errs(av0_full)}}
+    for c in conds[1:]:
+        ue["A0"][c] = ue["A0"]["random@0"]
+    ue["AV0"]["random@0.5"] = errs((av0_full + av0_none) / 2)
+    ue["AV0"]["random@1"] = ue["AV0"]["whole"] = errs(av0_none)
+    cer = {m: {c: {"cer": sum(v[c]) / (10 * n), "lo": sum(v[c]) / (10 * n) - 0.03, "hi": sum(v[c]) / (10 * n) + 0.03,
+                   "relative_cer_vs_baseline": 0.5}
+               for c in conds} for m, v in ue.items()}
+    return {"data_dir": "toy", "utts": n, "search": "greedy", "conditions": conds, "cer": cer,
+            "utt_errors": ue, "utt_ref_chars": [10] * n, "timing": {"wall_seconds": 1.0, "load_seconds": 0.1}}
+
+
+def test_sweep_md_states_paired_tests_of_video_against_audio_and_no_video_against_full():
+    sw = _toy_sweep(av0_full=0.3, av0_none=0.8, a0=0.5)
+    text = mb.sweep_md(sw, reference="AV0", baseline="A0")
+    rows = {l.split(" | ")[0].lstrip("| "): l for l in text.splitlines() if l.startswith("| AV0")}
+    assert rows["AV0 vs A0, full video"].endswith("| better |")
+    assert rows["AV0: full video vs whole (no video)"].endswith("| better |")
+    assert not any(l.startswith("| A0:") for l in text.splitlines())   # A0 ignores video: no such test
+    # no real difference: the verdict is not resolved, never "better"
+    same = _toy_sweep(av0_full=0.5, av0_none=0.5, a0=0.5, seed=3)
+    same["utt_errors"]["AV0"]["random@0"] = list(same["utt_errors"]["A0"]["random@0"])
+    line = next(l for l in mb.sweep_md(same, baseline="A0").splitlines() if l.startswith("| AV0 vs A0"))
+    assert line.endswith("| not resolved |")
+
+
+def test_sweep_plot_draws_an_interval_band_per_model(tmp_path, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.axes
+    bands = []
+    orig = matplotlib.axes.Axes.fill_between
+    monkeypatch.setattr(matplotlib.axes.Axes, "fill_between",
+                        lambda self, x, lo, hi, **kw: bands.append((list(lo), list(hi))) or orig(self, x, lo, hi, **kw))
+    sw = _toy_sweep(av0_full=0.3, av0_none=0.8, a0=0.5)
+    mb.plot_sweep(sw, [0, 0.5, 1], "A0", str(tmp_path / "p.png"))
+    assert len(bands) == 2 and (tmp_path / "p.png").stat().st_size > 0
+    lo, hi = bands[1]
+    assert all(h - l > 5 for l, h in zip(lo, hi))     # the band spans each point's interval (in %)

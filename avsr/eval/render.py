@@ -461,6 +461,7 @@ def sweep_md(out, reference=None, baseline=None) -> str:
                       "| model | " + " | ".join(rc) + " |", "|---|" + "---|" * len(rc)]
             lines += [f"| {m} | " + " | ".join(f"{100 * row[c]['relative_cer_vs_baseline']:.1f}" for c in rc) + " |"
                       for m, row in rel]
+    lines += _paired_md(out, baseline)
     if "similarity" in out:
         lines += ["", f"Representation similarity to {baseline} (mean-pooled `fused`, cosine; "
                       "diagonal dominance = mean diagonal - mean off-diagonal; linear CKA):", "",
@@ -480,16 +481,53 @@ def sweep_md(out, reference=None, baseline=None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _paired_md(out, baseline=None) -> list:
+    """Paired bootstrap tests over the sweep's utterances: every model against ``baseline`` with full
+    video, and every model that reads video with no video (``whole``, else ``random@1``) against full."""
+    from avsr.eval.metrics import paired_bootstrap
+    ue, n = out.get("utt_errors"), out.get("utt_ref_chars")
+    conds = out["conditions"]
+    if not ue or not n or "random@0" not in conds:
+        return []
+    none = "whole" if "whole" in conds else ("random@1" if "random@1" in conds else None)
+    rows = []
+
+    def fmt(label, a, b):
+        p = paired_bootstrap(a, b, n)
+        verdict = "better" if p["p_b_not_better"] < 0.05 else (
+            "worse" if p["rel_hi"] < 0 else "not resolved")
+        rows.append(f"| {label} | {100 * p['cer_a']:.1f} | {100 * p['cer_b']:.1f} | "
+                    f"{100 * p['rel_reduction']:+.1f} [{100 * p['rel_lo']:+.1f}, {100 * p['rel_hi']:+.1f}] | "
+                    f"{p['p_b_not_better']:.3f} | {verdict} |")
+
+    for m in out["cer"]:
+        if baseline and m != baseline and baseline in ue:
+            fmt(f"{m} vs {baseline}, full video", ue[baseline]["random@0"], ue[m]["random@0"])
+    for m in out["cer"]:
+        if none and ue[m]["random@0"] != ue[m][none]:
+            fmt(f"{m}: full video vs {none} (no video)", ue[m][none], ue[m]["random@0"])
+    if not rows:
+        return []
+    return ["", "Paired tests (bootstrap over utterances, 1000 resamples; B better than A when p < 0.05):", "",
+            "| comparison (B vs A) | CER A % | CER B % | rel. reduction % [95 % CI] | p(B not better) | B is |",
+            "|---|---|---|---|---|---|"] + rows
+
+
 def plot_sweep(out, rates, baseline, path):
-    """The paper's Figure-1-style plot: CER vs random frame-loss rate per model, the baseline dashed."""
+    """The paper's Figure-1-style plot: CER vs random frame-loss rate per model, the baseline dashed,
+    each line with a band of its points' 95 % bootstrap intervals."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
     rates = sorted(rates)
     for m, row in out["cer"].items():
-        ys = [100 * row[f"random@{r:g}"]["cer"] for r in rates]
-        ax.plot(rates, ys, "--" if m == baseline else "-o", label=m, markersize=3)
+        cells = [row[f"random@{r:g}"] for r in rates]
+        ys = [100 * c["cer"] for c in cells]
+        line, = ax.plot(rates, ys, "--" if m == baseline else "-o", label=m, markersize=3)
+        if all("lo" in c and "hi" in c for c in cells):   # the 95 % bootstrap interval of each point
+            ax.fill_between(rates, [100 * c["lo"] for c in cells], [100 * c["hi"] for c in cells],
+                            color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xlabel("test video frame loss rate (random)")
     ax.set_ylabel("CER (%)")
     ax.set_title(f"CER vs frame loss ({out['search']})")
