@@ -19,15 +19,18 @@
 (the face whose centre is nearest the centre of that box), or by default the largest face (ties:
 the most central), with a warning when several faces are present.  Later frames take the detection
 nearest the previous target centre (within one face width); frames without one are NaN rows, left
-to :func:`frontends.roi.interpolate_boxes`.
+to :func:`frontends.roi.interpolate_boxes`.  By default (``search="window"``, Haar) later frames are
+searched only near the target's last face box (:meth:`HaarDetector.detect_around`: the whole-frame
+cascade search evaluated there only, which returns the whole-frame boxes at a fraction of the cost),
+and the whole frame again when nothing is found there.
 
 With ``stride=N > 1`` the detector runs on frames ``0, N, 2N, ...`` and on the last frame; the mouth
 boxes of the frames between two successful detections are linearly interpolated (per coordinate, in
 frame index) and count as detected; frames between a success and a miss stay NaN.  ``scale < 1``
 runs the detector on the frame resized by ``scale`` (``INTER_AREA``) and maps its boxes back (the
 Haar ``min_face`` then applies to the small frame).  Measured on a 30 fps 640x360 clip of the
-astronaut photograph panned and zoomed over 6 s (``scripts/bench_detect.py``,
-``docs/results/bench_detect.json``): see :data:`DEFAULT_STRIDE`.
+astronaut photograph panned and zoomed (``scripts/bench_detect.py``, ``docs/results/bench_detect.json``):
+see :data:`DEFAULT_STRIDE`.
 """
 from __future__ import annotations
 
@@ -39,11 +42,16 @@ import cv2
 import numpy as np
 
 __all__ = ["Detection", "Detector", "HaarDetector", "MediaPipeDetector", "get_detector", "track_mouth",
-           "DETECTORS", "DEFAULT_STRIDE"]
+           "DETECTORS", "DEFAULT_STRIDE", "DEFAULT_SEARCH", "SEARCHES"]
 
-#: Default ``stride`` of :func:`track_mouth` callers (``avsr decode --detect_every``), chosen from the
-#: measurement in ``docs/results/bench_detect.json``.
-DEFAULT_STRIDE = 5
+#: Default ``stride`` of :func:`track_mouth` callers (``avsr decode --detect_every``) and default
+#: ``search`` of :func:`track_mouth`, chosen from the measurement in ``docs/results/bench_detect.json``:
+#: detecting on every frame, near the last face, gives the per-frame boxes at several times real time,
+#: where detecting on every N-th frame and interpolating does not stay within IoU 0.9 of them (the
+#: per-frame Haar box itself moves from frame to frame more than the face does).
+DEFAULT_STRIDE = 1
+DEFAULT_SEARCH = "window"
+SEARCHES = ("window", "near", "frame")
 
 Box = Tuple[float, float, float, float]
 
@@ -88,6 +96,10 @@ class HaarDetector(Detector):
         if self.cascade.empty():
             raise RuntimeError(f"{path}: cannot load the Haar cascade")
         self.scale_factor, self.min_neighbors, self.min_face = scale_factor, min_neighbors, min_face
+        # detect_around scans 2x-upsampled crops at factor 2 (step 1) with a second instance so that neither
+        # instance's per-scale state is rebuilt on every call
+        self._step1 = cv2.CascadeClassifier(path)
+        self._pyramids = {}
 
     def detect(self, frame: np.ndarray) -> List[Detection]:
         g = cv2.equalizeHist(_gray(frame))
@@ -122,6 +134,91 @@ class HaarDetector(Detector):
         faces = self.cascade.detectMultiScale(g[r0:r1, c0:c1], scaleFactor=self.scale_factor,
                                               minNeighbors=self.min_neighbors, minSize=(lo, lo), maxSize=(hi, hi))
         return self._dets(faces, c0, r0)
+
+
+    def _pyramid(self, W: int, H: int) -> List[Tuple[np.float32, int, int, int, int, int]]:
+        """The scales ``detectMultiScale`` searches on a ``W x H`` image, as it enumerates them: ``(factor
+        as float32, window width, window height, scaled width, scaled height, position step)``."""
+        key = (W, H)
+        if key not in self._pyramids:
+            ow, oh = self.cascade.getOriginalWindowSize()
+            out, factor = [], 1.0
+            while True:                                     # OpenCV: for (double factor = 1; ; factor *= scaleFactor)
+                w, h = int(np.rint(ow * factor)), int(np.rint(oh * factor))   # cvRound: half to even, like lrint
+                if w > W or h > H:
+                    break
+                if w >= self.min_face and h >= self.min_face:
+                    f = np.float32(factor)
+                    out.append((f, int(np.rint(np.float32(ow) * f)), int(np.rint(np.float32(oh) * f)),
+                                int(np.rint(np.float32(W) / f)), int(np.rint(np.float32(H) / f)), 1 if f >= 2 else 2))
+                factor *= self.scale_factor
+            self._pyramids[key] = out
+        return self._pyramids[key]
+
+    def detect_around(self, frame: np.ndarray, face: Box, center_range: float = 0.25, size_range=(0.5, 2.0),
+                      accept: float = 0.1, warm: int = 4) -> List[Detection]:
+        """The faces :meth:`detect` finds near ``face``, computed only there: the whole-frame search's own
+        windows (its image pyramid, resampled the same way, its positions and scan order) whose centres lie
+        within ``center_range`` face widths of the centre of ``face``, at window sizes ``size_range`` times
+        its width, grouped as ``detectMultiScale`` groups them; of the groups, those centred within
+        ``accept`` face widths (``[]`` when none is).  When every window of a face's group lies inside
+        those ranges the box is the one :meth:`detect` returns, to the pixel.  On the benchmark clip the
+        windows of a group lie within 0.15 face widths of its centre, so a face that moved by up to
+        ``accept`` = ``center_range`` - 0.15 face widths is found as the whole-frame search finds it
+        (``scripts/bench_detect.py`` counts the frames where the boxes are equal); a face that moved
+        farther is left to the caller's whole-frame search.  ``warm`` extra
+        positions are scanned to the left of each row so that OpenCV's scan, which skips the next
+        position after a window rejected by the first stage, falls into step with the whole-frame
+        scan before the range starts.
+
+        The whole-frame search evaluates, at factor ``f``, the cascade's window (24x24 for the default
+        cascade) at every ``step``-th position of the frame resized to ``round(W/f) x round(H/f)``
+        (``INTER_LINEAR_EXACT``), ``step`` 1 from factor 2 up and 2 below.  Here the frame is resized the
+        same way and the cascade runs on a crop of it: directly at factor 1 (step 2), or upsampled 2x
+        (nearest) at factor 2, which the cascade downsamples back exactly and scans with step 1."""
+        g = cv2.equalizeHist(_gray(frame))
+        H, W = g.shape[:2]
+        ow, oh = self.cascade.getOriginalWindowSize()
+        x1, y1, x2, y2 = face
+        fw = max(x2 - x1, y2 - y1)
+        cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+        reach = center_range * fw
+        cand = []
+        for f, rw, rh, sw, sh, step in self._pyramid(W, H):
+            if rw < size_range[0] * fw or rw > size_range[1] * fw:
+                continue
+            ff = float(f)
+            # window top-left positions (scaled image) whose centre is within reach, on the scan's lattice
+            xl, xh = int(np.floor((cx - reach) / ff - ow / 2)), int(np.ceil((cx + reach) / ff - ow / 2))
+            yl, yh = int(np.floor((cy - reach) / ff - oh / 2)), int(np.ceil((cy + reach) / ff - oh / 2))
+            c0 = max(0, xl - warm * step)
+            c0 -= c0 % step
+            r0 = max(0, yl)
+            r0 -= r0 % step
+            c1, r1 = min(sw, xh + ow + 1), min(sh, yh + oh + 1)
+            if c1 - c0 <= ow or r1 - r0 <= oh:
+                continue
+            crop = cv2.resize(g, (sw, sh), interpolation=cv2.INTER_LINEAR_EXACT)[r0:r1, c0:c1]
+            if step == 1:
+                up = cv2.resize(crop, (2 * crop.shape[1], 2 * crop.shape[0]), interpolation=cv2.INTER_NEAREST)
+                found = self._step1.detectMultiScale(up, scaleFactor=2.0, minNeighbors=0, minSize=(2 * ow, 2 * oh),
+                                                     maxSize=(2 * ow, 2 * oh))
+                pos = [(x // 2, y // 2) for (x, y, _w, _h) in (found if len(found) else [])]
+            else:
+                found = self.cascade.detectMultiScale(np.ascontiguousarray(crop), scaleFactor=1.1, minNeighbors=0,
+                                                      minSize=(ow, oh), maxSize=(ow, oh))
+                pos = [(x, y) for (x, y, _w, _h) in (found if len(found) else [])]
+            for x, y in pos:                               # OpenCV: Rect(cvRound(x*scale), cvRound(y*scale), ...)
+                cand.append([int(np.rint(np.float32(x + c0) * f)), int(np.rint(np.float32(y + r0) * f)), rw, rh])
+        if not cand:
+            return []
+        if self.min_neighbors > 0:
+            rects, _ = cv2.groupRectangles(cand, self.min_neighbors, 0.2)
+        else:
+            rects = cand
+        keep = [r for r in (rects if len(rects) else [])
+                if max(abs(r[0] + r[2] / 2.0 - cx), abs(r[1] + r[3] / 2.0 - cy)) <= accept * fw]
+        return self._dets(keep, 0, 0)
 
 
 class MediaPipeDetector(Detector):
@@ -196,15 +293,25 @@ def _scaled(detector: Detector, frame, scale: float) -> List[Detection]:
 
 def track_mouth(frames: "np.ndarray | Iterable[np.ndarray]", detector: Detector, face_index: Optional[int] = None,
                 bbox: Optional[Box] = None, stride: int = 1, scale: float = 1.0,
-                local: bool = False) -> Tuple[np.ndarray, List[str]]:
+                local: bool = False, search: Optional[str] = None) -> Tuple[np.ndarray, List[str]]:
     """Mouth boxes ``float32 [T, 4]`` (NaN = no detection) of one target face, and warnings.
 
     ``frames``: an array ``[T, H, W(, 3)]`` or any iterable of frames (consumed once, one frame held
     at a time, e.g. the frames of :func:`frontends.video.iter_video`).  ``stride``: detect on every
     ``stride``-th frame and the last one, interpolating between successes; ``scale``: detect on frames
-    resized by this factor (module docstring).  ``local=True`` (detectors with ``detect_near``, i.e.
-    Haar): once the target is found, search only near its last face box, falling back to the whole
-    frame when nothing is found there.
+    resized by this factor (module docstring).  ``search`` (default :data:`DEFAULT_SEARCH`), once the
+    target is found:
+
+    * ``"window"``: the detector's ``detect_around`` (Haar): the whole-frame search computed only near
+      the target's last face box (same boxes there, see :meth:`HaarDetector.detect_around`); used with
+      ``scale`` 1 only;
+    * ``"near"`` (also ``local=True``, the earlier keyword): the detector's ``detect_near`` (Haar): a
+      cheaper cascade search of the region around the last face box, close to but not the same as
+      the whole-frame search;
+    * ``"frame"``: the whole frame every time.
+
+    ``window`` and ``near`` fall back to the whole frame when they find nothing, and detectors without
+    the method (``mediapipe``) always search the whole frame.
     """
     stride = int(stride)
     if stride < 1:
@@ -212,6 +319,12 @@ def track_mouth(frames: "np.ndarray | Iterable[np.ndarray]", detector: Detector,
     scale = float(scale)
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be in (0, 1], got {scale}")
+    if search is None:
+        search = "near" if local else DEFAULT_SEARCH
+    elif local and search != "near":
+        raise ValueError(f"local=True is search='near', not {search!r}")
+    if search not in SEARCHES:
+        raise ValueError(f"unknown search {search!r}; choose from {SEARCHES}")
     rows: List[np.ndarray] = []
     warnings: List[str] = []
     target: Optional[Detection] = None
@@ -221,8 +334,11 @@ def track_mouth(frames: "np.ndarray | Iterable[np.ndarray]", detector: Detector,
     def detect(t: int, frame) -> None:
         nonlocal target, last_hit
         dets = None
-        if local and target is not None and hasattr(detector, "detect_near"):
-            dets = detector.detect_near(frame, target.face)
+        if target is not None:
+            if search == "window" and scale == 1.0 and hasattr(detector, "detect_around"):
+                dets = detector.detect_around(frame, target.face)
+            elif search == "near" and hasattr(detector, "detect_near"):
+                dets = detector.detect_near(frame, target.face)
         if not dets:
             dets = _scaled(detector, frame, scale)
         if not dets:

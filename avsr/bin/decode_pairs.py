@@ -59,8 +59,8 @@ def build_parser():
     ap.add_argument("--detector", default="haar", choices=["haar", "mediapipe"])
     ap.add_argument("--detect_every", type=int, default=None,
                     help="run the offline detector on every N-th frame and interpolate the mouth boxes between "
-                         "(frontends.face_detectors.track_mouth stride; default DEFAULT_STRIDE, measured in "
-                         "docs/results/bench_detect.json; 1 = every frame)")
+                         "(frontends.face_detectors.track_mouth stride; default DEFAULT_STRIDE = 1: every frame, "
+                         "searched near the last face, measured in docs/results/bench_detect.json)")
     ap.add_argument("--video_memory", default="stream", choices=["stream", "hold"],
                     help="stream: crop full-frame videos while decoding, no whole frame kept (default); hold: "
                          "decode every frame into memory first (the earlier path: same ROIs, more memory)")
