@@ -210,3 +210,24 @@ def test_report_finds_moved_data_dirs_with_data_root(fake, capsys):
                  "--data_root", str(fake / "moved")])
     with open(out + ".json", encoding="utf-8") as f:
         assert json.load(f)["rows"][0]["cpcer"]["overall"] == pytest.approx(1 / 3)
+
+
+def test_report_states_each_finished_stage_wall_time_in_stage_order(fake, tmp_path):
+    stages = tmp_path / "stages"
+    stages.mkdir()
+    (stages / "0_generate.seconds").write_text("61\n")
+    (stages / "0_generate.done").write_text("preset=demo seed=1 gen_args=\n")      # SynthMISP's marker: no time
+    for n, name, secs in [(12, "decode", 40), (2, "rois", 19), (6, "train_a0", 300)]:
+        (stages / f"{n}_{name}.done").write_text(f"stage: {n} {name}\nfinished: x\nseconds: {secs}\nsignature: s\n")
+    (stages / "7_train_v.done").write_text("stage: 7 train_v\nsignature: s\n")     # older marker without a time
+    out = str(fake / "report_t")
+    assert report.main(["--decode_dir", str(fake / "decode"), "--models", "a0", "av0", "--sets", "dev",
+                        "--baseline", "a0", "--out", out, "--bootstrap", "20", "--stages_dir", str(stages)]) == 0
+    with open(out + ".json", encoding="utf-8") as f:
+        rep = json.load(f)
+    assert list(rep["stage_seconds"].items()) == [("0_generate", 61), ("2_rois", 19), ("6_train_a0", 300),
+                                                   ("12_decode", 40)]
+    with open(out + ".md", encoding="utf-8") as f:
+        md = f.read()
+    assert ("Wall time by stage: 0_generate 61 s, 2_rois 19 s, 6_train_a0 300 s, 12_decode 40 s; "
+            "total 420 s (7.0 min).") in md

@@ -19,6 +19,9 @@ The data dir is the one ``result.json`` records (``data_dir``), or ``<data_root>
 ``no_reference``; a row whose data dir or hypothesis ``text`` cannot be found keeps its CER, gets no
 ``cpcer`` and the reason is printed and listed in ``cpcer_skipped``.
 
+With ``--stages_dir <exp_dir>/stages`` the report also states each finished stage's wall time
+(``stage_seconds`` in the JSON, a line under the table), from the recipe's done markers.
+
     python -m avsr.bin.report --docs [--root .] [--out_root DIR]
 
 renders every committed report (docs/BENCHMARKS.md, recipes/*/RESULTS.md, the committed recipe sweep's
@@ -66,6 +69,41 @@ def row_cpcer(decode_dir, model, split, result, data_dir):
             "per_session": c["per_session"]}, None
 
 
+def stage_seconds(stages_dir) -> dict:
+    """Wall seconds of each finished recipe stage, ``{"<N>_<name>": seconds}`` in stage order, from the
+    done markers of ``stages_dir`` (``seconds:`` lines, written by scripts/stage_utils.sh) and
+    SynthMISP's ``0_generate.seconds``; stages without a time (done before times were kept) are left out."""
+    out = []
+    if not stages_dir or not os.path.isdir(stages_dir):
+        return {}
+    for name in os.listdir(stages_dir):
+        path = os.path.join(stages_dir, name)
+        key = name.rsplit(".", 1)[0]
+        num = key.split("_", 1)[0]
+        if not num.isdigit():
+            continue
+        secs = None
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        if name.endswith(".seconds") and text.strip().isdigit():
+            secs = int(text.strip())
+        elif name.endswith(".done"):
+            for line in text.splitlines():
+                if line.startswith("seconds:") and line.split(":", 1)[1].strip().isdigit():
+                    secs = int(line.split(":", 1)[1])
+        if secs is not None:
+            out.append((int(num), key, secs))
+    return {k: v for _, k, v in sorted(out)}
+
+
+def stage_seconds_md(secs: dict) -> str:
+    if not secs:
+        return ""
+    total = sum(secs.values())
+    return ("Wall time by stage: " + ", ".join(f"{k} {v} s" for k, v in secs.items())
+            + f"; total {total} s ({total / 60:.1f} min).\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--docs", action="store_true", help="render the committed reports from the committed JSONs")
@@ -77,6 +115,8 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", default=None)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--out", help="output prefix (.json, .md)")
+    ap.add_argument("--stages_dir", default=None,
+                    help="a recipe's <exp_dir>/stages: add each finished stage's wall time to the report")
     ap.add_argument("--data_root", default=None,
                     help="data dirs are <data_root>/<set> (default: the data_dir each result.json records)")
     args = ap.parse_args(argv)
@@ -119,10 +159,15 @@ def main(argv=None) -> int:
             rows.append(row)
     out = {"decode_dir": os.path.abspath(args.decode_dir), "rows": rows, "missing": missing,
            "no_reference": no_ref, "cpcer_skipped": cp_skipped}
+    secs = stage_seconds(args.stages_dir)
+    if secs:
+        out["stage_seconds"] = secs
     os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
     with open(args.out + ".json", "w", encoding="utf-8") as f:
         json.dump(out, f, indent=1, ensure_ascii=False)
     md = report_md(rows, args.baseline, missing, no_reference=no_ref)
+    if secs:
+        md += "\n" + stage_seconds_md(secs)
     with open(args.out + ".md", "w", encoding="utf-8") as f:
         f.write(md)
     print(md)

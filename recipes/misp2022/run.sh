@@ -112,7 +112,7 @@ a done stage is skipped unless --force true; running a stage clears later stages
                (never with the LM: --lm_weight 0 with --use_lm true)
                -> \$exp_dir/sweep/\$sweep_set/{sweep.json,sweep.md,cer_vs_frame_loss.png}
   14 report    CER and cpCER (per session and overall) with bootstrap intervals and paired comparisons
-               (sets without references are skipped with a message)
+               (sets without references are skipped with a message) and each finished stage's wall time
                -> \$exp_dir/report.{json,md}, printed, then the sweep table and the plot's path
   15 rows_train   (only with --rows FILE, e.g. ../../conf/rows/dai2024.yaml)
                train every run of the row spec's table (--rows, --rows_table) with avsr.bin.train
@@ -496,7 +496,7 @@ stage_sweep() {
 stage_report() {
   # shellcheck disable=SC2086
   "$PYTHON" -m avsr.bin.report --decode_dir "$exp_dir/decode" --models $models --sets $decode_sets \
-    --baseline a0 --out "$exp_dir/report"
+    --baseline a0 --out "$exp_dir/report" --stages_dir "$exp_dir/stages"
   if [ -f "$exp_dir/sweep/$sweep_set/sweep.md" ]; then
     echo; cat "$exp_dir/sweep/$sweep_set/sweep.md"
     echo "CER-vs-frame-loss plot: $exp_dir/sweep/$sweep_set/cer_vs_frame_loss.png"

@@ -63,12 +63,14 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     $force && rm -rf "$corpus_dir"
     rm -f "$marker"
     echo "stage 0: generating SynthMISP ($want) -> $corpus_dir"
+    t0=$SECONDS
     # shellcheck disable=SC2086
     "$PY" -m avsr.bin.synthmisp --out "$corpus_dir" --preset "$preset" --seed "$seed" \
         --nj "$nj" $gen_args 2>&1 | tee "$exp_dir/logs/stage0_generate.log"
     # the corpus changed: every later (misp2022) stage must be redone
     rm -f "$exp_dir"/stages/[1-9]*.done
     echo "$want" > "$marker"
+    echo "$((SECONDS - t0))" > "$exp_dir/stages/0_generate.seconds"   # read by the report's time split
   fi
 fi
 [ "$stop_stage" -lt 1 ] && exit 0
