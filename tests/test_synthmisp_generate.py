@@ -132,3 +132,30 @@ def test_proxy_checks_tiny(tiny):
     t = tracking_check(root, "train")
     assert t["segments"] >= 1
     assert t["r_target"] >= 0.5 and t["r_target"] - t["r_interferer"] >= 0.3, t
+
+
+def test_every_turn_is_one_official_segment(tiny):
+    """avsr.synthmisp.truth.match_turn on the generator's own official segment lines: each turn of
+    the truth is the turn of exactly one segment (of its speaker); a segment with no turn is a
+    filler-only interval (short)."""
+    from avsr.synthmisp.truth import load_turns, match_turn
+    root, _ = tiny
+    turns = load_turns(root)
+    n_turns = n_fillers = 0
+    for f in glob.glob(f"{root}/truth/*/*.json"):
+        d = json.load(open(f, encoding="utf-8"))
+        hits = {}
+        for ln in d["official_segments"]:
+            seg, spk, rec, s, e = ln.split()
+            assert rec == d["session"] + "_Far"
+            t = match_turn(turns[d["session"]], spk, float(s), float(e))
+            if t is None:
+                assert float(e) - float(s) <= max(G.FILLER_LEN_S) + 0.08, ln
+                n_fillers += 1
+            else:
+                assert t["speaker"] == spk[1:]
+                hits.setdefault(id(t), []).append(seg)
+        assert sorted(hits) == sorted(id(t) for t in turns[d["session"]]), f
+        assert all(len(v) == 1 for v in hits.values())
+        n_turns += len(hits)
+    assert n_turns >= 8
