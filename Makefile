@@ -21,7 +21,7 @@ ESPNET_RUNTIME := "typeguard" "packaging" "librosa>=0.10.2" "torch_complex"
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NJ ?= 2
 
-.PHONY: help install sysdeps demo test test-all bench bench-train bench-robust bench-sweep bench-full docs clean-venv
+.PHONY: help install sysdeps demo test test-all bench bench-train bench-robust bench-sweep bench-align bench-full docs clean-venv
 
 help:
 	@echo "make demo     set up (.venv, deps) and run the SynthMISP demo recipe"
@@ -31,6 +31,7 @@ help:
 	@echo "make bench-full    every row and MDA-KD distance (CTC greedy sweep)"
 	@echo "make docs     re-render the reports from docs/results/*.json"
 	@echo "make bench-sweep   cost of the eval sweep vs independent decodes (on the demo's models)"
+	@echo "make bench-align   CTC forced-alignment times against SynthMISP's truth (on the demo's a0)"
 	@echo "make install  only the set-up"
 
 sysdeps:
@@ -118,6 +119,15 @@ bench-sweep: install
 	$(PY) scripts/bench_sweep.py --models A0=$(DEMO_EXP)/packed/a0 AV0=$(DEMO_EXP)/packed/av0 \
 	  --data_dir $(DEMO_DATA)/eval --limit 96 --repeats 5 --searches greedy beam10 \
 	  --note "the demo's A0 and AV0 (make demo); demo eval" --out docs/results/bench_sweep_demo.json
+	$(PY) -m avsr.bin.report --docs
+
+# CTC forced-alignment character times against the generator's truth, on the demo's audio-only model
+DEMO_CORPUS ?= recipes/synthmisp/corpus/synthmisp_demo
+bench-align: install
+	[ -f $(DEMO_EXP)/packed/a0/model.pth ] || $(MAKE) --no-print-directory demo
+	OMP_NUM_THREADS=1 $(PY) scripts/bench_alignment.py --model $(DEMO_EXP)/packed/a0 --corpus $(DEMO_CORPUS) \
+	  --data_dir $(DEMO_DATA)/eval --data_dir $(DEMO_DATA)/dev --data_dir $(DEMO_DATA)/train \
+	  --model_description "the audio-only model of make demo" --out docs/results/bench_alignment.json
 	$(PY) -m avsr.bin.report --docs
 
 # every row (AV1-AV6, S.1-S.7, AV5 over the 4 MDA-KD distances x λ 1, 10, 100 with one joint dev minimum,

@@ -21,10 +21,13 @@ its spike and the last ends at most ``edge_frames`` after its own (leading and t
 silence more often than speech).  ``conf`` is the largest posterior of the token over its spike
 frames, in ``[0, 1]``.
 
-The rule was chosen on SynthMISP, whose truth files hold every character's spoken interval: with the
-tiny model of ``tests/test_alignment.py`` (forced alignment of the reference text of its training
-segments) the midpoints of this rule's intervals lie within 80 ms of the true midpoints for the
-share of characters that test states and asserts.
+SynthMISP's truth files hold every character's spoken interval (:mod:`avsr.synthmisp.truth` matches
+a data dir's segments to them); ``scripts/bench_alignment.py`` measures this rule against them, both
+on a model's CTC posteriors and on "oracle" posteriors with one spike at the frame nearest each true
+character midpoint (the error the frame grid and the rule add by themselves), and shows where a
+model's spikes lie (``docs/BENCHMARKS.md``).  The times are only as good as the spikes: a CTC head
+that emits its tokens at the edges of its input rather than on the speech gives wrong times with a
+correct path.
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import sys
 
 
@@ -26,7 +27,7 @@ def machine_info() -> dict:
 
 def command_line() -> str:
     return " ".join([os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd())
-                     else "python"] + sys.argv)
+                     else "python"] + [shlex.quote(a) for a in sys.argv])
 
 
 def emit(out: dict, path=None) -> None:
