@@ -559,7 +559,8 @@ def sweep_md(out, reference=None, baseline=None) -> str:
 
 def _paired_md(out, baseline=None) -> list:
     """Paired bootstrap tests over the sweep's utterances: every model against ``baseline`` with full
-    video, and every model that reads video with no video (``whole``, else ``random@1``) against full."""
+    video; every model that reads video with no video (``whole``, else ``random@1``) against full; and
+    ``baseline`` against each such model with no video (the modality bias when ``baseline`` is better)."""
     from avsr.eval.metrics import paired_bootstrap
     ue, n = out.get("utt_errors"), out.get("utt_ref_chars")
     conds = out["conditions"]
@@ -582,6 +583,8 @@ def _paired_md(out, baseline=None) -> list:
     for m in out["cer"]:
         if none and ue[m]["random@0"] != ue[m][none]:
             fmt(f"{m}: full video vs {none} (no video)", ue[m][none], ue[m]["random@0"])
+            if baseline and m != baseline and baseline in ue:   # the modality bias: audio-only beats no video
+                fmt(f"{baseline} vs {m} with {none} (no video)", ue[m][none], ue[baseline]["random@0"])
     if not rows:
         return []
     return ["", "Paired tests (bootstrap over utterances, 1000 resamples; B better than A when p < 0.05):", "",
