@@ -726,7 +726,7 @@ def leaderboard_md(lb) -> list:
 def synthmisp_results_md(res_dir) -> str:
     """recipes/synthmisp/RESULTS.md: per model, CER per condition and the command, from docs/results."""
     out = ["# SynthMISP recipe: results", "",
-           "CER % on the SynthMISP `mini` preset (`conf/mini.yaml` models, 2 CPU cores), rendered by "
+           "CER % on SynthMISP: `make demo`'s preset, then the `mini` preset (`conf/mini.yaml` models, 2 CPU cores), rendered by "
            "`python -m avsr.bin.report --docs` from `docs/results/*.json`. Bootstrap intervals, dev choices and "
            "paired tests are in the JSONs and in the details below.", "", OLD_RULES_NOTE, "",
            "## Commands", "", "```bash",
@@ -736,6 +736,27 @@ def synthmisp_results_md(res_dir) -> str:
            "# " + ROWS_RUN.format(table="core").replace("\n", "\n# "),
            "make bench-full     # every row (AV1-AV6, S.1-S.7, the MDA-KD grid), CTC greedy (--rows_table full)",
            "```", ""]
+    demo = _load(res_dir, os.path.join("demo", "report.json"))
+    if demo:
+        sw = _load(res_dir, os.path.join("demo", "sweep.json"))
+        out += ["## `make demo` (the `demo` preset: 0.4 h, 150 characters; `conf/demo.yaml`, 2 CPU cores)", "",
+                "| model | set | search | CER % [95 % CI] | rel. reduction vs A0 [95 % CI], p | command |",
+                "|---|---|---|---|---|---|"]
+        for x in demo["rows"]:
+            vb = x.get("vs_baseline")
+            rel = (f"{100 * vb['rel_reduction']:+.1f} % [{100 * vb['rel_lo']:+.1f}, {100 * vb['rel_hi']:+.1f}], "
+                   f"{vb['p_b_not_better']:.3f}" if vb else "")
+            out.append(f"| {x['model']} | {x['set']} | {x['search']} | {100 * x['cer']:.2f} "
+                       f"[{100 * x['lo']:.2f}, {100 * x['hi']:.2f}] | {rel} | `make demo` |")
+        if sw:
+            c = sw["cer"]["AV0"]
+            none = "whole" if "whole" in c else "random@1"
+            out.append(f"| AV0, no video ({none}) | eval | {sw['search']} | {100 * c[none]['cer']:.2f} "
+                       f"[{100 * c[none]['lo']:.2f}, {100 * c[none]['hi']:.2f}] | | `make demo` (stage 13) |")
+        secs = demo.get("stage_seconds") or {}
+        out += ["", f"`{demo.get('command', 'make demo')}`. Paired tests and the CER-vs-frame-loss plot: "
+                "`docs/results/demo/sweep.md`, `cer_vs_frame_loss.png`."
+                + (f" Stage wall times: {', '.join(f'{k} {v} s' for k, v in secs.items() if v)}." if secs else ""), ""]
     cal = _load(res_dir, "calibration_mini.json")
     if cal:
         stage = {"a0": "stage 6", "v": "stage 7", "av0": "stage 8"}
