@@ -191,11 +191,13 @@ def _ci(x: np.ndarray):
     return [float(lo), float(hi)]
 
 
-def paired_diff(rs: Resampler, row: str, other: str, cond: str) -> Dict:
+def paired_diff(rs: Resampler, row: str, other: str, cond: str, other_cond: Optional[str] = None) -> Dict:
     """``CER(row) - CER(other)`` at ``cond`` in points: ``{"diff", "ci95": [lo, hi], "p", "cer_row",
-    "cer_other"}``; ``p`` = share of resamples in which ``row`` is not better (difference >= 0)."""
-    d = rs.boot(row, cond) - rs.boot(other, cond)
-    a, b = rs.point(row, cond), rs.point(other, cond)
+    "cer_other"}``; ``p`` = share of resamples in which ``row`` is not better (difference >= 0).
+    ``other_cond``: ``other``'s condition when it differs (one model with and without video)."""
+    oc = cond if other_cond is None else other_cond
+    d = rs.boot(row, cond) - rs.boot(other, oc)
+    a, b = rs.point(row, cond), rs.point(other, oc)
     return {"diff": a - b, "ci95": _ci(d), "p": float(np.mean(d >= 0)), "cer_row": a, "cer_other": b}
 
 

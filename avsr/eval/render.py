@@ -558,37 +558,41 @@ def sweep_md(out, reference=None, baseline=None) -> str:
 
 
 def _paired_md(out, baseline=None) -> list:
-    """Paired bootstrap tests over the sweep's utterances: every model against ``baseline`` with full
-    video; every model that reads video with no video (``whole``, else ``random@1``) against full; and
-    ``baseline`` against each such model with no video (the modality bias when ``baseline`` is better)."""
-    from avsr.eval.metrics import paired_bootstrap
-    ue, n = out.get("utt_errors"), out.get("utt_ref_chars")
+    """Paired bootstrap tests over the sweep's utterances (:func:`avsr.eval.claims.paired_diff`, verdict by
+    :func:`avsr.eval.claims.better`): every model against ``baseline`` with full video; every model that
+    reads video with no video (``whole``, else ``random@1``) against full; and ``baseline`` against each
+    such model with no video (the modality bias when ``baseline`` is better)."""
+    from avsr.eval import claims as cl
+    ue = out.get("utt_errors")
     conds = out["conditions"]
-    if not ue or not n or "random@0" not in conds:
+    if not ue or not out.get("utt_ref_chars") or "random@0" not in conds:
         return []
+    rs = cl.Resampler(out)
     none = "whole" if "whole" in conds else ("random@1" if "random@1" in conds else None)
+    full = "random@0"
     rows = []
 
-    def fmt(label, a, b):
-        p = paired_bootstrap(a, b, n)
-        verdict = "better" if p["p_b_not_better"] < 0.05 else (
-            "worse" if p["rel_hi"] < 0 else "not resolved")
-        rows.append(f"| {label} | {100 * p['cer_a']:.1f} | {100 * p['cer_b']:.1f} | "
-                    f"{100 * p['rel_reduction']:+.1f} [{100 * p['rel_lo']:+.1f}, {100 * p['rel_hi']:+.1f}] | "
-                    f"{p['p_b_not_better']:.3f} | {verdict} |")
+    def fmt(label, b, b_cond, a, a_cond):
+        pd = cl.paired_diff(rs, b, a, b_cond, a_cond)
+        v = cl.better(pd)
+        verdict = "better" if v is True else "not better" if v is False else cl.NOT_RESOLVED
+        lo, hi = pd["ci95"]
+        rows.append(f"| {label} | {pd['cer_other']:.1f} | {pd['cer_row']:.1f} | {pd['diff']:+.1f} [{lo:+.1f}, {hi:+.1f}] | "
+                    f"{pd['p']:.3f} | {verdict} |")
 
     for m in out["cer"]:
         if baseline and m != baseline and baseline in ue:
-            fmt(f"{m} vs {baseline}, full video", ue[baseline]["random@0"], ue[m]["random@0"])
+            fmt(f"{m} vs {baseline}, full video", m, full, baseline, full)
     for m in out["cer"]:
-        if none and ue[m]["random@0"] != ue[m][none]:
-            fmt(f"{m}: full video vs {none} (no video)", ue[m][none], ue[m]["random@0"])
+        if none and ue[m][full] != ue[m][none]:
+            fmt(f"{m}: full video vs {none} (no video)", m, full, m, none)
             if baseline and m != baseline and baseline in ue:   # the modality bias: audio-only beats no video
-                fmt(f"{baseline} vs {m} with {none} (no video)", ue[m][none], ue[baseline]["random@0"])
+                fmt(f"{baseline} vs {m} with {none} (no video)", baseline, full, m, none)
     if not rows:
         return []
-    return ["", "Paired tests (bootstrap over utterances, 1000 resamples; B better than A when p < 0.05):", "",
-            "| comparison (B vs A) | CER A % | CER B % | rel. reduction % [95 % CI] | p(B not better) | B is |",
+    return ["", f"Paired tests (bootstrap over utterances, {rs.num} resamples; B better than A when p < 0.05, "
+                "not better when the whole interval is on the not-better side, else not resolved):", "",
+            "| comparison (B vs A) | CER A % | CER B % | B − A points [95 % CI] | p(B not better) | B is |",
             "|---|---|---|---|---|---|"] + rows
 
 
