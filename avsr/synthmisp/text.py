@@ -210,10 +210,9 @@ def restrict_words(n_chars: int) -> tuple[dict[str, list[str]], tuple[str, ...]]
     vocabulary, so it is homophone free too.  Raises ``ValueError`` when ``n_chars`` is too
     small to give every slot two words.
     """
-    full = {pos: list(WORDS[pos]) for pos in _SLOTS}
     if n_chars <= 0 or n_chars >= len(VOCAB):
-        out = {pos: list(v) for pos, v in WORDS.items()}
-        return out, VOCAB
+        return {pos: list(v) for pos, v in WORDS.items()}, VOCAB
+    full = {pos: list(WORDS[pos]) for pos in _SLOTS}
     chars = set(TEMPLATE_CHARS)
     taken: dict[str, list[str]] = {pos: [] for pos in _SLOTS}
     nxt = {pos: 0 for pos in _SLOTS}
@@ -240,13 +239,7 @@ def restrict_words(n_chars: int) -> tuple[dict[str, list[str]], tuple[str, ...]]
     out = {pos: v for pos, v in taken.items()}
     out["func"] = list(WORDS["func"])   # not drawn by the grammar
     out["mw"] = sorted({_NOUN_MW[n] for n in taken["noun"]})
-    used = set(TEMPLATE_CHARS)
-    for pos in _SLOTS:
-        for w in taken[pos]:
-            used |= set(w)
-            if pos == "noun":
-                used.add(_NOUN_MW[w])
-    return out, tuple(c for c in VOCAB if c in used)
+    return out, tuple(c for c in VOCAB if c in chars)   # chars: the template's and every taken word's
 
 
 def homophone_floor(vocab: Iterable[str] = VOCAB, char2syl: dict[str, str] | None = None) -> float:
@@ -298,7 +291,7 @@ def pinyin_string(text: str) -> str:
 # ---------------------------------------------------------------------------
 class TextGenerator:
     """Random Mandarin sentences of ``MIN_LEN``..``MAX_LEN`` characters over ``VOCAB``
-    (or over the first ``n_chars`` of it picked by :func:`restrict_words`).
+    (or over the at most ``n_chars`` of it that :func:`restrict_words` picks).
 
     ``sentence(rng)`` is a pure function of the state of ``rng`` (a
     ``numpy.random.Generator``); when ``rng`` is None the generator's own rng,
