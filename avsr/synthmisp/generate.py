@@ -219,24 +219,26 @@ def place_turns(turns: List[Turn], k: Knobs, rng: np.random.Generator) -> None:
         prev = t
 
 
+def covered_share(start: float, end: float, spans) -> float:
+    """Share of ``[start, end]`` covered by the union of ``spans`` (``(s, e)`` pairs, clipped to it)."""
+    iv = sorted((max(s, start), min(e, end)) for s, e in spans if s < end and e > start)
+    cov, cur_s, cur_e = 0.0, None, None
+    for s, e in iv:
+        if cur_e is None or s > cur_e:
+            if cur_e is not None:
+                cov += cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    if cur_e is not None:
+        cov += cur_e - cur_s
+    return cov / (end - start)
+
+
 def overlap_fraction(turns: List[Turn]) -> List[float]:
     """Per turn: share of its duration during which another speaker talks."""
-    out = []
-    for t in turns:
-        iv = sorted((max(o.start, t.start), min(o.end, t.end)) for o in turns
-                    if o is not t and o.spk != t.spk and o.start < t.end and o.end > t.start)
-        cov, cur_s, cur_e = 0.0, None, None
-        for s, e in iv:
-            if cur_e is None or s > cur_e:
-                if cur_e is not None:
-                    cov += cur_e - cur_s
-                cur_s, cur_e = s, e
-            else:
-                cur_e = max(cur_e, e)
-        if cur_e is not None:
-            cov += cur_e - cur_s
-        out.append(cov / (t.end - t.start))
-    return out
+    return [covered_share(t.start, t.end, [(o.start, o.end) for o in turns if o is not t and o.spk != t.spk])
+            for t in turns]
 
 
 # ----------------------------------------------------------------------------- acoustics

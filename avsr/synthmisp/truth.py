@@ -26,10 +26,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from avsr.eval.cpcer import session_of
 from avsr.synthmisp.layout import GRID, official_text
 
-__all__ = ["TruthError", "SegmentTruth", "load_turns", "match_turn", "overlap_share", "segment_truths",
-           "session_of_recording"]
+__all__ = ["TruthError", "SegmentTruth", "load_turns", "match_turn", "overlap_share", "segment_truths"]
 
 #: Slack (s) on each side of the boundary windows of :func:`match_turn`: the TextGrid rounds to 10 ms
 #: (at most 5 ms off), the truth JSON to 1 ms.
@@ -77,11 +77,6 @@ def load_turns(corpus: "str | os.PathLike[str]", splits: Optional[Sequence[str]]
     return out
 
 
-def session_of_recording(rec: str) -> str:
-    """``R01_S001002_C01_I0_Far`` -> ``R01_S001002_C01_I0`` (the far-field recording of a session)."""
-    return rec[:-len("_Far")] if rec.endswith("_Far") else rec
-
-
 def match_turn(turns: Sequence[dict], speaker: str, start: float, end: float,
                text: Optional[str] = None) -> Optional[dict]:
     """The turn of ``speaker`` (``"024"`` or ``"S024"``) that the segment ``[start, end]`` was cut from
@@ -102,20 +97,11 @@ def match_turn(turns: Sequence[dict], speaker: str, start: float, end: float,
 
 
 def overlap_share(turn: dict, turns: Sequence[dict]) -> float:
-    """Share of ``turn``'s duration during which a turn of another speaker sounds."""
-    iv = sorted((max(o["start"], turn["start"]), min(o["end"], turn["end"])) for o in turns
-                if o["speaker"] != turn["speaker"] and o["start"] < turn["end"] and o["end"] > turn["start"])
-    cov, cur = 0.0, None
-    for s, e in iv:
-        if cur is None or s > cur[1]:
-            if cur is not None:
-                cov += cur[1] - cur[0]
-            cur = [s, e]
-        else:
-            cur[1] = max(cur[1], e)
-    if cur is not None:
-        cov += cur[1] - cur[0]
-    return cov / (turn["end"] - turn["start"])
+    """Share of ``turn``'s duration during which a turn of another speaker sounds (the generator's own
+    measure, :func:`avsr.synthmisp.generate.covered_share`)."""
+    from avsr.synthmisp.generate import covered_share
+    return covered_share(turn["start"], turn["end"],
+                         [(o["start"], o["end"]) for o in turns if o["speaker"] != turn["speaker"]])
 
 
 def segment_truths(corpus: "str | os.PathLike[str]", data_dir: "str | os.PathLike[str]") -> List[SegmentTruth]:
@@ -128,7 +114,7 @@ def segment_truths(corpus: "str | os.PathLike[str]", data_dir: "str | os.PathLik
     out: List[SegmentTruth] = []
     for utt in sorted(dd.segments):
         seg = dd.segments[utt]
-        session = session_of_recording(seg.recording)
+        session = session_of(seg.recording)
         if session not in by_session:
             raise TruthError(f"{utt}: session {session} has no truth file in {corpus}")
         turns = by_session[session]
