@@ -135,7 +135,6 @@ class HaarDetector(Detector):
                                               minNeighbors=self.min_neighbors, minSize=(lo, lo), maxSize=(hi, hi))
         return self._dets(faces, c0, r0)
 
-
     def _pyramid(self, W: int, H: int) -> List[Tuple[np.float32, int, int, int, int, int]]:
         """The scales ``detectMultiScale`` searches on a ``W x H`` image, as it enumerates them: ``(factor
         as float32, window width, window height, scaled width, scaled height, position step)``."""

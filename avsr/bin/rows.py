@@ -572,7 +572,6 @@ class Experiment:
                 out["budget_steps"][run_name] = budget_steps(d)
         return out
 
-
     def row_steps(self):
         """``{row: {"run", "steps", "own", "init", "init_run", "budget", "budget_of"}}``: the optimiser steps of
         each row's chosen run counted from its recipe model (its own plus its init row's run's), and its

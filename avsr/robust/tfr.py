@@ -281,7 +281,7 @@ class TFRMethod(TrainingMethod):
         pred = self.head(src, valid)
         loss = reconstruction_loss(pred, target, missing, self.beta)
         w = self.weight if self.active else 0.0
-        n_valid = int((torch.arange(T, device=lens.device)[None, :] < lens[:, None]).sum())
+        n_valid = int(valid.sum())   # the tap's valid-frame mask
         self.last = {"tfr_recon": float(loss.detach()), "tfr_missing": float(missing.sum()) / max(n_valid, 1)}
         return {"loss_tfr": w * loss}
 
