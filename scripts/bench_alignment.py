@@ -79,7 +79,10 @@ def oracle_logp(T: int, vocab: int, ids, mids, offset: float, stride: float, seg
 
 
 def measure(s2t, corpus: str, data_dir: str, pad_probe: float = 1.0, edge_frames: int = 5) -> dict:
+    import torch
+
     from avsr.alignment import AlignmentError
+    from avsr.decoding.ctc_greedy import ctc_greedy
     from avsr.data.datadir import read_datadir
     from avsr.eval.metrics import utt_errors
     from avsr.synthmisp.truth import segment_truths
@@ -105,8 +108,7 @@ def measure(s2t, corpus: str, data_dir: str, pad_probe: float = 1.0, edge_frames
         audio_s += len(audio) / SAMPLE_RATE
         lp, mod = s2t.ctc_posteriors(s2t.make_batch([{"audio": audio}]))[0]
         ids = s2t.tokenizer.encode(st.text)
-        best = lp.argmax(1)
-        hyp = [int(b) for i, b in enumerate(best) if b != 0 and (i == 0 or b != best[i - 1])]
+        hyp = ctc_greedy(torch.from_numpy(lp)[None], torch.tensor([lp.shape[0]]))[0]
         e, n = utt_errors(st.text, s2t.tokenizer.decode(hyp))
         greedy_err, greedy_len = greedy_err + e, greedy_len + n
         try:
