@@ -38,7 +38,7 @@ import sys
 from avsr.data.datadir import read_datadir, read_table, table_to_dict
 from avsr.eval.cpcer import datadir_cpcer
 from avsr.eval.metrics import paired_bootstrap
-from avsr.eval.render import render_docs, report_md
+from avsr.eval.render import render_docs, report_md, stage_seconds_md
 
 
 def load(decode_dir, model, split):
@@ -94,14 +94,6 @@ def stage_seconds(stages_dir) -> dict:
         if secs is not None:
             out.append((int(num), key, secs))
     return {k: v for _, k, v in sorted(out)}
-
-
-def stage_seconds_md(secs: dict) -> str:
-    if not secs:
-        return ""
-    total = sum(secs.values())
-    return ("Wall time by stage: " + ", ".join(f"{k} {v} s" for k, v in secs.items())
-            + f"; total {total} s ({total / 60:.1f} min).\n")
 
 
 def main(argv=None) -> int:

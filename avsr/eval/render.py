@@ -494,6 +494,15 @@ def report_md(rows, baseline=None, missing=(), no_reference=()) -> str:
     return md
 
 
+def stage_seconds_md(secs: dict) -> str:
+    """The line ``avsr.bin.report --stages_dir`` adds under its table (``secs``: its ``stage_seconds``)."""
+    if not secs:
+        return ""
+    total = sum(secs.values())
+    return ("Wall time by stage: " + ", ".join(f"{k} {v} s" for k, v in secs.items())
+            + f"; total {total} s ({total / 60:.1f} min).\n")
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.2f}"
 
@@ -835,6 +844,7 @@ def misp2022_results_md() -> str:
 
 # (relative path of the page, how to render it); ``res_dir`` is docs/results
 RECIPE_SWEEP = "docs/results/recipe_sweep_mini"
+DEMO_RESULTS = "docs/results/demo"       # make demo's report and sweep (their JSONs copied from the run)
 
 
 def render_docs(root, out_root=None, notes_dir=None) -> Dict[str, str]:
@@ -847,6 +857,15 @@ def render_docs(root, out_root=None, notes_dir=None) -> Dict[str, str]:
         pages = {"docs/BENCHMARKS.md": benchmarks_md(res),
                  "recipes/synthmisp/RESULTS.md": synthmisp_results_md(res),
                  "recipes/misp2022/RESULTS.md": misp2022_results_md()}
+        demo = os.path.join(root, DEMO_RESULTS)
+        sw = _load(demo, "sweep.json")
+        if sw:
+            pages[f"{DEMO_RESULTS}/sweep.md"] = sweep_md(sw, reference="AV0", baseline="A0")
+        r = _load(demo, "report.json")
+        if r:
+            md = report_md(r["rows"], missing=r.get("missing") or (), no_reference=r.get("no_reference") or ())
+            pages[f"{DEMO_RESULTS}/report.md"] = md + ("\n" + stage_seconds_md(r["stage_seconds"])
+                                                       if r.get("stage_seconds") else "")
         sw = _load(os.path.join(root, RECIPE_SWEEP), "sweep.json")
         if sw:
             pages[f"{RECIPE_SWEEP}/sweep.md"] = OLD_RULES_NOTE + "\n\n" + sweep_md(sw, reference="AV0", baseline="A0")
