@@ -201,7 +201,11 @@ defaults: {budget: {epochs: 1}, lr: 0.001, warmup_steps: 1, freeze: [audio_encod
 rows:
   AV1: {init: av0_init, freeze: [], options: {d_prob: 1.0}}
   AV2: {init: av0_init, freeze: [], options: {d_prob: 0.5}}
-  AV3: {init: av0, options: {d_prob: 0.5}}
+  AV3:
+    init: av0
+    options: {d_prob: 0.5}
+    grid: {options.d_prob: {values: [0.5, 0.25], name: "-p{:g}", omit: 0.5}}
+    select: {sweep: dev_av3, rates: [0, 0.5, 1.0], label: "{run}"}
   AV5:
     init: av0
     methods: [{mda_kd: {teacher: "@av0", distance: mse, tap: fused, weight: 1.0}}]
@@ -285,7 +289,7 @@ def _leaderboard(tmp_path, monkeypatch, extra=()):
     import avsr.pack as pk
     exp, data, corpus, spec = _rows_dir(tmp_path)
     # dev: AV2 has the lowest area; eval: AV1 does (the leaderboard must take dev's)
-    _Runner.DEV = {"AV1": lambda r: .30, "AV2": lambda r: .20 + .1 * r, "AV3": lambda r: .31,
+    _Runner.DEV = {"AV1": lambda r: .30, "AV2": lambda r: .20 + .1 * r, "AV3": lambda r: .31, "AV3-p0.25": lambda r: .25,
                    "T0": lambda r: .4, "T0.5": lambda r: .3}
     _Runner.EVAL = {"A0": _curve(3, 3), "AV0": _curve(2, 4), "AV1": _curve(2.1, 2.4), "AV2": _curve(2.6, 4),
                     "AV3": _curve(2.2, 3.6), "AV5": _curve(2, 3.6), "AV6": _curve(2, 3), "AV6-tuned": _curve(2, 3)}
@@ -293,6 +297,10 @@ def _leaderboard(tmp_path, monkeypatch, extra=()):
     monkeypatch.setattr(pk, "load_packed", lambda p: (None,))
     monkeypatch.setattr(mm, "count_parameters", lambda m: {"total": 1033, "adapter": 33})
     out = tmp_path / "lb" / "leaderboard.json"
+    os.makedirs(tmp_path / "lb")
+    plot = exp / "rows" / "sweep" / "eval_t" / "cer_vs_frame_loss.png"     # what avsr eval leaves there
+    os.makedirs(plot.parent)
+    plot.write_bytes(b"\x89PNG fake")
     rb.main(["table", "--rows", str(spec), "--table", "t", "--exp_dir", str(exp), "--data_dir", str(data),
              "--config", "c.yaml", "--out", str(tmp_path / "robust_t.json"), "--leaderboard", str(out), *extra])
     return json.load(open(out)), json.load(open(tmp_path / "robust_t.json"))
@@ -301,6 +309,7 @@ def _leaderboard(tmp_path, monkeypatch, extra=()):
 def test_table_writes_a_valid_leaderboard_from_a_fake_rows_dir(tmp_path, monkeypatch):
     lb, table = _leaderboard(tmp_path, monkeypatch)
     lbm.validate_leaderboard(lb)
+    assert (tmp_path / "lb" / "leaderboard.png").read_bytes() == b"\x89PNG fake"   # the eval sweep's plot beside it
     assert lb["corpus"] == {"preset": "mini", "seed": 7, "eval_segments": 3, "eval_speakers": 2, "train_hours": 0.75}
     assert lb["search"] == "beam10"
     assert list(lb["rows"]) == ["A0", "AV0", "AV1", "AV2", "AV3", "AV5", "AV6", "AV6-tuned"]
@@ -320,6 +329,14 @@ def test_table_writes_a_valid_leaderboard_from_a_fake_rows_dir(tmp_path, monkeyp
     assert av6["train_s"] == 100.0 and lb["rows"]["AV5"]["train_s"] == 10.0 and lb["rows"]["AV0"]["train_s"] == 550.0
     assert av6["params_added"] == ADAPTER_PARAMS and lb["rows"]["AV6-tuned"]["params_added"] == ADAPTER_PARAMS
     assert lb["rows"]["AV3"]["params_added"] == 0 and lb["rows"]["A0"]["params_added"] == 600 - BASE_PARAMS
+    # each row's optimiser steps from its recipe model and its dev grid with the dev choice
+    assert lb["rows"]["AV3"]["grid"] == [
+        {"run": "AV3", "setting": {"options.d_prob": 0.5}, "dev": 31.0, "chosen": False},
+        {"run": "AV3-p0.25", "setting": {"options.d_prob": 0.25}, "dev": 25.0, "chosen": True}]
+    assert [g["chosen"] for g in lb["rows"]["AV5"]["grid"]] == [True] and lb["rows"]["AV5"]["grid"][0]["dev"] is None
+    assert lb["rows"]["A0"]["grid"] == [] and lb["rows"]["AV0"]["grid"] == []
+    assert all(lb["rows"][m]["steps"] == table["row_steps"][m]["steps"] for m in ("AV3", "AV5", "AV6"))
+    assert lb["rows"]["AV6"]["steps"] == 6          # AV5's 3 steps + the adapter run's 3
     # claim 4 compares with the best dropout-only row on DEV (AV2), not on eval (AV1 has the lowest eval area)
     eval_best = min(("AV1", "AV2", "AV3"), key=lambda m: lb["rows"][m]["area"])
     assert eval_best == "AV1" and table["best_dropout_only_row_dev"] == "AV2"
@@ -367,6 +384,14 @@ def _valid():
     (lambda d: d["rows"]["AV0"]["paired"]["A0@0"].update(p=1.5), "rows.AV0.paired.A0@0.p"),
     (lambda d: d["rows"]["AV0"].update(params_added=1.5), "rows.AV0.params_added"),
     (lambda d: d["rows"]["AV0"].update(extra=1), "rows.AV0: unexpected extra"),
+    (lambda d: d["rows"]["AV0"].update(steps=-1), "rows.AV0.steps"),
+    (lambda d: d["rows"]["AV0"].update(grid={"a": 1}), "rows.AV0.grid: expected a list"),
+    (lambda d: d["rows"]["AV0"].update(grid=[{"run": "x", "setting": {}, "dev": None, "chosen": False}]),
+     "rows.AV0.grid: expected exactly one chosen"),
+    (lambda d: d["rows"]["AV0"].update(grid=[{"run": "x", "setting": {}, "dev": "1", "chosen": True}]),
+     "rows.AV0.grid[0].dev"),
+    (lambda d: d["rows"]["AV0"].update(grid=[{"run": "x", "setting": {}, "chosen": True}]),
+     "rows.AV0.grid[0]: missing dev"),
     (lambda d: d["rows"]["AV0"]["cer"].update({"0": float("nan")}), "rows.AV0.cer.0"),
     (lambda d: d["claims"]["1_bias_reproduced"].update(holds="maybe"), "claims.1_bias_reproduced.holds"),
     (lambda d: d["claims"]["1_bias_reproduced"].update(holds=1), "claims.1_bias_reproduced.holds"),
@@ -375,6 +400,9 @@ def _valid():
 ])
 def test_validator_names_the_field(mutate, field):
     lbm.validate_leaderboard(_valid())
+    ok = _valid()      # steps and grid are optional, and valid when well formed
+    ok["rows"]["AV0"].update(steps=120, grid=[{"run": "AV0", "setting": {}, "dev": None, "chosen": True}])
+    lbm.validate_leaderboard(ok)
     d = _valid()
     mutate(d)
     with pytest.raises(lbm.LeaderboardError, match="^x.json: not a leaderboard") as e:

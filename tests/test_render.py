@@ -165,7 +165,10 @@ def _leaderboard():
     conds = ["0", "0.25", "0.5", "0.75", "1", "segment0.5", "whole", "babble0", "babble-5"]
     row = lambda v: {"cer": {c: v for c in conds}, "ci95": {c: [v - 1, v + 1] for c in conds},  # noqa: E731
                      "paired": {}, "area": 2.5, "train_s": 123.4, "params_added": 0}
-    av6 = row(21.0) | {"params_added": 33792, "paired": {"A0@1": {"diff": -4.0, "ci95": [-5.0, -3.0], "p": 0.0}}}
+    av6 = row(21.0) | {"params_added": 33792, "paired": {"A0@1": {"diff": -4.0, "ci95": [-5.0, -3.0], "p": 0.0}},
+                       "area": 1.25, "steps": 1200,
+                       "grid": [{"run": "AV6-e2", "setting": {"budget.epochs": 2}, "dev": 30.5, "chosen": False},
+                                {"run": "AV6-e4", "setting": {"budget.epochs": 4}, "dev": 29.25, "chosen": True}]}
     return {"corpus": {"preset": "mini", "seed": 1, "eval_segments": 640, "eval_speakers": 8, "train_hours": 3.21},
             "search": "beam10", "rows": {"A0": row(25.0), "AV6": av6},
             "claims": {"4_AV6_area_20pct_below_best_dropout": {"holds": "not resolved", "evidence": "gap +0.10, 95 % CI [-0.20, +0.40]"},
@@ -178,8 +181,11 @@ def test_leaderboard_section_is_rendered_only_when_leaderboard_json_exists(tmp_p
         json.dump(_leaderboard(), f)
     text = mb.synthmisp_results_md(str(tmp_path))
     assert "## Leaderboard" in text and "SynthMISP `mini`, seed 1; 640 eval segments from 8 speakers; 3.21 h" in text
-    assert "| row | 0 | 0.25 | 0.5 | 0.75 | 1 | segment0.5 | whole | babble0 | babble-5 | area | train s | params added |" in text
-    assert "| AV6 | 21.0 [20.0, 22.0] |" in text and "| 2.50 | 123 | 33,792 |" in text
+    assert "| row | 0 | 0.25 | 0.5 | 0.75 | 1 | segment0.5 | whole | babble0 | babble-5 | area | train s | params added | steps | dev grid |" in text
+    assert "| AV6 | 21.0 [20.0, 22.0] |" in text
+    assert "| 1.25 | 123 | 33,792 | 1,200 | budget.epochs=2 (30.5); **budget.epochs=4 (29.2)** |" in text
+    assert "| 2.50 | 123 | 0 |  |  |" in text           # A0: no steps recorded, no grid
+    assert text.index("| AV6 |") < text.index("| A0 |")    # sorted by area
     assert "- `4_AV6_area_20pct_below_best_dropout`: **not resolved**. gap +0.10, 95 % CI [-0.20, +0.40]." in text
     assert "- `1_bias_reproduced`: **holds**." in text
     # a leaderboard.json off the schema is an error naming the file, not a half-rendered page

@@ -20,13 +20,15 @@ lowest dev degradation area over the paper's rates 0 / .25 / .5 / .75 / 1
 (:func:`avsr.eval.claims.best_dropout_row`, CTC greedy), never chosen on eval.  ``table --leaderboard
 FILE`` also writes the leaderboard (schema: :mod:`avsr.eval.leaderboard`) of the eval sweep; its corpus
 facts come from ``<corpus_dir>/synthmisp.json`` (``--corpus_dir``; by default the corpus root the data
-dir's ``train/wav.scp`` points into) and the data dirs.
+dir's ``train/wav.scp`` points into) and the data dirs; the eval sweep's CER-vs-frame-loss plot (every
+row with its 95 % band) is copied beside it (``FILE`` with ``.png``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -607,6 +609,7 @@ class Experiment:
             return int(count_parameters(load_packed(packed)[0])["total"])
 
         base = total(train_facts(os.path.join(self.r.exp, "train_av0")), os.path.join(self.r.exp, "packed", "av0"))
+        steps = self.row_steps()
         out = {}
         for name, (p, _) in _parse_models(self.eval_models()).items():
             if name in recipe:
@@ -620,8 +623,28 @@ class Experiment:
                     raise LeaderboardError(f"{p}: no train dir known for row {name} (not a run of this rows dir, "
                                            "and no exp_dir in its meta.json)")
             tf = train_facts(d)
-            out[name] = {"train_s": tf["train_s"], "params_added": total(tf, p) - base}
+            out[name] = {"train_s": tf["train_s"], "params_added": total(tf, p) - base,
+                         **self.row_budget(name, steps)}
         return out
+
+    def row_budget(self, name, steps_of):
+        """``{"steps", "grid"}`` of a leaderboard row (:mod:`avsr.eval.leaderboard`): its optimiser steps from
+        its recipe model (:meth:`row_steps`) and every setting of its dev grid with its dev score (the mean
+        CTC-greedy dev CER in % over the row's select rates; None for a grid of one) and the
+        choice (``steps_of``: :meth:`row_steps`); the recipe's A0 / AV0 have no grid, and a model that is not a
+        row of this spec neither."""
+        steps = steps_of.get(name, {}).get("steps")
+        if name not in self.runs or name not in self.chosen:
+            return {"steps": steps, "grid": []}
+        scores, chosen = self.scores.get(name) or {}, self.chosen[name].name
+        grid = [{"run": run.name, "setting": {a: v for a, v in run.values.items()},
+                 "dev": None if scores.get(run.name) is None else round(100 * scores[run.name], 2),
+                 "chosen": run.name == chosen} for run in self.runs[name]]
+        return {"steps": steps, "grid": grid}
+
+    def eval_plot(self):
+        """The eval sweep's CER-vs-frame-loss plot (``avsr eval`` writes it with each model's 95 % band)."""
+        return os.path.join(self.r.rows_dir, "sweep", f"eval_{self.spec.table}", "cer_vs_frame_loss.png")
 
     def leaderboard(self, corpus):
         """The leaderboard (:func:`avsr.eval.leaderboard.build_leaderboard`) of the table's eval sweep,
@@ -684,6 +707,14 @@ def main(argv=None) -> int:
             except LeaderboardError as e:
                 raise SystemExit(f"error: {e}")
             print(f"wrote {args.leaderboard}")
+            png = exp.eval_plot()
+            if os.path.isfile(png):        # every row's CER against frame loss with its 95 % band
+                dst = os.path.splitext(args.leaderboard)[0] + ".png"
+                shutil.copyfile(png, dst + ".tmp")
+                os.replace(dst + ".tmp", dst)
+                print(f"wrote {dst}")
+            else:
+                print(f"warning: {png} not found (no CER-vs-frame-loss plot next to the leaderboard)", flush=True)
     else:
         getattr(exp, args.command)()
     return 0

@@ -9,7 +9,9 @@ stage 18) with :func:`build_leaderboard`, checked by :func:`validate_leaderboard
      "rows": {"<ROW>": {"cer": {"<condition>": %, ...},            # every condition of CONDITIONS
                         "ci95": {"<condition>": [lo, hi], ...},     # the same conditions
                         "paired": {"<other ROW>@<condition>": {"diff": %, "ci95": [lo, hi], "p": float}},
-                        "area": float, "train_s": float, "params_added": int}},
+                        "area": float, "train_s": float, "params_added": int,
+                        "steps": int | null, "grid": [{"run": str, "setting": {axis: value}, "dev": float | null,
+                                                        "chosen": bool}, ...]}},      # optional
      "claims": {"<name>": {"holds": true | false | "not resolved", "evidence": str}}}
 
 * conditions (:data:`CONDITIONS`, leaderboard name → ``avsr eval`` condition): random frame loss at the
@@ -25,6 +27,10 @@ stage 18) with :func:`build_leaderboard`, checked by :func:`validate_leaderboard
   train dir's ``train_result.json`` history; not its init's), 0 for a row trained by no run of its own;
 * ``params_added``: parameters beyond AV0 (``train_result.json``'s ``parameters.total`` minus AV0's):
   the adapters for AV6, 0 for a fine-tune of AV0's architecture, negative for A0 (no visual branch);
+* ``steps`` (optional): the optimiser steps of the row's training counted from its recipe model (its own
+  run's plus its init row's run's; the equal-budget rule of :mod:`avsr.bin.rows`), null when unknown;
+* ``grid`` (optional): the row's dev grid: every setting tried (``run`` name, its axis values, its dev
+  score, or null for a grid of one) and which one dev chose; empty for the recipe's own A0 and AV0;
 * ``claims``: :func:`avsr.eval.claims.interval_claims`;
 * ``corpus``: ``preset`` and ``seed`` from the corpus's ``synthmisp.json``; ``eval_segments`` and
   ``eval_speakers`` from ``<data_dir>/eval/utt2spk``; ``train_hours`` from the segment durations of
@@ -52,6 +58,7 @@ COMPARE = ("A0", "AV0")          # every row is compared with these at every con
 _TOP = {"corpus", "search", "rows", "claims"}
 _CORPUS = {"preset": str, "seed": int, "eval_segments": int, "eval_speakers": int, "train_hours": float}
 _ROW = {"cer", "ci95", "paired", "area", "train_s", "params_added"}
+_ROW_OPTIONAL = {"steps", "grid"}
 _HOLDS = (True, False, "not resolved")
 
 
@@ -138,7 +145,8 @@ def build_leaderboard(ev: Mapping, corpus: Mapping, best_dropout: Optional[str],
                       num: int = 1000, seed: int = 0) -> Dict:
     """The leaderboard of the eval sweep ``ev`` (``avsr eval``'s sweep.json as a dict, with A0 and AV0):
     ``corpus`` (:func:`corpus_facts`), ``best_dropout`` (the dropout-only row chosen on dev, claim 4),
-    ``rows_info``: ``{row: {"train_s": float, "params_added": int}}`` for every model of the sweep.
+    ``rows_info``: ``{row: {"train_s": float, "params_added": int[, "steps": int | None, "grid": [...]]}}`` for
+    every model of the sweep (``steps`` and ``grid`` are copied when given).
     Raises :class:`LeaderboardError` when the sweep lacks a condition, AV0 or a row's facts."""
     missing = [c for c in CONDITIONS.values() if c not in ev.get("conditions", [])]
     if missing:
@@ -166,6 +174,10 @@ def build_leaderboard(ev: Mapping, corpus: Mapping, best_dropout: Optional[str],
         rows[m] = {"cer": cer, "ci95": ci, "paired": paired,
                    "area": area_points({rate_condition(r): cer[f"{r:g}"] for r in PAPER_RATES}, ref0),
                    "train_s": float(info["train_s"]), "params_added": int(info["params_added"])}
+        if "steps" in info:
+            rows[m]["steps"] = None if info["steps"] is None else int(info["steps"])
+        if "grid" in info:
+            rows[m]["grid"] = [dict(g) for g in info["grid"]]
     return {"corpus": dict(corpus), "search": _search(ev.get("search", "?")), "rows": rows,
             "claims": interval_claims(ev, best_dropout, num=num, seed=seed)}
 
@@ -179,15 +191,36 @@ def _interval(x) -> bool:
     return isinstance(x, list) and len(x) == 2 and all(_num(v) for v in x) and x[0] <= x[1]
 
 
-def _keys(errs, where, d, want):
+def _keys(errs, where, d, want, optional=()):
     if not isinstance(d, dict):
         errs.append(f"{where}: expected an object, got {type(d).__name__}")
         return False
-    if set(d) != set(want):
-        miss, extra = sorted(set(want) - set(d)), sorted(set(d) - set(want))
+    if not set(want) <= set(d) <= set(want) | set(optional):
+        miss, extra = sorted(set(want) - set(d)), sorted(set(d) - set(want) - set(optional))
         errs.append(f"{where}: " + "; ".join(([f"missing {', '.join(miss)}"] if miss else [])
                                              + ([f"unexpected {', '.join(extra)}"] if extra else [])))
     return True
+
+
+def _grid(errs, where, g) -> None:
+    if not isinstance(g, list):
+        errs.append(f"{where}: expected a list of settings, got {type(g).__name__}")
+        return
+    for i, x in enumerate(g):
+        w = f"{where}[{i}]"
+        if not _keys(errs, w, x, ("run", "setting", "dev", "chosen")) or \
+                not {"run", "setting", "dev", "chosen"} <= set(x):
+            continue
+        if not (isinstance(x["run"], str) and x["run"]):
+            errs.append(f"{w}.run: expected a run name, got {x['run']!r}")
+        if not isinstance(x["setting"], dict):
+            errs.append(f"{w}.setting: expected an object (axis -> value), got {type(x['setting']).__name__}")
+        if not (x["dev"] is None or _num(x["dev"])):
+            errs.append(f"{w}.dev: expected a number or null, got {x['dev']!r}")
+        if not isinstance(x["chosen"], bool):
+            errs.append(f"{w}.chosen: expected true or false, got {x['chosen']!r}")
+    if g and sum(1 for x in g if isinstance(x, dict) and x.get("chosen") is True) != 1:
+        errs.append(f"{where}: expected exactly one chosen setting")
 
 
 def validate_leaderboard(d, source: str = "leaderboard") -> None:
@@ -217,7 +250,7 @@ def validate_leaderboard(d, source: str = "leaderboard") -> None:
         elif "rows" in d:
             for m, r in rows.items():
                 w = f"rows.{m}"
-                if not _keys(errs, w, r, _ROW):
+                if not _keys(errs, w, r, _ROW, _ROW_OPTIONAL):
                     continue
                 if "cer" in r and _keys(errs, f"{w}.cer", r["cer"], CONDITIONS):
                     errs += [f"{w}.cer.{k}: expected a CER % >= 0, got {v!r}" for k, v in r["cer"].items()
@@ -248,6 +281,11 @@ def validate_leaderboard(d, source: str = "leaderboard") -> None:
                 if "params_added" in r and not (isinstance(r["params_added"], int)
                                                 and not isinstance(r["params_added"], bool)):
                     errs.append(f"{w}.params_added: expected an integer, got {r['params_added']!r}")
+                if "steps" in r and not (r["steps"] is None or (isinstance(r["steps"], int)
+                                                                and not isinstance(r["steps"], bool) and r["steps"] >= 0)):
+                    errs.append(f"{w}.steps: expected an integer >= 0 or null, got {r['steps']!r}")
+                if "grid" in r:
+                    _grid(errs, f"{w}.grid", r["grid"])
         cl = d.get("claims")
         if "claims" in d and not isinstance(cl, dict):
             errs.append(f"claims: expected an object, got {type(cl).__name__}")

@@ -710,6 +710,18 @@ def _holds(v) -> str:
     return "holds" if v is True else "fails" if v is False else "not resolved"
 
 
+def _grid_md(grid) -> str:
+    """A leaderboard row's dev grid in one cell: each setting (``axis=value``, or its run name) with its dev
+    score, the chosen one in bold; empty for no grid."""
+    cells = []
+    for g in grid or []:
+        name = ", ".join(f"{a}={v:g}" if isinstance(v, float) else f"{a}={v}" for a, v in g["setting"].items()) \
+            or g["run"]
+        txt = name + ("" if g["dev"] is None else f" ({g['dev']:.3g})")
+        cells.append(f"**{txt}**" if g["chosen"] else txt)
+    return "; ".join(cells)
+
+
 def leaderboard_md(lb) -> list:
     """The leaderboard section (lines) of a ``leaderboard.json`` dict (schema: :mod:`avsr.eval.leaderboard`):
     rows x conditions with 95 % intervals, area, training seconds and parameters beyond AV0, then every
@@ -722,14 +734,18 @@ def leaderboard_md(lb) -> list:
            "CER % [95 % bootstrap CI over utterances] per condition: random frame loss at rates 0 to 1, segment "
            "loss at 0.5, the whole video missing, babble at 0 and -5 dB with full video. Area: trapezoid of "
            "CER(r) − CER_AV0(0) over the rates 0 / 0.25 / 0.5 / 0.75 / 1 (points x rate; lower is more robust). "
-           "Train s: the row's own training (not its init's); params added: parameters beyond AV0. "
-           "`docs/results/leaderboard.json` also holds every row's paired differences against A0 and AV0.", "",
-           "| row | " + " | ".join(conds) + " | area | train s | params added |",
-           "|---|" + "---|" * (len(conds) + 3)]
-    for m, r in lb["rows"].items():
+           "Train s: the row's own training (not its init's); params added: parameters beyond AV0; steps: optimiser "
+           "steps from the row's recipe model (its init row's run included); dev grid: the settings tried, the one "
+           "dev chose in bold. Rows sorted by area. "
+           "`docs/results/leaderboard.json` also holds every row's paired differences against A0 and AV0; "
+           "`docs/results/leaderboard.png` plots every row's CER against frame loss with its 95 % band.", "",
+           "| row | " + " | ".join(conds) + " | area | train s | params added | steps | dev grid |",
+           "|---|" + "---|" * (len(conds) + 5)]
+    for m, r in sorted(lb["rows"].items(), key=lambda kv: kv[1]["area"]):
+        steps = "" if r.get("steps") is None else f"{r['steps']:,}"
         out.append(f"| {m} | " + " | ".join(f"{r['cer'][k]:.1f} [{r['ci95'][k][0]:.1f}, {r['ci95'][k][1]:.1f}]"
                                             for k in conds)
-                   + f" | {r['area']:.2f} | {r['train_s']:.0f} | {r['params_added']:,} |")
+                   + f" | {r['area']:.2f} | {r['train_s']:.0f} | {r['params_added']:,} | {steps} | {_grid_md(r.get('grid'))} |")
     out += ["", "**Claims** (decided on paired 95 % intervals; `avsr/eval/claims.py` defines each verdict):", ""]
     for name, v in lb["claims"].items():
         out.append(f"- `{name}`: **{_holds(v['holds'])}**. {v['evidence']}.")
