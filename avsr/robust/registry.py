@@ -17,6 +17,7 @@ METHODS = {
     "mda_kd": "avsr.robust.mda_kd:MDAKDMethod",
     "mla": "avsr.robust.mla:MLAMethod",
     "ms_adapter": "avsr.robust.ms_adapter:MSAdapterMethod",
+    "speed_perturb": "avsr.robust.speed_perturb:SpeedPerturbMethod",
     "tfr": "avsr.robust.tfr:TFRMethod",
 }
 

@@ -33,6 +33,7 @@ train_args=          # extra arguments for every avsr.bin.train call, e.g. "--se
 v_args=              # extra arguments for the V training only
 av0_args=            # extra arguments for the AV0 training only (e.g. fewer epochs)
 av0_visual_init=auto # AV0's visual branch: auto = from V (stage 7) when v is in --models, none = scratch
+speed_perturb=none  # speed perturbation of every training (stages 6-10): "F1 F2 ..." factors, e.g. "0.9 1.0 1.1"; none = off
 av_noise="0.8 -20 5"    # babble augmentation of the AV trainings (AV0, AV5): "PROB SNR_LO SNR_HI" (dB); none = off
 ngpu=0               # >1: training through torchrun --nproc_per_node=$ngpu (DDP); 1: one GPU
 decode_device=       # device of the decode and sweep stages: cpu, cuda or cuda:N (empty: cuda when --ngpu >= 1)
@@ -151,6 +152,9 @@ Options (default):
   --v_args "..."     extra avsr.bin.train arguments for V only ($v_args)
   --av0_args "..."   extra avsr.bin.train arguments for AV0 only ($av0_args)
   --av0_visual_init M  auto: AV0's visual branch from V when v is in --models; none: scratch ($av0_visual_init)
+  --speed_perturb "F ..." every training (stages 6-10) resamples each utterance's audio and retimes its video
+                     by a factor drawn from F ... (Kaldi-style, e.g. "0.9 1.0 1.1"; avsr.robust.speed_perturb);
+                     none: off ($speed_perturb)
   --av_noise "P LO HI" AV0 and AV5 train on audio mixed, with probability P, with babble from 3 other
                      utterances of the batch at an SNR ~ U(LO, HI) dB (avsr.robust.audio_noise); none: off
                      ($av_noise)
@@ -216,6 +220,16 @@ if [ "$av_noise" != none ]; then
     echo "$0: --av_noise must be 'PROB SNR_LO SNR_HI' (numbers) or none, got '$av_noise'" >&2; exit 1
   fi
   noise_args=(--method "audio_noise:{\"prob\": ${_n[0]}, \"snr\": [${_n[1]}, ${_n[2]}]}")
+fi
+sp_args=() sp_sig=   # the --method argument of --speed_perturb for every training, and its stage signature
+if [ "$speed_perturb" != none ]; then
+  sp_sig=" speed_perturb=$speed_perturb"
+  read -r -a _f <<< "$speed_perturb"
+  for x in "${_f[@]}"; do
+    [[ "$x" =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "$0: --speed_perturb must be factors such as '0.9 1.0 1.1' or none, got '$speed_perturb'" >&2; exit 1; }
+  done
+  [ "${#_f[@]}" -ge 1 ] || { echo "$0: --speed_perturb: no factor given (none = off)" >&2; exit 1; }
+  sp_args=(--method "speed_perturb:{\"factors\": [$(IFS=,; echo "${_f[*]}")]}")
 fi
 [ "$nj" -ge 1 ] || { echo "$0: --nj must be >= 1" >&2; exit 1; }
 [ -n "$dump_dir" ] || dump_dir="$data_dir/dump"
@@ -346,7 +360,7 @@ train() {
   # shellcheck disable=SC2046,SC2086
   "${launcher[@]}" -m avsr.bin.train --config "$train_config" --mode "$mode" \
     --train_data "$data_dir/$train_set" --valid_data "$data_dir/dev" --token_list "$(tokens_txt)" $(bpe_args) \
-    --stats "$exp_dir/stats/feats_stats.json" --exp_dir "$dir" "${dev[@]}" "$@" $train_args
+    --stats "$exp_dir/stats/feats_stats.json" --exp_dir "$dir" "${dev[@]}" "${sp_args[@]}" "$@" $train_args
   [ -f "$dir/model.pth" ] || { echo "ERROR: $dir/model.pth was not written" >&2; return 1; }
 }
 has_model() { case " $models " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
@@ -507,11 +521,11 @@ run_stage 5 stats      stage_stats      "train_set=$train_set config=$train_conf
 if [ "$use_lm" = true ]; then
   run_stage 5 lm       stage_lm         "train_set=$train_set token_type=$token_type lm_config=$lm_config lm_args=$lm_args"
 fi
-run_stage 6 train_a0   stage_train_a0   "config=$train_config train_args=$train_args"
-run_stage 7 train_v    stage_train_v    "config=$train_config train_args=$train_args v_args=$v_args models=$models"
-run_stage 8 train_av0  stage_train_av0  "config=$train_config train_args=$train_args av0_args=$av0_args av_noise=$av_noise init=$(av0_init)"
-run_stage 9 train_av5  stage_train_av5  "config=$train_config train_args=$train_args d_prob=$d_prob av_noise=$av_noise kd=$kd_distance/$kd_tap/$kd_weight robust_freeze=$robust_freeze robust_args=$robust_args models=$models"
-run_stage 10 train_av6 stage_train_av6  "config=$train_config train_args=$train_args rank=$adapter_rank adapter_args=$adapter_args models=$models"
+run_stage 6 train_a0   stage_train_a0   "config=$train_config train_args=$train_args$sp_sig"
+run_stage 7 train_v    stage_train_v    "config=$train_config train_args=$train_args$sp_sig v_args=$v_args models=$models"
+run_stage 8 train_av0  stage_train_av0  "config=$train_config train_args=$train_args$sp_sig av0_args=$av0_args av_noise=$av_noise init=$(av0_init)"
+run_stage 9 train_av5  stage_train_av5  "config=$train_config train_args=$train_args$sp_sig d_prob=$d_prob av_noise=$av_noise kd=$kd_distance/$kd_tap/$kd_weight robust_freeze=$robust_freeze robust_args=$robust_args models=$models"
+run_stage 10 train_av6 stage_train_av6  "config=$train_config train_args=$train_args$sp_sig rank=$adapter_rank adapter_args=$adapter_args models=$models"
 if [ "$use_lm" = true ]; then
   run_stage 11 lm_weight stage_lm_weight "model=$(lm_model) weights=$lm_weights fixed=$lm_weight beam=$beam_size args=$decode_args"
 fi
