@@ -20,12 +20,12 @@ noisy audio in training the video is the only way to lower the loss on the noisy
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, Mapping, Sequence, Tuple, Union
+from typing import Iterable, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from avsr.robust.frame_loss import stable_seed
+from avsr.robust.frame_loss import SeededRng
 from avsr.method import TrainingMethod
 
 __all__ = ["AudioNoiseMethod", "mix_at_snr", "mix_babble"]
@@ -81,7 +81,7 @@ def mix_babble(audio: torch.Tensor, audio_lens: torch.Tensor, rng: np.random.Gen
     return out, snrs
 
 
-class AudioNoiseMethod(TrainingMethod):
+class AudioNoiseMethod(SeededRng, TrainingMethod):
     name = "audio_noise"
 
     def __init__(self, prob: float = 0.8, snr: Union[float, Sequence[float]] = (-10.0, 10.0),
@@ -95,26 +95,14 @@ class AudioNoiseMethod(TrainingMethod):
             raise ValueError(f"audio_noise: snr range must be [low, high] dB, got {list(snr)}")
         if int(talkers) < 1:
             raise ValueError(f"audio_noise: talkers must be >= 1, got {talkers}")
-        self.prob, self.snr, self.talkers, self.seed = float(prob), (lo, hi), int(talkers), int(seed)
-        self.rng = np.random.default_rng(stable_seed(self.seed, "audio_noise") % 2 ** 63)
-
-    def setup(self, trainer) -> None:
-        if getattr(trainer, "world_size", 1) > 1:
-            self.rng = np.random.default_rng(stable_seed(self.seed, "rank", trainer.rank) % 2 ** 63)
+        self.prob, self.snr, self.talkers = float(prob), (lo, hi), int(talkers)
+        self._init_rng(seed, "audio_noise")
 
     def transform_batch(self, batch, train: bool):
         if not train or batch.audio is None:
             return batch
         audio, _ = mix_babble(batch.audio, batch.audio_lens, self.rng, self.prob, self.snr, self.talkers)
         return batch.replace(audio=audio)
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"seed": self.seed, "rng": self.rng.bit_generator.state}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.seed = int(state.get("seed", self.seed))
-        if "rng" in state:
-            self.rng.bit_generator.state = state["rng"]
 
     def __repr__(self) -> str:
         return f"AudioNoiseMethod(prob={self.prob}, snr={list(self.snr)}, talkers={self.talkers}, seed={self.seed})"

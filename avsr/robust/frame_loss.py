@@ -54,7 +54,7 @@ from typing import Any, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-__all__ = ["PATTERNS", "SEGMENT_MIN", "SEGMENT_MAX", "num_dropped", "stable_seed", "drop_mask",
+__all__ = ["PATTERNS", "SEGMENT_MIN", "SEGMENT_MAX", "SeededRng", "num_dropped", "stable_seed", "drop_mask",
            "drop_frames", "apply_missing_video"]
 
 PATTERNS = ("random", "segment", "whole", "head", "tail")
@@ -91,6 +91,29 @@ def stable_seed(*parts: Any) -> int:
     """A 64-bit seed from ``"|".join(map(str, parts))`` via sha256 (stable across processes)."""
     key = "|".join(str(p) for p in parts)
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "little")
+
+
+class SeededRng:
+    """Mixin of a training method that draws from its own numpy generator: seeded from ``(seed, name)``
+    (:meth:`_init_rng`), re-seeded with ``stable_seed(seed, "rank", rank)`` on each DDP rank (``setup``),
+    saved in trainer checkpoints and restored on resume (``state_dict`` / ``load_state_dict``).  Put it
+    before :class:`avsr.method.TrainingMethod` in the bases."""
+
+    def _init_rng(self, seed: int, name: str) -> None:
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(stable_seed(self.seed, name) % 2 ** 63)
+
+    def setup(self, trainer) -> None:
+        if getattr(trainer, "world_size", 1) > 1:
+            self.rng = np.random.default_rng(stable_seed(self.seed, "rank", trainer.rank) % 2 ** 63)
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state) -> None:
+        self.seed = int(state.get("seed", self.seed))
+        if "rng" in state:
+            self.rng.bit_generator.state = state["rng"]
 
 
 def _eval_rng(utt_id: str, rate: float, pattern: str, seed: int) -> np.random.Generator:

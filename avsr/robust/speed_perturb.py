@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Any, Dict, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from avsr.method import TrainingMethod
-from avsr.robust.frame_loss import stable_seed
+from avsr.robust.frame_loss import SeededRng
 
 __all__ = ["SpeedPerturbMethod", "speed_audio", "speed_frames"]
 
@@ -54,19 +54,15 @@ def speed_frames(n_frames: int, factor: float) -> np.ndarray:
     return np.minimum((np.arange(m) * r.numerator) // r.denominator, max(n_frames - 1, 0))
 
 
-class SpeedPerturbMethod(TrainingMethod):
+class SpeedPerturbMethod(SeededRng, TrainingMethod):
     name = "speed_perturb"
 
     def __init__(self, factors: Sequence[float] = (0.9, 1.0, 1.1), seed: int = 0):
         fs = [float(f) for f in (factors if isinstance(factors, (list, tuple)) else [factors])]
         if not fs or any(not 0.5 <= f <= 2.0 for f in fs):
             raise ValueError(f"speed_perturb: factors must be a non-empty list within [0.5, 2], got {list(factors)}")
-        self.factors, self.seed = fs, int(seed)
-        self.rng = np.random.default_rng(stable_seed(self.seed, "speed_perturb") % 2 ** 63)
-
-    def setup(self, trainer) -> None:
-        if getattr(trainer, "world_size", 1) > 1:
-            self.rng = np.random.default_rng(stable_seed(self.seed, "rank", trainer.rank) % 2 ** 63)
+        self.factors = fs
+        self._init_rng(seed, "speed_perturb")
 
     def transform_batch(self, batch, train: bool):
         if not train:
@@ -99,14 +95,6 @@ class SpeedPerturbMethod(TrainingMethod):
             if mask is not None:
                 kw["frame_mask"] = mask
         return batch.replace(**kw)
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"seed": self.seed, "rng": self.rng.bit_generator.state}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.seed = int(state.get("seed", self.seed))
-        if "rng" in state:
-            self.rng.bit_generator.state = state["rng"]
 
     def __repr__(self) -> str:
         return f"SpeedPerturbMethod(factors={self.factors}, seed={self.seed})"
