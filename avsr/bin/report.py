@@ -38,7 +38,7 @@ import sys
 from avsr.data.datadir import read_datadir, read_table, table_to_dict
 from avsr.eval.cpcer import datadir_cpcer
 from avsr.eval.metrics import paired_bootstrap
-from avsr.eval.render import render_docs, report_md, stage_seconds_md
+from avsr.eval.render import render_docs, report_md
 
 
 def load(decode_dir, model, split):
@@ -157,9 +157,7 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
     with open(args.out + ".json", "w", encoding="utf-8") as f:
         json.dump(out, f, indent=1, ensure_ascii=False)
-    md = report_md(rows, args.baseline, missing, no_reference=no_ref)
-    if secs:
-        md += "\n" + stage_seconds_md(secs)
+    md = report_md(rows, args.baseline, missing, no_reference=no_ref, stage_seconds=secs)
     with open(args.out + ".md", "w", encoding="utf-8") as f:
         f.write(md)
     print(md)

@@ -629,10 +629,9 @@ class Experiment:
 
     def row_budget(self, name, steps_of):
         """``{"steps", "grid"}`` of a leaderboard row (:mod:`avsr.eval.leaderboard`): its optimiser steps from
-        its recipe model (:meth:`row_steps`) and every setting of its dev grid with its dev score (the mean
-        CTC-greedy dev CER in % over the row's select rates; None for a grid of one) and the
-        choice (``steps_of``: :meth:`row_steps`); the recipe's A0 / AV0 have no grid, and a model that is not a
-        row of this spec neither."""
+        its recipe model (``steps_of``: the output of :meth:`row_steps`) and every setting of its dev grid with
+        its dev score (the mean CTC-greedy dev CER in % over the row's select rates; None for a grid of one)
+        and whether dev chose it.  The recipe's A0 / AV0, and models that are no row of this spec, have no grid."""
         steps = steps_of.get(name, {}).get("steps")
         if name not in self.runs or name not in self.chosen:
             return {"steps": steps, "grid": []}

@@ -463,12 +463,13 @@ def sec_probe(r):
 
 
 # ------------------------------------------------------------------------------------ avsr.bin.report
-def report_md(rows, baseline=None, missing=(), no_reference=()) -> str:
+def report_md(rows, baseline=None, missing=(), no_reference=(), stage_seconds=None) -> str:
     """The CER table of ``avsr.bin.report`` (``rows`` as in its ``report.json``).
 
     When a row has ``cpcer`` (:mod:`avsr.eval.cpcer`), the table gains a ``cpCER %`` column (overall,
     Σ edits / Σ reference characters) after the CER, and :func:`cpcer_sessions_md` follows it;
-    ``no_reference``: decodes skipped for lack of references, named under the table."""
+    ``no_reference``: decodes skipped for lack of references, named under the table;
+    ``stage_seconds`` (the report's ``stage_seconds``): the line of :func:`stage_seconds_md` at the end."""
     if baseline is None:
         baseline = next((r["vs_baseline"]["baseline"] for r in rows if r.get("vs_baseline")), None)
     cp = any(r.get("cpcer") for r in rows)
@@ -491,6 +492,8 @@ def report_md(rows, baseline=None, missing=(), no_reference=()) -> str:
         md += f"\nmissing decode dirs: {', '.join(missing)}\n"
     if no_reference:
         md += f"\nno reference text (not scored): {', '.join(no_reference)}\n"
+    if stage_seconds:
+        md += "\n" + stage_seconds_md(stage_seconds)
     return md
 
 
@@ -879,9 +882,9 @@ def render_docs(root, out_root=None, notes_dir=None) -> Dict[str, str]:
             pages[f"{DEMO_RESULTS}/sweep.md"] = sweep_md(sw, reference="AV0", baseline="A0")
         r = _load(demo, "report.json")
         if r:
-            md = report_md(r["rows"], missing=r.get("missing") or (), no_reference=r.get("no_reference") or ())
-            pages[f"{DEMO_RESULTS}/report.md"] = md + ("\n" + stage_seconds_md(r["stage_seconds"])
-                                                       if r.get("stage_seconds") else "")
+            pages[f"{DEMO_RESULTS}/report.md"] = report_md(r["rows"], missing=r.get("missing") or (),
+                                                          no_reference=r.get("no_reference") or (),
+                                                          stage_seconds=r.get("stage_seconds"))
         sw = _load(os.path.join(root, RECIPE_SWEEP), "sweep.json")
         if sw:
             pages[f"{RECIPE_SWEEP}/sweep.md"] = OLD_RULES_NOTE + "\n\n" + sweep_md(sw, reference="AV0", baseline="A0")

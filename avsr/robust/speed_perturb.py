@@ -85,8 +85,6 @@ class SpeedPerturbMethod(SeededRng, TrainingMethod):
             video = torch.zeros((B, T) + tuple(batch.video.shape[2:]), dtype=batch.video.dtype)
             mask = None if batch.frame_mask is None else torch.zeros(B, T, dtype=batch.frame_mask.dtype)
             for b, i in enumerate(idx):
-                if int(batch.video_lens[b]) == 0:
-                    continue
                 t = torch.from_numpy(i)
                 video[b, :len(i)] = batch.video[b, t]
                 if mask is not None:
