@@ -328,6 +328,28 @@ def test_resume_after_sigkill(tmp_path):
     assert ca["ranks"][0]["methods"][0] == cb["ranks"][0]["methods"][0]   # FrameDropout RNG
 
 
+def test_resume_reads_the_checkpoint_to_the_host(tmp_path, monkeypatch):
+    # resuming on CUDA once loaded the checkpoint onto the GPU, and the numpy RNG state, a CUDA tensor,
+    # then failed in set_rng_state ("can't convert cuda:0 device type tensor to numpy"); the checkpoint
+    # is read to the CPU, the model and optimiser move their tensors, and the host states stay host
+    tr = make_trainer(tmp_path, cfg(max_epochs=1))
+    tr.fit()
+    import avsr.trainer.trainer as trainer_mod
+    seen = []
+
+    def spy(path, map_location=None):
+        seen.append(map_location)
+        return load_checkpoint(path, map_location=map_location)
+
+    monkeypatch.setattr(trainer_mod, "load_checkpoint", spy)
+    tr2 = make_trainer(tmp_path, cfg(max_epochs=2))
+    assert tr2.resume()
+    assert seen == ["cpu"]
+    assert (tr2.epoch, tr2.epoch_done) == (1, True)
+    ck = load_checkpoint(tmp_path / "checkpoint.pth")
+    assert ck["ranks"][0]["rng"]["numpy"]["keys"].device.type == "cpu"
+
+
 # ---------------------------------------------------------------------------- plug-ins
 class Recorder(TrainingMethod):
     """Exercises every hook: inputs, extra loss from a tap, frozen teacher, grad hook."""

@@ -32,9 +32,9 @@ def rng_state() -> Dict[str, Any]:
 
 def set_rng_state(st: Mapping[str, Any]) -> None:
     py = st["python"]
-    random.setstate((int(py["version"]), tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    random.setstate((int(py["version"]), tuple(int(x) for x in py["state"].cpu().tolist()), py["gauss"]))
     n = st["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), int(n["pos"]),
+    np.random.set_state((n["name"], n["keys"].cpu().numpy().astype(np.uint32), int(n["pos"]),
                          int(n["has_gauss"]), float(n["cached_gaussian"])))
     torch.set_rng_state(st["torch"].cpu())
     if "cuda" in st and torch.cuda.is_available():

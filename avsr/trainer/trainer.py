@@ -771,7 +771,9 @@ class Trainer:
         path = path or self.checkpoint_path
         if not os.path.isfile(path):
             return False
-        ck = load_checkpoint(path, map_location=self.device)
+        # on the CPU: the model and the optimiser copy their tensors to their own device, while the RNG,
+        # sampler and method states are host state (a CUDA tensor there cannot become numpy)
+        ck = load_checkpoint(path, map_location="cpu")
         self.load_state_dict(ck, path)
         logger.info("resumed from %s: epoch %d (%s), %d batches into it, step %d", path, self.epoch,
                     "done" if self.epoch_done else "in progress", self.batches_in_epoch, self.step)
