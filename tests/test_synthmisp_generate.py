@@ -159,3 +159,21 @@ def test_every_turn_is_one_official_segment(tiny):
         assert all(len(v) == 1 for v in hits.values())
         n_turns += len(hits)
     assert n_turns >= 8
+
+
+def test_articulation_knobs_change_only_the_video(tiny, tmp_path):
+    # lip_activity / articulation_jitter draw from their own streams: audio, text and lip boxes'
+    # files stay byte-identical to the default corpus; the far video (and its lip boxes and truth) change
+    root, _ = tiny
+    other = str(tmp_path / "tiny_lips")
+    G.generate(other, "tiny", seed=3, nj=2, progress=False, lip_activity=(0.3, 0.6), articulation_jitter=0.1)
+    a, b = _digest(root), _digest(other)
+    assert a.keys() == b.keys()
+    changed = {p for p in a if a[p] != b[p]}
+    assert changed and all(p.endswith(".mp4") or p == "synthmisp.json" or "/lip/" in p or p.startswith("truth/") for p in changed), changed
+    assert any(p.endswith(".mp4") for p in changed)
+    assert not any(p.endswith((".wav", ".TextGrid")) for p in changed)
+    meta = json.load(open(os.path.join(other, "synthmisp.json")))
+    assert meta["knobs"]["lip_activity"] == [0.3, 0.6] and meta["knobs"]["articulation_jitter"] == 0.1
+    with pytest.raises(ValueError, match="lip_activity"):
+        G.knobs_for("tiny", lip_activity=(0.8, 0.5))

@@ -72,6 +72,44 @@ def test_mouth_track_targets_and_bilabial_closures():
     np.testing.assert_allclose(R.mouth_track([], 4), np.tile(R.VISEME_TARGETS["sil"], (4, 1)), atol=1e-6)
 
 
+def test_mouth_track_articulation_knobs():
+    rng = np.random.default_rng(3)
+    ev = random_events(rng, 3.0)
+    T = 75
+    base = R.mouth_track(ev, T).astype(np.float64)
+    sil = np.asarray(R.VISEME_TARGETS["sil"])
+    # the defaults are the plain track; jitter 0 draws nothing from the rng
+    r0 = np.random.default_rng(0)
+    np.testing.assert_array_equal(R.mouth_track(ev, T, activity=1.0, jitter=0.0, rng=r0), base.astype(np.float32))
+    assert r0.integers(1 << 30) == np.random.default_rng(0).integers(1 << 30)
+    # activity scales every frame's distance from the rest posture (smoothing is linear; closures
+    # are capped at a closed opening either way)
+    half = R.mouth_track(ev, T, activity=0.5).astype(np.float64)
+    free = base[:, 0] > R.CLOSURE_MAX_OPENING
+    np.testing.assert_allclose((half - sil)[free], 0.5 * (base - sil)[free], atol=1e-5)
+    np.testing.assert_allclose(R.mouth_track(ev, T, activity=0.0)[free], np.tile(sil, (T, 1))[free], atol=1e-5)
+    # jitter: per-phone noise of about that s.d., seeded, inside the channel ranges, one shape per phone
+    j1 = R.mouth_track(ev, T, jitter=0.15, rng=np.random.default_rng(1), smooth=0.0)
+    j1b = R.mouth_track(ev, T, jitter=0.15, rng=np.random.default_rng(1), smooth=0.0)
+    j2 = R.mouth_track(ev, T, jitter=0.15, rng=np.random.default_rng(2), smooth=0.0)
+    plain = R.mouth_track(ev, T, smooth=0.0)
+    np.testing.assert_array_equal(j1, j1b)
+    assert not np.array_equal(j1, j2)
+    assert np.all(j1 >= R.TRACK_LO - 1e-6) and np.all(j1 <= R.TRACK_HI + 1e-6)
+    d = (j1 - plain)[:, 1]                                    # width: targets 0.25-1, little clipping
+    assert 0.05 < np.std(d[np.abs(d) > 0]) < 0.25
+    lab = centre_labels(ev, T)
+    for e in ev:                                              # a phone keeps one (noisy) target
+        c = (np.arange(T) + 0.5) / 25
+        a, b = np.searchsorted(c, [e.start, e.end])
+        if b - a >= 2 and e.viseme != "bilabial":
+            assert np.ptp(j1[a:b], axis=0).max() < 1e-6, (e, lab[a:b])
+    with pytest.raises(ValueError, match="rng"):
+        R.mouth_track(ev, T, jitter=0.1)
+    with pytest.raises(ValueError, match=">= 0"):
+        R.mouth_track(ev, T, activity=-1.0)
+
+
 # ----------------------------------------------------------------------------- rendering
 @pytest.fixture(scope="module")
 def scene4():

@@ -89,6 +89,8 @@ class Knobs:
     mark_prob: float = 0.3                              # P(a <NOISE>/<DEAF> interval after a turn)
     filler_prob: float = 0.15                           # P(a short filler-only interval after a turn)
     n_chars: int = 0                                    # character inventory of the text (0 = all 430)
+    lip_activity: Tuple[float, float] = (1.0, 1.0)      # per-speaker articulation extent (x distance from rest)
+    articulation_jitter: float = 0.0                    # s.d. of per-phone noise on the mouth targets
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -125,6 +127,10 @@ def knobs_for(preset: str, **overrides) -> Knobs:
         bad.append(f"spk_azimuth_deg must be 0 <= lo <= hi <= 180 (got {k.spk_azimuth_deg})")
     if not (0 <= k.mark_prob and 0 <= k.filler_prob and k.mark_prob + k.filler_prob <= 1):
         bad.append(f"mark_prob and filler_prob must be >= 0 with a sum <= 1 (got {k.mark_prob}, {k.filler_prob})")
+    if not 0 <= k.lip_activity[0] <= k.lip_activity[1]:
+        bad.append(f"lip_activity must be 0 <= lo <= hi (got {k.lip_activity})")
+    if not k.articulation_jitter >= 0:
+        bad.append(f"articulation_jitter must be >= 0 (got {k.articulation_jitter})")
     if k.n_chars:
         try:
             from avsr.synthmisp.text import restrict_words
@@ -143,6 +149,7 @@ class SpeakerSpec:
     voice: object          # avsr.synthmisp.speech.Voice
     face_seed: int
     gain_db: float
+    lip_activity: float = 1.0
 
 
 def speaker_ids(k: Knobs, split: str) -> List[str]:
@@ -161,7 +168,10 @@ def make_speaker(seed: int, spk_id: str, k: Knobs) -> SpeakerSpec:
         pitch=int(np.clip(base.pitch + rng.integers(-8, 9), 0, 99)),
         rate=int(np.clip(base.rate + rng.integers(-15, 16), 80, 400)),
     )
-    return SpeakerSpec(spk_id, voice, int(rng.integers(2**31)), float(rng.uniform(*k.spk_gain_db)))
+    face_seed, gain_db = int(rng.integers(2**31)), float(rng.uniform(*k.spk_gain_db))
+    # drawn last, so the draws above (and every corpus generated before this knob) are unchanged
+    activity = float(rng.uniform(*k.lip_activity)) if tuple(k.lip_activity) != (1.0, 1.0) else 1.0
+    return SpeakerSpec(spk_id, voice, face_seed, gain_db, activity)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -502,13 +512,16 @@ def generate_session(root: str, split: str, idx: int, seed: int, k: Knobs) -> di
     # video: per-speaker mouth tracks from their own phoneme timings
     t0 = time.perf_counter()
     num_frames = int(np.floor(duration * FPS))
+    # articulation noise has its own stream: the session's draws stay those of a corpus without it
+    arng = np.random.default_rng([seed, SPLITS.index(split), idx, 1])
     tracks, labels = [], []
     for s in range(n_spk):
         ev = []
         for t in turns:
             if t.spk == s:
                 ev += [dataclasses.replace(e, start=e.start + t.start, end=e.end + t.start) for e in t.events]
-        tracks.append(render.mouth_track(ev, num_frames, fps=FPS))
+        tracks.append(render.mouth_track(ev, num_frames, fps=FPS, activity=speakers[s].lip_activity,
+                                         jitter=k.articulation_jitter, rng=arng))
         labels.append(viseme_labels(ev, num_frames))
     vpath = os.path.join(root, "video", split, "far", f"{name}_Far.mp4")
     scene = render.make_scene(rng, width=k.width, height=k.height,

@@ -95,8 +95,14 @@ def smooth_edges(x: np.ndarray, sigma_frames: float) -> np.ndarray:
     return np.stack([np.convolve(xp[:, c], k, mode="valid") for c in range(xp.shape[1])], axis=1)
 
 
+#: Valid range of each mouth-track channel (opening, width, rounding).
+TRACK_LO = np.array([0.0, 0.0, -1.0])
+TRACK_HI = np.array([1.0, 1.0, 1.0])
+
+
 def mouth_track(events, num_frames: int, fps: float = FPS, t0: float = 0.0,
-                smooth: float = COARTIC_SIGMA_S) -> np.ndarray:
+                smooth: float = COARTIC_SIGMA_S, activity: float = 1.0, jitter: float = 0.0,
+                rng: Optional[np.random.Generator] = None) -> np.ndarray:
     """Mouth track float32 [num_frames, 3] = (opening, width, rounding) from phone events.
 
     ``events``: objects with ``viseme``, ``start``, ``end`` (seconds; frame ``i`` is centred at
@@ -105,6 +111,11 @@ def mouth_track(events, num_frames: int, fps: float = FPS, t0: float = 0.0,
     short that it covers no frame centre still claims the frame holding its midpoint.  The
     targets are then smoothed with a Gaussian of ``smooth`` seconds (coarticulation; 0 = off)
     and the opening at bilabial frames is capped at :data:`CLOSURE_MAX_OPENING`.
+
+    Articulation variability (both off by default): ``jitter`` adds Gaussian noise of that standard
+    deviation to each phone's target (one draw per event from ``rng``, in event order; clipped to
+    the channel ranges), so one viseme is not always one mouth shape; ``activity`` scales every
+    target's distance from the rest posture ``sil`` (a talker who barely moves the lips: < 1).
     """
     num_frames = int(num_frames)
     tgt = np.tile(np.asarray(SIL, dtype=np.float64), (num_frames, 1))
@@ -112,16 +123,26 @@ def mouth_track(events, num_frames: int, fps: float = FPS, t0: float = 0.0,
     if num_frames == 0:
         return tgt.astype(np.float32)
     centres = t0 + (np.arange(num_frames) + 0.5) / fps
+    if jitter < 0 or activity < 0:
+        raise ValueError(f"jitter and activity must be >= 0 (got {jitter}, {activity})")
+    if jitter > 0 and rng is None:
+        raise ValueError("jitter > 0 needs an rng")
+    sil = np.asarray(SIL, dtype=np.float64)
     for e in events:
         v = e.viseme if e.viseme in VISEME_TARGETS else "other"
+        target = np.asarray(VISEME_TARGETS[v], dtype=np.float64)
+        if jitter > 0:
+            target = np.clip(target + rng.normal(0.0, jitter, 3), TRACK_LO, TRACK_HI)
+        if activity != 1.0:
+            target = np.clip(sil + activity * (target - sil), TRACK_LO, TRACK_HI)
         a, b = np.searchsorted(centres, [e.start, e.end])
         if b > a:
-            tgt[a:b] = VISEME_TARGETS[v]
+            tgt[a:b] = target
             bil[a:b] = v == "bilabial"
         elif v == "bilabial":
             i = int(np.floor(((e.start + e.end) / 2 - t0) * fps))
             if 0 <= i < num_frames:
-                tgt[i] = VISEME_TARGETS[v]
+                tgt[i] = target
                 bil[i] = True
     out = smooth_edges(tgt, smooth * fps)
     out[bil, 0] = np.minimum(out[bil, 0], CLOSURE_MAX_OPENING)
