@@ -341,3 +341,41 @@ def test_init_from_a0_and_v_through_the_trainer(tmp_path):
     not_loaded = {k for k in sd if k.startswith(("cross_", "merge_ffn.", "merge_norms."))}
     assert set(tr.init_result.missing) == not_loaded
     assert set(tr.init_result.loaded) == set(sd) - not_loaded
+
+
+def test_ctc_with_label_priors():
+    # training: CTC on log p - alpha log P with P moved towards the batch's mean posterior over its valid
+    # frames first; evaluation and inference: plain CTC; the prior is no weight of the model
+    alpha, m = 0.7, 0.9
+    model = AVSRModel(micro_cfg(mode="audio", specaug=False, ctc_weight=1.0, ctc_prior_weight=alpha,
+                                ctc_prior_momentum=m))
+    assert "ctc_log_prior" not in model.state_dict()
+    batch = make_batch(durs=(1.0, 0.6))
+    model.train()
+    prior0 = model.ctc_log_prior.clone()
+    torch.manual_seed(5)
+    out = model(batch, modality="audio")
+    torch.manual_seed(5)
+    enc, lens, _ = model.encode(batch, "audio")
+    logp = model.ctc_logits(enc).log_softmax(-1)
+    valid = torch.arange(enc.size(1))[None] < lens[:, None]
+    mean = logp.exp()[valid].mean(0)
+    prior = torch.log(m * prior0.exp() + (1 - m) * mean)
+    torch.testing.assert_close(model.ctc_log_prior, prior.detach(), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(prior, prior0)
+    tgt = torch.cat([batch.tokens[i, :n] for i, n in enumerate(batch.token_lens.tolist())])
+    want = torch.nn.functional.ctc_loss((logp - alpha * prior).transpose(0, 1), tgt, lens, batch.token_lens,
+                                        reduction="sum", zero_infinity=True) / 2
+    torch.testing.assert_close(out.loss_ctc, want, rtol=1e-5, atol=1e-4)
+    plain = torch.nn.functional.ctc_loss(logp.transpose(0, 1), tgt, lens, batch.token_lens,
+                                         reduction="sum", zero_infinity=True) / 2
+    assert abs(float(out.loss_ctc.detach()) - float(plain)) > 1e-3
+    out.loss.backward()                                  # the prior is a constant of the loss
+    assert model.ctc.ctc_lo.weight.grad is not None and not model.ctc_log_prior.requires_grad
+    model.eval()
+    with torch.no_grad():
+        ev = model(batch, modality="audio")
+        enc, lens, _ = model.encode(batch, "audio")
+        torch.testing.assert_close(ev.loss_ctc, model.ctc(enc, lens, batch.tokens, batch.token_lens))
+    with pytest.raises(ValueError, match="ctc_prior_weight"):
+        micro_cfg(ctc_prior_weight=-1.0)
