@@ -59,11 +59,6 @@ class ModelConfig:
     specaug              apply SpecAug time masks in training; ``time_mask_width_range`` and
                          ``num_time_mask`` configure it (time masks only, as in the paper)
     ctc_weight (lambda)  loss = lambda * CTC + (1 - lambda) * attention
-    ctc_prior_weight     CTC with label priors in training (Huang et al. 2024, "Less peaky and more
-                         accurate CTC forced alignment by label priors"): the CTC loss is taken on
-                         log p(k|x_t) - alpha * log P(k), P a running mean (momentum
-                         ``ctc_prior_momentum`` per batch) of the posteriors over the training frames;
-                         0 = plain CTC.  Inference and alignment use the plain posteriors
     lsm_weight           label smoothing of the attention loss
     adapter_rank         MS-Adapter LoRA rank (0 = no adapters); ``adapter_alpha`` (0 = rank),
                          ``adapter_dropout``, ``adapter_targets`` (name prefixes of the adapted
@@ -115,8 +110,6 @@ class ModelConfig:
     video_std: float = 0.165
     # loss
     ctc_weight: float = 0.3
-    ctc_prior_weight: float = 0.0
-    ctc_prior_momentum: float = 0.99
     lsm_weight: float = 0.1
     # MS-Adapter (LoRA); used on the audio-only path of an AV model
     adapter_rank: int = 0
@@ -136,10 +129,6 @@ class ModelConfig:
             raise ValueError(f"visual_frontend must be resnet18 or light, got {self.visual_frontend!r}")
         if not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError("ctc_weight must be in [0, 1]")
-        if not self.ctc_prior_weight >= 0.0:
-            raise ValueError(f"ctc_prior_weight must be >= 0, got {self.ctc_prior_weight}")
-        if not 0.0 <= self.ctc_prior_momentum < 1.0:
-            raise ValueError(f"ctc_prior_momentum must be in [0, 1), got {self.ctc_prior_momentum}")
         if self.d_model % self.heads:
             raise ValueError("d_model must be divisible by heads")
         if self.merge not in MERGES:

@@ -82,7 +82,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -256,10 +255,6 @@ class AVSRModel(nn.Module):
             nn.init.zeros_(self.merge_ffn[-1].bias)
         self.shared_encoder = _conformer_stack(cfg, cfg.shared_layers, d, None)
         self.ctc = CTC(odim=cfg.vocab_size, encoder_output_size=d)
-        # label prior of the CTC loss with priors (ctc_prior_weight > 0): training state, not a weight
-        # (non-persistent: packs and checkpoints keep their keys; a resumed run re-estimates it)
-        self.register_buffer("ctc_log_prior", torch.full((cfg.vocab_size,), -float(np.log(cfg.vocab_size))),
-                             persistent=False)
         self.decoder = (TransformerDecoder(
             vocab_size=cfg.vocab_size, encoder_output_size=d, attention_heads=cfg.heads,
             linear_units=cfg.decoder_linear_units or cfg.linear_units, num_blocks=cfg.decoder_layers,
@@ -475,9 +470,7 @@ class AVSRModel(nn.Module):
             tokens = batch.tokens.to(enc_out.device)
             token_lens = batch.token_lens.to(enc_out.device)
             w = self.cfg.ctc_weight
-            if w > 0 and self.cfg.ctc_prior_weight > 0 and self.training:
-                loss_ctc = self._ctc_with_prior(enc_out, enc_lens, tokens, token_lens)
-            elif w > 0:
+            if w > 0:
                 loss_ctc = self.ctc(enc_out, enc_lens, tokens, token_lens)
             if self.decoder is not None:
                 ys_in, ys_out = add_sos_eos(tokens, self.sos, self.eos, self.ignore_id)
@@ -491,23 +484,6 @@ class AVSRModel(nn.Module):
             else:
                 loss = w * loss_ctc + (1 - w) * loss_att
         return ModelOutput(loss, loss_ctc, loss_att, acc, taps, enc_out, enc_lens)
-
-
-    def _ctc_with_prior(self, enc_out, enc_lens, tokens, token_lens) -> torch.Tensor:
-        """CTC loss on ``log p(k|x_t) - alpha log P(k)`` (batch-size average, as ESPnet's CTC); the running
-        prior ``P`` is first moved towards this batch's mean posterior over its valid frames."""
-        logp = self.ctc.ctc_lo(nn.functional.dropout(enc_out, p=self.ctc.dropout_rate, training=True)
-                               ).log_softmax(-1).float()
-        valid = ~make_pad_mask(enc_lens, maxlen=logp.size(1)).to(logp.device)
-        with torch.no_grad():
-            mean = logp.exp()[valid].mean(0)
-            m = self.cfg.ctc_prior_momentum
-            self.ctc_log_prior.copy_(torch.log(m * self.ctc_log_prior.exp() + (1 - m) * mean).clamp_min(-30.0))
-        scores = logp - self.cfg.ctc_prior_weight * self.ctc_log_prior
-        target = torch.cat([tokens[i, :int(n)] for i, n in enumerate(token_lens)])
-        loss = nn.functional.ctc_loss(scores.transpose(0, 1), target, enc_lens, token_lens,
-                                      blank=0, reduction="sum", zero_infinity=True)
-        return loss / logp.size(0)
 
 
 def build_model(cfg: ModelConfig) -> AVSRModel:
