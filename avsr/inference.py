@@ -75,8 +75,9 @@ STAGES = ("audio_front", "visual_front", "encoder", "search")
 class Result:
     """One utterance's decode.  ``score``: the search's total weighted log score (CTC greedy: the sum
     of the best frame log-posteriors); ``nbest``: ``[{"text", "token_ids", "score"}, ...]`` best
-    first (beam search); ``ctc_logp``: float32 ``[T, V]`` CTC log-posteriors of its encoder frames,
-    only when the decoder keeps them (``keep_posteriors``, :meth:`Speech2Text.transcribe`)."""
+    first (beam search); ``ctc_logp``: float32 ``[T, V]`` CTC frame scores of its encoder frames for
+    forced alignment (the log-posteriors, or the alignment CTC's scores when the model has one), only
+    when the decoder keeps them (``keep_posteriors``, :meth:`Speech2Text.transcribe`)."""
     text: str
     token_ids: List[int]
     score: float
@@ -394,7 +395,7 @@ class Speech2Text:
                     nb.append({"text": self.tokenizer.decode(ids), "token_ids": ids, "score": float(h.score)})
                 out.append(Result(nb[0]["text"], nb[0]["token_ids"], nb[0]["score"], mods[b], nb))
         if self.keep_posteriors:
-            lp = logp.float().cpu().numpy()
+            lp = self._alignment_scores(logp, enc).float().cpu().numpy()
             for b, r in enumerate(out):
                 r.ctc_logp = lp[b, :int(lens[b])]
         self._tick("search", t0)
@@ -623,12 +624,20 @@ class Speech2Text:
         return self.decode_batch(self.make_batch([{"audio": audio, "video": video}]), modality)[0]
 
     # ------------------------------------------------------------------ CTC posteriors and alignment
+    def _alignment_scores(self, logp: torch.Tensor, enc: torch.Tensor) -> torch.Tensor:
+        """What forced alignment reads: the alignment CTC's scores (``model.align_scores``, label priors)
+        when the model has that head and no late fusion is on, else the CTC log-posteriors ``logp``."""
+        if getattr(self.model, "align_ctc", None) is not None and self.fusion is None:
+            return self.model.align_scores(enc)
+        return logp
+
     @torch.no_grad()
-    def ctc_posteriors(self, batch: Batch, modality: Optional[str] = None) -> List[tuple]:
+    def ctc_posteriors(self, batch: Batch, modality: Optional[str] = None, for_alignment: bool = False) -> List[tuple]:
         """Per utterance of a padded batch: ``(logp float32 [T, V], modality)``, the CTC
         log-posteriors of its valid encoder frames on the path :meth:`decode_batch` takes (MS-Adapter
         routing included; with ``fusion``, the fused posteriors of :meth:`fused_posteriors`;
-        ``modality`` forces one path)."""
+        ``modality`` forces one path); ``for_alignment``: the scores :meth:`align` should read instead
+        (the alignment CTC's for a model with one)."""
         if self.fusion is not None and modality is None:
             logp, _, lens, mods = self.fused_posteriors(batch)
             lp = logp.float().cpu().numpy()
@@ -646,7 +655,8 @@ class Speech2Text:
         out: List[Optional[tuple]] = [None] * len(batch)
         for idx, mod, sub in groups:
             enc, lens, m = self.encode(sub, mod)
-            lp = self.model.ctc.log_softmax(enc).float().cpu().numpy()
+            lp = self.model.ctc.log_softmax(enc)
+            lp = (self._alignment_scores(lp, enc) if for_alignment else lp).float().cpu().numpy()
             for j, i in enumerate(idx):
                 out[i] = (lp[j, :int(lens[j])], m)
         return out  # type: ignore[return-value]

@@ -91,6 +91,7 @@ def measure(s2t, corpus: str, data_dir: str, pad_probe: float = 1.0, edge_frames
 
     wav = read_datadir(data_dir).wav
     truths = segment_truths(corpus, data_dir)
+    has_align_head = getattr(s2t.model, "align_ctc", None) is not None
     off, stride = s2t.frame_times()
     rows = {k: [] for k in ("midpoint", "start", "end", "spike_centre")}
     oracle = {k: [] for k in ("midpoint", "start", "end")}
@@ -107,12 +108,14 @@ def measure(s2t, corpus: str, data_dir: str, pad_probe: float = 1.0, edge_frames
         audio = load_audio(wav[st.session + "_Far"], start=st.start, end=st.end)
         audio_s += len(audio) / SAMPLE_RATE
         lp, mod = s2t.ctc_posteriors(s2t.make_batch([{"audio": audio}]))[0]
+        alp = (s2t.ctc_posteriors(s2t.make_batch([{"audio": audio}]), for_alignment=True)[0][0]
+               if has_align_head else lp)           # a model's alignment CTC, when it has one
         ids = s2t.tokenizer.encode(st.text)
         hyp = ctc_greedy(torch.from_numpy(lp)[None], torch.tensor([lp.shape[0]]))[0]
         e, n = utt_errors(st.text, s2t.tokenizer.decode(hyp))
         greedy_err, greedy_len = greedy_err + e, greedy_len + n
         try:
-            tt = s2t.align(ids, lp, mod, time_offset=st.start)
+            tt = s2t.align(ids, alp, mod, time_offset=st.start)
         except AlignmentError as e:
             failed.append(f"{st.utt}: {e}")
             continue
@@ -142,7 +145,7 @@ def measure(s2t, corpus: str, data_dir: str, pad_probe: float = 1.0, edge_frames
                 oracle["end"].append(x.end - b)
         if pad_probe > 0:                  # the same audio between two stretches of digital silence
             z = np.zeros(int(round(pad_probe * SAMPLE_RATE)), np.float32)
-            plp, pmod = s2t.ctc_posteriors(s2t.make_batch([{"audio": np.concatenate([z, audio, z])}]))[0]
+            plp, pmod = s2t.ctc_posteriors(s2t.make_batch([{"audio": np.concatenate([z, audio, z])}]), for_alignment=True)[0]
             ptt = s2t.align(ids, plp, pmod, time_offset=st.start - len(z) / SAMPLE_RATE)
             P = plp.shape[0]
             for x, m in zip(ptt, mids):

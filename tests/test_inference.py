@@ -190,3 +190,35 @@ def test_cli_usage_and_errors(tmp_path):
     assert len(p.stderr.strip().splitlines()) == 1
     p = _cli("frobnicate", check_rc=2)
     assert "unknown command" in p.stderr
+
+
+def test_alignment_reads_the_alignment_ctc(tmp_path):
+    # a model with an alignment CTC (label priors): the pack carries its head and prior, decoding still
+    # reads the recognising CTC, forced alignment (kept posteriors, ctc_posteriors(for_alignment=True),
+    # transcribe's times) reads align_scores
+    write_token_list(TOKENS, str(tmp_path / "tokens.txt"))
+    m = _micro("audio", align_ctc_weight=0.5)
+    with torch.no_grad():
+        m.align_ctc.weight.mul_(8.0)
+        m.align_log_prior.copy_(torch.log_softmax(torch.randn(len(TOKENS)), -1))
+    pack_model(tmp_path / "packed", model_config=m.cfg.to_dict(), token_list=tmp_path / "tokens.txt",
+               weights=m.state_dict(), decode={"beam_size": 0})
+    s2t = Speech2Text.from_packed(tmp_path / "packed", ctc_greedy=True)
+    torch.testing.assert_close(s2t.model.align_log_prior, m.align_log_prior)
+    items = _items(2, video=False)
+    b = s2t.make_batch(items)
+    with torch.no_grad():
+        enc, lens, _ = s2t.encode(b)
+        want_align = s2t.model.align_scores(enc)
+        want_ctc = s2t.model.ctc.log_softmax(enc)
+    assert not torch.allclose(want_align, want_ctc)
+    for j, (lp, _) in enumerate(s2t.ctc_posteriors(b, for_alignment=True)):
+        np.testing.assert_allclose(lp, want_align[j, :int(lens[j])].numpy(), rtol=1e-5, atol=1e-5)
+    for j, (lp, _) in enumerate(s2t.ctc_posteriors(b)):
+        np.testing.assert_allclose(lp, want_ctc[j, :int(lens[j])].numpy(), rtol=1e-5, atol=1e-5)
+    s2t.keep_posteriors = True
+    res = s2t.decode_batch(b)
+    for j, r in enumerate(res):
+        np.testing.assert_allclose(r.ctc_logp, want_align[j, :int(lens[j])].numpy(), rtol=1e-5, atol=1e-5)
+        assert r.token_ids == [int(t) for t in torch.unique_consecutive(want_ctc[j, :int(lens[j])].argmax(-1))
+                               if int(t) != 0]

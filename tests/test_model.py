@@ -341,3 +341,40 @@ def test_init_from_a0_and_v_through_the_trainer(tmp_path):
     not_loaded = {k for k in sd if k.startswith(("cross_", "merge_ffn.", "merge_norms."))}
     assert set(tr.init_result.missing) == not_loaded
     assert set(tr.init_result.loaded) == set(sd) - not_loaded
+
+
+def test_alignment_ctc_head_with_label_priors():
+    # an alignment CTC next to the recognising one: its loss is CTC on log p - alpha log P (P first moved
+    # towards the batch's mean posterior over valid frames, in training only), added with its weight;
+    # the recognising CTC and the attention loss are untouched; the prior is saved with the weights
+    w, alpha = 0.5, 0.3
+    model = AVSRModel(micro_cfg(mode="audio", specaug=False, align_ctc_weight=w, align_ctc_prior=alpha))
+    assert {"align_ctc.weight", "align_log_prior"} <= set(model.state_dict())
+    assert not any("align" in k for k in AVSRModel(micro_cfg(mode="audio")).state_dict())
+    batch = make_batch(durs=(1.0, 0.6))
+    model.train()
+    prior0 = model.align_log_prior.clone()
+    torch.manual_seed(5)
+    out = model(batch, modality="audio")
+    torch.manual_seed(5)
+    enc, lens, _ = model.encode(batch, "audio")
+    lp = model.align_ctc(enc).log_softmax(-1)
+    valid = torch.arange(enc.size(1))[None] < lens[:, None]
+    prior = torch.log(0.99 * prior0.exp() + 0.01 * lp.exp()[valid].mean(0))
+    torch.testing.assert_close(model.align_log_prior, prior.detach(), rtol=1e-5, atol=1e-6)
+    tgt = torch.cat([batch.tokens[i, :n] for i, n in enumerate(batch.token_lens.tolist())])
+    align = torch.nn.functional.ctc_loss((lp - alpha * prior).transpose(0, 1), tgt, lens, batch.token_lens,
+                                         reduction="sum", zero_infinity=True) / 2
+    cw = model.cfg.ctc_weight
+    torch.testing.assert_close(out.loss, cw * out.loss_ctc + (1 - cw) * out.loss_att + w * align, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(model.align_scores(enc), lp - alpha * prior.detach())
+    out.loss.backward()
+    assert model.align_ctc.weight.grad is not None
+    enc_grad = [p.grad for n, p in model.named_parameters() if n.startswith("audio_encoder.")]
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in enc_grad)   # it trains the encoder too
+    model.eval()
+    with torch.no_grad():
+        model(batch, modality="audio")
+    torch.testing.assert_close(model.align_log_prior, prior.detach())            # no update outside training
+    with pytest.raises(ValueError, match="align_ctc_weight"):
+        micro_cfg(align_ctc_weight=-1.0)

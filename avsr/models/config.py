@@ -59,6 +59,10 @@ class ModelConfig:
     specaug              apply SpecAug time masks in training; ``time_mask_width_range`` and
                          ``num_time_mask`` configure it (time masks only, as in the paper)
     ctc_weight (lambda)  loss = lambda * CTC + (1 - lambda) * attention
+    align_ctc_weight     > 0: an alignment CTC head next to the recognising one, trained with the encoder
+                         with label priors (Huang et al. 2024: CTC on log p - alpha log P, P a running
+                         mean of its posteriors, alpha = ``align_ctc_prior``), added to the loss with this
+                         weight; forced alignment (timestamps) then uses it.  0 = none
     lsm_weight           label smoothing of the attention loss
     adapter_rank         MS-Adapter LoRA rank (0 = no adapters); ``adapter_alpha`` (0 = rank),
                          ``adapter_dropout``, ``adapter_targets`` (name prefixes of the adapted
@@ -110,6 +114,8 @@ class ModelConfig:
     video_std: float = 0.165
     # loss
     ctc_weight: float = 0.3
+    align_ctc_weight: float = 0.0
+    align_ctc_prior: float = 0.3
     lsm_weight: float = 0.1
     # MS-Adapter (LoRA); used on the audio-only path of an AV model
     adapter_rank: int = 0
@@ -129,6 +135,9 @@ class ModelConfig:
             raise ValueError(f"visual_frontend must be resnet18 or light, got {self.visual_frontend!r}")
         if not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError("ctc_weight must be in [0, 1]")
+        if not (self.align_ctc_weight >= 0.0 and self.align_ctc_prior >= 0.0):
+            raise ValueError(f"align_ctc_weight and align_ctc_prior must be >= 0, got {self.align_ctc_weight}, "
+                             f"{self.align_ctc_prior}")
         if self.d_model % self.heads:
             raise ValueError("d_model must be divisible by heads")
         if self.merge not in MERGES:

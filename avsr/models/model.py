@@ -79,6 +79,7 @@ Implementation notes / design choices
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
@@ -255,6 +256,9 @@ class AVSRModel(nn.Module):
             nn.init.zeros_(self.merge_ffn[-1].bias)
         self.shared_encoder = _conformer_stack(cfg, cfg.shared_layers, d, None)
         self.ctc = CTC(odim=cfg.vocab_size, encoder_output_size=d)
+        if cfg.align_ctc_weight > 0:   # the alignment CTC (label priors); its prior is saved with the weights
+            self.align_ctc = nn.Linear(d, cfg.vocab_size)
+            self.register_buffer("align_log_prior", torch.full((cfg.vocab_size,), -math.log(cfg.vocab_size)))
         self.decoder = (TransformerDecoder(
             vocab_size=cfg.vocab_size, encoder_output_size=d, attention_heads=cfg.heads,
             linear_units=cfg.decoder_linear_units or cfg.linear_units, num_blocks=cfg.decoder_layers,
@@ -483,7 +487,29 @@ class AVSRModel(nn.Module):
                 loss = loss_att
             else:
                 loss = w * loss_ctc + (1 - w) * loss_att
+            if self.cfg.align_ctc_weight > 0:
+                loss = loss + self.cfg.align_ctc_weight * self._align_ctc_loss(enc_out, enc_lens, tokens, token_lens)
         return ModelOutput(loss, loss_ctc, loss_att, acc, taps, enc_out, enc_lens)
+
+
+    def align_scores(self, enc_out: torch.Tensor) -> torch.Tensor:
+        """Frame scores ``[B, T, vocab]`` of the alignment CTC: ``log p - alpha log P`` (unnormalised)."""
+        lp = self.align_ctc(enc_out).float().log_softmax(-1)
+        return lp - self.cfg.align_ctc_prior * self.align_log_prior
+
+    def _align_ctc_loss(self, enc_out, enc_lens, tokens, token_lens) -> torch.Tensor:
+        """CTC of the alignment head on ``log p - alpha log P`` (batch-size average, as ESPnet's CTC); in
+        training the running prior first moves towards this batch's mean posterior over its valid frames."""
+        lp = self.align_ctc(enc_out).float().log_softmax(-1)
+        if self.training:
+            valid = ~make_pad_mask(enc_lens, maxlen=lp.size(1)).to(lp.device)
+            with torch.no_grad():
+                mean = lp.exp()[valid].mean(0)
+                self.align_log_prior.copy_(torch.log(0.99 * self.align_log_prior.exp() + 0.01 * mean).clamp_min(-30.0))
+        scores = lp - self.cfg.align_ctc_prior * self.align_log_prior
+        target = torch.cat([tokens[i, :int(n)] for i, n in enumerate(token_lens)])
+        return nn.functional.ctc_loss(scores.transpose(0, 1), target, enc_lens, token_lens, blank=0,
+                                      reduction="sum", zero_infinity=True) / lp.size(0)
 
 
 def build_model(cfg: ModelConfig) -> AVSRModel:
