@@ -25,7 +25,9 @@ self-attention (``rel_pos_type="latest"``), conv module, pre-LayerNorm, swish)::
             tap ``fused`` (input of the shared layers); ``visual_bundle`` is the visual input of the FFN
     shared: M Conformers + LayerNorm -> enc_out      tap ``shared_out``
     heads:  ESPnet CTC (linear) and a K-layer ESPnet TransformerDecoder;
-            loss = ctc_weight * CTC + (1 - ctc_weight) * label-smoothed attention loss.
+            loss = ctc_weight * CTC + (1 - ctc_weight) * label-smoothed attention loss;
+            optional (``align_ctc_weight`` > 0, not in the paper): + align_ctc_weight * an alignment
+            CTC head with label priors, which forced alignment reads (timestamps).
 
 Implementation notes / design choices
 - Each stack is an ESPnet ``ConformerEncoder``: ``audio_encoder`` (input_layer conv2d, N blocks),
@@ -490,7 +492,6 @@ class AVSRModel(nn.Module):
             if self.cfg.align_ctc_weight > 0:
                 loss = loss + self.cfg.align_ctc_weight * self._align_ctc_loss(enc_out, enc_lens, tokens, token_lens)
         return ModelOutput(loss, loss_ctc, loss_att, acc, taps, enc_out, enc_lens)
-
 
     def align_scores(self, enc_out: torch.Tensor) -> torch.Tensor:
         """Frame scores ``[B, T, vocab]`` of the alignment CTC: ``log p - alpha log P`` (unnormalised)."""
