@@ -117,17 +117,17 @@ def mouth_track(events, num_frames: int, fps: float = FPS, t0: float = 0.0,
     the channel ranges), so one viseme is not always one mouth shape; ``activity`` scales every
     target's distance from the rest posture ``sil`` (a talker who barely moves the lips: < 1).
     """
-    num_frames = int(num_frames)
-    tgt = np.tile(np.asarray(SIL, dtype=np.float64), (num_frames, 1))
-    bil = np.zeros(num_frames, dtype=bool)
-    if num_frames == 0:
-        return tgt.astype(np.float32)
-    centres = t0 + (np.arange(num_frames) + 0.5) / fps
     if jitter < 0 or activity < 0:
         raise ValueError(f"jitter and activity must be >= 0 (got {jitter}, {activity})")
     if jitter > 0 and rng is None:
         raise ValueError("jitter > 0 needs an rng")
+    num_frames = int(num_frames)
     sil = np.asarray(SIL, dtype=np.float64)
+    tgt = np.tile(sil, (num_frames, 1))
+    bil = np.zeros(num_frames, dtype=bool)
+    if num_frames == 0:
+        return tgt.astype(np.float32)
+    centres = t0 + (np.arange(num_frames) + 0.5) / fps
     for e in events:
         v = e.viseme if e.viseme in VISEME_TARGETS else "other"
         target = np.asarray(VISEME_TARGETS[v], dtype=np.float64)
