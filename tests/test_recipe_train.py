@@ -269,3 +269,69 @@ def test_evaluation_release_through_submission(recipe, tmp_path):
     assert any("eval" in x for x in rep["no_reference"])
     assert "cpCER" in (exp / "report.md").read_text()
     assert "sweep skipped" in (exp / "logs" / "stage13_sweep.log").read_text()
+
+
+# the leaderboard table cut to one dev setting per method and a 2-step budget from AV0 (MLA: AV0's own
+# steps), so that stages 15-18 run in minutes on the tiny recipe's models; every row of the table is kept
+LEADERBOARD_ROWS = ("AV3", "AV5", "AV6", "MLA", "MLA-noproj", "CKD", "TFR", "CKD+MS-Adapter", "TFR+MS-Adapter")
+
+
+def _tiny_leaderboard_spec(path: Path) -> Path:
+    import yaml
+    spec = yaml.safe_load((ROOT / "conf" / "rows" / "dai2024.yaml").read_text())
+    spec["defaults"]["budget"] = {"epochs": 1, "steps": 2}
+    t = spec["tables"]["leaderboard"]
+    assert tuple(t["rows"]) == LEADERBOARD_ROWS, t["rows"]
+    t["grid"] = {"AV5": {"methods.mda_kd.distance": ["mse"], "methods.mda_kd.weight": [100.0]},
+                 "MLA": {"methods.mla.head": ["encoder"]}, "CKD": {"methods.ckd.beta": [0.1]},
+                 "TFR": {"methods.tfr.weight": [10.0]}}
+    for r in ("AV6", "CKD+MS-Adapter", "TFR+MS-Adapter"):
+        t["override"][r] = {**t["override"][r], "grid": {"budget.init_share": {"values": [0.5], "name": "-i{:g}"}}}
+    t["search"] = "greedy"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_leaderboard_stages_end_to_end(recipe, tmp_path):
+    """Recipe stages 15-18 with the leaderboard table (one dev setting per method) on the tiny recipe's A0,
+    V and AV0: every row is trained on the equal step budget, chosen on dev, swept on eval under the
+    leaderboard's conditions, and written to a valid leaderboard.json beside its plot."""
+    import shutil
+    import time
+
+    from avsr.eval.leaderboard import CONDITIONS, validate_leaderboard
+    root, _ = recipe
+    exp = tmp_path / "exp"
+    shutil.copytree(root / "exp", exp, ignore=shutil.ignore_patterns("train_av5", "train_av6", "rows"))
+    spec = _tiny_leaderboard_spec(tmp_path / "rows.yaml")
+    out = tmp_path / "lb" / "leaderboard.json"
+    t0 = time.perf_counter()
+    p = _run(root, "--exp_dir", str(exp), "--stage", "15", "--stop_stage", "18", "--rows", str(spec),
+             "--rows_table", "leaderboard", "--rows_out", str(tmp_path / "rows_table.json"),
+             "--rows_leaderboard", str(out))
+    seconds = time.perf_counter() - t0
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    print(f"leaderboard stages 15-18 on the tiny recipe: {seconds:.0f} s")
+    for n, name in ((15, "rows_train"), (16, "rows_select"), (17, "rows_sweep"), (18, "rows_table")):
+        assert (exp / "stages" / f"{n}_{name}_leaderboard.done").is_file()
+    lb = json.loads(out.read_text())
+    validate_leaderboard(lb, str(out))
+    assert {"A0", "AV0", *LEADERBOARD_ROWS} <= set(lb["rows"])
+    assert lb["corpus"]["preset"] == "tiny" and lb["search"] == "greedy"
+    rows = lb["rows"]
+    for r in rows.values():
+        assert set(r["cer"]) == set(CONDITIONS)
+    # equal budgets in optimiser steps: AV5's for every method from AV0 (the adapter rows' split included),
+    # AV0's own training for MLA (from A0 and V)
+    av5 = rows["AV5"]["steps"]
+    assert av5 > 0 and all(rows[r]["steps"] == av5 for r in ("AV6", "CKD", "TFR", "CKD+MS-Adapter",
+                                                               "TFR+MS-Adapter"))
+    assert rows["MLA"]["steps"] == rows["MLA-noproj"]["steps"] == rows["AV0"]["steps"]
+    # only the adapter rows add trainable parameters beyond AV0
+    assert all(rows[r]["params_added"] > 0 for r in ("AV6", "CKD+MS-Adapter", "TFR+MS-Adapter"))
+    assert all(rows[r]["params_added"] == 0 for r in ("AV3", "AV5", "MLA", "MLA-noproj", "CKD", "TFR"))
+    # the combinations sit on the chosen CKD / TFR run, not on AV5
+    table = json.loads((tmp_path / "rows_table.json").read_text())
+    assert table["row_steps"]["CKD+MS-Adapter"]["init_run"].startswith("CKD-")
+    assert table["row_steps"]["TFR+MS-Adapter"]["init_run"].startswith("TFR-")
+    assert (out.parent / "leaderboard.png").stat().st_size > 1000
