@@ -142,7 +142,21 @@ def _eval_sweep(names, curves, n=N, search="beam10"):
     cer = {m: {c: {"cer": sum(v) / (REF * n), "lo": 0.0, "hi": 1.0, "relative_cer_vs_baseline": 0.1}
                for c, v in d.items()} for m, d in ue.items()}
     return {"search": search, "conditions": conds, "utt_errors": ue, "utt_ref_chars": [REF] * n, "cer": cer,
-            "utts": n, "degradation_area": {m: 0.0 for m in names}, "models": {}}
+            "utts": n, "utt_ids": [f"u{i:03d}" for i in range(n)], "degradation_area": {m: 0.0 for m in names},
+            "models": {}}
+
+
+REF_TEXT = "甲" * REF
+
+
+def _hyps_of(sweep):
+    """``hyps.json`` that scores as the sweep's errors: k errors on an utterance are substitutions up to
+    its length, insertions beyond."""
+    def hyp(k):
+        s = min(k, REF)
+        return "乙" * s + "甲" * (REF - s) + "丙" * (k - s)
+    return {m: {c: {u: hyp(k) for u, k in zip(sweep["utt_ids"], errs)} for c, errs in d.items()}
+            for m, d in sweep["utt_errors"].items()}
 
 
 def _rate(c):
@@ -259,7 +273,13 @@ class _Runner(rb.RowRunner):
         if split == "dev":
             return {"cer": {m: {f"random@{float(r):g}": {"cer": self.DEV.get(m, lambda r: 0.5)(float(r))}
                                 for r in rates} for m in names}}
-        return _eval_sweep(names, self.EVAL)
+        ev = _eval_sweep(names, self.EVAL)
+        d = os.path.join(self.rows_dir, "sweep", name)          # what avsr eval leaves there
+        os.makedirs(d, exist_ok=True)
+        json.dump(_hyps_of(ev), open(os.path.join(d, "hyps.json"), "w", encoding="utf-8"), ensure_ascii=False)
+        with open(os.path.join(self.data, "eval", "text"), "w", encoding="utf-8") as f:
+            f.writelines(f"{u} {REF_TEXT}\n" for u in ev["utt_ids"])
+        return ev
 
 
 def _rows_dir(tmp_path):
@@ -346,6 +366,13 @@ def test_table_writes_a_valid_leaderboard_from_a_fake_rows_dir(tmp_path, monkeyp
     assert table["claims_by_interval"] == lb["claims"]
     assert table["best_dropout_dev"]["anchor"] == "none" and set(table["best_dropout_dev"]["area_paper_rates"]) == \
         {"AV1", "AV2", "AV3"}
+    # where the errors are: the split adds up to the CER of every condition (this fake corpus has no
+    # truth files, so no SNR / overlap bins)
+    for m, r in lb["rows"].items():
+        for k, e in r["errors"]["split"].items():
+            assert e["sub"] + e["del"] + e["ins"] == pytest.approx(r["cer"][k]), (m, k)
+    assert lb["rows"]["AV6"]["errors"]["split"]["0"] == {"sub": pytest.approx(20.0), "del": 0.0, "ins": 0.0}
+    assert "bins" not in lb and "by_snr" not in lb["rows"]["AV6"]["errors"]
 
 
 def test_leaderboard_needs_the_corpus_facts_and_says_which_file_is_missing(tmp_path, monkeypatch):
@@ -418,3 +445,19 @@ def test_leaderboard_refuses_a_sweep_without_its_conditions():
         lbm.build_leaderboard(sw, {}, None, {m: {"train_s": 0, "params_added": 0} for m in curves})
     # the row stages' eval sweep (default conditions) holds every leaderboard condition
     assert set(lbm.CONDITIONS.values()) <= {c.name for c in default_conditions()}
+
+
+def test_leaderboard_renders_rows_claims_and_where_the_errors_are(tmp_path, monkeypatch):
+    from avsr.eval.render import leaderboard_md
+    lb, _ = _leaderboard(tmp_path, monkeypatch)
+    lb["bins"] = {"snr": {"0.0 to 3.0 dB": 120, "3.1 to 10.0 dB": 80}}
+    for r in lb["rows"].values():
+        r["errors"]["by_snr"] = {"0.0 to 3.0 dB": {"0": 25.0, "whole": 40.0}, "3.1 to 10.0 dB": {"0": 10.0, "whole": 12.5}}
+    lbm.validate_leaderboard(lb)
+    md = "\n".join(leaderboard_md(lb))
+    rows = [ln.split(" | ")[0][2:] for ln in md.splitlines() if ln.startswith("| AV") or ln.startswith("| A0")]
+    n = len(lb["rows"])
+    assert rows[:n] == sorted(lb["rows"], key=lambda m: lb["rows"][m]["area"])      # sorted by area
+    assert "`1_bias_reproduced`: **holds**" in md
+    assert "### Where the errors are" in md and "| AV6 | 20.0 / 0.0 / 0.0 |" in md
+    assert "utterances per bin: 0.0 to 3.0 dB: 120, 3.1 to 10.0 dB: 80" in md and "| 25.0 / 40.0 | 10.0 / 12.5 |" in md

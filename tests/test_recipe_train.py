@@ -335,3 +335,9 @@ def test_leaderboard_stages_end_to_end(recipe, tmp_path):
     assert table["row_steps"]["CKD+MS-Adapter"]["init_run"].startswith("CKD-")
     assert table["row_steps"]["TFR+MS-Adapter"]["init_run"].startswith("TFR-")
     assert (out.parent / "leaderboard.png").stat().st_size > 1000
+    # where the errors are: the split adds up to each CER; SNR and overlap bins from the corpus's truth
+    assert set(lb["bins"]) == {"snr", "overlap"} and sum(lb["bins"]["snr"].values()) == lb["corpus"]["eval_segments"]
+    for m, r in rows.items():
+        for k, e in r["errors"]["split"].items():
+            assert abs(e["sub"] + e["del"] + e["ins"] - r["cer"][k]) < 1e-2, (m, k, e, r["cer"][k])
+        assert set(r["errors"]["by_overlap"]) == set(lb["bins"]["overlap"])

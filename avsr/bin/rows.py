@@ -645,12 +645,35 @@ class Experiment:
         """The eval sweep's CER-vs-frame-loss plot (``avsr eval`` writes it with each model's 95 % band)."""
         return os.path.join(self.r.rows_dir, "sweep", f"eval_{self.spec.table}", "cer_vs_frame_loss.png")
 
-    def leaderboard(self, corpus):
+    def error_breakdown(self, ev, corpus_dir=None):
+        """Where each row's errors are (:func:`avsr.eval.breakdown.error_breakdown`) in the eval sweep
+        ``ev``: from its ``hyps.json`` and ``<data_dir>/eval/text``, with SNR and overlap bins from the
+        SynthMISP truth of ``corpus_dir`` when it has one."""
+        from avsr.eval.breakdown import error_breakdown, utt_bins_from_truth
+        from avsr.eval.leaderboard import CONDITIONS, LeaderboardError
+        from avsr.eval.metrics import read_text_file
+        p = os.path.join(self.r.rows_dir, "sweep", f"eval_{self.spec.table}", "hyps.json")
+        if not os.path.isfile(p):
+            raise LeaderboardError(f"{p}: not found (the eval sweep's hypotheses, for the error breakdown)")
+        with open(p, encoding="utf-8") as f:
+            hyps = json.load(f)
+        bins = None
+        if corpus_dir and os.path.isdir(os.path.join(corpus_dir, "truth")):
+            bins = utt_bins_from_truth(corpus_dir, os.path.join(self.r.data, "eval"))
+        try:
+            return error_breakdown(hyps, read_text_file(os.path.join(self.r.data, "eval", "text")), ev["utt_ids"],
+                                   CONDITIONS, bins)
+        except ValueError as e:
+            raise LeaderboardError(f"{p}: {e}") from None
+
+    def leaderboard(self, corpus, corpus_dir=None):
         """The leaderboard (:func:`avsr.eval.leaderboard.build_leaderboard`) of the table's eval sweep,
-        with ``corpus`` facts (:func:`avsr.eval.leaderboard.corpus_facts`)."""
+        with ``corpus`` facts (:func:`avsr.eval.leaderboard.corpus_facts`) and each row's error breakdown
+        (:meth:`error_breakdown`; SNR and overlap bins from ``corpus_dir``'s truth)."""
         from avsr.eval.leaderboard import build_leaderboard
         ev = getattr(self, "eval_sweep", None) or self.sweep()
-        return build_leaderboard(ev, corpus, self.best_dropout, self.row_facts())
+        return build_leaderboard(ev, corpus, self.best_dropout, self.row_facts(),
+                                 breakdown=self.error_breakdown(ev, corpus_dir))
 
 
 def build_parser():
@@ -681,7 +704,7 @@ def main(argv=None) -> int:
         if not args.out and not args.leaderboard:
             raise SystemExit("error: table needs --out and/or --leaderboard")
         from avsr.eval.leaderboard import LeaderboardError, corpus_facts, corpus_root_from_data, write_leaderboard
-        corpus = None
+        corpus = cdir = None
         if args.leaderboard:           # the corpus facts first: a missing file fails before any work
             cdir = args.corpus_dir or corpus_root_from_data(args.data_dir)
             if not cdir:
@@ -702,7 +725,7 @@ def main(argv=None) -> int:
             print(f"wrote {args.out}")
         if args.leaderboard:
             try:
-                write_leaderboard(exp.leaderboard(corpus), args.leaderboard)
+                write_leaderboard(exp.leaderboard(corpus, cdir), args.leaderboard)
             except LeaderboardError as e:
                 raise SystemExit(f"error: {e}")
             print(f"wrote {args.leaderboard}")

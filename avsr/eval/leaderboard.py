@@ -11,7 +11,10 @@ stage 18) with :func:`build_leaderboard`, checked by :func:`validate_leaderboard
                         "paired": {"<other ROW>@<condition>": {"diff": %, "ci95": [lo, hi], "p": float}},
                         "area": float, "train_s": float, "params_added": int,
                         "steps": int | null, "grid": [{"run": str, "setting": {axis: value}, "dev": float | null,
-                                                        "chosen": bool}, ...]}},      # optional
+                                                        "chosen": bool}, ...],        # optional
+                        "errors": {"split": {"<condition>": {"sub": %, "del": %, "ins": %}},    # optional
+                                   "by_snr": {"<bin>": {"0": %, "whole": %}}, "by_overlap": {...}}}},
+     "bins": {"snr": {"<bin>": utterances}, "overlap": {"<bin>": utterances}},    # optional, with errors
      "claims": {"<name>": {"holds": true | false | "not resolved", "evidence": str}}}
 
 * conditions (:data:`CONDITIONS`, leaderboard name → ``avsr eval`` condition): random frame loss at the
@@ -31,6 +34,10 @@ stage 18) with :func:`build_leaderboard`, checked by :func:`validate_leaderboard
   run's plus its init row's run's; the equal-budget rule of :mod:`avsr.bin.rows`), null when unknown;
 * ``grid`` (optional): the row's dev grid: every setting tried (``run`` name, its axis values, its dev
   score, or null for a grid of one) and which one dev chose; empty for the recipe's own A0 and AV0;
+* ``errors`` (optional) and ``bins``: where the row's errors are (:mod:`avsr.eval.breakdown`):
+  substitutions, deletions and insertions per condition (% of reference characters; they add up to
+  ``cer``), and CER with full and with no video per SNR and overlap bin (SynthMISP's truth; ``bins``
+  gives each bin's utterance count);
 * ``claims``: :func:`avsr.eval.claims.interval_claims`;
 * ``corpus``: ``preset`` and ``seed`` from the corpus's ``synthmisp.json``; ``eval_segments`` and
   ``eval_speakers`` from ``<data_dir>/eval/utt2spk``; ``train_hours`` from the segment durations of
@@ -56,9 +63,10 @@ CONDITIONS: Dict[str, str] = {**{f"{r:g}": rate_condition(r) for r in PAPER_RATE
                               "babble0": "babble+0dB", "babble-5": "babble-5dB"}
 COMPARE = ("A0", "AV0")          # every row is compared with these at every condition
 _TOP = {"corpus", "search", "rows", "claims"}
+_TOP_OPTIONAL = {"bins"}
 _CORPUS = {"preset": str, "seed": int, "eval_segments": int, "eval_speakers": int, "train_hours": float}
 _ROW = {"cer", "ci95", "paired", "area", "train_s", "params_added"}
-_ROW_OPTIONAL = {"steps", "grid"}
+_ROW_OPTIONAL = {"steps", "grid", "errors"}
 _HOLDS = (True, False, "not resolved")
 
 
@@ -142,11 +150,12 @@ def _search(s: str) -> str:
 
 
 def build_leaderboard(ev: Mapping, corpus: Mapping, best_dropout: Optional[str], rows_info: Mapping[str, Mapping],
-                      num: int = 1000, seed: int = 0) -> Dict:
+                      num: int = 1000, seed: int = 0, breakdown: Optional[Mapping] = None) -> Dict:
     """The leaderboard of the eval sweep ``ev`` (``avsr eval``'s sweep.json as a dict, with A0 and AV0):
     ``corpus`` (:func:`corpus_facts`), ``best_dropout`` (the dropout-only row chosen on dev, claim 4),
     ``rows_info``: ``{row: {"train_s": float, "params_added": int[, "steps": int | None, "grid": [...]]}}`` for
-    every model of the sweep (``steps`` and ``grid`` are copied when given).
+    every model of the sweep (``steps`` and ``grid`` are copied when given); ``breakdown``:
+    :func:`avsr.eval.breakdown.error_breakdown` of the same sweep (each row's ``errors`` and the ``bins``).
     Raises :class:`LeaderboardError` when the sweep lacks a condition, AV0 or a row's facts."""
     missing = [c for c in CONDITIONS.values() if c not in ev.get("conditions", [])]
     if missing:
@@ -178,8 +187,15 @@ def build_leaderboard(ev: Mapping, corpus: Mapping, best_dropout: Optional[str],
             rows[m]["steps"] = None if info["steps"] is None else int(info["steps"])
         if "grid" in info:
             rows[m]["grid"] = [dict(g) for g in info["grid"]]
-    return {"corpus": dict(corpus), "search": _search(ev.get("search", "?")), "rows": rows,
-            "claims": interval_claims(ev, best_dropout, num=num, seed=seed)}
+        if breakdown is not None:
+            if m not in breakdown["rows"]:
+                raise LeaderboardError(f"leaderboard: the error breakdown has no row {m}")
+            rows[m]["errors"] = breakdown["rows"][m]
+    out = {"corpus": dict(corpus), "search": _search(ev.get("search", "?")), "rows": rows,
+           "claims": interval_claims(ev, best_dropout, num=num, seed=seed)}
+    if breakdown is not None and breakdown["bins"]:
+        out["bins"] = breakdown["bins"]
+    return out
 
 
 # ------------------------------------------------------------------------------------ schema
@@ -223,11 +239,45 @@ def _grid(errs, where, g) -> None:
         errs.append(f"{where}: expected exactly one chosen setting")
 
 
+def _errors(errs, where, e, bins) -> None:
+    kinds = [k for k in ("snr", "overlap") if k in bins]
+    if not _keys(errs, where, e, ("split",), tuple(f"by_{k}" for k in ("snr", "overlap"))):
+        return
+    sp = e.get("split")
+    if "split" in e and _keys(errs, f"{where}.split", sp, CONDITIONS):
+        for k, v in sp.items():
+            if _keys(errs, f"{where}.split.{k}", v, ("sub", "del", "ins")):
+                errs += [f"{where}.split.{k}.{t}: expected a % >= 0, got {x!r}" for t, x in v.items()
+                         if not (_num(x) and x >= 0)]
+    for kind in ("snr", "overlap"):
+        b = e.get(f"by_{kind}")
+        if b is None:
+            if kind in kinds:
+                errs.append(f"{where}: missing by_{kind} (bins.{kind} is given)")
+            continue
+        if kind not in kinds:
+            errs.append(f"{where}.by_{kind}: no bins.{kind} at the top level")
+            continue
+        if _keys(errs, f"{where}.by_{kind}", b, bins[kind]):
+            for lab, v in b.items():
+                if _keys(errs, f"{where}.by_{kind}.{lab}", v, ("0", "whole")):
+                    errs += [f"{where}.by_{kind}.{lab}.{c}: expected a CER % >= 0, got {x!r}" for c, x in v.items()
+                             if not (_num(x) and x >= 0)]
+
+
 def validate_leaderboard(d, source: str = "leaderboard") -> None:
     """Check ``d`` against the schema of the module docstring; raises :class:`LeaderboardError` whose
     message starts with ``source`` and lists every problem with its field (``rows.AV6.cer.0.25: ...``)."""
     errs: List[str] = []
-    if _keys(errs, "top level", d, _TOP):
+    if _keys(errs, "top level", d, _TOP, _TOP_OPTIONAL):
+        bins = d.get("bins") or {}
+        if "bins" in d:
+            if not isinstance(d["bins"], dict) or not all(
+                    k in ("snr", "overlap") and isinstance(v, dict) and v and all(
+                        isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in v.values())
+                    for k, v in d["bins"].items()):
+                errs.append(f"bins: expected {{snr|overlap: {{bin: utterances > 0}}}}, got {d['bins']!r}")
+                bins = {}
         c = d.get("corpus")
         if "corpus" in d and _keys(errs, "corpus", c, _CORPUS):
             for k, t in _CORPUS.items():
@@ -286,6 +336,8 @@ def validate_leaderboard(d, source: str = "leaderboard") -> None:
                     errs.append(f"{w}.steps: expected an integer >= 0 or null, got {r['steps']!r}")
                 if "grid" in r:
                     _grid(errs, f"{w}.grid", r["grid"])
+                if "errors" in r:
+                    _errors(errs, f"{w}.errors", r["errors"], bins)
         cl = d.get("claims")
         if "claims" in d and not isinstance(cl, dict):
             errs.append(f"claims: expected an object, got {type(cl).__name__}")

@@ -18,22 +18,28 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import jiwer
 import numpy as np
 
-__all__ = ["UttScore", "utt_errors", "score_texts", "corpus_cer", "bootstrap_ci", "paired_bootstrap"]
+__all__ = ["UttScore", "utt_error_split", "utt_errors", "score_texts", "corpus_cer", "bootstrap_ci", "paired_bootstrap"]
 
 
 def _norm(s: str) -> str:
     return "".join(str(s).split())
 
 
-def utt_errors(ref: str, hyp: str) -> Tuple[int, int]:
-    """``(errors, reference length)`` in characters for one utterance."""
+def utt_error_split(ref: str, hyp: str) -> Tuple[int, int, int, int]:
+    """``(substitutions, deletions, insertions, reference length)`` in characters for one utterance."""
     r, h = _norm(ref), _norm(hyp)
     if not r:
-        return len(h), 0
+        return 0, 0, len(h), 0
     if not h:
-        return len(r), len(r)
+        return 0, len(r), 0, len(r)
     o = jiwer.process_characters(r, h)
-    return int(o.substitutions + o.deletions + o.insertions), len(r)
+    return int(o.substitutions), int(o.deletions), int(o.insertions), len(r)
+
+
+def utt_errors(ref: str, hyp: str) -> Tuple[int, int]:
+    """``(errors, reference length)`` in characters for one utterance."""
+    s, d, i, n = utt_error_split(ref, hyp)
+    return s + d + i, n
 
 
 @dataclass

@@ -752,6 +752,36 @@ def leaderboard_md(lb) -> list:
     out += ["", "**Claims** (decided on paired 95 % intervals; `avsr/eval/claims.py` defines each verdict):", ""]
     for name, v in lb["claims"].items():
         out.append(f"- `{name}`: **{_holds(v['holds'])}**. {v['evidence']}.")
+    return out + [""] + _errors_md(lb)
+
+
+def _errors_md(lb) -> list:
+    """The leaderboard's error breakdown (:mod:`avsr.eval.breakdown`): substitutions / deletions /
+    insertions at a few conditions, and CER by SNR and overlap bin with full and with no video."""
+    rows = {m: r["errors"] for m, r in sorted(lb["rows"].items(), key=lambda kv: kv[1]["area"]) if "errors" in r}
+    if not rows:
+        return []
+    conds = [k for k in ("0", "0.5", "whole", "babble-5") if all(k in e["split"] for e in rows.values())]
+    out = ["### Where the errors are", "",
+           "Substitutions / deletions / insertions in % of the reference characters (they add up to the CER):", "",
+           "| row | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
+    for m, e in rows.items():
+        out.append(f"| {m} | " + " | ".join("{sub:.1f} / {del:.1f} / {ins:.1f}".format(**e["split"][k]) for k in conds)
+                   + " |")
+    bins = lb.get("bins") or {}
+    what = {"snr": "the session's talkers-to-TV-noise SNR (tertiles of the eval utterances)",
+            "overlap": "the share of the utterance's turn overlapped by another talker"}
+    for kind in ("snr", "overlap"):
+        if kind not in bins:
+            continue
+        labs = list(bins[kind])
+        out += ["", f"CER % by {what[kind]}, full video / no video (utterances per bin: "
+                    + ", ".join(f"{lab}: {n}" for lab, n in bins[kind].items()) + "):", "",
+                "| row | " + " | ".join(labs) + " |", "|---|" + "---|" * len(labs)]
+        for m, e in rows.items():
+            b = e.get(f"by_{kind}") or {}
+            out.append(f"| {m} | " + " | ".join(f"{b[lab]['0']:.1f} / {b[lab]['whole']:.1f}" if lab in b else ""
+                                                for lab in labs) + " |")
     return out + [""]
 
 

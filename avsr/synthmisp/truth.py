@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from avsr.eval.cpcer import session_of
 from avsr.synthmisp.layout import GRID, official_text
 
-__all__ = ["TruthError", "SegmentTruth", "load_turns", "match_turn", "overlap_share", "segment_truths"]
+__all__ = ["TruthError", "SegmentTruth", "load_turns", "session_snr", "match_turn", "overlap_share", "segment_truths"]
 
 #: Slack (s) on each side of the boundary windows of :func:`match_turn`: the TextGrid rounds to 10 ms
 #: (at most 5 ms off), the truth JSON to 1 ms.
@@ -74,6 +74,24 @@ def load_turns(corpus: "str | os.PathLike[str]", splits: Optional[Sequence[str]]
             if d["session"] in out:
                 raise TruthError(f"{f}: session {d['session']} is in two splits")
             out[d["session"]] = d["turns"]
+    return out
+
+
+def session_snr(corpus: "str | os.PathLike[str]", splits: Optional[Sequence[str]] = None) -> Dict[str, float]:
+    """``{session: snr_db}``: the talkers-to-TV-noise ratio the generator drew for each session
+    (``snr_db`` of ``<corpus>/truth/<split>/<session>.json``)."""
+    root = os.path.join(os.fspath(corpus), "truth")
+    if not os.path.isdir(root):
+        raise TruthError(f"{root}: no truth directory (not a SynthMISP corpus?)")
+    splits = sorted(os.listdir(root)) if splits is None else list(splits)
+    out: Dict[str, float] = {}
+    for split in splits:
+        for f in sorted(glob.glob(os.path.join(root, split, "*.json"))):
+            with open(f, encoding="utf-8") as fh:
+                d = json.load(fh)
+            if "snr_db" not in d or "session" not in d:
+                raise TruthError(f"{f}: no 'snr_db' (written by an older generator: generate the corpus again)")
+            out[d["session"]] = float(d["snr_db"])
     return out
 
 
