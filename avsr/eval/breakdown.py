@@ -16,7 +16,7 @@ row that misses its goal:
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -60,6 +60,15 @@ def utt_bins_from_truth(corpus_dir: str, data_dir: str) -> Dict[str, Dict[str, s
             "overlap": overlap_bins({t.utt: t.overlap for t in truths})}
 
 
+def _sums(splits) -> Tuple[int, int, int, int]:
+    """Substitutions, deletions, insertions and reference characters summed over utterances."""
+    tot = [0, 0, 0, 0]
+    for x in splits:
+        for k in range(4):
+            tot[k] += x[k]
+    return tuple(tot)
+
+
 def _pct(x: float, n: int) -> float:
     return round(100.0 * x / n, 4) if n else 0.0
 
@@ -91,9 +100,8 @@ def error_breakdown(hyps: Mapping[str, Mapping[str, Mapping[str, str]]], refs: M
             per[name] = {u: utt_error_split(refs[u], h.get(u, "")) for u in utt_ids}
         split = {}
         for name, e in per.items():
-            n = sum(x[3] for x in e.values())
-            split[name] = {"sub": _pct(sum(x[0] for x in e.values()), n), "del": _pct(sum(x[1] for x in e.values()), n),
-                           "ins": _pct(sum(x[2] for x in e.values()), n)}
+            sub, dele, ins, n = _sums(e.values())
+            split[name] = {"sub": _pct(sub, n), "del": _pct(dele, n), "ins": _pct(ins, n)}
         row = {"split": split}
         for kind, b in kinds.items():
             row[f"by_{kind}"] = {}
@@ -102,8 +110,8 @@ def error_breakdown(hyps: Mapping[str, Mapping[str, Mapping[str, str]]], refs: M
                 row[f"by_{kind}"][lab] = {}
                 for name in BIN_CONDITIONS:
                     if name in per:
-                        e = [per[name][u] for u in us]
-                        row[f"by_{kind}"][lab][name] = _pct(sum(x[0] + x[1] + x[2] for x in e), sum(x[3] for x in e))
+                        sub, dele, ins, n = _sums(per[name][u] for u in us)
+                        row[f"by_{kind}"][lab][name] = _pct(sub + dele + ins, n)
         rows[m] = row
     return {"bins": out_bins, "rows": rows}
 

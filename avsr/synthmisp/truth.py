@@ -58,40 +58,38 @@ class SegmentTruth:
     char_overlapped: List[bool] = field(default_factory=list)
 
 
-def load_turns(corpus: "str | os.PathLike[str]", splits: Optional[Sequence[str]] = None) -> Dict[str, List[dict]]:
-    """``{session: turns}`` from ``<corpus>/truth/<split>/*.json`` of ``splits`` (default: every split)."""
+def _truth_files(corpus: "str | os.PathLike[str]", splits: Optional[Sequence[str]] = None):
+    """``(path, contents)`` of every ``<corpus>/truth/<split>/*.json`` of ``splits`` (default: every split)."""
     root = os.path.join(os.fspath(corpus), "truth")
     if not os.path.isdir(root):
         raise TruthError(f"{root}: no truth directory (not a SynthMISP corpus?)")
     splits = sorted(os.listdir(root)) if splits is None else list(splits)
-    out: Dict[str, List[dict]] = {}
     for split in splits:
         for f in sorted(glob.glob(os.path.join(root, split, "*.json"))):
             with open(f, encoding="utf-8") as fh:
-                d = json.load(fh)
-            if "turns" not in d:
-                raise TruthError(f"{f}: no 'turns' (written by an older generator: generate the corpus again)")
-            if d["session"] in out:
-                raise TruthError(f"{f}: session {d['session']} is in two splits")
-            out[d["session"]] = d["turns"]
+                yield f, json.load(fh)
+
+
+def load_turns(corpus: "str | os.PathLike[str]", splits: Optional[Sequence[str]] = None) -> Dict[str, List[dict]]:
+    """``{session: turns}`` from ``<corpus>/truth/<split>/*.json`` of ``splits`` (default: every split)."""
+    out: Dict[str, List[dict]] = {}
+    for f, d in _truth_files(corpus, splits):
+        if "turns" not in d:
+            raise TruthError(f"{f}: no 'turns' (written by an older generator: generate the corpus again)")
+        if d["session"] in out:
+            raise TruthError(f"{f}: session {d['session']} is in two splits")
+        out[d["session"]] = d["turns"]
     return out
 
 
 def session_snr(corpus: "str | os.PathLike[str]", splits: Optional[Sequence[str]] = None) -> Dict[str, float]:
     """``{session: snr_db}``: the talkers-to-TV-noise ratio the generator drew for each session
     (``snr_db`` of ``<corpus>/truth/<split>/<session>.json``)."""
-    root = os.path.join(os.fspath(corpus), "truth")
-    if not os.path.isdir(root):
-        raise TruthError(f"{root}: no truth directory (not a SynthMISP corpus?)")
-    splits = sorted(os.listdir(root)) if splits is None else list(splits)
     out: Dict[str, float] = {}
-    for split in splits:
-        for f in sorted(glob.glob(os.path.join(root, split, "*.json"))):
-            with open(f, encoding="utf-8") as fh:
-                d = json.load(fh)
-            if "snr_db" not in d or "session" not in d:
-                raise TruthError(f"{f}: no 'snr_db' (written by an older generator: generate the corpus again)")
-            out[d["session"]] = float(d["snr_db"])
+    for f, d in _truth_files(corpus, splits):
+        if "snr_db" not in d or "session" not in d:
+            raise TruthError(f"{f}: no 'snr_db' (written by an older generator: generate the corpus again)")
+        out[d["session"]] = float(d["snr_db"])
     return out
 
 
