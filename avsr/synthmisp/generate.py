@@ -101,9 +101,11 @@ PRESETS: Dict[str, dict] = {
     "tiny": dict(sessions=(2, 1, 1), speakers_per_session=(2, 2), utts_per_speaker=(2, 3),
                  speaker_pool=(4, 2, 2)),
     # make demo: about a minute to generate, trains in minutes on 2 cores; 150 characters (docs/SYNTHMISP.md:
-    # dev CER falls by about 9 points per doubling of training tokens per character), eval big enough to test
+    # dev CER falls by about 9 points per doubling of training tokens per character), eval big enough to test;
+    # lips blurred by the articulation knobs so the video is a smaller help than with clean lips, as on MISP
+    # (docs/SYNTHMISP.md, "What each knob does")
     "demo": dict(sessions=(48, 6, 16), speakers_per_session=(2, 3), utts_per_speaker=(4, 6),
-                 speaker_pool=(16, 6, 6), n_chars=150),
+                 speaker_pool=(16, 6, 6), n_chars=150, lip_activity=(0.4, 1.0), articulation_jitter=0.15),
     # benchmarks: ~1500 train segments (~1-2 h), >= 300 dev and eval segments
     "mini": dict(sessions=(120, 26, 26), speakers_per_session=(2, 3), utts_per_speaker=(4, 6),
                  speaker_pool=(24, 8, 8)),
