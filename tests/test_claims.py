@@ -75,6 +75,51 @@ def test_a_claim_of_several_parts_is_false_if_any_fails_true_if_all_hold():
     assert cl.all_of([]) == nr
 
 
+# ------------------------------------------------------------------------------------ what a resample draws
+def test_a_recording_bootstrap_draws_whole_sessions_and_widens_intervals_that_sessions_share():
+    """10 recordings of 20 utterances; ``b`` differs from ``a`` by a session effect (+1 error on every
+    utterance of 5 recordings, -1 on every utterance of the other 5): the per-utterance differences look
+    independent, the recording bootstrap sees 10 draws.  Also: the point estimates do not depend on the
+    unit, and a recording per utterance is the utterance bootstrap exactly."""
+    a = 3 * np.ones(N, dtype=int)
+    b = a + np.where(np.arange(N) // 20 % 2 == 0, 1, -1)
+    sw = _sw({"a": a, "b": b})
+    sw["utt_recordings"] = [f"r{i // 20}" for i in range(N)]
+    utt, rec = cl.Resampler(sw), cl.Resampler(sw, unit="recording")
+    pu, pr = cl.paired_diff(utt, "b", "a", "random@0"), cl.paired_diff(rec, "b", "a", "random@0")
+    assert pu["diff"] == pr["diff"] == 0.0 and utt.point("b", "random@0") == rec.point("b", "random@0") == 30.0
+    half = {k: (p["ci95"][1] - p["ci95"][0]) / 2 for k, p in (("utt", pu), ("rec", pr))}
+    assert half["utt"] < 2.0 and half["rec"] > 2 * half["utt"], half      # ~1.4 against ~6 points
+    assert rec.units == 10 and utt.units == N
+    assert rec.describe() == f"1000 paired resamples of the 10 recordings ({N} utterances)"
+    assert utt.describe() == f"1000 paired resamples of the {N} utterances"
+    one_each = dict(sw, utt_recordings=[f"u{i:03d}" for i in range(N)])   # sorted like the utterances
+    same = cl.Resampler(one_each, unit="recording")
+    assert np.array_equal(same.boot("b", "random@0"), utt.boot("b", "random@0"))
+    with pytest.raises(ValueError, match="bootstrap unit"):
+        cl.Resampler(sw, unit="speaker")
+    with pytest.raises(ValueError, match="at least 5 recordings; the sweep's 200 utterances come from 4"):
+        cl.Resampler(dict(sw, utt_recordings=[f"r{i % 4}" for i in range(N)]), unit="recording")
+
+
+def test_the_recordings_come_from_the_sweep_or_its_data_dir_and_a_missing_one_is_named(tmp_path):
+    sw = _sw({"a": 3 * np.ones(N, dtype=int)})
+    sw["utt_ids"] = [f"u{i:03d}" for i in range(N)]
+    with pytest.raises(KeyError, match="utt_recordings"):
+        cl.Resampler(sw, unit="recording")                     # neither in the sweep nor a data dir
+    d = tmp_path / "eval"
+    d.mkdir()
+    (d / "wav.scp").write_text("".join(f"rec{k} /x/rec{k}.wav\n" for k in range(6)))
+    (d / "segments").write_text("".join(f"u{i:03d} rec{i % 6} {i}.0 {i}.5\n" for i in range(N)))
+    (d / "utt2spk").write_text("".join(f"u{i:03d} u{i:03d}\n" for i in range(N)))
+    sw["data_dir"] = str(d)
+    assert cl.utt_recordings(sw) == [f"rec{i % 6}" for i in range(N)]
+    assert cl.Resampler(sw, unit="recording").units == 6
+    (d / "segments").write_text("".join(f"u{i:03d} rec{i % 6} {i}.0 {i}.5\n" for i in range(N - 1)))
+    with pytest.raises(KeyError, match="segments: no segment for 1 .*u199"):
+        cl.utt_recordings(sw)
+
+
 # ------------------------------------------------------------------------------------ the 5-rate area
 def test_degradation_area_over_the_papers_five_rates_on_known_numbers():
     cer = {0.0: 20, 0.25: 22, 0.5: 25, 0.75: 30, 1.0: 40, 0.1: 90, 0.3: 90, 0.7: 90}   # off-grid rates: outliers
@@ -143,6 +188,7 @@ def _eval_sweep(names, curves, n=N, search="beam10"):
                for c, v in d.items()} for m, d in ue.items()}
     return {"search": search, "conditions": conds, "utt_errors": ue, "utt_ref_chars": [REF] * n, "cer": cer,
             "utts": n, "utt_ids": [f"u{i:03d}" for i in range(n)], "degradation_area": {m: 0.0 for m in names},
+            "utt_recordings": [f"r{i * 10 // n}" for i in range(n)],
             "models": {}}
 
 
@@ -375,6 +421,20 @@ def test_table_writes_a_valid_leaderboard_from_a_fake_rows_dir(tmp_path, monkeyp
     assert "bins" not in lb and "by_snr" not in lb["rows"]["AV6"]["errors"]
 
 
+def test_the_leaderboard_states_what_its_intervals_resample(tmp_path, monkeypatch):
+    lb, table = _leaderboard(tmp_path, monkeypatch, extra=["--bootstrap_unit", "recording"])
+    lbm.validate_leaderboard(lb)
+    assert lb["bootstrap"] == {"unit": "recording", "units": 10, "resamples": 1000}
+    assert table["bootstrap_unit"] == "recording" and table["claims_by_interval"] == lb["claims"]
+    assert "10 recordings" in lb["claims"]["4_AV6_area_20pct_below_best_dropout"]["evidence"]
+    from avsr.eval.render import leaderboard_md
+    assert "95 % bootstrap CI over the 10 eval recordings (sessions), each drawn with all its utterances" in \
+        "\n".join(leaderboard_md(lb))
+    default, _ = _leaderboard(tmp_path / "u", monkeypatch)
+    assert default["bootstrap"] == {"unit": "utterance", "units": N, "resamples": 1000}
+    assert "95 % bootstrap CI over utterances]" in "\n".join(leaderboard_md(default))
+
+
 def test_leaderboard_needs_the_corpus_facts_and_says_which_file_is_missing(tmp_path, monkeypatch):
     exp, data, corpus, spec = _rows_dir(tmp_path)
     os.remove(corpus / "synthmisp.json")
@@ -424,11 +484,14 @@ def _valid():
     (lambda d: d["claims"]["1_bias_reproduced"].update(holds=1), "claims.1_bias_reproduced.holds"),
     (lambda d: d["claims"]["1_bias_reproduced"].update(evidence=""), "claims.1_bias_reproduced.evidence"),
     (lambda d: d.update(extra=1), "top level: unexpected extra"),
+    (lambda d: d.update(bootstrap={"unit": "speaker", "units": 8, "resamples": 1000}), "bootstrap: expected"),
+    (lambda d: d.update(bootstrap={"unit": "recording", "units": 0, "resamples": 1000}), "bootstrap: expected"),
 ])
 def test_validator_names_the_field(mutate, field):
     lbm.validate_leaderboard(_valid())
     ok = _valid()      # steps and grid are optional, and valid when well formed
     ok["rows"]["AV0"].update(steps=120, grid=[{"run": "AV0", "setting": {}, "dev": None, "chosen": True}])
+    ok["bootstrap"] = {"unit": "recording", "units": 16, "resamples": 1000}
     lbm.validate_leaderboard(ok)
     d = _valid()
     mutate(d)

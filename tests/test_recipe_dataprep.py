@@ -494,6 +494,10 @@ def test_run_sh_usage_errors(tmp_path):
     assert p.returncode != 0 and "takes true or false" in p.stderr
     p, _ = _run(["--nj=0"])
     assert p.returncode != 0 and "--nj must be >= 1" in p.stderr
+    p, _ = _run(["--bootstrap_unit", "speaker"])
+    assert p.returncode != 0 and "--bootstrap_unit must be utterance or recording, got 'speaker'" in p.stderr
+    p, _ = _run(["--help"])
+    assert "--bootstrap_unit U" in p.stdout
     p, _ = _run(["--exp_dir", str(tmp_path / "exp"), "--data_dir", str(tmp_path / "d"),
                  "--misp_root", str(tmp_path / "nowhere")])
     assert p.returncode != 0 and "nowhere" in p.stdout + p.stderr

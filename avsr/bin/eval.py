@@ -173,6 +173,8 @@ def main(argv=None) -> int:
            "conditions": res["conditions"], "cer": table, "utts": len(refs),
            # per-utterance errors (utterances in sorted order) for paired bootstrap comparisons
            "utt_ids": sorted(refs), "utt_ref_chars": ref_chars, "utt_errors": utt_err,
+           # each utterance's recording (segments), for intervals that resample whole sessions
+           "utt_recordings": [ds.dd.recording_of(u) for u in sorted(refs)],
            "timing": {"wall_seconds": wall, "load_seconds": res["load_seconds"], "per_model": res["timing"]}}
     if alias:
         out["decoded_as"] = alias

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 
-from avsr.eval.claims import best_dropout_row, claims, interval_claims, mean_cer, study_trend
+from avsr.eval.claims import UNITS, best_dropout_row, claims, interval_claims, mean_cer, study_trend
 from avsr.eval.rows import RECIPE_MODELS, RowSpecError, choose_on_dev, expand, load_spec
 from avsr.eval.sweep import RATES
 
@@ -282,6 +282,7 @@ class Experiment:
     def __init__(self, spec, runner):
         self.spec, self.r = spec, runner
         self.av0_init, self.aug = None, []
+        self.bootstrap_unit = "utterance"   # what the intervals resample (avsr.eval.claims.Resampler)
         self.runs = {}          # row -> [Run]
         self.dirs = {}          # run name -> train dir
         self.packed = {}        # run name -> packed dir
@@ -560,7 +561,9 @@ class Experiment:
         if trend:
             out["claims"]["4_study_trend"] = trend
         if "utt_errors" in ev:
-            out["claims_by_interval"] = interval_claims(ev, self.best_dropout, adapter=ad_row or "AV6")
+            out["claims_by_interval"] = interval_claims(ev, self.best_dropout, adapter=ad_row or "AV6",
+                                                        unit=self.bootstrap_unit)
+            out["bootstrap_unit"] = self.bootstrap_unit
         out["seconds"] = {"total_this_run": time.perf_counter() - t0,
                           **{k: round(v, 1) for k, v in self.r.times.items()}}
         out["row_steps"] = self.row_steps()
@@ -673,7 +676,7 @@ class Experiment:
         from avsr.eval.leaderboard import build_leaderboard
         ev = getattr(self, "eval_sweep", None) or self.sweep()
         return build_leaderboard(ev, corpus, self.best_dropout, self.row_facts(),
-                                 breakdown=self.error_breakdown(ev, corpus_dir))
+                                 breakdown=self.error_breakdown(ev, corpus_dir), unit=self.bootstrap_unit)
 
 
 def build_parser():
@@ -690,6 +693,9 @@ def build_parser():
     ap.add_argument("--leaderboard", help="also write the leaderboard JSON (table; schema: avsr.eval.leaderboard)")
     ap.add_argument("--corpus_dir", help="the corpus root holding synthmisp.json (table --leaderboard; default: "
                                          "the root the data dir's train/wav.scp points into)")
+    ap.add_argument("--bootstrap_unit", choices=UNITS, default="utterance",
+                    help="what the intervals of the claims and the leaderboard resample (table): utterances, or whole "
+                         "recordings (sessions) with their utterances, a cluster bootstrap (default: %(default)s)")
     return ap
 
 
@@ -700,6 +706,7 @@ def main(argv=None) -> int:
     except RowSpecError as e:
         raise SystemExit(f"error: {e}")
     exp = Experiment(spec, RowRunner(args.exp_dir, args.data_dir, args.config, args.rows_dir))
+    exp.bootstrap_unit = args.bootstrap_unit
     if args.command == "table":
         if not args.out and not args.leaderboard:
             raise SystemExit("error: table needs --out and/or --leaderboard")

@@ -2,7 +2,9 @@
 
 Claims by intervals (what the leaderboard states, :func:`interval_claims`).  Every comparison resamples
 the sweep's utterances with replacement (:data:`RESAMPLES` seeded draws, the same draws for every model
-and condition, so each comparison is paired) and recomputes the corpus CERs in points (%).  Each claim
+and condition, so each comparison is paired) and recomputes the corpus CERs in points (%); with
+``unit="recording"`` each draw takes whole recordings (sessions) with all their utterances, a cluster
+bootstrap (:class:`Resampler`).  Each claim
 is ``True``, ``False`` or :data:`NOT_RESOLVED` (``"not resolved"``), with an evidence string quoting the
 interval it was decided on:
 
@@ -41,6 +43,7 @@ claims by intervals).
 """
 from __future__ import annotations
 
+import os
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -50,7 +53,7 @@ from avsr.eval.sweep import PAPER_RATES, RATES, degradation_area
 
 __all__ = ["MARGIN", "MARGIN_POINTS", "STUDY_ROWS", "STUDY_TRAIN_RATES", "NOT_RESOLVED", "RESAMPLES", "ALPHA",
            "AREA_REDUCTION", "mean_cer", "paired", "claims", "study_trend", "kendall_tau",
-           "rate_condition", "resample_index", "Resampler", "paired_diff", "not_worse", "better", "all_of",
+           "rate_condition", "resample_index", "UNITS", "utt_recordings", "Resampler", "paired_diff", "not_worse", "better", "all_of",
            "area_points", "best_dropout_row", "area_claim", "trend_claim", "interval_claims"]
 
 MARGIN = 0.005                              # non-inferiority margin, absolute CER
@@ -129,6 +132,8 @@ def study_trend(sw, rows=STUDY_ROWS):
 # ------------------------------------------------------------------------------------ claims by intervals
 NOT_RESOLVED = "not resolved"
 RESAMPLES = 1000                 # bootstrap resamples of the utterances
+UNITS = ("utterance", "recording")   # what a resample draws (Resampler's unit)
+MIN_RECORDINGS = 5               # fewer recordings give no usable spread to a bootstrap over recordings
 ALPHA = 0.05                     # "better": one-sided paired p < ALPHA; intervals are 95 %
 MARGIN_POINTS = 100 * MARGIN     # non-inferiority margin in CER points (0.5)
 AREA_REDUCTION = 0.20            # claim 4: AV6's area at least 20 % below the best dropout-only row's
@@ -146,22 +151,77 @@ def resample_index(n: int, num: int = RESAMPLES, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(num, n))
 
 
+def utt_recordings(sw: Mapping) -> list:
+    """The recording of each of a sweep's utterances (in ``utt_ids`` order): the sweep's
+    ``utt_recordings`` (written by ``avsr eval`` from the data dir's ``segments``), else those of its
+    ``data_dir`` (without ``segments`` each utterance is its own recording).  Raises ``KeyError``
+    naming what is missing."""
+    if sw.get("utt_recordings") is not None:
+        rec = list(sw["utt_recordings"])
+    else:
+        from avsr.data.datadir import read_datadir
+        ids, dd_path = sw.get("utt_ids"), str(sw.get("data_dir") or "")
+        if not ids or not os.path.isfile(os.path.join(dd_path, "wav.scp")):
+            raise KeyError("a bootstrap over recordings needs the sweep's utt_recordings (avsr eval writes them) "
+                           f"or its utt_ids and its data_dir ({dd_path or 'none'}: no wav.scp)")
+        dd = read_datadir(dd_path)
+        lost = [u for u in ids if dd.segments and u not in dd.segments]
+        if lost:
+            raise KeyError(f"{dd_path}/segments: no segment for {len(lost)} of the sweep's utterances (first: {lost[0]})")
+        rec = [dd.recording_of(u) for u in ids]
+    if len(rec) != len(sw["utt_ref_chars"]):
+        raise ValueError(f"the sweep has {len(rec)} utterance recordings for {len(sw['utt_ref_chars'])} utterances")
+    return rec
+
+
 class Resampler:
     """Corpus CERs in points of a sweep's cells (``utt_errors[model][condition]``, ``utt_ref_chars``),
     on the sweep's utterances (:meth:`point`) and on ``num`` seeded resamples of them, the same resamples
-    for every cell (:meth:`boot`, an array of ``num`` CERs)."""
+    for every cell (:meth:`boot`, an array of ``num`` CERs).
 
-    def __init__(self, sw: Mapping, num: int = RESAMPLES, seed: int = 0):
+    ``unit``: what a resample draws with replacement.  ``"utterance"`` (default) draws utterances;
+    ``"recording"`` draws whole recordings (a session's far-field array: every utterance of a drawn
+    recording comes with it, :func:`utt_recordings`), a cluster bootstrap that keeps what the utterances
+    of one session share (talkers, room, noise) inside each draw; its intervals are the honest ones when
+    the eval set has few sessions (at least :data:`MIN_RECORDINGS`; with under about 10, the intervals
+    themselves come out too narrow, a known limit of the cluster bootstrap).  The corpus CER of a resample
+    is the same ratio of summed errors to summed reference characters either way."""
+
+    def __init__(self, sw: Mapping, num: int = RESAMPLES, seed: int = 0, unit: str = "utterance"):
         if "utt_errors" not in sw or "utt_ref_chars" not in sw:
             raise KeyError("the sweep has no per-utterance errors (utt_errors, utt_ref_chars): "
                            "claims by intervals need avsr eval's sweep.json")
-        self.sw, self.num, self.seed = sw, int(num), int(seed)
-        self.n = np.asarray(sw["utt_ref_chars"], dtype=np.float64)
-        if self.n.ndim != 1 or len(self.n) == 0:
+        if unit not in UNITS:
+            raise ValueError(f"bootstrap unit must be one of {UNITS}, got {unit!r}")
+        self.sw, self.num, self.seed, self.unit = sw, int(num), int(seed), unit
+        n = np.asarray(sw["utt_ref_chars"], dtype=np.float64)
+        if n.ndim != 1 or len(n) == 0:
             raise ValueError("the sweep's utt_ref_chars must be a non-empty list")
+        self.n_utts = len(n)
+        self.cluster = None                       # utterance -> cluster index (recordings), or None
+        if unit == "recording":
+            _, self.cluster = np.unique(np.asarray(utt_recordings(sw), dtype=str), return_inverse=True)
+            if self.cluster.max() + 1 < MIN_RECORDINGS:
+                raise ValueError(f"a bootstrap over recordings needs at least {MIN_RECORDINGS} recordings; the sweep's "
+                                 f"{self.n_utts} utterances come from {self.cluster.max() + 1} (use unit 'utterance')")
+        self.n = self._sum(n)                     # reference characters per resampling unit
         self.idx = resample_index(len(self.n), self.num, self.seed)
         self.den = np.maximum(self.n[self.idx].sum(1), 1e-12)
         self._boot: Dict = {}
+
+    @property
+    def units(self) -> int:
+        """How many units a resample draws (utterances, or recordings)."""
+        return len(self.n)
+
+    def describe(self) -> str:
+        """``"1000 paired resamples of the 199 utterances"`` or ``"... of the 16 recordings (199 utterances)"``."""
+        what = (f"the {self.units} utterances" if self.cluster is None
+                else f"the {self.units} recordings ({self.n_utts} utterances)")
+        return f"{self.num} paired resamples of {what}"
+
+    def _sum(self, x: np.ndarray) -> np.ndarray:
+        return x if self.cluster is None else np.bincount(self.cluster, weights=x, minlength=int(self.cluster.max()) + 1)
 
     def has(self, model: str, cond: str) -> bool:
         return cond in (self.sw["utt_errors"].get(model) or {})
@@ -171,10 +231,10 @@ class Resampler:
             e = np.asarray(self.sw["utt_errors"][model][cond], dtype=np.float64)
         except KeyError:
             raise KeyError(f"the sweep has no per-utterance errors of {model} at {cond}") from None
-        if e.shape != self.n.shape:
+        if len(e) != self.n_utts or e.ndim != 1:
             raise ValueError(f"the sweep's errors of {model} at {cond} are for {len(e)} utterances, "
-                             f"utt_ref_chars for {len(self.n)}")
-        return e
+                             f"utt_ref_chars for {self.n_utts}")
+        return self._sum(e)
 
     def point(self, model: str, cond: str) -> float:
         return float(100.0 * self.errors(model, cond).sum() / max(self.n.sum(), 1e-12))
@@ -290,7 +350,7 @@ def area_claim(rs: Resampler, row: str, against: str, ref: str = "AV0", rates: S
     ev = (f"area (CER points x rate over rates {grid}, anchor {ref} at rate 0 {rs.point(ref, rate_condition(0)):.2f} %): "
           f"{row} {a:.2f}, {against} {d:.2f} (the best dropout-only row on dev); reduction {red}, goal >= "
           f"{100 * reduction:.0f} %; {against} − {row} − {100 * reduction:.0f} % of |{against}|: {gap:+.2f}, "
-          f"95 % CI [{lo:+.2f}, {hi:+.2f}] ({rs.num} paired resamples of the utterances)")
+          f"95 % CI [{lo:+.2f}, {hi:+.2f}] ({rs.describe()})")
     return {"holds": holds, "evidence": ev, "area": a, "area_against": d, "gap_ci95": [lo, hi]}
 
 
@@ -322,7 +382,7 @@ def trend_claim(rs: Resampler, train_rates: Mapping[str, float], ref: str = "AV0
         holds = True if lo > 0 else False if hi <= 0 else NOT_RESOLVED
     ev = ("Kendall τ between training dropout rate and degradation area over "
           + ", ".join(f"{m} ({train_rates[m]:g}): {a:.2f}" for m, a in zip(rows, pts))
-          + f": τ {tau:+.2f}, 95 % CI [{lo:+.2f}, {hi:+.2f}] ({rs.num} resamples of the utterances); "
+          + f": τ {tau:+.2f}, 95 % CI [{lo:+.2f}, {hi:+.2f}] ({rs.describe()}); "
           f"expected {'< 0' if expect < 0 else '> 0'}")
     return {"holds": holds, "evidence": ev, "rows": rows, "tau": tau, "ci95": [lo, hi]}
 
@@ -330,7 +390,7 @@ def trend_claim(rs: Resampler, train_rates: Mapping[str, float], ref: str = "AV0
 def interval_claims(sw: Mapping, best_dropout: Optional[str], adapter: str = "AV6",
                     margin: float = MARGIN_POINTS, rates: Sequence[float] = PAPER_RATES,
                     train_rates: Mapping[str, float] = STUDY_TRAIN_RATES, num: int = RESAMPLES,
-                    seed: int = 0) -> Dict[str, Dict]:
+                    seed: int = 0, unit: str = "utterance") -> Dict[str, Dict]:
     """The paper's claims on the eval sweep ``sw`` by intervals (module docstring):
     ``{name: {"holds": True | False | "not resolved", "evidence": str}}``.
 
@@ -343,8 +403,8 @@ def interval_claims(sw: Mapping, best_dropout: Optional[str], adapter: str = "AV
     * ``5_study_trend``: :func:`trend_claim` over the study rows.
 
     A claim whose models are not in the sweep (or, for claim 4, without ``best_dropout``; for claim 5,
-    with fewer than 3 study rows) is left out."""
-    rs = Resampler(sw, num=num, seed=seed)
+    with fewer than 3 study rows) is left out.  ``unit``: what the bootstrap draws (:class:`Resampler`)."""
+    rs = Resampler(sw, num=num, seed=seed, unit=unit)
     have = set(sw["utt_errors"])
     out: Dict[str, Dict] = {}
     c0, c1 = rate_condition(0), rate_condition(1)

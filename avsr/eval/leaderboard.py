@@ -15,12 +15,14 @@ stage 18) with :func:`build_leaderboard`, checked by :func:`validate_leaderboard
                         "errors": {"split": {"<condition>": {"sub": %, "del": %, "ins": %}},    # optional
                                    "by_snr": {"<bin>": {"0": %, "whole": %}}, "by_overlap": {...}}}},
      "bins": {"snr": {"<bin>": utterances}, "overlap": {"<bin>": utterances}},    # optional, with errors
+     "bootstrap": {"unit": "utterance" | "recording", "units": int, "resamples": int},   # optional
      "claims": {"<name>": {"holds": true | false | "not resolved", "evidence": str}}}
 
 * conditions (:data:`CONDITIONS`, leaderboard name → ``avsr eval`` condition): random frame loss at the
   paper's rates ``0``, ``0.25``, ``0.5``, ``0.75``, ``1``; ``segment0.5``; ``whole``; babble at 0 dB
   (``babble0``) and -5 dB (``babble-5``) with full video;
-* ``cer``: corpus CER in %; ``ci95``: its 95 % bootstrap interval over utterances;
+* ``cer``: corpus CER in %; ``ci95``: its 95 % bootstrap interval (over utterances, or over recordings:
+  ``bootstrap``);
 * ``paired``: against A0 and AV0 (:data:`COMPARE`) at every condition: ``diff`` = CER(row) − CER(other)
   in points, its paired 95 % interval, and ``p`` = share of resamples in which the row is not better
   (:func:`avsr.eval.claims.paired_diff`; the same seeded resamples for every cell);
@@ -39,6 +41,9 @@ stage 18) with :func:`build_leaderboard`, checked by :func:`validate_leaderboard
   ``cer``), and CER with full and with no video per SNR and overlap bin (SynthMISP's truth; ``bins``
   gives each bin's utterance count);
 * ``claims``: :func:`avsr.eval.claims.interval_claims`;
+* ``bootstrap`` (optional; without it, utterances): what every interval's resamples draw with replacement
+  (``unit``: utterances, or whole recordings with their utterances, :class:`avsr.eval.claims.Resampler`),
+  how many there are to draw from (``units``) and how many resamples were made;
 * ``corpus``: ``preset`` and ``seed`` from the corpus's ``synthmisp.json``; ``eval_segments`` and
   ``eval_speakers`` from ``<data_dir>/eval/utt2spk``; ``train_hours`` from the segment durations of
   ``<data_dir>/train/segments`` (:func:`corpus_facts`).
@@ -63,7 +68,7 @@ CONDITIONS: Dict[str, str] = {**{f"{r:g}": rate_condition(r) for r in PAPER_RATE
                               "babble0": "babble+0dB", "babble-5": "babble-5dB"}
 COMPARE = ("A0", "AV0")          # every row is compared with these at every condition
 _TOP = {"corpus", "search", "rows", "claims"}
-_TOP_OPTIONAL = {"bins"}
+_TOP_OPTIONAL = {"bins", "bootstrap"}
 _CORPUS = {"preset": str, "seed": int, "eval_segments": int, "eval_speakers": int, "train_hours": float}
 _ROW = {"cer", "ci95", "paired", "area", "train_s", "params_added"}
 _ROW_OPTIONAL = {"steps", "grid", "errors"}
@@ -150,12 +155,14 @@ def _search(s: str) -> str:
 
 
 def build_leaderboard(ev: Mapping, corpus: Mapping, best_dropout: Optional[str], rows_info: Mapping[str, Mapping],
-                      num: int = 1000, seed: int = 0, breakdown: Optional[Mapping] = None) -> Dict:
+                      num: int = 1000, seed: int = 0, breakdown: Optional[Mapping] = None,
+                      unit: str = "utterance") -> Dict:
     """The leaderboard of the eval sweep ``ev`` (``avsr eval``'s sweep.json as a dict, with A0 and AV0):
     ``corpus`` (:func:`corpus_facts`), ``best_dropout`` (the dropout-only row chosen on dev, claim 4),
     ``rows_info``: ``{row: {"train_s": float, "params_added": int[, "steps": int | None, "grid": [...]]}}`` for
     every model of the sweep (``steps`` and ``grid`` are copied when given); ``breakdown``:
-    :func:`avsr.eval.breakdown.error_breakdown` of the same sweep (each row's ``errors`` and the ``bins``).
+    :func:`avsr.eval.breakdown.error_breakdown` of the same sweep (each row's ``errors`` and the ``bins``);
+    ``unit``: what the bootstrap draws, utterances or recordings (:class:`avsr.eval.claims.Resampler`).
     Raises :class:`LeaderboardError` when the sweep lacks a condition, AV0 or a row's facts."""
     missing = [c for c in CONDITIONS.values() if c not in ev.get("conditions", [])]
     if missing:
@@ -164,7 +171,7 @@ def build_leaderboard(ev: Mapping, corpus: Mapping, best_dropout: Optional[str],
                                "whole, --snrs with 0 and -5)")
     if "AV0" not in ev.get("utt_errors", {}):
         raise LeaderboardError("leaderboard: the eval sweep has no AV0 (the areas' anchor)")
-    rs = Resampler(ev, num=num, seed=seed)
+    rs = Resampler(ev, num=num, seed=seed, unit=unit)
     ref0 = rs.point("AV0", rate_condition(0))
     rows = {}
     for m in ev["utt_errors"]:
@@ -192,7 +199,8 @@ def build_leaderboard(ev: Mapping, corpus: Mapping, best_dropout: Optional[str],
                 raise LeaderboardError(f"leaderboard: the error breakdown has no row {m}")
             rows[m]["errors"] = breakdown["rows"][m]
     out = {"corpus": dict(corpus), "search": _search(ev.get("search", "?")), "rows": rows,
-           "claims": interval_claims(ev, best_dropout, num=num, seed=seed)}
+           "bootstrap": {"unit": unit, "units": rs.units, "resamples": rs.num},
+           "claims": interval_claims(ev, best_dropout, num=num, seed=seed, unit=unit)}
     if breakdown is not None and breakdown["bins"]:
         out["bins"] = breakdown["bins"]
     return out
@@ -278,6 +286,13 @@ def validate_leaderboard(d, source: str = "leaderboard") -> None:
                     for k, v in d["bins"].items()):
                 errs.append(f"bins: expected {{snr|overlap: {{bin: utterances > 0}}}}, got {d['bins']!r}")
                 bins = {}
+        if "bootstrap" in d:
+            b = d["bootstrap"]
+            if not (isinstance(b, dict) and set(b) == {"unit", "units", "resamples"}
+                    and b["unit"] in ("utterance", "recording")
+                    and all(isinstance(b[k], int) and not isinstance(b[k], bool) and b[k] > 0 for k in ("units", "resamples"))):
+                errs.append("bootstrap: expected {unit: 'utterance' | 'recording', units: int > 0, resamples: int > 0}, "
+                            f"got {b!r}")
         c = d.get("corpus")
         if "corpus" in d and _keys(errs, "corpus", c, _CORPUS):
             for k, t in _CORPUS.items():

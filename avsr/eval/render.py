@@ -731,10 +731,13 @@ def leaderboard_md(lb) -> list:
     claim with its verdict and evidence."""
     c = lb["corpus"]
     conds = list(next(iter(lb["rows"].values()))["cer"])
+    b = lb.get("bootstrap") or {"unit": "utterance"}
+    over = ("utterances" if b["unit"] == "utterance" else
+            f"the {b['units']} eval recordings (sessions), each drawn with all its utterances")
     out = ["## Leaderboard", "",
            f"Corpus: SynthMISP `{c['preset']}`, seed {c['seed']}; {c['eval_segments']} eval segments from "
            f"{c['eval_speakers']} speakers; {c['train_hours']:.2f} h of training segments. Search: **{lb['search']}**. "
-           "CER % [95 % bootstrap CI over utterances] per condition: random frame loss at rates 0 to 1, segment "
+           f"CER % [95 % bootstrap CI over {over}] per condition: random frame loss at rates 0 to 1, segment "
            "loss at 0.5, the whole video missing, babble at 0 and -5 dB with full video. Area: trapezoid of "
            "CER(r) − CER_AV0(0) over the rates 0 / 0.25 / 0.5 / 0.75 / 1 (points x rate; lower is more robust). "
            "Train s: the row's own training (not its init's); params added: parameters beyond AV0; steps: optimiser "

@@ -66,6 +66,7 @@ rows_table=core      # table of the row spec: core (AV3, AV5, AV6; beam 10) or f
 rows_dir=            # where the rows' runs, packs and sweeps go (empty: \$exp_dir/rows)
 rows_out=            # the table JSON of stage 18 (empty: \$exp_dir/rows_<table>.json)
 rows_leaderboard=    # also write the leaderboard JSON (schema: avsr/eval/leaderboard.py) here (empty: none)
+bootstrap_unit=utterance   # what stage 18's intervals resample: utterance, or recording (whole sessions)
 
 help_message=$(cat <<EOF
 Usage: $0 [options]    (run from recipes/misp2022)
@@ -174,6 +175,7 @@ Options (default):
   --sweep_set S, --sweep_args "..."                                              sweep (stage 13)
   --rows FILE, --rows_table T, --rows_dir DIR, --rows_out FILE   rows (stages 15-18, only with --rows; table $rows_table)
   --rows_leaderboard FILE   stage 18 also writes the leaderboard JSON (rows x conditions, intervals, claims)
+  --bootstrap_unit U        stage 18's intervals resample utterances or whole recordings ($bootstrap_unit)
   --config FILE      file of name=value lines setting the options above
   --help             this message
 EOF
@@ -204,6 +206,7 @@ case "$text_norm" in official|toolkit) ;; *) echo "$0: --text_norm must be offic
 case "$crop" in official|toolkit) ;; *) echo "$0: --crop must be official or toolkit" >&2; exit 1 ;; esac
 case "$av0_visual_init" in auto|none) ;; *) echo "$0: --av0_visual_init must be auto or none, got '$av0_visual_init'" >&2; exit 1 ;; esac
 case "$use_lm" in true|false) ;; *) echo "$0: --use_lm must be true or false, got '$use_lm'" >&2; exit 1 ;; esac
+case "$bootstrap_unit" in utterance|recording) ;; *) echo "$0: --bootstrap_unit must be utterance or recording, got '$bootstrap_unit'" >&2; exit 1 ;; esac
 _w='^[0-9]+([.][0-9]+)?$'
 for _x in $lm_weights $lm_weight; do
   [[ "$_x" =~ $_w ]] || { echo "$0: LM weights must be non-negative numbers, got '$_x'" >&2; exit 1; }
@@ -543,13 +546,14 @@ stage_rows() {  # stage_rows COMMAND [args]
 stage_rows_train()  { stage_rows train; }
 stage_rows_select() { stage_rows select; }
 stage_rows_sweep()  { stage_rows sweep; }
-stage_rows_table()  { stage_rows table --out "$rows_out" ${rows_leaderboard:+--leaderboard "$rows_leaderboard" --corpus_dir "$misp_root"}; }
+stage_rows_table()  { stage_rows table --out "$rows_out" --bootstrap_unit "$bootstrap_unit" \
+                        ${rows_leaderboard:+--leaderboard "$rows_leaderboard" --corpus_dir "$misp_root"}; }
 rows_sig="rows=$rows table=$rows_table rows_dir=$rows_dir config=$train_config"
 if [ -n "$rows" ]; then
   run_stage 15 "rows_train_$rows_table"  stage_rows_train  "$rows_sig"
   run_stage 16 "rows_select_$rows_table" stage_rows_select "$rows_sig"
   run_stage 17 "rows_sweep_$rows_table"  stage_rows_sweep  "$rows_sig"
-  run_stage 18 "rows_table_$rows_table"  stage_rows_table  "$rows_sig out=$rows_out leaderboard=$rows_leaderboard"
+  run_stage 18 "rows_table_$rows_table"  stage_rows_table  "$rows_sig out=$rows_out leaderboard=$rows_leaderboard bootstrap=$bootstrap_unit"
 elif [ "$stop_stage" -ge 15 ] && [ "$stop_stage" -lt 100 ]; then
   log "stages 15-18 (rows) need --rows FILE (e.g. ../../conf/rows/dai2024.yaml); skipped"
 fi
