@@ -34,7 +34,7 @@ import sys
 import time
 
 from avsr.eval.claims import UNITS, best_dropout_row, claims, interval_claims, mean_cer, study_trend
-from avsr.eval.rows import RECIPE_MODELS, RowSpecError, choose_on_dev, expand, load_spec
+from avsr.eval.rows import RECIPE_MODELS, RowSpecError, choose_on_dev, expand, load_spec, tie_key
 from avsr.eval.sweep import RATES
 
 THRESHOLDS_DEFAULT = (0.0, 0.1, 0.25, 0.5, 0.75)
@@ -454,7 +454,7 @@ class Experiment:
             dev = self.r.dev_scores(p["sweep"], {run.name: self.packed[run.name] for run in runs},
                                     (row.select or {}).get("rates", (0, 0.5, 1.0)))
             score.update({run.values[axis]: dev[run.name] for run in runs})
-        lowest = min(score, key=lambda k: (score[k] if score[k] is not None else float("inf"), k != cur_value))
+        lowest = min(score, key=lambda k: (tie_key(score[k]) if score[k] is not None else float("inf"), k != cur_value))
         self.probes[name] = {"score": score, "lowest": lowest, "current": cur_value,
                              "runs": [run.name for run in runs]}
 
@@ -466,7 +466,7 @@ class Experiment:
                            segment=False, whole=False, snrs=False)
         rconds = [f"random@{x:g}" for x in RATES]
         score = {t: mean_cer(dev, f"T{t:g}", rconds) for t in thrs}
-        self.route[name] = {"score": score, "threshold": min(score, key=lambda t: (score[t], t))}
+        self.route[name] = {"score": score, "threshold": min(score, key=lambda t: (tie_key(score[t]), t))}
 
     def eval_models(self):
         """``NAME=DIR[@T]`` specs of the eval sweep: A0, AV0, the dropout rows, the student, the adapter at

@@ -188,17 +188,23 @@ def method_specs(methods, resolve=lambda m: m) -> List[str]:
     return out
 
 
+def tie_key(x: float) -> float:
+    """A dev score as compared for a choice: rounded to 1e-9, so that two means of the same error counts
+    summed in another order (they differ in the last bit) tie, and the tie rule decides."""
+    return round(float(x), 9)
+
+
 def choose_on_dev(grid, score):
     """The key of ``grid`` (``{key: row}`` in the order tried, e.g. ``(distance, weight)`` or adapter epochs)
-    whose row has the lowest ``score[row]``; ties go to the earlier key.  No scores (one row, nothing to
-    choose): the first.  With scores, every row must have one."""
+    whose row has the lowest ``score[row]``; ties (equal to 1e-9, :func:`tie_key`) go to the earlier key.
+    No scores (one row, nothing to choose): the first.  With scores, every row must have one."""
     order = list(grid)
     if not score:
         return order[0]
     missing = [r for r in grid.values() if r not in score]
     if missing:
         raise ValueError(f"no dev score for {missing}")
-    return min(order, key=lambda k: (score[grid[k]], order.index(k)))
+    return min(order, key=lambda k: (tie_key(score[grid[k]]), order.index(k)))
 
 
 # ------------------------------------------------------------------------------------------ parsing
