@@ -53,7 +53,8 @@ from avsr.eval.sweep import PAPER_RATES, RATES, degradation_area
 
 __all__ = ["MARGIN", "MARGIN_POINTS", "STUDY_ROWS", "STUDY_TRAIN_RATES", "NOT_RESOLVED", "RESAMPLES", "ALPHA",
            "AREA_REDUCTION", "mean_cer", "paired", "claims", "study_trend", "kendall_tau",
-           "rate_condition", "resample_index", "UNITS", "utt_recordings", "Resampler", "paired_diff", "not_worse", "better", "all_of",
+           "rate_condition", "resample_index", "UNITS", "MIN_RECORDINGS", "utt_recordings", "Resampler",
+           "paired_diff", "not_worse", "better", "all_of",
            "area_points", "best_dropout_row", "area_claim", "trend_claim", "interval_claims"]
 
 MARGIN = 0.005                              # non-inferiority margin, absolute CER
