@@ -253,6 +253,13 @@ def test_best_dropout_row_is_the_lowest_dev_area_over_the_papers_rates():
     assert best == "AV2" and areas["AV2"] == pytest.approx(8.0) and anchor == "AV0@0"
     # ties go to the earlier row
     assert cl.best_dropout_row(dev({"AV1": lambda r: .3, "AV3": lambda r: .3}), ["AV3", "AV1"])[0] == "AV3"
+    # equal areas that differ in the last bit (the CERs at rates 0.25 and 0.5, of equal weight, swapped)
+    # are a tie too: the earlier row, not the rounding
+    v = {0.0: .494, 0.25: .876, 0.5: .53, 0.75: .141, 1.0: .365}
+    w = {**v, 0.25: v[0.5], 0.5: v[0.25]}
+    best, areas, _ = cl.best_dropout_row(dev({"AV1": lambda r: v.get(r, .9), "AV3": lambda r: w.get(r, .9)}),
+                                         ["AV1", "AV3"])
+    assert areas["AV3"] < areas["AV1"] and best == "AV1"
 
 
 # ------------------------------------------------------------------------------------ leaderboard.json

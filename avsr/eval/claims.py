@@ -49,6 +49,7 @@ from typing import Dict, Mapping, Optional, Sequence
 import numpy as np
 
 from avsr.eval.metrics import paired_bootstrap
+from avsr.eval.rows import tie_key
 from avsr.eval.sweep import PAPER_RATES, RATES, degradation_area
 
 __all__ = ["MARGIN", "MARGIN_POINTS", "STUDY_ROWS", "STUDY_TRAIN_RATES", "NOT_RESOLVED", "RESAMPLES", "ALPHA",
@@ -334,7 +335,7 @@ def best_dropout_row(dev: Mapping, rows: Sequence[str], ref: str = "AV0", rates:
     ref0 = 100.0 * dev["cer"][ref][c0]["cer"] if has_ref else 0.0
     areas = {m: area_points({rate_condition(r): 100.0 * dev["cer"][m][rate_condition(r)]["cer"] for r in rates},
                             ref0, rates) for m in rows}
-    best = min(rows, key=lambda m: (areas[m], rows.index(m)))
+    best = min(rows, key=lambda m: (tie_key(areas[m]), rows.index(m)))
     return best, areas, (f"{ref}@0" if has_ref else "none")
 
 
