@@ -88,8 +88,9 @@ def error_breakdown(hyps: Mapping[str, Mapping[str, Mapping[str, str]]], refs: M
         lost = [u for u in utt_ids if u not in b]
         if lost:
             raise ValueError(f"{kind} bins: no value for {len(lost)} swept utterance(s), e.g. {lost[0]}")
-    out_bins = {kind: {lab: sum(1 for u in utt_ids if b[u] == lab) for lab in _ordered(kind, b, utt_ids)}
-                for kind, b in kinds.items()}
+    members = {kind: {lab: [u for u in utt_ids if b[u] == lab] for lab in _ordered(kind, b, utt_ids)}
+               for kind, b in kinds.items()}         # each bin's utterances, in bin order
+    out_bins = {kind: {lab: len(us) for lab, us in m.items()} for kind, m in members.items()}
     rows = {}
     for m, by_cond in hyps.items():
         per = {}
@@ -103,10 +104,9 @@ def error_breakdown(hyps: Mapping[str, Mapping[str, Mapping[str, str]]], refs: M
             sub, dele, ins, n = _sums(e.values())
             split[name] = {"sub": _pct(sub, n), "del": _pct(dele, n), "ins": _pct(ins, n)}
         row = {"split": split}
-        for kind, b in kinds.items():
+        for kind in kinds:
             row[f"by_{kind}"] = {}
-            for lab in out_bins[kind]:
-                us = [u for u in utt_ids if b[u] == lab]
+            for lab, us in members[kind].items():
                 row[f"by_{kind}"][lab] = {}
                 for name in BIN_CONDITIONS:
                     if name in per:

@@ -202,10 +202,11 @@ class Resampler:
         self.n_utts = len(n)
         self.cluster = None                       # utterance -> cluster index (recordings), or None
         if unit == "recording":
-            _, self.cluster = np.unique(np.asarray(utt_recordings(sw), dtype=str), return_inverse=True)
-            if self.cluster.max() + 1 < MIN_RECORDINGS:
+            labels, self.cluster = np.unique(np.asarray(utt_recordings(sw), dtype=str), return_inverse=True)
+            self.n_clusters = len(labels)
+            if self.n_clusters < MIN_RECORDINGS:
                 raise ValueError(f"a bootstrap over recordings needs at least {MIN_RECORDINGS} recordings; the sweep's "
-                                 f"{self.n_utts} utterances come from {self.cluster.max() + 1} (use unit 'utterance')")
+                                 f"{self.n_utts} utterances come from {self.n_clusters} (use unit 'utterance')")
         self.n = self._sum(n)                     # reference characters per resampling unit
         self.idx = resample_index(len(self.n), self.num, self.seed)
         self.den = np.maximum(self.n[self.idx].sum(1), 1e-12)
@@ -223,7 +224,7 @@ class Resampler:
         return f"{self.num} paired resamples of {what}"
 
     def _sum(self, x: np.ndarray) -> np.ndarray:
-        return x if self.cluster is None else np.bincount(self.cluster, weights=x, minlength=int(self.cluster.max()) + 1)
+        return x if self.cluster is None else np.bincount(self.cluster, weights=x, minlength=self.n_clusters)
 
     def has(self, model: str, cond: str) -> bool:
         return cond in (self.sw["utt_errors"].get(model) or {})

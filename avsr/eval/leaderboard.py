@@ -56,7 +56,7 @@ import os
 import re
 from typing import Dict, List, Mapping, Optional
 
-from avsr.eval.claims import Resampler, _ci, area_points, interval_claims, paired_diff, rate_condition
+from avsr.eval.claims import UNITS, Resampler, _ci, area_points, interval_claims, paired_diff, rate_condition
 from avsr.eval.sweep import PAPER_RATES
 
 __all__ = ["CONDITIONS", "COMPARE", "LeaderboardError", "corpus_root_from_data", "corpus_facts", "train_facts",
@@ -289,7 +289,7 @@ def validate_leaderboard(d, source: str = "leaderboard") -> None:
         if "bootstrap" in d:
             b = d["bootstrap"]
             if not (isinstance(b, dict) and set(b) == {"unit", "units", "resamples"}
-                    and b["unit"] in ("utterance", "recording")
+                    and b["unit"] in UNITS
                     and all(isinstance(b[k], int) and not isinstance(b[k], bool) and b[k] > 0 for k in ("units", "resamples"))):
                 errs.append("bootstrap: expected {unit: 'utterance' | 'recording', units: int > 0, resamples: int > 0}, "
                             f"got {b!r}")
