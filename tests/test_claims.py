@@ -102,6 +102,57 @@ def test_a_recording_bootstrap_draws_whole_sessions_and_widens_intervals_that_se
         cl.Resampler(dict(sw, utt_recordings=[f"r{i % 4}" for i in range(N)]), unit="recording")
 
 
+def test_avsr_eval_cell_intervals_over_recordings_widen_with_a_session_effect_and_match_over_utterances():
+    """``avsr eval --bootstrap_unit recording`` recomputes every cell's interval (the plot's bands, the
+    sweep tables): with a session effect (5 recordings at 1 error per utterance, 5 at 5) it is wider than
+    over utterances; one recording per utterance gives bootstrap_ci's interval exactly; ``sweep_md`` names
+    the unit and its paired tests use it."""
+    from avsr.bin.eval import cell_intervals
+    from avsr.eval.metrics import bootstrap_ci
+    from avsr.eval.render import sweep_md
+    a = np.where(np.arange(N) // 20 % 2 == 0, 1, 5)
+    b = a - np.where(np.arange(N) // 20 % 2 == 0, 0, 1)        # better only in the recordings at 5 errors
+    sw = _sw({"a": a, "b": b}, conds=("random@0", "whole"))
+    sw.update(utt_recordings=[f"r{i // 20}" for i in range(N)], data_dir="toy", utts=N, search="greedy",
+              timing={"wall_seconds": 1.0, "load_seconds": 0.1})
+    ci_u = bootstrap_ci(a, [REF] * N, num=1000, seed=0)
+    cell_intervals(sw, "recording")
+    lo, hi = sw["cer"]["a"]["random@0"]["lo"], sw["cer"]["a"]["random@0"]["hi"]
+    assert hi - lo > 3 * (ci_u["hi"] - ci_u["lo"]), (lo, hi, ci_u)
+    assert lo < 0.3 < hi and sw["cer"]["a"]["random@0"]["cer"] == 0.3            # the point estimate stays
+    one_each = dict(sw, utt_recordings=[f"u{i:03d}" for i in range(N)])
+    cell_intervals(one_each, "recording")
+    assert (one_each["cer"]["a"]["random@0"]["lo"], one_each["cer"]["a"]["random@0"]["hi"]) == \
+        pytest.approx((ci_u["lo"], ci_u["hi"]), abs=1e-12)
+    sw["bootstrap"] = {"unit": "recording", "resamples": 1000}
+    sw["utt_errors"]["b"]["whole"] = list(sw["utt_errors"]["a"]["random@0"])
+    text = sweep_md(sw)
+    assert "bootstrap over recordings" in text.splitlines()[0]
+    assert "Paired tests (bootstrap over recordings, 1000 resamples" in text
+    row = next(ln for ln in text.splitlines() if ln.startswith("| b: full video vs whole"))
+    pd = cl.paired_diff(cl.Resampler(sw, unit="recording"), "b", "b", "random@0", "whole")
+    assert f"[{pd['ci95'][0]:+.1f}, {pd['ci95'][1]:+.1f}]" in row
+    del sw["bootstrap"]                                        # older sweeps: over utterances
+    assert "Paired tests (bootstrap over utterances" in sweep_md(sw)
+
+
+def test_avsr_eval_refuses_a_recording_bootstrap_on_too_few_recordings_before_decoding(tmp_path):
+    from avsr.bin.eval import check_recordings, main
+    d = tmp_path / "dev"
+    d.mkdir()
+    (d / "wav.scp").write_text("".join(f"rec{k} /x/rec{k}.wav\n" for k in range(4)))
+    (d / "segments").write_text("".join(f"u{i:03d} rec{i % 4} {i}.0 {i}.5\n" for i in range(20)))
+    (d / "utt2spk").write_text("".join(f"u{i:03d} u{i:03d}\n" for i in range(20)))
+    with pytest.raises(SystemExit, match=f"at least 5 recordings; the utterances of {d} come from 4"):
+        main(["--models", "A=/nonexistent/pack", "--data_dir", str(d), "--out_dir", str(tmp_path / "o"),
+              "--bootstrap_unit", "recording"])                 # before the (missing) model is loaded
+    (d / "wav.scp").write_text("".join(f"rec{k} /x/rec{k}.wav\n" for k in range(6)))
+    (d / "segments").write_text("".join(f"u{i:03d} rec{i % 6} {i}.0 {i}.5\n" for i in range(20)))
+    assert check_recordings(str(d)) == 6
+    with pytest.raises(SystemExit, match="come from 3"):
+        check_recordings(str(d), limit=3)
+
+
 def test_the_recordings_come_from_the_sweep_or_its_data_dir_and_a_missing_one_is_named(tmp_path):
     sw = _sw({"a": 3 * np.ones(N, dtype=int)})
     sw["utt_ids"] = [f"u{i:03d}" for i in range(N)]

@@ -11,7 +11,7 @@ model, 0 = only with no frame; ``@none``: never route).  A model packed with ``-
 (MLA) is decoded by fusing its audio and video paths' CTC posteriors; ``--decode_fusion none|entropy``
 sets that for every model instead of each pack's own setting (``sweep.json`` ``models.NAME.fusion``).
 Outputs in ``--out_dir``: ``sweep.json`` (CER with 95 % bootstrap interval per model and condition,
-degradation area, relative CER against the baseline's output, representation similarity, timing),
+over utterances, or with ``--bootstrap_unit recording`` over whole recordings; degradation area, relative CER against the baseline's output, representation similarity, timing),
 ``sweep.md`` (tables), ``skipped`` (utterances whose media could not be read: skipped for every model
 and condition, scored as empty hypotheses, as ``avsr decode`` does), ``cer_vs_frame_loss.png`` (the paper's Figure 1 style, baseline dashed),
 ``similarity.png``, ``hyps.json`` (every hypothesis: ``{model: {condition: {utt: text}}}``).  Every
@@ -94,7 +94,10 @@ def build_parser():
     add_decoder_options(ap, adapter_threshold=False, lm_default=0.0,
                         lm_help="LM shallow-fusion weight (default 0: robustness tables decode without the packs' LM)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of every interval")
+    ap.add_argument("--bootstrap_unit", choices=("utterance", "recording"), default="utterance",
+                    help="what the intervals and paired tests resample: utterances, or whole recordings "
+                         "(sessions, from the data dir's segments) with all their utterances")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--threads", type=int, default=0)
@@ -118,6 +121,32 @@ def similarity(a: dict, b: dict):
                "diagonal_dominance": float(np.trace(S) / n - off), "linear_cka": float(cka), "utts": n}
 
 
+def check_recordings(data_dir: str, limit: int = 0) -> int:
+    """How many recordings the (first ``limit``) utterances of ``data_dir`` come from; ``SystemExit``
+    naming the dir when there are too few for a bootstrap over recordings."""
+    from avsr.data.datadir import read_datadir
+    from avsr.eval.claims import MIN_RECORDINGS
+    dd = read_datadir(data_dir)
+    n = len({dd.recording_of(u) for u in dd.utts[: limit or None]})
+    if n < MIN_RECORDINGS:
+        raise SystemExit(f"avsr eval: --bootstrap_unit recording needs at least {MIN_RECORDINGS} recordings; the "
+                         f"utterances of {data_dir} come from {n} (its segments file; without one, each utterance "
+                         "is its own recording)")
+    return n
+
+
+def cell_intervals(out: dict, unit: str, num: int = 1000) -> None:
+    """Sets ``lo``/``hi`` of every cell of ``out["cer"]`` (a sweep.json dict with its per-utterance errors)
+    to the 95 % interval of a bootstrap over ``unit`` (:class:`avsr.eval.claims.Resampler`, seed 0; over
+    utterances it draws what :func:`avsr.eval.metrics.bootstrap_ci` draws)."""
+    from avsr.eval.claims import Resampler
+    rs = Resampler(out, num=num, seed=0, unit=unit)
+    for m, row in out["cer"].items():
+        for c, cell in row.items():
+            lo, hi = np.nanpercentile(rs.boot(m, c) / 100.0, [2.5, 97.5])
+            cell.update(lo=float(lo), hi=float(hi))
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import torch
@@ -130,6 +159,8 @@ def main(argv=None) -> int:
 
     from avsr.inference import check_device
     check_device(args.device)
+    if args.bootstrap_unit == "recording":      # fail before loading and decoding, not after
+        check_recordings(args.data_dir, args.limit)
     specs = parse_models(args.models)
     unique, alias = dedupe_specs(specs)
     decoders = {}
@@ -176,6 +207,9 @@ def main(argv=None) -> int:
            # each utterance's recording (segments), for intervals that resample whole sessions
            "utt_recordings": [ds.dd.recording_of(u) for u in sorted(refs)],
            "timing": {"wall_seconds": wall, "load_seconds": res["load_seconds"], "per_model": res["timing"]}}
+    out["bootstrap"] = {"unit": args.bootstrap_unit, "resamples": args.bootstrap}
+    if args.bootstrap_unit != "utterance":     # every cell's interval from whole recordings instead
+        cell_intervals(out, args.bootstrap_unit, num=args.bootstrap)
     if alias:
         out["decoded_as"] = alias
     out["skipped"] = res["skipped"]       # unreadable media: empty hypotheses in every cell

@@ -532,7 +532,9 @@ def cpcer_sessions_md(rows) -> str:
 def sweep_md(out, reference=None, baseline=None) -> str:
     """``sweep.md`` of ``avsr eval`` (``out``: its sweep.json dict; ``reference``/``baseline``: its options)."""
     conds = out["conditions"]
-    lines = [f"CER % [95 % CI] on `{out['data_dir']}` ({out['utts']} utterances), search: **{out['search']}**", "",
+    unit = (out.get("bootstrap") or {}).get("unit", "utterance")
+    lines = [f"CER % [95 % CI, bootstrap over {unit}s] on `{out['data_dir']}` ({out['utts']} utterances), "
+             f"search: **{out['search']}**", "",
              "| model | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
     for m, row in out["cer"].items():
         lines.append(f"| {m} | " + " | ".join(f"{100 * row[c]['cer']:.1f} [{100 * row[c]['lo']:.1f}, "
@@ -579,7 +581,8 @@ def _paired_md(out, baseline=None) -> list:
     conds = out["conditions"]
     if not ue or not out.get("utt_ref_chars") or "random@0" not in conds:
         return []
-    rs = cl.Resampler(out)
+    unit = (out.get("bootstrap") or {}).get("unit", "utterance")
+    rs = cl.Resampler(out, unit=unit)
     none = "whole" if "whole" in conds else ("random@1" if "random@1" in conds else None)
     full = "random@0"
     rows = []
@@ -602,7 +605,7 @@ def _paired_md(out, baseline=None) -> list:
                 fmt(f"{baseline} vs {m} with {none} (no video)", baseline, full, m, none)
     if not rows:
         return []
-    return ["", f"Paired tests (bootstrap over utterances, {rs.num} resamples; B better than A when p < 0.05, "
+    return ["", f"Paired tests (bootstrap over {unit}s, {rs.num} resamples; B better than A when p < 0.05, "
                 "not better when the whole interval is on the not-better side, else not resolved):", "",
             "| comparison (B vs A) | CER A % | CER B % | B − A points [95 % CI] | p(B not better) | B is |",
             "|---|---|---|---|---|---|"] + rows

@@ -66,7 +66,7 @@ rows_table=core      # table of the row spec: core (AV3, AV5, AV6; beam 10) or f
 rows_dir=            # where the rows' runs, packs and sweeps go (empty: \$exp_dir/rows)
 rows_out=            # the table JSON of stage 18 (empty: \$exp_dir/rows_<table>.json)
 rows_leaderboard=    # also write the leaderboard JSON (schema: avsr/eval/leaderboard.py) here (empty: none)
-bootstrap_unit=utterance   # what stage 18's intervals resample: utterance, or recording (whole sessions)
+bootstrap_unit=utterance   # what the intervals of stages 13 and 18 resample: utterance, or recording (whole sessions)
 
 help_message=$(cat <<EOF
 Usage: $0 [options]    (run from recipes/misp2022)
@@ -175,7 +175,7 @@ Options (default):
   --sweep_set S, --sweep_args "..."                                              sweep (stage 13)
   --rows FILE, --rows_table T, --rows_dir DIR, --rows_out FILE   rows (stages 15-18, only with --rows; table $rows_table)
   --rows_leaderboard FILE   stage 18 also writes the leaderboard JSON (rows x conditions, intervals, claims)
-  --bootstrap_unit U        stage 18's intervals resample utterances or whole recordings ($bootstrap_unit)
+  --bootstrap_unit U        the intervals of stages 13 and 18 resample utterances or whole recordings ($bootstrap_unit)
   --config FILE      file of name=value lines setting the options above
   --help             this message
 EOF
@@ -507,7 +507,7 @@ stage_sweep() {
   # shellcheck disable=SC2086
   "$PYTHON" -m avsr.cli eval --models "${spec[@]}" --data_dir "$data_dir/$sweep_set" \
     --out_dir "$exp_dir/sweep/$sweep_set" "${search[@]}" --batch_size "$decode_batch" "${base[@]}" "${ref[@]}" \
-    --device "$(decode_dev)" "${lm_off[@]}" $sweep_args
+    --device "$(decode_dev)" "${lm_off[@]}" --bootstrap_unit "$bootstrap_unit" $sweep_args
 }
 
 stage_report() {
@@ -534,7 +534,8 @@ if [ "$use_lm" = true ]; then
 fi
 run_stage 11 pack      stage_pack       "models=$models beam_size=$beam_size threshold=$adapter_threshold use_lm=$use_lm lm_weight=$lm_weight lm_weights=$lm_weights"
 run_stage 12 decode    stage_decode     "models=$models sets=$decode_sets beam=$beam_size args=$decode_args use_lm=$use_lm"
-run_stage 13 sweep     stage_sweep      "models=$models set=$sweep_set beam=$beam_size threshold=$adapter_threshold args=$sweep_args use_lm=$use_lm"
+bs_sig=; [ "$bootstrap_unit" = utterance ] || bs_sig=" bootstrap=$bootstrap_unit"   # (the default keeps older signatures)
+run_stage 13 sweep     stage_sweep      "models=$models set=$sweep_set beam=$beam_size threshold=$adapter_threshold args=$sweep_args use_lm=$use_lm$bs_sig"
 run_stage 14 report    stage_report     "models=$models sets=$decode_sets"
 
 # rows of a row spec (conf/rows/*.yaml) on this exp dir: train, choose on dev, sweep eval, table
