@@ -22,7 +22,7 @@ import sys
 
 
 def _decode(argv) -> int:
-    if "--data_dir" in argv:                      # a prepared Kaldi-style data dir (recipes)
+    if any(a == "--data_dir" or a.startswith("--data_dir=") for a in argv):   # a prepared data dir (recipes)
         from avsr.bin.decode import main as decode_main
         return decode_main(argv)
     from avsr.bin.decode_pairs import main as pairs_main   # wav (+ video) pairs

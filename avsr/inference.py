@@ -137,7 +137,32 @@ def _as_tensor(x, dtype):
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"expected a numpy array or a torch tensor, got {type(x).__name__} "
                         "(file paths: see frontends.pairs.prepare_pair)")
-    return x.to(dtype)
+    return x if dtype is None else x.to(dtype)
+
+
+#: full scale of integer PCM sample types (an int16 array is read as soundfile reads an int16 wav)
+_PCM_SCALE = {torch.int16: 32768.0, torch.int32: 2147483648.0}
+
+
+def _audio_array(x) -> np.ndarray:
+    """float32 numpy samples of :meth:`Speech2Text.transcribe`'s ``audio`` array: floats as they are
+    (full scale 1.0), int16 / int32 PCM scaled to it; other integer types refused."""
+    t = _as_tensor(x, None)
+    if t.dtype in _PCM_SCALE:
+        return (t.double() / _PCM_SCALE[t.dtype]).float().cpu().numpy()
+    if not t.is_floating_point():
+        raise TypeError(f"transcribe: audio samples must be float (full scale 1.0) or int16 / int32 PCM, got {t.dtype}")
+    return t.float().cpu().numpy()
+
+
+def _video_array(x) -> np.ndarray:
+    """uint8 numpy lip ROIs of :meth:`Speech2Text.transcribe`'s ``video`` array; anything else refused
+    (a float video in [0, 1] would silently turn black as uint8)."""
+    t = _as_tensor(x, None)
+    if t.dtype != torch.uint8:
+        raise TypeError(f"transcribe: video must be uint8 pixels (0-255), got {t.dtype}; e.g. "
+                        "(frames * 255).round().astype(np.uint8) for floats in [0, 1]")
+    return t.cpu().numpy()
 
 
 def _subset(batch: Batch, idx: List[int]) -> Batch:
@@ -684,9 +709,10 @@ class Speech2Text:
 
         Inputs: ``audio`` and ``video`` as file paths (read by :func:`frontends.pairs.prepare_pair`,
         which takes the other keyword arguments: ``detection``, ``speaker``, ``detector``, ``crop``,
-        ...), or as arrays / tensors (audio float ``[N]`` at 16 kHz; video uint8 lip ROIs
-        ``[T, H, W]`` at 25 fps, 96x96 or 88x88), not mixed.  ``video`` is optional (an AV model then
-        runs its audio-only path, with a warning); an audio model ignores it; a video-only model
+        ...), or as arrays / tensors (audio ``[N]`` at 16 kHz, float at full scale 1.0 or int16 / int32
+        PCM; video uint8 lip ROIs ``[T, H, W]`` at 25 fps, 96x96 or 88x88), not mixed.  ``video`` is
+        optional (an AV model then runs its audio-only path, with a warning); an audio model ignores it
+        (a video file is not even opened, except for its audio track when no audio is given); a video-only model
         needs it.  ``audio=None`` with a video path reads the audio from the video when
         ``prepare_pair`` can.
 
@@ -725,16 +751,19 @@ class Speech2Text:
             kw = dict(prepare)
             if mode == "video" and "need_audio" in inspect.signature(prepare_pair).parameters:
                 kw.setdefault("need_audio", False)
-            prep = prepare_pair(None if audio is None else _os.fspath(audio),
-                                None if video is None else _os.fspath(video), **kw)
+            a_path = None if audio is None else _os.fspath(audio)
+            v_path = None if video is None else _os.fspath(video)
+            if mode == "audio" and v_path is not None:   # an audio model never reads the pictures
+                a_path, v_path = a_path or v_path, None  # (the audio from the video's own track without a wav)
+            prep = prepare_pair(a_path, v_path, **kw)
             a, roi = prep.audio, prep.roi
             warnings += prep.warnings
             timings.update(prep.timings)
         else:
             if prepare:
                 raise TypeError(f"transcribe: {sorted(prepare)} apply to file inputs only (frontends.pairs.prepare_pair)")
-            a = None if audio is None else _as_tensor(audio, torch.float32).cpu().numpy()
-            roi = None if video is None else _as_tensor(video, torch.uint8).cpu().numpy()
+            a = None if audio is None else _audio_array(audio)
+            roi = None if video is None else _video_array(video)
             if a is not None and a.ndim != 1:
                 raise ValueError(f"transcribe: audio must be 1-D [N] at {SAMPLE_RATE} Hz, got shape {a.shape}")
             if roi is not None and roi.ndim != 3:

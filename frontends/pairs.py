@@ -249,7 +249,7 @@ def _finish(out: PreparedPair, video: str, roi: np.ndarray, detected: np.ndarray
     diff = T / GRID_FPS - out.duration
     if out.audio is not None and abs(diff) > 0.5:
         out.warnings.append(f"{video}: video is {abs(diff):.1f} s {'longer' if diff > 0 else 'shorter'} than the "
-                            f"audio; the model {'cuts' if diff > 0 else 'pads with black frames'} it to the audio length")
+                            f"audio; the model {'cuts it' if diff > 0 else 'pads it with black frames'} to the audio length")
     return out
 
 

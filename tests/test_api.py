@@ -109,6 +109,33 @@ def test_inputs_paths_arrays_tensors_and_no_video(model, media):
         model.transcribe(a, roi, detection="x.json")
     with pytest.raises(ValueError, match="1-D"):
         model.transcribe(np.zeros((2, SAMPLE_RATE), np.float32))
+    # int16 PCM is scaled as an int16 wav is read; a float video (e.g. in [0, 1]) is refused, not cast
+    pcm = np.round(a * 32767).clip(-32768, 32767).astype(np.int16)
+    assert model.transcribe(pcm).score == pytest.approx(model.transcribe(pcm / 32768.0).score, abs=1e-3)
+    with pytest.raises(TypeError, match="float .* or int16 / int32 PCM, got torch.uint8"):
+        model.transcribe(np.zeros(SAMPLE_RATE, np.uint8))
+    with pytest.raises(TypeError, match="video must be uint8 pixels"):
+        model.transcribe(a, roi / 255.0)
+
+
+def test_an_audio_model_never_opens_the_video_file(packed, media, tmp_path):
+    """An audio-only model ignores the video: a missing or corrupt video file is not read (no error,
+    no video warning), and the result equals the decode without it."""
+    import torch
+
+    from avsr import load_model
+    from avsr.models import AVSRModel, load_config
+    from avsr.pack import pack_model
+    torch.manual_seed(0)
+    m = AVSRModel(load_config(ROOT / "conf" / "micro.yaml", vocab_size=10, mode="audio"))
+    pack_model(tmp_path / "a0", model_config=m.cfg.to_dict(), token_list=packed / "tokens.txt", weights=m.state_dict())
+    a0 = load_model(tmp_path / "a0", beam_size=2)
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    ref = a0.transcribe(str(media["wav"]))
+    for v in (tmp_path / "bad.mp4", tmp_path / "missing.mp4"):
+        tr = a0.transcribe(str(media["wav"]), str(v))
+        assert tr.text == ref.text and tr.score == pytest.approx(ref.score) and tr.modality == "audio"
+        assert "video_decode" not in tr.timings
 
 
 def test_segmentation_modes(model, media):

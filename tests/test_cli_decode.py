@@ -221,3 +221,23 @@ def test_several_faces_choice(tmp_path):
     assert not w1 and b1[0, 0] > 500                                        # the small one on the right
     b2, _ = track_mouth(clip.frames, det, bbox=(530, 128, 786, 384))
     assert np.allclose(b1, b2)
+
+
+def test_a_pairs_list_with_unusable_keys_or_fields_is_refused_before_decoding_naming_its_line(tmp_path):
+    """Keys name the outputs (a kaldi/ctm field, an srt/vtt file under --output): white space, path
+    separators, '.'/'..' and a key used twice are refused with the list's line; so are lines with 1 or 5
+    fields.  A good list reads as before (comments, '-' fields)."""
+    from avsr.bin.decode_pairs import read_pairs
+    lst = tmp_path / "list.tsv"
+    lst.write_text("# c\nok\ta b.wav\t-\nv\t-\tx#1.mp4\tx.json\n")
+    assert read_pairs(str(lst)) == [("ok", "a b.wav", None, None), ("v", None, "x#1.mp4", "x.json")]
+    for body, msg in (("a\tx.wav\n../up\tx.wav\n", r":2: key '\.\./up' holds a path separator"),
+                      ("sub/dir\tx.wav\n", ":1: key 'sub/dir' holds a path separator"),
+                      ("..\tx.wav\n", r":1: key '\.\.' holds a path separator"),
+                      ("k 2\tx.wav\n", ":1: key 'k 2' holds white space"),
+                      ("d\tx.wav\n# c\nd\ty.wav\n", ":3: key 'd' already used on line 1"),
+                      ("onlykey\n", ":1: expected KEY<TAB>WAV.*got 1"),
+                      ("k\ta\tb\tc\td\n", ":1: expected KEY<TAB>WAV.*got 5")):
+        lst.write_text(body)
+        with pytest.raises(ValueError, match=f"{lst}{msg}"):
+            read_pairs(str(lst))

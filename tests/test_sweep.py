@@ -155,6 +155,18 @@ def test_dedupe_specs_same_dir_and_threshold(tmp_path):
     assert list(unique) == ["AV6", "T", "N"] and alias == {"AV6-tuned": "AV6", "N2": "N"}
 
 
+def test_eval_refuses_a_name_given_twice_and_an_unknown_baseline_before_loading_any_model(tmp_path):
+    from avsr.bin.eval import main, parse_models
+    with pytest.raises(SystemExit, match="the name 'A0' is given twice"):
+        parse_models(["A0=x/a0", "A0=x/av0"])
+    with pytest.raises(SystemExit, match="an empty name"):
+        parse_models(["=x/a0"])
+    for opt in ("--baseline", "--reference"):
+        with pytest.raises(SystemExit, match=f"{opt} 'X' is not one of the --models names"):
+            main(["--models", "A0=/nonexistent/a0", "--data_dir", str(tmp_path), "--out_dir", str(tmp_path / "o"),
+                  opt, "X"])
+
+
 def test_unreadable_utterance_is_skipped_for_every_model_and_condition():
     from frontends.errors import MediaError
 

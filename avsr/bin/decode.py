@@ -43,7 +43,7 @@ def peak_rss_mb() -> float:
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="avsr decode --data_dir", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--model", required=True, help="packed model dir (avsr pack)")
     ap.add_argument("--data_dir", required=True)

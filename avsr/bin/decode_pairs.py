@@ -7,7 +7,9 @@
 
 ``list.tsv``: one pair per line, ``KEY<TAB>WAV[<TAB>VIDEO[<TAB>DETECTION_JSON]]`` (``-`` = none; a
 WAV of ``-`` takes the audio from the video's own track; a line starting with ``#`` is a comment;
-paths may hold spaces and ``#``); ``--pairs -`` reads the list from standard input.  Video: an ROI
+paths may hold spaces and ``#``; a key may not hold white space or a path separator, and each key is
+used once: a malformed list is refused before anything is decoded, naming its line); ``--pairs -``
+reads the list from standard input.  Video: an ROI
 video (mouth crop), a full-frame video with a MISP detection JSON (``--detection``), or a
 full-frame video searched by an offline detector (``--detector haar|mediapipe``; ``--face-index`` /
 ``--bbox x1,y1,x2,y2`` pick the target face; by default the largest, with a warning).  No video, or
@@ -53,6 +55,8 @@ def build_parser():
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--wav", help="one audio file (wav/flac, any rate / channels); without it, --video's own audio")
     src.add_argument("--pairs", help="TSV list of pairs (see above)")
+    src.add_argument("--data_dir", help="instead: decode and score a prepared Kaldi-style data dir (its own "
+                                        "options: avsr decode --data_dir DIR --help)")
     ap.add_argument("--video", help="the video of --wav (mp4 etc.), or alone: a video with its audio track")
     ap.add_argument("--detection", help="MISP detection JSON for --video")
     ap.add_argument("--speaker", help="speaker id in the detection JSON")
@@ -98,31 +102,53 @@ def read_pairs(path: str):
         check_file(path)
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
-    out = []
+    out, seen = [], {}
     for i, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         # tab-separated (paths may hold spaces); a line without a tab is split on blanks
         parts = [x.strip() for x in line.split("\t")] if "\t" in line else line.split()
-        if len(parts) < 2:
-            raise ValueError(f"{path}:{i}: expected KEY WAV [VIDEO [DETECTION]], got {line!r}")
+        if len(parts) < 2 or len(parts) > 4:
+            raise ValueError(f"{path}:{i}: expected KEY<TAB>WAV[<TAB>VIDEO[<TAB>DETECTION_JSON]] "
+                             f"(2 to 4 fields), got {len(parts)}: {line!r}")
         parts += ["-"] * (4 - len(parts))
-        key, wav, video, det = parts[:4]
+        key, wav, video, det = parts
+        why = key_problem(key)
+        if why:
+            raise ValueError(f"{path}:{i}: key {key!r} {why}")
+        if key in seen:
+            raise ValueError(f"{path}:{i}: key {key!r} already used on line {seen[key]} (keys name the outputs)")
+        seen[key] = i
         if wav == "-" and video == "-":
             raise ValueError(f"{path}:{i}: {key}: neither a wav nor a video")
         out.append((key, None if wav == "-" else wav, None if video == "-" else video, None if det == "-" else det))
     return out
 
 
+def key_problem(key: str):
+    """Why ``key`` cannot name a pair's outputs (a Kaldi/CTM field, an srt/vtt file name), or None."""
+    if any(c.isspace() for c in key):
+        return "holds white space (it is one field of the kaldi and ctm outputs)"
+    if "/" in key or "\\" in key or key in (".", "..") or "\0" in key:
+        return "holds a path separator or is '.' / '..' (with srt/vtt it names a file in --output)"
+    return None
+
+
 def main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    if args.data_dir:                    # (avsr.cli routes --data_dir to avsr.bin.decode itself)
+        from avsr.bin.decode import main as decode_main
+        return decode_main(argv)
     if not (args.wav or args.video or args.pairs):
         ap.error("one of --wav, --video or --pairs is required")
     if args.pairs and args.video:
         ap.error("--video goes with --wav (or alone); --pairs lists the videos itself")
     if args.nbest < 1:
         ap.error("--nbest must be >= 1")
+    for opt in ("chunk_seconds", "max_segment_seconds"):
+        if getattr(args, opt) is not None and not getattr(args, opt) > 0:
+            ap.error(f"--{opt} must be > 0, got {getattr(args, opt)}")
     from tqdm import tqdm
 
     from avsr.api import format_transcription, load_model
@@ -184,9 +210,15 @@ def main(argv=None) -> int:
             out = json.dumps(rec, ensure_ascii=False) + "\n"
         if per_file:
             path = os.path.join(args.output, f"{key}.{args.output_format}")
-            with open(path + ".tmp", "w", encoding="utf-8") as f:
-                f.write(out)
-            os.replace(path + ".tmp", path)
+            try:
+                with open(path + ".tmp", "w", encoding="utf-8") as f:
+                    f.write(out)
+                os.replace(path + ".tmp", path)
+            except OSError as e:          # this pair's file only; the batch goes on
+                failed += 1
+                print(f"avsr decode: error: {key}: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+                bar.update(1)
+                continue
         else:
             sink.write(out)
             sink.flush()

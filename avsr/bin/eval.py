@@ -41,6 +41,9 @@ def parse_models(specs):
         if "=" not in s:
             raise SystemExit(f"--models expects NAME=DIR[@threshold], got {s!r}")
         name, rest = s.split("=", 1)
+        if not name or name in out:
+            raise SystemExit(f"--models: {'an empty name' if not name else f'the name {name!r} is given twice'} "
+                             f"in {s!r} (each NAME labels one table row)")
         thr = PACKED
         if "@" in rest:
             rest, t = rest.rsplit("@", 1)
@@ -75,16 +78,19 @@ def _expand(res, alias, specs):
 def build_parser():
     ap = argparse.ArgumentParser(prog="avsr eval", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--models", nargs="+", required=True)
-    ap.add_argument("--data_dir", required=True)
-    ap.add_argument("--out_dir", required=True)
-    ap.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.1, 0.25, 0.3, 0.5, 0.7, 0.75, 1.0])
-    ap.add_argument("--segment_rates", type=float, nargs="*", default=[0.5])
-    ap.add_argument("--no_whole", action="store_true")
-    ap.add_argument("--snrs", type=float, nargs="*", default=[0.0, -2.5, -5.0])
-    ap.add_argument("--beam_size", type=int, default=10)
-    ap.add_argument("--ctc_greedy", action="store_true")
-    ap.add_argument("--batch_size", type=int, default=16)
+    ap.add_argument("--models", nargs="+", required=True, help="NAME=PACKED_DIR[@T] ... (see above)")
+    ap.add_argument("--data_dir", required=True, help="a prepared data dir with reference text")
+    ap.add_argument("--out_dir", required=True, help="where sweep.json, sweep.md and the plots go")
+    ap.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.1, 0.25, 0.3, 0.5, 0.7, 0.75, 1.0],
+                    help="random video frame-loss rates (default: %(default)s)")
+    ap.add_argument("--segment_rates", type=float, nargs="*", default=[0.5],
+                    help="rates of one missing contiguous segment (default: %(default)s)")
+    ap.add_argument("--no_whole", action="store_true", help="leave out the 'whole video missing' condition")
+    ap.add_argument("--snrs", type=float, nargs="*", default=[0.0, -2.5, -5.0],
+                    help="babble SNRs (dB) with full video (default: %(default)s)")
+    ap.add_argument("--beam_size", type=int, default=10, help="beam size (default: %(default)s)")
+    ap.add_argument("--ctc_greedy", action="store_true", help="CTC greedy search instead of the beam search")
+    ap.add_argument("--batch_size", type=int, default=16, help="utterances per batch (default: %(default)s)")
     ap.add_argument("--baseline", default=None, help="audio-only model (relative CER reference; dashed line)")
     ap.add_argument("--reference", default=None, help="model whose rate-0 CER anchors the degradation area (AV0)")
     ap.add_argument("--similarity_rates", type=float, nargs="*", default=[],
@@ -93,14 +99,14 @@ def build_parser():
                     help="also run every condition independently; report the cost ratio and check identity")
     add_decoder_options(ap, adapter_threshold=False, lm_default=0.0,
                         lm_help="LM shallow-fusion weight (default 0: robustness tables decode without the packs' LM)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the frame-loss masks and the babble")
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of every interval")
     ap.add_argument("--bootstrap_unit", choices=("utterance", "recording"), default="utterance",
                     help="what the intervals and paired tests resample: utterances, or whole recordings "
                          "(sessions, from the data dir's segments) with all their utterances")
-    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=0, help="only the first N utterances (0: all)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     return ap
 
 
@@ -162,6 +168,10 @@ def main(argv=None) -> int:
     if args.bootstrap_unit == "recording":      # fail before loading and decoding, not after
         check_recordings(args.data_dir, args.limit)
     specs = parse_models(args.models)
+    for opt in ("baseline", "reference"):      # before any model is loaded
+        if getattr(args, opt) and getattr(args, opt) not in specs:
+            raise SystemExit(f"avsr eval: --{opt} {getattr(args, opt)!r} is not one of the --models names "
+                             f"{list(specs)}")
     unique, alias = dedupe_specs(specs)
     decoders = {}
     for name, (path, thr) in unique.items():
