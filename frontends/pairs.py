@@ -185,6 +185,9 @@ def prepare_pair(wav: Optional[str] = None, video: Optional[str] = None, *, dete
     H, W = frames.shape[1:3]
     kind = video_type if video_type != "auto" else ("roi" if max(H, W) <= roi_max_side else "full")
     if kind == "roi":
+        if detection is not None:
+            out.warnings.append(f"{detection}: not used: {video} is taken as a lip-ROI video ({W}x{H}; "
+                                f"video_type 'full' crops it with the detections)")
         roi = np.stack([cv2.resize(f, (ROI_SIZE, ROI_SIZE), interpolation=cv2.INTER_AREA if max(H, W) > ROI_SIZE
                                    else cv2.INTER_LINEAR) for f in frames])
         if official:
@@ -192,7 +195,9 @@ def prepare_pair(wav: Optional[str] = None, video: Optional[str] = None, *, dete
         detected = clip.present.copy()
     else:
         if detection is not None:
-            boxes = _json_boxes(detection, speaker, face_index, out.warnings)(T)
+            on_grid = _json_boxes(detection, speaker, face_index, out.warnings)
+            boxes = on_grid(T)
+            _check_boxes(detection, on_grid.length, boxes, T, W, H, out.warnings)
         else:
             from frontends.face_detectors import get_detector, track_mouth
             boxes, w = track_mouth(frames, get_detector(detector), face_index=face_index,
@@ -235,6 +240,22 @@ def _json_boxes(detection: str, speaker, face_index, warnings: List[str]):
         return boxes
     on_grid.length = len(boxes_src) * GRID_FPS / dets.fps  # type: ignore[attr-defined]
     return on_grid
+
+
+def _check_boxes(detection: str, length: float, boxes: np.ndarray, T: int, W: int, H: int,
+                 warnings: List[str]) -> None:
+    """Warnings when a detection file does not look like this video's: its detections run more than a
+    second past the video's end, or most of its boxes lie outside the frame."""
+    if length > T + GRID_FPS:
+        warnings.append(f"{detection}: detections run to {length / GRID_FPS:.1f} s but the video is "
+                        f"{T / GRID_FPS:.1f} s long: is it this video's detection file?")
+    ok = np.isfinite(boxes).all(axis=1)
+    if ok.any() and W > 0 and H > 0:
+        b = boxes[ok]
+        outside = (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= W) | (b[:, 1] >= H)
+        if outside.mean() > 0.5:
+            warnings.append(f"{detection}: {100 * outside.mean():.0f} % of its lip boxes lie outside the "
+                            f"{W}x{H} frame: is it this video's detection file?")
 
 
 def _finish(out: PreparedPair, video: str, roi: np.ndarray, detected: np.ndarray, present: np.ndarray,
@@ -289,6 +310,7 @@ def _stream_full(out: PreparedPair, video: str, info: Dict, official: bool, crop
             raise MediaError(video, "no video frames")
         present = np.asarray(present, bool)
         boxes = on_grid(T)
+        _check_boxes(detection, on_grid.length, boxes, T, int(info["width"]), int(info["height"]), out.warnings)
     else:
         from frontends.face_detectors import get_detector, track_mouth
         present_l: List[bool] = []

@@ -112,3 +112,30 @@ def test_prepare_pair_stream_equals_hold(tmp_path, crop):
     assert a.roi is not None and np.array_equal(a.roi, s.roi)
     assert np.array_equal(a.detected, s.detected) and a.warnings == s.warnings
     assert any("missing on the 25 fps grid" in w for w in s.warnings)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_detection_file_that_is_not_this_videos_is_named_in_a_warning(tmp_path, stream):
+    """Detections running far past the video's end, or boxes outside its frame, warn (naming the file);
+    this video's own file does not."""
+    from frontends.lip_boxes import SpeakerTrack, write_detections
+    from frontends.pairs import prepare_pair
+    v = _colour_clip(tmp_path / "c.mp4", n=50)
+
+    def det(name, boxes):
+        p = tmp_path / name
+        write_detections(str(p), video=v, fps=FPS, num_frames=len(boxes), width=W, height=H,
+                         speakers={"001": SpeakerTrack(frames=np.arange(len(boxes)), boxes=np.round(boxes, 1))})
+        return str(p)
+    own = det("own.json", _boxes(50))
+    long = det("long.json", np.concatenate([_boxes(50)] * 4))           # 200 frames: 8 s for a 2 s video
+    off = _boxes(50)
+    off[:, [0, 2]] += 10 * W                                          # every box right of the frame
+    off = det("off.json", off)
+    warn = {k: prepare_pair(None, v, detection=p, stream=stream, need_audio=False, video_type="full").warnings
+            for k, p in (("own", own), ("long", long), ("off", off))}
+    roi = prepare_pair(None, v, detection=own, stream=stream, need_audio=False).warnings   # 160x120: an ROI video
+    assert any(w.startswith(f"{own}: not used: {v} is taken as a lip-ROI video") for w in roi), roi
+    assert not any("detection file" in w for w in warn["own"]), warn["own"]
+    assert any(w.startswith(f"{long}: detections run to 8.0 s but the video is 2.0 s") for w in warn["long"]), warn
+    assert any(w.startswith(f"{off}: 100 % of its lip boxes lie outside the {W}x{H} frame") for w in warn["off"]), warn

@@ -606,7 +606,9 @@ def _paired_md(out, baseline=None) -> list:
     if not rows:
         return []
     return ["", f"Paired tests (bootstrap over {unit}s, {rs.num} resamples; B better than A when p < 0.05, "
-                "not better when the whole interval is on the not-better side, else not resolved):", "",
+                "not better when the whole interval is on the not-better side, else not resolved; p is "
+                "one-sided, the share of resamples in which B is not better, so 'better' at 0.025 <= p < 0.05 "
+                "comes with a two-sided 95 % interval that reaches 0):", "",
             "| comparison (B vs A) | CER A % | CER B % | B − A points [95 % CI] | p(B not better) | B is |",
             "|---|---|---|---|---|---|"] + rows
 
