@@ -11,7 +11,8 @@ model, 0 = only with no frame; ``@none``: never route).  A model packed with ``-
 (MLA) is decoded by fusing its audio and video paths' CTC posteriors; ``--decode_fusion none|entropy``
 sets that for every model instead of each pack's own setting (``sweep.json`` ``models.NAME.fusion``).
 Outputs in ``--out_dir``: ``sweep.json`` (CER with 95 % bootstrap interval per model and condition,
-over utterances, or with ``--bootstrap_unit recording`` over whole recordings; degradation area, relative CER against the baseline's output, representation similarity, timing),
+over utterances, or with ``--bootstrap_unit recording`` over whole recordings; degradation area,
+relative CER against the baseline's output, representation similarity, timing),
 ``sweep.md`` (tables), ``skipped`` (utterances whose media could not be read: skipped for every model
 and condition, scored as empty hypotheses, as ``avsr decode`` does), ``cer_vs_frame_loss.png`` (the paper's Figure 1 style, baseline dashed),
 ``similarity.png``, ``hyps.json`` (every hypothesis: ``{model: {condition: {utt: text}}}``).  Every
