@@ -153,6 +153,33 @@ def test_avsr_eval_refuses_a_recording_bootstrap_on_too_few_recordings_before_de
         check_recordings(str(d), limit=3)
 
 
+def test_the_leaderboard_goal_names_each_rows_eligibility_reduction_and_shortfall():
+    """Rows: ``good`` (AV0's CER at 0, never above A0, flat: area far below AV3's) meets the goal;
+    ``early`` (as flat but 5 points worse than AV0 at rate 0) is not eligible; ``flatish`` is eligible but
+    only ~10 % below AV3's area.  The goal holds with ``good`` and fails without it; each row's reason
+    (upper bounds, reduction, shortfall) is in its facts; AV3 itself and ``exclude`` are no candidates."""
+    rates = [0, 0.25, 0.5, 0.75, 1]
+    conds = tuple(cl.rate_condition(r) for r in rates)
+
+    def at(*shares):                     # per-rate errors: 3 errors per utterance + a share of one more
+        return {c: 3 + _ones(x) for c, x in zip(conds, shares)}
+    errs = {"A0": at(1, 1, 1, 1, 1), "AV0": at(0, 0.3, 0.6, 0.9, 1),
+            "AV3": at(0.2, 0.4, 0.6, 0.8, 1), "good": at(0, 0, 0, 0, 0), "early": at(0.5, 0.5, 0.5, 0.5, 0.5),
+            "flatish": at(0, 0.35, 0.55, 0.7, 0.95), "AV1": at(1, 1, 1, 1, 1)}
+    sw = _sw(errs, conds)
+    rs = cl.Resampler(sw)
+    g = cl.goal_claim(rs, "AV3", exclude=("AV1",))
+    assert list(g["rows"]) == ["good", "early", "flatish"]                 # by area; AV3, AV1, A0, AV0 are no candidates
+    good, early, flat = g["rows"]["good"], g["rows"]["early"], g["rows"]["flatish"]
+    assert good["eligible"] is True and good["verdict"] is True and good["short_by"] == 0.0
+    assert early["eligible"] is False and early["upper_vs_ref_at_0"] > 0.5 and early["verdict"] is False
+    assert flat["eligible"] is True and 0 < flat["reduction_pct"] < 35 and flat["verdict"] is False
+    assert flat["short_by"] == pytest.approx(35 - flat["reduction_pct"])
+    assert g["holds"] is True and "good: eligible holds" in g["evidence"] and "early: eligible fails" in g["evidence"]
+    del sw["utt_errors"]["good"], sw["cer"]["good"]
+    assert cl.goal_claim(cl.Resampler(sw), "AV3", exclude=("AV1",))["holds"] is False
+
+
 def test_the_recordings_come_from_the_sweep_or_its_data_dir_and_a_missing_one_is_named(tmp_path):
     sw = _sw({"a": 3 * np.ones(N, dtype=int)})
     sw["utt_ids"] = [f"u{i:03d}" for i in range(N)]
@@ -468,6 +495,12 @@ def test_table_writes_a_valid_leaderboard_from_a_fake_rows_dir(tmp_path, monkeyp
     assert "AV2" in c4["evidence"] and "AV1" not in c4["evidence"]
     assert lb["claims"]["1_bias_reproduced"]["holds"] is True
     assert table["claims_by_interval"] == lb["claims"]
+    # the goal: AV5, AV6 (and AV6-tuned) are its candidates, the spec's dropout rows AV1-AV3 are not
+    assert set(lb["goal"]["rows"]) == {"AV5", "AV6", "AV6-tuned"} and lb["goal"]["best_dropout"] == "AV2"
+    assert lb["claims"][cl.GOAL_CLAIM]["holds"] in (True, False, cl.NOT_RESOLVED)
+    from avsr.eval.render import leaderboard_md
+    md = "\n".join(leaderboard_md(lb))
+    assert "**The goal**" in md and "| AV6 | " in md.split("**The goal**")[1]
     assert table["best_dropout_dev"]["anchor"] == "none" and set(table["best_dropout_dev"]["area_paper_rates"]) == \
         {"AV1", "AV2", "AV3"}
     # where the errors are: the split adds up to the CER of every condition (this fake corpus has no

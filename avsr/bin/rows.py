@@ -33,7 +33,8 @@ import subprocess
 import sys
 import time
 
-from avsr.eval.claims import UNITS, best_dropout_row, claims, interval_claims, mean_cer, study_trend
+from avsr.eval.claims import (GOAL_CLAIM, UNITS, best_dropout_row, claims, interval_claims, mean_cer, study_trend,
+                              sweep_goal)
 from avsr.eval.rows import RECIPE_MODELS, RowSpecError, choose_on_dev, expand, load_spec, tie_key
 from avsr.eval.sweep import RATES
 
@@ -563,6 +564,9 @@ class Experiment:
         if "utt_errors" in ev:
             out["claims_by_interval"] = interval_claims(ev, self.best_dropout, adapter=ad_row or "AV6",
                                                         unit=self.bootstrap_unit)
+            g = sweep_goal(ev, self.best_dropout, self.spec.roles.get("dropout_rows", []), unit=self.bootstrap_unit)
+            if g:
+                out["claims_by_interval"][GOAL_CLAIM] = {"holds": g["holds"], "evidence": g["evidence"]}
             out["bootstrap_unit"] = self.bootstrap_unit
         out["seconds"] = {"total_this_run": time.perf_counter() - t0,
                           **{k: round(v, 1) for k, v in self.r.times.items()}}
@@ -676,7 +680,8 @@ class Experiment:
         from avsr.eval.leaderboard import build_leaderboard
         ev = getattr(self, "eval_sweep", None) or self.sweep()
         return build_leaderboard(ev, corpus, self.best_dropout, self.row_facts(),
-                                 breakdown=self.error_breakdown(ev, corpus_dir), unit=self.bootstrap_unit)
+                                 breakdown=self.error_breakdown(ev, corpus_dir), unit=self.bootstrap_unit,
+                                 dropout_rows=self.spec.roles.get("dropout_rows", []))
 
 
 def build_parser():

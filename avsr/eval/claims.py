@@ -357,6 +357,69 @@ def area_claim(rs: Resampler, row: str, against: str, ref: str = "AV0", rates: S
     return {"holds": holds, "evidence": ev, "area": a, "area_against": d, "gap_ci95": [lo, hi]}
 
 
+GOAL_REDUCTION = 0.35            # the leaderboard's goal: the best eligible area at least 35 % below the best dropout-only row's
+
+
+def goal_claim(rs: Resampler, best_dropout: str, exclude: Sequence[str] = (), ref: str = "AV0", audio: str = "A0",
+               rates: Sequence[float] = PAPER_RATES, margin: float = MARGIN_POINTS,
+               reduction: float = GOAL_REDUCTION) -> Dict:
+    """The leaderboard's goal: among the rows not worse than ``ref`` at rate 0 and not worse than ``audio``
+    at any rate of ``rates`` by more than ``margin`` points (upper bounds of the paired 95 % intervals:
+    :func:`not_worse`), the best degradation area is at least ``reduction`` below ``best_dropout``'s.
+
+    Candidates: every model of the sweep with the rates, except ``ref``, ``audio``, ``best_dropout`` and
+    ``exclude`` (the other dropout-only rows, V).  Per candidate (``rows``): ``eligible`` (three-valued, from
+    its checks), the upper bounds against ``ref`` at rate 0 and the worst against ``audio`` (with its rate),
+    its area and reduction against ``best_dropout`` with the margin interval of :func:`area_claim`
+    (``area_holds``), ``short_by`` (points of reduction missing to the goal, 0 when reached) and
+    ``verdict`` (eligible and area).  The goal holds when some candidate's verdict holds, fails when every
+    candidate's fails (or there is none), else is not resolved."""
+    c0 = rate_condition(0)
+    skip = {ref, audio, best_dropout, *exclude}
+    cands = [m for m in rs.sw["utt_errors"] if m not in skip and all(rs.has(m, rate_condition(r)) for r in rates)]
+    per: Dict[str, Dict] = {}
+    for m in cands:
+        to_ref = paired_diff(rs, m, ref, c0)
+        to_audio = {float(r): paired_diff(rs, m, audio, rate_condition(r)) for r in rates}
+        worst_r = max(to_audio, key=lambda r: to_audio[r]["ci95"][1])
+        elig = all_of([not_worse(to_ref, margin)] + [not_worse(pd, margin) for pd in to_audio.values()])
+        a = area_claim(rs, m, best_dropout, ref, rates, reduction)
+        red = 100.0 * (a["area_against"] - a["area"]) / a["area_against"] if a["area_against"] > 0 else float("nan")
+        per[m] = {"eligible": elig, "upper_vs_ref_at_0": to_ref["ci95"][1],
+                  "upper_vs_audio_worst": to_audio[worst_r]["ci95"][1], "worst_audio_rate": worst_r,
+                  "area": a["area"], "reduction_pct": red, "area_holds": a["holds"], "margin_ci95": a["gap_ci95"],
+                  "short_by": max(0.0, 100.0 * reduction - red) if np.isfinite(red) else float("nan"),
+                  "verdict": all_of([elig, a["holds"]])}
+    verdicts = [v["verdict"] for v in per.values()]
+    holds = True if any(v is True for v in verdicts) else (False if all(v is False for v in verdicts) else NOT_RESOLVED)
+    d = _areas(rs, best_dropout, ref, rates)[0]
+    order = sorted(per, key=lambda m: per[m]["area"])
+    ev = (f"among rows not worse than {ref} at rate 0 and than {audio} at any rate by more than {margin:g} points "
+          f"(upper bounds of paired 95 % CIs), the best area at least {100 * reduction:.0f} % below {best_dropout}'s "
+          f"{d:.2f} (the best dropout-only row on dev); "
+          + ("; ".join(f"{m}: eligible {_word(per[m]['eligible'])} (upper bounds {per[m]['upper_vs_ref_at_0']:+.2f} vs "
+                       f"{ref} at 0, {per[m]['upper_vs_audio_worst']:+.2f} vs {audio} at {per[m]['worst_audio_rate']:g}), "
+                       f"area {per[m]['area']:.2f}, {per[m]['reduction_pct']:+.1f} % (margin CI [{per[m]['margin_ci95'][0]:+.2f}, "
+                       f"{per[m]['margin_ci95'][1]:+.2f}]) → {_word(per[m]['verdict'])}" for m in order)
+             or "no candidate row in the sweep")
+          + f" ({rs.describe()})")
+    return {"holds": holds, "evidence": ev, "best_dropout": best_dropout, "area_best_dropout": d,
+            "reduction": reduction, "rows": {m: per[m] for m in order}}
+
+
+GOAL_CLAIM = "goal_35pct_area_below_best_dropout"   # the goal's name among the claims
+
+
+def sweep_goal(sw: Mapping, best_dropout: Optional[str], dropout_rows: Sequence[str] = (), num: int = RESAMPLES,
+               seed: int = 0, unit: str = "utterance", rs: Optional[Resampler] = None) -> Optional[Dict]:
+    """:func:`goal_claim` of an eval sweep (``dropout_rows`` and V are no candidates), or None without
+    ``best_dropout``, A0 or AV0 in it."""
+    if not best_dropout or not {best_dropout, "AV0", "A0"} <= set(sw["utt_errors"]):
+        return None
+    rs = rs or Resampler(sw, num=num, seed=seed, unit=unit)
+    return goal_claim(rs, best_dropout, exclude=tuple(dropout_rows) + ("V",))
+
+
 def _tau(x: Sequence[float], y: Sequence[float]) -> float:
     from scipy.stats import kendalltau
     t = kendalltau(x, y).statistic

@@ -16,7 +16,10 @@ stage 18) with :func:`build_leaderboard`, checked by :func:`validate_leaderboard
                                    "by_snr": {"<bin>": {"0": %, "whole": %}}, "by_overlap": {...}}}},
      "bins": {"snr": {"<bin>": utterances}, "overlap": {"<bin>": utterances}},    # optional, with errors
      "bootstrap": {"unit": "utterance" | "recording", "units": int, "resamples": int},   # optional
-     "claims": {"<name>": {"holds": true | false | "not resolved", "evidence": str}}}
+     "claims": {"<name>": {"holds": true | false | "not resolved", "evidence": str}},
+     "goal": {"best_dropout": str, "area_best_dropout": float, "reduction": float,      # optional
+              "rows": {"<ROW>": {"eligible": ..., "verdict": ..., "area": float, "reduction_pct": float,
+                                 "short_by": float, ...}}}}
 
 * conditions (:data:`CONDITIONS`, leaderboard name → ``avsr eval`` condition): random frame loss at the
   paper's rates ``0``, ``0.25``, ``0.5``, ``0.75``, ``1``; ``segment0.5``; ``whole``; babble at 0 dB
@@ -40,7 +43,12 @@ stage 18) with :func:`build_leaderboard`, checked by :func:`validate_leaderboard
   substitutions, deletions and insertions per condition (% of reference characters; they add up to
   ``cer``), and CER with full and with no video per SNR and overlap bin (SynthMISP's truth; ``bins``
   gives each bin's utterance count);
-* ``claims``: :func:`avsr.eval.claims.interval_claims`;
+* ``claims``: :func:`avsr.eval.claims.interval_claims`, and the leaderboard's goal
+  ``goal_35pct_area_below_best_dropout`` (:func:`avsr.eval.claims.goal_claim`);
+* ``goal`` (optional, with that claim): per candidate row, why it meets the goal or misses it: whether it is
+  eligible (not worse than AV0 at rate 0 and than A0 at any rate by more than 0.5 points, upper bounds),
+  the upper bounds that decide it, its area, its reduction against the best dropout-only row (%) and how
+  many points of reduction it is short of 35 %;
 * ``bootstrap`` (optional; without it, utterances): what every interval's resamples draw with replacement
   (``unit``: utterances, or whole recordings with their utterances, :class:`avsr.eval.claims.Resampler`),
   how many there are to draw from (``units``) and how many resamples were made;
@@ -54,9 +62,10 @@ import json
 import math
 import os
 import re
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Sequence
 
-from avsr.eval.claims import UNITS, Resampler, _ci, area_points, interval_claims, paired_diff, rate_condition
+from avsr.eval.claims import (GOAL_CLAIM, UNITS, Resampler, _ci, area_points, interval_claims, paired_diff,
+                              rate_condition, sweep_goal)
 from avsr.eval.sweep import PAPER_RATES
 
 __all__ = ["CONDITIONS", "COMPARE", "LeaderboardError", "corpus_root_from_data", "corpus_facts", "train_facts",
@@ -68,7 +77,7 @@ CONDITIONS: Dict[str, str] = {**{f"{r:g}": rate_condition(r) for r in PAPER_RATE
                               "babble0": "babble+0dB", "babble-5": "babble-5dB"}
 COMPARE = ("A0", "AV0")          # every row is compared with these at every condition
 _TOP = {"corpus", "search", "rows", "claims"}
-_TOP_OPTIONAL = {"bins", "bootstrap"}
+_TOP_OPTIONAL = {"bins", "bootstrap", "goal"}
 _CORPUS = {"preset": str, "seed": int, "eval_segments": int, "eval_speakers": int, "train_hours": float}
 _ROW = {"cer", "ci95", "paired", "area", "train_s", "params_added"}
 _ROW_OPTIONAL = {"steps", "grid", "errors"}
@@ -156,13 +165,16 @@ def _search(s: str) -> str:
 
 def build_leaderboard(ev: Mapping, corpus: Mapping, best_dropout: Optional[str], rows_info: Mapping[str, Mapping],
                       num: int = 1000, seed: int = 0, breakdown: Optional[Mapping] = None,
-                      unit: str = "utterance") -> Dict:
+                      unit: str = "utterance", dropout_rows: Sequence[str] = ()) -> Dict:
     """The leaderboard of the eval sweep ``ev`` (``avsr eval``'s sweep.json as a dict, with A0 and AV0):
     ``corpus`` (:func:`corpus_facts`), ``best_dropout`` (the dropout-only row chosen on dev, claim 4),
     ``rows_info``: ``{row: {"train_s": float, "params_added": int[, "steps": int | None, "grid": [...]]}}`` for
     every model of the sweep (``steps`` and ``grid`` are copied when given); ``breakdown``:
     :func:`avsr.eval.breakdown.error_breakdown` of the same sweep (each row's ``errors`` and the ``bins``);
-    ``unit``: what the bootstrap draws, utterances or recordings (:class:`avsr.eval.claims.Resampler`).
+    ``unit``: what the bootstrap draws, utterances or recordings (:class:`avsr.eval.claims.Resampler`);
+    ``dropout_rows``: the spec's dropout-only rows, left out of the goal's candidates
+    (:func:`avsr.eval.claims.goal_claim`: claim ``goal_35pct_area_below_best_dropout`` and the per-row
+    ``goal`` facts, with ``best_dropout``, A0 and AV0 in the sweep).
     Raises :class:`LeaderboardError` when the sweep lacks a condition, AV0 or a row's facts."""
     missing = [c for c in CONDITIONS.values() if c not in ev.get("conditions", [])]
     if missing:
@@ -201,6 +213,10 @@ def build_leaderboard(ev: Mapping, corpus: Mapping, best_dropout: Optional[str],
     out = {"corpus": dict(corpus), "search": _search(ev.get("search", "?")), "rows": rows,
            "bootstrap": {"unit": unit, "units": rs.units, "resamples": rs.num},
            "claims": interval_claims(ev, best_dropout, num=num, seed=seed, unit=unit)}
+    g = sweep_goal(ev, best_dropout, dropout_rows, rs=rs)
+    if g:
+        out["claims"][GOAL_CLAIM] = {"holds": g["holds"], "evidence": g["evidence"]}
+        out["goal"] = {k: g[k] for k in ("best_dropout", "area_best_dropout", "reduction", "rows")}
     if breakdown is not None and breakdown["bins"]:
         out["bins"] = breakdown["bins"]
     return out
@@ -286,6 +302,14 @@ def validate_leaderboard(d, source: str = "leaderboard") -> None:
                     for k, v in d["bins"].items()):
                 errs.append(f"bins: expected {{snr|overlap: {{bin: utterances > 0}}}}, got {d['bins']!r}")
                 bins = {}
+        if "goal" in d:
+            g = d["goal"]
+            if not (isinstance(g, dict) and {"best_dropout", "reduction", "rows"} <= set(g)
+                    and isinstance(g["rows"], dict) and all(
+                        isinstance(v, dict) and {"eligible", "verdict", "area", "reduction_pct", "short_by"} <= set(v)
+                        for v in g["rows"].values())):
+                errs.append("goal: expected {best_dropout, reduction, rows: {row: {eligible, verdict, area, "
+                            "reduction_pct, short_by, ...}}}")
         if "bootstrap" in d:
             b = d["bootstrap"]
             if not (isinstance(b, dict) and set(b) == {"unit", "units", "resamples"}

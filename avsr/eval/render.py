@@ -760,7 +760,30 @@ def leaderboard_md(lb) -> list:
     out += ["", "**Claims** (decided on paired 95 % intervals; `avsr/eval/claims.py` defines each verdict):", ""]
     for name, v in lb["claims"].items():
         out.append(f"- `{name}`: **{_holds(v['holds'])}**. {v['evidence']}.")
-    return out + [""] + _errors_md(lb)
+    return out + [""] + _goal_md(lb) + _errors_md(lb)
+
+
+def _goal_md(lb) -> list:
+    """The goal's table (``goal`` of the leaderboard): per candidate row, eligibility with the upper bounds
+    that decide it, the area's reduction against the best dropout-only row and how far it is from the goal."""
+    from avsr.eval.claims import GOAL_CLAIM
+    g = lb.get("goal")
+    if not g or not g["rows"]:
+        return []
+    pct = 100 * g["reduction"]
+    out = [f"**The goal**: among rows not worse than AV0 at rate 0 and not worse than A0 at any rate by more than "
+           f"0.5 points (upper bounds of the paired 95 % intervals), the best degradation area at least {pct:.0f} % "
+           f"below the best dropout-only row's ({g['best_dropout']}, area {g.get('area_best_dropout', float('nan')):.2f}); "
+           f"**{_holds(lb['claims'].get(GOAL_CLAIM, {}).get('holds'))}**. Per row, "
+           "sorted by area (upper bounds in points; eligible: both upper bounds at most +0.5; short by: points of "
+           f"area reduction missing to {pct:.0f} %):", "",
+           "| row | upper bound vs AV0 at 0 | worst upper bound vs A0 (rate) | eligible | area | reduction | short by | "
+           "goal |", "|---|---|---|---|---|---|---|---|"]
+    for m, v in g["rows"].items():
+        out.append(f"| {m} | {v['upper_vs_ref_at_0']:+.2f} | {v['upper_vs_audio_worst']:+.2f} ({v['worst_audio_rate']:g}) | "
+                   f"{_holds(v['eligible'])} | {v['area']:.2f} | {v['reduction_pct']:+.1f} % | {v['short_by']:.1f} | "
+                   f"{_holds(v['verdict'])} |")
+    return out + [""]
 
 
 def _errors_md(lb) -> list:
