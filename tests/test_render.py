@@ -251,3 +251,11 @@ def test_sweep_plot_draws_an_interval_band_per_model(tmp_path, monkeypatch):
     assert len(bands) == 2 and (tmp_path / "p.png").stat().st_size > 0
     lo, hi = bands[1]
     assert all(h - l > 5 for l, h in zip(lo, hi))     # the band spans each point's interval (in %)
+
+
+def test_sweep_md_names_the_data_dir_from_its_recipe_or_data_part_not_the_machines_checkout():
+    sw = _toy_sweep(av0_full=0.3, av0_none=0.8, a0=0.5)
+    sw["data_dir"] = "/home/me/src/avsr/recipes/synthmisp/data/synthmisp_demo/eval"
+    assert "on `recipes/synthmisp/data/synthmisp_demo/eval` (60 utterances)" in mb.sweep_md(sw).splitlines()[0]
+    sw["data_dir"] = "/scratch/run1/data/eval"
+    assert "on `data/eval`" in mb.sweep_md(sw)

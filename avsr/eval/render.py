@@ -529,11 +529,21 @@ def cpcer_sessions_md(rows) -> str:
 
 
 # ------------------------------------------------------------------------------------ avsr eval
+def _short_dir(path: str) -> str:
+    """A data dir as a table names it: from its ``recipes/`` or ``data/`` part on when it has one (the
+    machine's checkout is not part of the result), else as given."""
+    parts = str(path).split(os.sep)
+    for anchor in ("recipes", "data"):
+        if anchor in parts[:-1]:
+            return os.sep.join(parts[parts.index(anchor):])
+    return str(path)
+
+
 def sweep_md(out, reference=None, baseline=None) -> str:
     """``sweep.md`` of ``avsr eval`` (``out``: its sweep.json dict; ``reference``/``baseline``: its options)."""
     conds = out["conditions"]
     unit = (out.get("bootstrap") or {}).get("unit", "utterance")
-    lines = [f"CER % [95 % CI, bootstrap over {unit}s] on `{out['data_dir']}` ({out['utts']} utterances), "
+    lines = [f"CER % [95 % CI, bootstrap over {unit}s] on `{_short_dir(out['data_dir'])}` ({out['utts']} utterances), "
              f"search: **{out['search']}**", "",
              "| model | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
     for m, row in out["cer"].items():
