@@ -48,7 +48,7 @@ def build_parser():
     ap.add_argument("--model", required=True, help="packed model dir (avsr pack)")
     ap.add_argument("--data_dir", required=True)
     ap.add_argument("--out_dir", required=True)
-    ap.add_argument("--beam_size", type=int, default=10)
+    ap.add_argument("--beam_size", type=int, default=10, help="beam size (default 10; 0 or less: CTC greedy)")
     ap.add_argument("--ctc_greedy", action="store_true", help="CTC greedy instead of beam search")
     ap.add_argument("--ctc_weight", type=float, default=None)
     ap.add_argument("--penalty", type=float, default=0.0, help="length bonus per token")

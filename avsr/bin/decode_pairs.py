@@ -75,8 +75,8 @@ def build_parser():
     ap.add_argument("--output_format", default="jsonl", choices=list(OUTPUT_FORMATS))
     ap.add_argument("--nbest", type=int, default=1, help="hypotheses per pair and segment with their scores "
                     "(jsonl; the beam is widened to at least N)")
-    ap.add_argument("--beam_size", type=int, default=10)
-    ap.add_argument("--ctc_greedy", action="store_true")
+    ap.add_argument("--beam_size", type=int, default=10, help="beam size (default 10; 0 or less: CTC greedy)")
+    ap.add_argument("--ctc_greedy", action="store_true", help="CTC greedy instead of the beam search")
     ap.add_argument("--batch_size", type=int, default=8, help="segments decoded together")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_decoder_options(ap)
@@ -146,6 +146,9 @@ def main(argv=None) -> int:
         ap.error("--video goes with --wav (or alone); --pairs lists the videos itself")
     if args.nbest < 1:
         ap.error("--nbest must be >= 1")
+    if args.nbest > 1 and (args.ctc_greedy or args.beam_size <= 0):
+        print(f"avsr decode: warning: --nbest {args.nbest} with CTC greedy search: one hypothesis per segment",
+              file=sys.stderr)
     for opt in ("chunk_seconds", "max_segment_seconds"):
         if getattr(args, opt) is not None and not getattr(args, opt) > 0:
             ap.error(f"--{opt} must be > 0, got {getattr(args, opt)}")
