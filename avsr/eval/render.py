@@ -887,6 +887,9 @@ def synthmisp_results_md(res_dir) -> str:
         def trained_by(m, kd=kd, ad=ad):
             if m in ("A0", "AV0"):
                 return "stage " + ("6" if m == "A0" else "8")
+            if m == "AV6-tuned":
+                return (f"row AV6 ({ad.get('row')}), decoded at the routing threshold tuned on dev "
+                        f"({ad.get('tuned_threshold')})")
             if m.startswith("AV6"):
                 return f"row AV6 ({ad.get('row')})"
             if m == "AV5":
