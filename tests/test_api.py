@@ -116,6 +116,9 @@ def test_inputs_paths_arrays_tensors_and_no_video(model, media):
         model.transcribe(np.zeros(SAMPLE_RATE, np.uint8))
     with pytest.raises(TypeError, match="video must be uint8 pixels"):
         model.transcribe(a, roi / 255.0)
+    # a video array much shorter than the audio is decoded with a warning, as a file pair is
+    assert any("video is 4.1 s shorter than the audio (10 frames" in w for w in model.transcribe(a, roi[:10]).warnings)
+    assert not any("shorter than the audio" in w for w in ref.warnings)
 
 
 def test_an_audio_model_never_opens_the_video_file(packed, media, tmp_path):
