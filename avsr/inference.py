@@ -703,14 +703,15 @@ class Speech2Text:
     # ------------------------------------------------------------------ a whole recording
     def transcribe(self, audio=None, video=None, *, segmentation: str = "vad", max_segment_seconds: float = 20.0,
                    vad_options: Optional[Dict] = None, nbest: Optional[int] = None, batch_size: int = 8,
-                   align: bool = True, **prepare):
+                   align: bool = True, sample_rate: Optional[int] = None, **prepare):
         """Transcribe one recording: an :class:`avsr.api.Transcription` with the text, the score,
         timed segments with per-token times, and the n-best list.
 
         Inputs: ``audio`` and ``video`` as file paths (read by :func:`frontends.pairs.prepare_pair`,
         which takes the other keyword arguments: ``detection``, ``speaker``, ``detector``, ``crop``,
         ...), or as arrays / tensors (audio ``[N]`` at 16 kHz, float at full scale 1.0 or int16 / int32
-        PCM; video uint8 lip ROIs ``[T, H, W]`` at 25 fps, 96x96 or 88x88), not mixed.  ``video`` is
+        PCM, at another rate with ``sample_rate``; video uint8 lip ROIs ``[T, H, W]`` at 25 fps, 96x96 or
+        88x88), not mixed.  ``video`` is
         optional (an AV model then runs its audio-only path, with a warning); an audio model ignores it
         (a video file is not even opened, except for its audio track when no audio is given); a video-only model
         needs it.  ``audio=None`` with a video path reads the audio from the video when
@@ -746,6 +747,8 @@ class Speech2Text:
         if is_path(audio) or is_path(video):
             if not all(x is None or is_path(x) for x in (audio, video)):
                 raise TypeError("transcribe: give audio and video both as file paths or both as arrays")
+            if sample_rate is not None:
+                raise TypeError("transcribe: sample_rate applies to an audio array (a file carries its own rate)")
             import inspect
             from frontends.pairs import prepare_pair
             kw = dict(prepare)
@@ -763,6 +766,9 @@ class Speech2Text:
             if prepare:
                 raise TypeError(f"transcribe: {sorted(prepare)} apply to file inputs only (frontends.pairs.prepare_pair)")
             a = None if audio is None else _audio_array(audio)
+            if a is not None and sample_rate is not None and int(sample_rate) != SAMPLE_RATE:
+                from frontends.audio import resample
+                a = resample(a, int(sample_rate), SAMPLE_RATE).astype(np.float32)
             roi = None if video is None else _video_array(video)
             if a is not None and a.ndim != 1:
                 raise ValueError(f"transcribe: audio must be 1-D [N] at {SAMPLE_RATE} Hz, got shape {a.shape}")

@@ -116,6 +116,14 @@ def test_inputs_paths_arrays_tensors_and_no_video(model, media):
         model.transcribe(np.zeros(SAMPLE_RATE, np.uint8))
     with pytest.raises(TypeError, match="video must be uint8 pixels"):
         model.transcribe(a, roi / 255.0)
+    # an array at another rate is resampled with sample_rate (as a file at that rate would be)
+    from frontends.audio import resample
+    a8 = resample(a, SAMPLE_RATE, 8000).astype(np.float32)
+    r8 = model.transcribe(a8, sample_rate=8000)
+    assert r8.duration == pytest.approx(4.5, abs=1e-3)
+    assert r8.score == pytest.approx(model.transcribe(resample(a8, 8000, SAMPLE_RATE).astype(np.float32)).score, abs=1e-3)
+    with pytest.raises(TypeError, match="sample_rate applies to an audio array"):
+        model.transcribe(str(media["wav"]), sample_rate=8000)
     # a video array much shorter than the audio is decoded with a warning, as a file pair is
     assert any("video is 4.1 s shorter than the audio (10 frames" in w for w in model.transcribe(a, roi[:10]).warnings)
     assert not any("shorter than the audio" in w for w in ref.warnings)
