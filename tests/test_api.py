@@ -208,7 +208,7 @@ def test_cli_formats(packed, media, tmp_path):
     p = _cli("--model", packed, "--wav", wav, "--beam_size", "3", "--nbest", "3")
     assert p.returncode == 0, p.stderr[-2000:]
     rec = json.loads(p.stdout)
-    assert rec["key"] == "utt" and rec["chunks"] == len(rec["segments"]) == 2 and rec["modality"] == "audio"
+    assert rec["key"] == "a" and rec["chunks"] == len(rec["segments"]) == 2 and rec["modality"] == "audio"
     assert len(rec["nbest"]) == 3 and rec["nbest"][0]["text"] == rec["text"]
     assert {"start", "end", "text", "score", "tokens", "nbest"} <= set(rec["segments"][0])
     assert "timing" in rec and "audio_load" in rec["timing"]
@@ -218,7 +218,7 @@ def test_cli_formats(packed, media, tmp_path):
     vtt = parse_vtt(_cli("--model", packed, "--wav", wav, "--beam_size", "3", "--output_format", "vtt").stdout)
     assert vtt == srt
     ctm = parse_ctm(_cli("--model", packed, "--wav", wav, "--beam_size", "3", "--output_format", "ctm").stdout)
-    assert "".join(w for *_, w, _ in ctm) == rec["text"] and all(k == "utt" for k, *_ in ctm)
+    assert "".join(w for *_, w, _ in ctm) == rec["text"] and all(k == "a" for k, *_ in ctm)   # a.wav
     txt = _cli("--model", packed, "--wav", wav, "--beam_size", "3", "--output_format", "text").stdout
     assert txt == rec["text"] + "\n"
     # several pairs: srt goes to one file per key in --output DIR; kaldi lines

@@ -134,7 +134,10 @@ def test_single_pair_errors_are_one_line(packed, media):
         err = [l for l in p.stderr.splitlines() if "error" in l]
         assert len(err) == 1 and str(media[wav if wav != "a16k" else video]) in err[0], p.stderr
     p = run("--model", packed, "--wav", media["a16k"], "--output_format", "kaldi", "--beam_size", "2")
-    assert p.returncode == 0 and p.stdout.startswith("utt ")
+    assert p.returncode == 0 and p.stdout.startswith("a16k ")                # the key: the wav's name
+    from avsr.bin.decode_pairs import single_key
+    assert single_key("/x/my take#2.wav", None) == "my_take#2" and single_key(None, "/v/clip.mp4") == "clip"
+    assert single_key("-", None) == "utt"
 
 
 def test_pairs_from_stdin_paths_with_hash_and_spaces_and_device_strings(packed, media, tmp_path):

@@ -29,7 +29,8 @@ Output (``--output_format``, to ``--output`` or stdout; :func:`avsr.api.format_t
 (``start``, ``end``, ``text``, ``score``, ``modality``, ``tokens`` with ``start``/``end``/``conf``),
 ``modality``, ``warnings``, ``timing``, ``chunks`` (segments), and with ``--nbest N`` (N > 1) an
 ``nbest`` list (``text``, ``score``) per pair and per segment; ``text``: the text per line;
-``kaldi``: ``<key> <text>``; ``srt`` / ``vtt``: one cue per segment (with ``--pairs``, ``--output``
+``kaldi``: ``<key> <text>`` (a single ``--wav``/``--video`` pair's key is its file name without the
+extension); ``srt`` / ``vtt``: one cue per segment (with ``--pairs``, ``--output``
 is a directory that gets ``<key>.srt`` / ``<key>.vtt``); ``ctm``: ``<key> 1 <start> <dur> <token>
 <conf>`` per token.  A bad pair prints one error line naming the file and is skipped; the others
 are decoded and written; the exit code is 0 when all pairs succeeded, 3 when some failed, 1 when a
@@ -125,6 +126,16 @@ def read_pairs(path: str):
     return out
 
 
+def single_key(wav, video) -> str:
+    """The key of a single ``--wav``/``--video`` pair in the outputs: the file name without its extension
+    (the wav's, else the video's; white space as ``_``), ``utt`` for standard input."""
+    src = wav if wav not in (None, "-") else video
+    if src in (None, "-"):
+        return "utt"
+    stem = os.path.splitext(os.path.basename(os.fspath(src)))[0] or "utt"
+    return "_".join(stem.split())
+
+
 def key_problem(key: str):
     """Why ``key`` cannot name a pair's outputs (a Kaldi/CTM field, an srt/vtt file name), or None."""
     if any(c.isspace() for c in key):
@@ -168,7 +179,8 @@ def main(argv=None) -> int:
     if detect_every < 1:
         ap.error("--detect_every must be >= 1")
     single = args.pairs is None
-    pairs = [("utt", args.wav, args.video, args.detection)] if single else read_pairs(args.pairs)
+    pairs = [(single_key(args.wav, args.video), args.wav, args.video, args.detection)] if single \
+        else read_pairs(args.pairs)
     kw = decoder_overrides(args)
     s2t = load_model(args.model, device=args.device, beam_size=args.beam_size, ctc_greedy=args.ctc_greedy,
                      nbest=args.nbest, **kw)
