@@ -502,3 +502,16 @@ def test_run_sh_usage_errors(tmp_path):
                  "--misp_root", str(tmp_path / "nowhere")])
     assert p.returncode != 0 and "nowhere" in p.stdout + p.stderr
     assert not (tmp_path / "exp/stages/1_data.done").exists()
+
+
+def test_stage_8_trains_av0_only_when_a_model_needs_it(tmp_path):
+    """--models without av0 (nor av5/av6, which start from it) skips stage 8 with a message instead of
+    training AV0; with av0 it would need A0's weights (here: a clear error naming them)."""
+    exp = tmp_path / "exp"
+    common = ["--exp_dir", str(exp), "--data_dir", str(tmp_path / "data"), "--stage", "8", "--stop_stage", "8"]
+    p, _ = _run([*common, "--models", "a0 v"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "stage 8: av0 not in --models (a0 v); not trained" in p.stdout + p.stderr
+    assert not (exp / "train_av0").exists() and not (exp / "stages" / "8_train_av0.done").exists()
+    p, _ = _run([*common, "--models", "a0 v av5"])                 # not skipped as done by the call before
+    assert p.returncode != 0 and "train_a0/model.pth not found" in p.stdout + p.stderr

@@ -94,7 +94,8 @@ a done stage is skipped unless --force true; running a stage clears later stages
   6 train_a0   audio-only model A0 (scratch) -> \$exp_dir/train_a0 (model.pth = best-N average on dev)
   7 train_v    video-only model V (scratch) -> \$exp_dir/train_v (only when --models has v)
   8 train_av0  audio-visual AV0, --init from A0 (full video, no dropout) -> \$exp_dir/train_av0;
-             its visual branch (visual_*) from V when v is in --models (--av0_visual_init)
+             its visual branch (visual_*) from V when v is in --models (--av0_visual_init);
+             only when --models has av0, av5 or av6
   9 train_av5  robust student AV5: init AV0, frame dropout (D_prob --d_prob, rate ~ U(0,1], random)
                + MDA-KD from the frozen AV0 teacher (--kd_distance, --kd_tap, --kd_weight);
                every parameter trains (--robust_freeze: prefixes to keep frozen instead)
@@ -526,7 +527,13 @@ if [ "$use_lm" = true ]; then
 fi
 run_stage 6 train_a0   stage_train_a0   "config=$train_config train_args=$train_args$sp_sig"
 run_stage 7 train_v    stage_train_v    "config=$train_config train_args=$train_args$sp_sig v_args=$v_args models=$models"
-run_stage 8 train_av0  stage_train_av0  "config=$train_config train_args=$train_args$sp_sig av0_args=$av0_args av_noise=$av_noise init=$(av0_init)"
+# AV0 only when a model needs it (AV5 and AV6 start from it); skipped without a done marker, so that
+# adding av0 to --models later trains it
+if has_model av0 || has_model av5 || has_model av6; then
+  run_stage 8 train_av0  stage_train_av0  "config=$train_config train_args=$train_args$sp_sig av0_args=$av0_args av_noise=$av_noise init=$(av0_init)"
+elif stage_selected 8; then
+  log "stage 8: av0 not in --models ($models); not trained"
+fi
 run_stage 9 train_av5  stage_train_av5  "config=$train_config train_args=$train_args$sp_sig d_prob=$d_prob av_noise=$av_noise kd=$kd_distance/$kd_tap/$kd_weight robust_freeze=$robust_freeze robust_args=$robust_args models=$models"
 run_stage 10 train_av6 stage_train_av6  "config=$train_config train_args=$train_args$sp_sig rank=$adapter_rank adapter_args=$adapter_args models=$models"
 if [ "$use_lm" = true ]; then
