@@ -774,11 +774,11 @@ class Speech2Text:
                 raise ValueError(f"transcribe: audio must be 1-D [N] at {SAMPLE_RATE} Hz, got shape {a.shape}")
             if roi is not None and roi.ndim != 3:
                 raise ValueError(f"transcribe: video must be uint8 lip ROIs [T, H, W], got shape {roi.shape}")
-            if a is not None and roi is not None and abs(len(roi) / VIDEO_FPS - len(a) / SAMPLE_RATE) > 0.5:
-                diff = len(roi) / VIDEO_FPS - len(a) / SAMPLE_RATE       # as prepare_pair warns for files
-                warnings.append(f"video is {abs(diff):.1f} s {'longer' if diff > 0 else 'shorter'} than the audio "
-                                f"({len(roi)} frames at {VIDEO_FPS} fps); the model "
-                                f"{'cuts it' if diff > 0 else 'pads it with black frames'} to the audio length")
+            if a is not None and roi is not None:                    # as prepare_pair warns for files
+                from frontends.pairs import length_mismatch
+                w = length_mismatch(len(roi), len(a) / SAMPLE_RATE, f" ({len(roi)} frames at {VIDEO_FPS} fps)")
+                if w:
+                    warnings.append(w)
         if mode == "audio":
             roi = None
         elif mode == "video":

@@ -62,7 +62,7 @@ from frontends.constants import ROI_SIZE, SAMPLE_RATE
 from frontends.roi import CROP_MODES, DEFAULT_CROP, crop_rois, interpolate_boxes, to_gray
 from frontends.video import GRID_FPS, read_video, video_info
 
-__all__ = ["PreparedPair", "prepare_pair"]
+__all__ = ["PreparedPair", "prepare_pair", "length_mismatch"]
 
 
 @dataclass
@@ -267,11 +267,21 @@ def _finish(out: PreparedPair, video: str, roi: np.ndarray, detected: np.ndarray
                             f"(black frames)")
     out.roi, out.detected = roi, detected
     out.timings["roi"] = time.perf_counter() - t_roi
-    diff = T / GRID_FPS - out.duration
-    if out.audio is not None and abs(diff) > 0.5:
-        out.warnings.append(f"{video}: video is {abs(diff):.1f} s {'longer' if diff > 0 else 'shorter'} than the "
-                            f"audio; the model {'cuts it' if diff > 0 else 'pads it with black frames'} to the audio length")
+    if out.audio is not None:
+        w = length_mismatch(T, out.duration)
+        if w:
+            out.warnings.append(f"{video}: {w}")
     return out
+
+
+def length_mismatch(frames: int, audio_seconds: float, detail: str = "") -> Optional[str]:
+    """The warning for a video of ``frames`` frames on the 25 fps grid that is more than 0.5 s longer or
+    shorter than its audio (``detail`` goes after "than the audio"), or None."""
+    diff = frames / GRID_FPS - audio_seconds
+    if abs(diff) <= 0.5:
+        return None
+    return (f"video is {abs(diff):.1f} s {'longer' if diff > 0 else 'shorter'} than the audio{detail}; the model "
+            f"{'cuts it' if diff > 0 else 'pads it with black frames'} to the audio length")
 
 
 def _no_mouth(out: PreparedPair, video: str, t0: float) -> PreparedPair:

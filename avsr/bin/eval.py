@@ -146,12 +146,12 @@ def cell_intervals(out: dict, unit: str, num: int = 1000) -> None:
     """Sets ``lo``/``hi`` of every cell of ``out["cer"]`` (a sweep.json dict with its per-utterance errors)
     to the 95 % interval of a bootstrap over ``unit`` (:class:`avsr.eval.claims.Resampler`, seed 0; over
     utterances it draws what :func:`avsr.eval.metrics.bootstrap_ci` draws)."""
-    from avsr.eval.claims import Resampler
+    from avsr.eval.claims import Resampler, _ci
     rs = Resampler(out, num=num, seed=0, unit=unit)
     for m, row in out["cer"].items():
         for c, cell in row.items():
-            lo, hi = np.nanpercentile(rs.boot(m, c) / 100.0, [2.5, 97.5])
-            cell.update(lo=float(lo), hi=float(hi))
+            lo, hi = _ci(rs.boot(m, c) / 100.0)
+            cell.update(lo=lo, hi=hi)
 
 
 def main(argv=None) -> int:

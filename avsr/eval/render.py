@@ -539,10 +539,15 @@ def _short_dir(path: str) -> str:
     return str(path)
 
 
+def _sweep_unit(out) -> str:
+    """What a sweep's intervals resample (``avsr eval --bootstrap_unit``; older sweeps: utterances)."""
+    return (out.get("bootstrap") or {}).get("unit", "utterance")
+
+
 def sweep_md(out, reference=None, baseline=None) -> str:
     """``sweep.md`` of ``avsr eval`` (``out``: its sweep.json dict; ``reference``/``baseline``: its options)."""
     conds = out["conditions"]
-    unit = (out.get("bootstrap") or {}).get("unit", "utterance")
+    unit = _sweep_unit(out)
     lines = [f"CER % [95 % CI, bootstrap over {unit}s] on `{_short_dir(out['data_dir'])}` ({out['utts']} utterances), "
              f"search: **{out['search']}**", "",
              "| model | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
@@ -591,7 +596,7 @@ def _paired_md(out, baseline=None) -> list:
     conds = out["conditions"]
     if not ue or not out.get("utt_ref_chars") or "random@0" not in conds:
         return []
-    unit = (out.get("bootstrap") or {}).get("unit", "utterance")
+    unit = _sweep_unit(out)
     rs = cl.Resampler(out, unit=unit)
     none = "whole" if "whole" in conds else ("random@1" if "random@1" in conds else None)
     full = "random@0"
