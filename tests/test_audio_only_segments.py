@@ -209,3 +209,83 @@ def test_decode_with_references_scores_every_segment(corpus, eval_dir, tmp_path,
     (d / "text").write_text("".join(f"{u} 我们去北京\n" for u in sorted(SEGS)))
     _, res = _decode(_pack(tmp_path, adapters=True), d, tmp_path / "out")
     assert "references" not in res and res["cer"] is not None and len(res["per_utt"]) == 4
+
+
+def test_decode_interrupted_resumes_where_it_stopped(eval_dir, tmp_path, spy, monkeypatch, capsys):
+    """A data-dir decode killed after its first batch keeps that batch in progress.jsonl; the same
+    command decodes only the rest and writes what one uninterrupted run writes; another option
+    starts over; a cut-short last line is decoded again."""
+    model = _pack(tmp_path, adapters=True)
+    argv = ["--model", str(model), "--data_dir", str(eval_dir), "--batch_size", "1", "--beam_size", "2"]
+    full = tmp_path / "full"
+    assert decode_bin.main(argv + ["--out_dir", str(full)]) == 0
+    assert not (full / decode_bin.PROGRESS).exists()
+    want = (full / "text").read_text()
+    assert len(spy) == 4
+    out = tmp_path / "out"
+    orig, calls = Speech2Text.decode_batch, []
+
+    def dies_second(self, batch, **kw):
+        calls.append(batch.utt_ids)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return orig(self, batch, **kw)
+
+    monkeypatch.setattr(Speech2Text, "decode_batch", dies_second)
+    with pytest.raises(KeyboardInterrupt):
+        decode_bin.main(argv + ["--out_dir", str(out)])
+    monkeypatch.setattr(Speech2Text, "decode_batch", orig)
+    log = (out / decode_bin.PROGRESS).read_text().splitlines()
+    assert len(log) == 2 and not (out / "text").exists()          # the signature, one finished batch
+    spy.clear()
+    assert decode_bin.main(argv + ["--out_dir", str(out)]) == 0
+    assert len(spy) == 3                                           # only what was left
+    assert (out / "text").read_text() == want
+    res = json.loads((out / "result.json").read_text())
+    assert res["resumed_utts"] == 1 and res["decoded_by_modality"] == {"audio": 3, "audiovisual": 1}
+    assert not (out / decode_bin.PROGRESS).exists()
+    assert "resuming" in capsys.readouterr().err
+    # a cut-short last line: that batch is decoded again
+    (out / decode_bin.PROGRESS).write_text("\n".join(log) + '\n{"hyps": {"S0')
+    spy.clear()
+    assert decode_bin.main(argv + ["--out_dir", str(out)]) == 0
+    assert len(spy) == 3 and (out / "text").read_text() == want
+    # another option: the log is from another command and is not used
+    (out / decode_bin.PROGRESS).write_text("\n".join(log) + "\n")
+    spy.clear()
+    assert decode_bin.main(argv[:-1] + ["3", "--out_dir", str(out)]) == 0
+    assert len(spy) == 4 and json.loads((out / "result.json").read_text())["resumed_utts"] == 0
+    assert "starting over" in capsys.readouterr().err
+
+
+def test_eval_interrupted_resumes_with_the_same_command(eval_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from avsr.bin import eval as eval_bin
+    d = tmp_path / "dev"
+    shutil.copytree(eval_dir, d)
+    (d / "text").write_text("".join(f"{u} 我们去北京\n" for u in sorted(SEGS)))
+    model = _pack(tmp_path, adapters=True)
+    argv = ["--models", f"A={model}", f"B={model}@none", "--data_dir", str(d), "--batch_size", "1", "--beam_size",
+            "2", "--rates", "0", "1", "--segment_rates", "--no_whole", "--snrs", "--bootstrap", "50"]
+    assert eval_bin.main(argv + ["--out_dir", str(tmp_path / "full")]) == 0
+    want = json.loads((tmp_path / "full" / "hyps.json").read_text())
+    out = tmp_path / "out"
+    orig, calls = Speech2Text.decode_variants, []
+
+    def dies_third(self, batch, variants, cache=True):
+        calls.append(1)
+        if len(calls) == 3:               # two models a batch: the second batch's first model
+            raise KeyboardInterrupt
+        return orig(self, batch, variants, cache=cache)
+
+    monkeypatch.setattr(Speech2Text, "decode_variants", dies_third)
+    with pytest.raises(KeyboardInterrupt):
+        eval_bin.main(argv + ["--out_dir", str(out)])
+    monkeypatch.setattr(Speech2Text, "decode_variants", orig)
+    assert (out / eval_bin.PROGRESS).exists() and not (out / "sweep.json").exists()
+    assert eval_bin.main(argv + ["--out_dir", str(out)]) == 0
+    assert json.loads((out / "hyps.json").read_text()) == want
+    sw = json.loads((out / "sweep.json").read_text())
+    assert sw["timing"]["resumed_utts"] == 1 and not (out / eval_bin.PROGRESS).exists()
+    assert sw["cer"] == json.loads((tmp_path / "full" / "sweep.json").read_text())["cer"]

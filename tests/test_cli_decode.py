@@ -244,3 +244,57 @@ def test_a_pairs_list_with_unusable_keys_or_fields_is_refused_before_decoding_na
         lst.write_text(body)
         with pytest.raises(ValueError, match=f"{lst}{msg}"):
             read_pairs(str(lst))
+
+
+def test_an_interrupted_pairs_batch_resumes_with_the_same_command(packed, media, tmp_path, monkeypatch, capsys):
+    """Killed during its third pair, a --pairs batch keeps the two finished ones in
+    OUTPUT.progress.jsonl (OUTPUT itself is not there yet); the same command decodes only the rest and
+    writes what one uninterrupted run writes; with srt the finished pairs' files are not decoded again."""
+    from avsr.bin import decode_pairs
+    from avsr.inference import Speech2Text
+    keys = ["p1", "p2", "p3", "p4"]
+    (tmp_path / "pairs.tsv").write_text("".join(f"{k}\t{media['a16k']}\t{media['v24']}\n" for k in keys))
+    base = ["--model", str(packed), "--pairs", str(tmp_path / "pairs.tsv"), "--beam_size", "2", "--no_progress"]
+    argv = base + ["--output_format", "kaldi"]
+    assert decode_pairs.main(argv + ["--output", str(tmp_path / "full.txt")]) == 0
+    want = (tmp_path / "full.txt").read_text()
+    assert [l.split()[0] for l in want.splitlines()] == keys
+    orig, calls = Speech2Text.transcribe, []
+
+    def dies_third(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return orig(self, *a, **kw)
+
+    out = tmp_path / "out.txt"
+    monkeypatch.setattr(Speech2Text, "transcribe", dies_third)
+    with pytest.raises(KeyboardInterrupt):
+        decode_pairs.main(argv + ["--output", str(out)])
+    assert not out.exists() and (tmp_path / "out.txt.progress.jsonl").exists()
+    calls.clear()
+    monkeypatch.setattr(Speech2Text, "transcribe", lambda self, *a, **kw: calls.append(1) or orig(self, *a, **kw))
+    assert decode_pairs.main(argv + ["--output", str(out)]) == 0
+    assert len(calls) == 2 and out.read_text() == want
+    assert not (tmp_path / "out.txt.progress.jsonl").exists()
+    assert "resuming: 2 of 4 pairs" in capsys.readouterr().err
+    # srt: one file per pair; the finished pairs are not decoded again
+    argv = base + ["--output_format", "srt", "--output", str(tmp_path / "srt")]
+    calls.clear()
+    monkeypatch.setattr(Speech2Text, "transcribe", dies_third)
+    with pytest.raises(KeyboardInterrupt):
+        decode_pairs.main(argv)
+    assert sorted(os.listdir(tmp_path / "srt")) == ["p1.srt", "p2.srt", "progress.jsonl"]
+    calls.clear()
+    monkeypatch.setattr(Speech2Text, "transcribe", lambda self, *a, **kw: calls.append(1) or orig(self, *a, **kw))
+    assert decode_pairs.main(argv) == 0
+    assert len(calls) == 2 and sorted(os.listdir(tmp_path / "srt")) == [f"{k}.srt" for k in keys]
+    # another option (here the beam): starts over
+    calls.clear()
+    monkeypatch.setattr(Speech2Text, "transcribe", dies_third)
+    with pytest.raises(KeyboardInterrupt):
+        decode_pairs.main(argv)
+    monkeypatch.setattr(Speech2Text, "transcribe", lambda self, *a, **kw: calls.append(1) or orig(self, *a, **kw))
+    calls.clear()
+    assert decode_pairs.main([a if a != "2" else "3" for a in argv]) == 0
+    assert len(calls) == 4 and "starting over" in capsys.readouterr().err

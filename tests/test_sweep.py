@@ -193,3 +193,53 @@ def test_unreadable_utterance_is_skipped_for_every_model_and_condition():
             assert set(res["hyps"][m][c]) == {"u0", "u1", "u3", "u4"}, (m, c)
     ok = run_sweep(models, DS(), conds, batch_size=2, progress=False)
     assert ok["skipped"] == {} and set(ok["hyps"]["AV"]["whole"]) == {f"u{i}" for i in range(5)}
+
+
+def test_interrupted_sweep_resumes_from_its_batch_log(tmp_path):
+    """run_sweep with a BatchLog: killed while loading its second batch, the log holds the first; a
+    second run with the same log decodes only the rest and returns what one uninterrupted run returns
+    (hypotheses and the similarity taps); a log with another signature is not used."""
+    from avsr.utils.io import BatchLog
+
+    class Ok(DS):
+        utt_ids = [f"u{i}" for i in range(5)]
+
+    class Dies(Ok):
+        def __getitem__(self, i):
+            if i == 2:                    # order by length: u4 u3 | u2 u1 | u0
+                raise KeyboardInterrupt
+            return super().__getitem__(i)
+
+    models = {"A0": Speech2Text(_model("audio", 0), TOK, beam_size=2, ctc_greedy=True),
+              "AV": Speech2Text(_model("audiovisual", 2), TOK, beam_size=2, ctc_greedy=True)}
+    conds = default_conditions(rates=(0.0, 0.5), snrs=())
+    kw = dict(batch_size=2, progress=False, collect_fused=(0.5,))
+    full = run_sweep(models, Ok(), conds, **kw)
+    path, sig = str(tmp_path / "progress.jsonl"), {"models": ["A0", "AV"], "seed": 0}
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(models, Dies(), conds, log=BatchLog(path, sig), **kw)
+    log = BatchLog(path, sig)
+    assert len(log.records) == 1 and set(log.records[0]["hyps"]["AV"]["random@0.5"]) == {"u3", "u4"}
+    calls = []
+    orig = Speech2Text.decode_variants
+
+    def count(self, batch, variants, cache=True):
+        calls.append(list(batch.utt_ids))
+        return orig(self, batch, variants, cache=cache)
+
+    Speech2Text.decode_variants = count
+    try:
+        res = run_sweep(models, Ok(), conds, log=log, **kw)
+    finally:
+        Speech2Text.decode_variants = orig
+    assert sorted(u for c in calls for u in c) == sorted(["u0", "u1", "u2"] * 2)
+    assert res["hyps"] == full["hyps"] and res["resumed_utts"] == 2
+    for m in models:
+        assert set(res["fused"][m][0.5]) == set(full["fused"][m][0.5])
+        for u, v in full["fused"][m][0.5].items():
+            np.testing.assert_array_equal(res["fused"][m][0.5][u], v)
+    log.finish()
+    assert not (tmp_path / "progress.jsonl").exists()
+    BatchLog(path, sig).append({"hyps": {}, "skipped": [], "fused": {}})
+    other = BatchLog(path, {**sig, "seed": 1})
+    assert other.restarted and other.records == []

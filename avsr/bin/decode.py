@@ -13,7 +13,9 @@ condition is reproducible.  An utterance whose media cannot be read is skipped a
 
 Outputs: ``text`` (hypotheses, Kaldi format), ``result.json`` (CER with bootstrap interval,
 per-utterance errors, timings, utterances/s, real-time factor, peak memory, how many utterances
-each path decoded), ``skipped``.
+each path decoded), ``skipped``.  Finished batches are kept in ``progress.jsonl`` while the run lasts:
+an interrupted run started again with the same command decodes only the rest (another model, data dir
+or option starts it over; ``result.json`` counts the ``resumed_utts``).
 
 A data dir without ``text`` (an evaluation release) is decoded the same way: ``text`` holds the
 hypotheses and ``result.json`` has no CER (``"references": "none"``).  Utterances without lip ROI
@@ -36,6 +38,10 @@ import sys
 import time
 
 from avsr.bin import add_decoder_options, decoder_overrides
+from avsr.utils.io import BatchLog, path_stamp
+
+#: finished batches of an unfinished run (removed when the run's outputs are written)
+PROGRESS = "progress.jsonl"
 
 
 def peak_rss_mb() -> float:
@@ -98,27 +104,53 @@ def main(argv=None) -> int:
     hyps, skipped, timing = {}, [], {"load": 0.0, "encode": 0.0, "search": 0.0}
     by_modality: dict = {}
     audio_sec = 0.0
+    # finished batches go to progress.jsonl as they end: a killed run, started again with the same
+    # command, decodes only what is left (the file is removed once text and result.json are written)
+    log = BatchLog(os.path.join(args.out_dir, PROGRESS), {
+        **{k: v for k, v in sorted(vars(args).items()) if k not in ("out_dir", "threads", "bootstrap", "device")},
+        "model": os.path.abspath(args.model), "model_files": path_stamp(args.model),
+        "data_dir": os.path.abspath(args.data_dir), "data_files": path_stamp(args.data_dir)})
+    if log.restarted:
+        print(f"avsr decode: {log.path} is from another command (model, data or options differ): starting over",
+              file=sys.stderr)
+    for rec in log.records:
+        hyps.update(rec["hyps"])
+        skipped += [tuple(x) for x in rec["skipped"]]
+        audio_sec += rec["audio_seconds"]
+        for m in rec["modality"].values():
+            by_modality[m] = by_modality.get(m, 0) + 1
+    resumed = set(hyps) | {u for u, _ in skipped}
+    if resumed:
+        print(f"avsr decode: resuming {args.out_dir}: {len(resumed)} utterances already decoded", file=sys.stderr)
     bar = tqdm(total=len(order), desc=f"decode {os.path.basename(args.data_dir.rstrip('/'))}", leave=False)
     for s in range(0, len(order), args.batch_size):
+        if all(ds.utt_ids[i] in resumed for i in order[s:s + args.batch_size]):
+            bar.update(len(order[s:s + args.batch_size]))
+            continue
         t0 = time.perf_counter()
         items, bad = load_items(ds, order[s:s + args.batch_size])
         skipped += bad
         timing["load"] += time.perf_counter() - t0
         bar.update(len(order[s:s + args.batch_size]))
         if not items:
+            log.append({"hyps": {}, "modality": {}, "skipped": [list(x) for x in bad], "audio_seconds": 0.0})
             continue
         batch = collate(items)
         if batch.audio is not None:
-            audio_sec += float(batch.audio_lens.sum()) / SAMPLE_RATE
+            sec = float(batch.audio_lens.sum()) / SAMPLE_RATE
         else:
-            audio_sec += float(batch.video_lens.sum()) / VIDEO_FPS
+            sec = float(batch.video_lens.sum()) / VIDEO_FPS
+        audio_sec += sec
         if batch.video is not None and args.frame_loss_rate > 0:
             batch = apply_missing_video(batch, args.frame_loss_rate, args.frame_loss_pattern, seed=args.seed)
         # the modality is passed on only when forced: otherwise Speech2Text.route may send an utterance
         # with too few present frames (no lip ROI, simulated frame loss) to the audio-only adapter path
+        rec = {"hyps": {}, "modality": {}, "skipped": [list(x) for x in bad], "audio_seconds": sec}
         for u, r in zip(batch.utt_ids, s2t.decode_batch(batch, modality=args.modality)):
-            hyps[u] = r.text
+            hyps[u] = rec["hyps"][u] = r.text
+            rec["modality"][u] = r.modality
             by_modality[r.modality] = by_modality.get(r.modality, 0) + 1
+        log.append(rec)
     bar.close()
     timing["encode"], timing["search"] = s2t.timings["encode"], s2t.timings["search"]
     total = time.perf_counter() - t_start
@@ -136,7 +168,7 @@ def main(argv=None) -> int:
            "fusion": s2t.fusion if args.modality is None else None,
            "batch_size": args.batch_size,
            "frame_loss_rate": args.frame_loss_rate, "frame_loss_pattern": args.frame_loss_pattern, "seed": args.seed,
-           "num_utts": len(idx), "skipped": len(skipped),
+           "num_utts": len(idx), "skipped": len(skipped), "resumed_utts": len(resumed),
            "audio_only_utts": sum(1 for i in idx if ds.utt_ids[i] in ds.audio_only),
            "decoded_by_modality": dict(sorted(by_modality.items()))}
     if not ds.dd.text:
@@ -154,6 +186,7 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out_dir, "result.json.tmp"), "w") as f:
         json.dump(res, f, indent=1, ensure_ascii=False)
     os.replace(os.path.join(args.out_dir, "result.json.tmp"), os.path.join(args.out_dir, "result.json"))
+    log.finish()
     cer = res.get("cer")
     print(f"{args.out_dir}: {len(hyps)} utts" + (f", CER {100 * cer:.2f} % [{100 * res['lo']:.2f}, "
                                                   f"{100 * res['hi']:.2f}]" if cer is not None else

@@ -34,7 +34,10 @@ extension); ``srt`` / ``vtt``: one cue per segment (with ``--pairs``, ``--output
 is a directory that gets ``<key>.srt`` / ``<key>.vtt``); ``ctm``: ``<key> 1 <start> <dur> <token>
 <conf>`` per token.  A bad pair prints one error line naming the file and is skipped; the others
 are decoded and written; the exit code is 0 when all pairs succeeded, 3 when some failed, 1 when a
-single ``--wav``/``--video`` pair failed.
+single ``--wav``/``--video`` pair failed.  While a ``--pairs`` batch runs, ``--output`` is written as
+``OUTPUT.tmp`` and each decoded pair is kept in ``OUTPUT.progress.jsonl`` (in the directory, for
+srt/vtt): started again with the same command after an interruption, the batch decodes only the pairs
+not yet done (a failed pair is tried again); another model, list or option starts it over.
 """
 from __future__ import annotations
 
@@ -46,6 +49,10 @@ import sys
 import time
 
 from avsr.bin import add_decoder_options, decoder_overrides
+from avsr.utils.io import BatchLog, path_stamp
+
+#: the decoded pairs of an unfinished --pairs batch (``OUTPUT.progress.jsonl``; removed at its end)
+PROGRESS = "progress.jsonl"
 
 
 def build_parser():
@@ -195,12 +202,32 @@ def main(argv=None) -> int:
         sink = None
     else:
         sink = sys.stdout if args.output == "-" else open(args.output + ".tmp", "w", encoding="utf-8")
+    log, done = None, {}
+    if not single and args.output != "-":
+        # every decoded pair goes to a progress log as it ends: the same command, started again after a
+        # kill, writes the finished pairs' records as they were and decodes only the rest (failed pairs again)
+        log = BatchLog(os.path.join(args.output, PROGRESS) if per_file else args.output + "." + PROGRESS, {
+            **{k: v for k, v in sorted(vars(args).items()) if k not in ("output", "no_progress", "summary", "device")},
+            "pairs": [list(p) for p in pairs], "model_files": path_stamp(args.model)})
+        if log.restarted:
+            print(f"avsr decode: {log.path} is from another command (model, pairs or options differ): starting over",
+                  file=sys.stderr)
+        done = {r["key"]: r["out"] for r in log.records}
+        if done:
+            print(f"avsr decode: resuming: {len(done)} of {len(pairs)} pairs already decoded ({log.path})",
+                  file=sys.stderr)
     failed = 0
     bar = tqdm(total=len(pairs), desc="decode", disable=args.no_progress or len(pairs) < 2, file=sys.stderr)
     t_all = time.perf_counter()
     steps = {"audio_load": 0.0, "video_decode": 0.0, "roi": 0.0, "vad": 0.0, "decode": 0.0, "align": 0.0}
     audio_seconds = 0.0
     for key, wav, video, det in pairs:
+        if key in done:
+            if sink is not None:
+                sink.write(done[key])
+                sink.flush()
+            bar.update(1)
+            continue
         try:
             tr = s2t.transcribe(wav, video, segmentation=seg_mode, max_segment_seconds=seg_len,
                                 batch_size=args.batch_size, detection=det or args.detection, speaker=args.speaker,
@@ -237,6 +264,8 @@ def main(argv=None) -> int:
         else:
             sink.write(out)
             sink.flush()
+        if log is not None:
+            log.append({"key": key, "out": None if per_file else out})
         for w in tr.warnings:
             print(f"avsr decode: warning: {key}: {w}", file=sys.stderr)
         bar.update(1)
@@ -244,6 +273,8 @@ def main(argv=None) -> int:
     if sink is not None and sink is not sys.stdout:
         sink.close()
         os.replace(args.output + ".tmp", args.output)
+    if log is not None:
+        log.finish()
     wall = time.perf_counter() - t_all
     if args.summary:
         summ = {"pairs": len(pairs), "decoded": len(pairs) - failed, "failed": failed, "wall_seconds": wall,

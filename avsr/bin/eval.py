@@ -16,7 +16,9 @@ relative CER against the baseline's output, representation similarity, timing),
 ``sweep.md`` (tables), ``skipped`` (utterances whose media could not be read: skipped for every model
 and condition, scored as empty hypotheses, as ``avsr decode`` does), ``cer_vs_frame_loss.png`` (the paper's Figure 1 style, baseline dashed),
 ``similarity.png``, ``hyps.json`` (every hypothesis: ``{model: {condition: {utt: text}}}``).  Every
-table says which search produced it.
+table says which search produced it.  While it runs, finished batches are kept in ``progress.jsonl``: a
+sweep interrupted and started again with the same command decodes only the rest (other models, model
+files, data or decoding options start it over; ``timing.resumed_utts`` counts what was taken over).
 """
 from __future__ import annotations
 
@@ -31,6 +33,13 @@ import numpy as np
 from avsr.bin import add_decoder_options, decoder_overrides
 
 from avsr.eval.render import plot_similarity, plot_sweep, sweep_md
+from avsr.utils.io import BatchLog, path_stamp
+
+#: finished batches of an unfinished sweep (removed when sweep.json and its renderings are written)
+PROGRESS = "progress.jsonl"
+#: the options that change what a sweep decodes (its progress log's signature, with the models and data)
+DECODE_ARGS = ("rates", "segment_rates", "no_whole", "snrs", "beam_size", "ctc_greedy", "batch_size",
+               "similarity_rates", "seed", "limit", "decode_fusion", "lm_weight")
 
 
 PACKED = "packed"      # no @T: the packed model's own routing threshold
@@ -186,9 +195,21 @@ def main(argv=None) -> int:
     ds = AVSRDataset(args.data_dir, None, modality="audiovisual")
     conds = default_conditions(args.rates, args.segment_rates, not args.no_whole, args.snrs)
     os.makedirs(args.out_dir, exist_ok=True)
+    # finished batches go to progress.jsonl: the same command, started again after a kill, decodes the rest
+    # (the statistics and renderings below do not enter the signature: they are recomputed anyway)
+    log = BatchLog(os.path.join(args.out_dir, PROGRESS), {
+        **{k: v for k, v in sorted(vars(args).items()) if k in DECODE_ARGS},
+        "models": {n: [os.path.abspath(p), path_stamp(p)] for n, (p, _) in unique.items()},
+        "thresholds": {n: thr for n, (_, thr) in unique.items()},
+        "data_dir": os.path.abspath(args.data_dir), "data_files": path_stamp(args.data_dir)})
+    if log.restarted:
+        print(f"avsr eval: {log.path} is from another command (models, data or options differ): starting over",
+              file=sys.stderr)
+    elif log.records:
+        print(f"avsr eval: resuming {args.out_dir}: {len(log.records)} batches already decoded", file=sys.stderr)
     t0 = time.perf_counter()
     res = run_sweep(decoders, ds, conds, batch_size=args.batch_size, cache=True, seed=args.seed, limit=args.limit,
-                    collect_fused=args.similarity_rates)
+                    collect_fused=args.similarity_rates, log=log)
     wall = time.perf_counter() - t0
     _expand(res, alias, specs)
     models = list(specs)          # every name given, in order (aliases share their model's output)
@@ -217,7 +238,8 @@ def main(argv=None) -> int:
            "utt_ids": sorted(refs), "utt_ref_chars": ref_chars, "utt_errors": utt_err,
            # each utterance's recording (segments), for intervals that resample whole sessions
            "utt_recordings": [ds.dd.recording_of(u) for u in sorted(refs)],
-           "timing": {"wall_seconds": wall, "load_seconds": res["load_seconds"], "per_model": res["timing"]}}
+           "timing": {"wall_seconds": wall, "load_seconds": res["load_seconds"], "per_model": res["timing"],
+                      "resumed_utts": res["resumed_utts"]}}
     out["bootstrap"] = {"unit": args.bootstrap_unit, "resamples": args.bootstrap}
     if args.bootstrap_unit != "utterance":     # every cell's interval from whole recordings instead
         cell_intervals(out, args.bootstrap_unit, num=args.bootstrap)
@@ -264,6 +286,7 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out_dir, "sweep.md"), "w", encoding="utf-8") as f:
         f.write(md)
     _plot(out, args, os.path.join(args.out_dir, "cer_vs_frame_loss.png"))
+    log.finish()
     print(md)
     print(f"plot: {os.path.join(args.out_dir, 'cer_vs_frame_loss.png')}")
     return 0

@@ -122,7 +122,7 @@ def condition_variants(batch: Batch, conds: Sequence[Condition], pool, seed: int
 
 def run_sweep(models: Dict[str, object], dataset, conditions: Sequence[Condition], batch_size: int = 16,
               cache: bool = True, seed: int = 0, limit: int = 0, progress: bool = True,
-              collect_fused: Sequence[float] = ()) -> Dict:
+              collect_fused: Sequence[float] = (), log=None) -> Dict:
     """Decode ``dataset`` (an :class:`~avsr.data.dataset.AVSRDataset` with audio+video) with every
     model under every condition.  Returns ``{"hyps": {model: {cond: {utt: text}}}, "timing":
     {model: {stage: s}}, "conditions": [...], "fused": {model: {rate: [U, d]}}, "skipped": {utt: reason}}``.
@@ -130,7 +130,10 @@ def run_sweep(models: Dict[str, object], dataset, conditions: Sequence[Condition
     ``skipped`` (``avsr eval`` then scores it as an empty hypothesis, as ``avsr decode`` does); the
     sweep goes on.
     ``collect_fused``: random-pattern rates at which to also collect mean-pooled ``fused``
-    representations (for the representation-similarity diagnostic)."""
+    representations (for the representation-similarity diagnostic).
+    ``log``: an :class:`avsr.utils.io.BatchLog`; its records (batches of an interrupted run of the same
+    sweep) are taken as decoded, and every batch decoded now is appended to it (``resumed_utts`` in the
+    result counts the former; the timings cover only this run's batches)."""
     from tqdm import tqdm
 
     from avsr.data.dataset import collate, load_items
@@ -148,13 +151,31 @@ def run_sweep(models: Dict[str, object], dataset, conditions: Sequence[Condition
     timers = {m: _Timer() for m in models}
     fused = {m: {float(r): {} for r in collect_fused} for m in models}
     load_s = cond_s = 0.0
+    done = set()
+    for rec in (log.records if log is not None else ()):
+        skipped.update(dict(rec["skipped"]))
+        for name, by_c in rec["hyps"].items():
+            for cname, h in by_c.items():
+                hyps[name][cname].update(h)
+                done.update(h)
+        for name, by_r in rec["fused"].items():
+            for r, d in by_r.items():
+                fused[name][float(r)].update({u: np.asarray(v, dtype=np.float32) for u, v in d.items()})
+    done |= set(skipped)
     bar = tqdm(total=n, desc="sweep", disable=not progress, leave=False)
     for s in range(0, n, batch_size):
+        if done and all(dataset.utt_ids[i] in done for i in order[s:s + batch_size]):
+            bar.update(len(order[s:s + batch_size]))
+            continue
         t0 = time.perf_counter()
         items, bad = load_items(dataset, order[s:s + batch_size])
         skipped.update(bad)
         load_s += time.perf_counter() - t0
+        rec = {"hyps": {m: {c.name: {} for c in conds} for m in models}, "skipped": [list(x) for x in bad],
+               "fused": {m: {f"{float(r):g}": {} for r in collect_fused} for m in models}}
         if not items:
+            if log is not None:
+                log.append(rec)
             bar.update(len(order[s:s + batch_size]))
             continue
         batch = collate(items)
@@ -170,13 +191,18 @@ def run_sweep(models: Dict[str, object], dataset, conditions: Sequence[Condition
                 timers[name].add(k, s2t.timings[k] - before[k])
             for cname, rs in res.items():
                 for u, r in zip(batch.utt_ids, rs):
-                    hyps[name][cname][u] = r.text
+                    hyps[name][cname][u] = rec["hyps"][name][cname][u] = r.text
             for r in collect_fused:
-                fused[name][float(r)].update(_fused(s2t, batch, float(r), seed))
+                f = _fused(s2t, batch, float(r), seed)
+                fused[name][float(r)].update(f)
+                rec["fused"][name][f"{float(r):g}"] = {u: np.asarray(v, dtype=np.float32).tolist()
+                                                       for u, v in f.items()}
+        if log is not None:
+            log.append(rec)
         bar.update(len(order[s:s + batch_size]))
     bar.close()
     return {"hyps": hyps, "timing": {m: dict(t.t) for m, t in timers.items()}, "load_seconds": load_s,
-            "condition_seconds": cond_s,
+            "condition_seconds": cond_s, "resumed_utts": len(done),
             "skipped": skipped,
             "conditions": [c.name for c in conds], "cache": cache,
             "fused": {m: {r: d for r, d in v.items()} for m, v in fused.items()}}

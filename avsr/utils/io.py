@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["write_text_atomic"]
+__all__ = ["BatchLog", "path_stamp", "write_text_atomic"]
 
 
 def write_text_atomic(path: str, text: str) -> None:
@@ -20,3 +20,78 @@ def write_text_atomic(path: str, text: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+class BatchLog:
+    """Finished batches of a long decoding, one JSON line each, so that an interrupted run resumes.
+
+    The first line is ``{"signature": ...}``: what the run decodes and how (models and their files'
+    sizes and times, data dir, search, conditions, seed, batch size).  Opening a log whose signature
+    differs, or one without a readable first line, starts it over (``restarted`` is then True when a
+    log was there); otherwise :attr:`records` holds the finished batches' records in order.  A last
+    line cut short by a kill is dropped (that batch is decoded again).  Every :meth:`append` is flushed
+    and fsync'ed before it returns; :meth:`finish` removes the file once the run's outputs are written.
+    """
+
+    def __init__(self, path: str, signature):
+        import json
+        self.path = path
+        self.records: list = []
+        self.restarted = False
+        sig = json.loads(json.dumps(signature, sort_keys=True))
+        lines = []
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().split("\n")
+        ok = False
+        if lines:
+            try:
+                ok = json.loads(lines[0]).get("signature") == sig
+            except (ValueError, AttributeError):
+                ok = False
+            self.restarted = not ok
+        keep = [lines[0]] if ok else []
+        if ok:
+            for ln in lines[1:]:
+                try:
+                    self.records.append(json.loads(ln))
+                    keep.append(ln)
+                except ValueError:
+                    break           # the cut-short last line (and anything after it)
+        os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+        write_text_atomic(path, "\n".join(keep or [json.dumps({"signature": sig}, ensure_ascii=False)]) + "\n")
+        self._f = open(path, "a", encoding="utf-8")
+
+    def append(self, record) -> None:
+        import json
+        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def finish(self) -> None:
+        self.close()
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+
+def path_stamp(path: str) -> list:
+    """``[[relative name, size, mtime_ns], ...]`` of a file or of every file under a folder (a packed
+    model in a run's :class:`BatchLog` signature, so a retrained or repacked model starts the log over);
+    ``[]`` when nothing is there."""
+    if os.path.isfile(path):
+        st = os.stat(path)
+        return [[os.path.basename(path), st.st_size, st.st_mtime_ns]]
+    out = []
+    for root, _, files in os.walk(path):
+        for fn in files:
+            p = os.path.join(root, fn)
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            out.append([os.path.relpath(p, path), st.st_size, st.st_mtime_ns])
+    return sorted(out)
