@@ -80,7 +80,8 @@ def test_a_recording_bootstrap_draws_whole_sessions_and_widens_intervals_that_se
     """10 recordings of 20 utterances; ``b`` differs from ``a`` by a session effect (+1 error on every
     utterance of 5 recordings, -1 on every utterance of the other 5): the per-utterance differences look
     independent, the recording bootstrap sees 10 draws.  Also: the point estimates do not depend on the
-    unit, and a recording per utterance is the utterance bootstrap exactly."""
+    unit, and a recording per utterance is the utterance bootstrap widened about its mean by the
+    small-sample factor of that many recordings."""
     a = 3 * np.ones(N, dtype=int)
     b = a + np.where(np.arange(N) // 20 % 2 == 0, 1, -1)
     sw = _sw({"a": a, "b": b})
@@ -95,7 +96,9 @@ def test_a_recording_bootstrap_draws_whole_sessions_and_widens_intervals_that_se
     assert utt.describe() == f"1000 paired resamples of the {N} utterances"
     one_each = dict(sw, utt_recordings=[f"u{i:03d}" for i in range(N)])   # sorted like the utterances
     same = cl.Resampler(one_each, unit="recording")
-    assert np.array_equal(same.boot("b", "random@0"), utt.boot("b", "random@0"))
+    u = utt.boot("b", "random@0")
+    assert same.widen == cl.small_sample_factor(N) and utt.widen == 1.0
+    np.testing.assert_allclose(same.boot("b", "random@0"), u.mean() + same.widen * (u - u.mean()), atol=1e-12)
     with pytest.raises(ValueError, match="bootstrap unit"):
         cl.Resampler(sw, unit="speaker")
     with pytest.raises(ValueError, match="at least 5 recordings; the sweep's 200 utterances come from 4"):
@@ -105,8 +108,8 @@ def test_a_recording_bootstrap_draws_whole_sessions_and_widens_intervals_that_se
 def test_avsr_eval_cell_intervals_over_recordings_widen_with_a_session_effect_and_match_over_utterances():
     """``avsr eval --bootstrap_unit recording`` recomputes every cell's interval (the plot's bands, the
     sweep tables): with a session effect (5 recordings at 1 error per utterance, 5 at 5) it is wider than
-    over utterances; one recording per utterance gives bootstrap_ci's interval exactly; ``sweep_md`` names
-    the unit and its paired tests use it."""
+    over utterances; one recording per utterance gives bootstrap_ci's resamples widened by the
+    small-sample factor; ``sweep_md`` names the unit and its paired tests use it."""
     from avsr.bin.eval import cell_intervals
     from avsr.eval.metrics import bootstrap_ci
     from avsr.eval.render import sweep_md
@@ -122,8 +125,11 @@ def test_avsr_eval_cell_intervals_over_recordings_widen_with_a_session_effect_an
     assert lo < 0.3 < hi and sw["cer"]["a"]["random@0"]["cer"] == 0.3            # the point estimate stays
     one_each = dict(sw, utt_recordings=[f"u{i:03d}" for i in range(N)])
     cell_intervals(one_each, "recording")
+    bu = cl.Resampler(sw).boot("a", "random@0") / 100.0      # bootstrap_ci's draws
+    assert cl._ci(bu) == pytest.approx([ci_u["lo"], ci_u["hi"]], abs=1e-12)
+    f = cl.small_sample_factor(N)
     assert (one_each["cer"]["a"]["random@0"]["lo"], one_each["cer"]["a"]["random@0"]["hi"]) == \
-        pytest.approx((ci_u["lo"], ci_u["hi"]), abs=1e-12)
+        pytest.approx(cl._ci(bu.mean() + f * (bu - bu.mean())), abs=1e-12)
     sw["bootstrap"] = {"unit": "recording", "resamples": 1000}
     sw["utt_errors"]["b"]["whole"] = list(sw["utt_errors"]["a"]["random@0"])
     text = sweep_md(sw)
@@ -134,6 +140,16 @@ def test_avsr_eval_cell_intervals_over_recordings_widen_with_a_session_effect_an
     assert f"[{pd['ci95'][0]:+.1f}, {pd['ci95'][1]:+.1f}]" in row
     del sw["bootstrap"]                                        # older sweeps: over utterances
     assert "Paired tests (bootstrap over utterances" in sweep_md(sw)
+
+
+def test_small_sample_factor_is_the_t_and_variance_correction():
+    """sqrt(G/(G-1)) t_{G-1, .975} / z_{.975}: the textbook quantiles at 5 and 16 recordings, towards 1
+    with many, refused below 2."""
+    assert cl.small_sample_factor(5) == pytest.approx(np.sqrt(5 / 4) * 2.7764 / 1.95996, rel=1e-4)
+    assert cl.small_sample_factor(16) == pytest.approx(np.sqrt(16 / 15) * 2.1314 / 1.95996, rel=1e-4)
+    assert 1.0 < cl.small_sample_factor(10_000) < 1.001
+    with pytest.raises(ValueError, match="at least 2"):
+        cl.small_sample_factor(1)
 
 
 def test_avsr_eval_refuses_a_recording_bootstrap_on_too_few_recordings_before_decoding(tmp_path):
