@@ -238,7 +238,7 @@ def main(argv=None) -> int:
             if single:
                 raise                   # the CLI prints it as one line naming the file, exit 1
             failed += 1
-            print(f"avsr decode: error: {key}: {e}", file=sys.stderr)
+            bar.write(f"avsr decode: error: {key}: {e}", file=sys.stderr)    # above the progress bar
             bar.update(1)
             continue
         for k in steps:
@@ -258,7 +258,7 @@ def main(argv=None) -> int:
                 os.replace(path + ".tmp", path)
             except OSError as e:          # this pair's file only; the batch goes on
                 failed += 1
-                print(f"avsr decode: error: {key}: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+                bar.write(f"avsr decode: error: {key}: cannot write {path}: {e.strerror or e}", file=sys.stderr)
                 bar.update(1)
                 continue
         else:
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
         if log is not None:
             log.append({"key": key, "out": None if per_file else out})
         for w in tr.warnings:
-            print(f"avsr decode: warning: {key}: {w}", file=sys.stderr)
+            bar.write(f"avsr decode: warning: {key}: {w}", file=sys.stderr)
         bar.update(1)
     bar.close()
     if sink is not None and sink is not sys.stdout:
