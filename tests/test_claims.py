@@ -133,8 +133,8 @@ def test_avsr_eval_cell_intervals_over_recordings_widen_with_a_session_effect_an
     sw["bootstrap"] = {"unit": "recording", "resamples": 1000}
     sw["utt_errors"]["b"]["whole"] = list(sw["utt_errors"]["a"]["random@0"])
     text = sweep_md(sw)
-    assert "bootstrap over recordings" in text.splitlines()[0]
-    assert "Paired tests (bootstrap over recordings, 1000 resamples" in text
+    assert "bootstrap over recordings; the 10 recordings' resamples widened x1.22" in text.splitlines()[0]
+    assert "Paired tests (bootstrap over recordings, 1000 resamples, widened x1.22 for 10 recordings" in text
     row = next(ln for ln in text.splitlines() if ln.startswith("| b: full video vs whole"))
     pd = cl.paired_diff(cl.Resampler(sw, unit="recording"), "b", "b", "random@0", "whole")
     assert f"[{pd['ci95'][0]:+.1f}, {pd['ci95'][1]:+.1f}]" in row

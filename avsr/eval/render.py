@@ -539,6 +539,11 @@ def _short_dir(path: str) -> str:
     return str(path)
 
 
+def _small_sample_factor(g: int) -> float:
+    from avsr.eval.claims import small_sample_factor
+    return small_sample_factor(g)
+
+
 def _sweep_unit(out) -> str:
     """What a sweep's intervals resample (``avsr eval --bootstrap_unit``; older sweeps: utterances)."""
     return (out.get("bootstrap") or {}).get("unit", "utterance")
@@ -548,8 +553,12 @@ def sweep_md(out, reference=None, baseline=None) -> str:
     """``sweep.md`` of ``avsr eval`` (``out``: its sweep.json dict; ``reference``/``baseline``: its options)."""
     conds = out["conditions"]
     unit = _sweep_unit(out)
-    lines = [f"CER % [95 % CI, bootstrap over {unit}s] on `{_short_dir(out['data_dir'])}` ({out['utts']} utterances), "
-             f"search: **{out['search']}**", "",
+    widened = ""
+    if unit == "recording" and out.get("utt_recordings"):
+        g = len(set(out["utt_recordings"]))
+        widened = f"; the {g} recordings' resamples widened x{_small_sample_factor(g):.2f} (few recordings)"
+    lines = [f"CER % [95 % CI, bootstrap over {unit}s{widened}] on `{_short_dir(out['data_dir'])}` "
+             f"({out['utts']} utterances), search: **{out['search']}**", "",
              "| model | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
     for m, row in out["cer"].items():
         lines.append(f"| {m} | " + " | ".join(f"{100 * row[c]['cer']:.1f} [{100 * row[c]['lo']:.1f}, "
@@ -620,7 +629,8 @@ def _paired_md(out, baseline=None) -> list:
                 fmt(f"{baseline} vs {m} with {none} (no video)", baseline, full, m, none)
     if not rows:
         return []
-    return ["", f"Paired tests (bootstrap over {unit}s, {rs.num} resamples; B better than A when p < 0.05, "
+    widened = "" if rs.widen == 1.0 else f", widened x{rs.widen:.2f} for {rs.units} recordings"
+    return ["", f"Paired tests (bootstrap over {unit}s, {rs.num} resamples{widened}; B better than A when p < 0.05, "
                 "not better when the whole interval is on the not-better side, else not resolved; p is "
                 "one-sided, the share of resamples in which B is not better, so 'better' at 0.025 <= p < 0.05 "
                 "comes with a two-sided 95 % interval that reaches 0):", "",
@@ -753,7 +763,8 @@ def leaderboard_md(lb) -> list:
     conds = list(next(iter(lb["rows"].values()))["cer"])
     b = lb.get("bootstrap") or {"unit": "utterance"}
     over = ("utterances" if b["unit"] == "utterance" else
-            f"the {b['units']} eval recordings (sessions), each drawn with all its utterances")
+            f"the {b['units']} eval recordings (sessions), each drawn with all its utterances, the resamples "
+            f"widened x{_small_sample_factor(b['units']):.2f} for that few recordings")
     out = ["## Leaderboard", "",
            f"Corpus: SynthMISP `{c['preset']}`, seed {c['seed']}; {c['eval_segments']} eval segments from "
            f"{c['eval_speakers']} speakers; {c['train_hours']:.2f} h of training segments. Search: **{lb['search']}**. "
