@@ -92,7 +92,9 @@ def test_a_recording_bootstrap_draws_whole_sessions_and_widens_intervals_that_se
     half = {k: (p["ci95"][1] - p["ci95"][0]) / 2 for k, p in (("utt", pu), ("rec", pr))}
     assert half["utt"] < 2.0 and half["rec"] > 2 * half["utt"], half      # ~1.4 against ~6 points
     assert rec.units == 10 and utt.units == N
-    assert rec.describe() == f"1000 paired resamples of the 10 recordings ({N} utterances)"
+    assert rec.describe() == f"1000 paired resamples of the 10 recordings ({N} utterances), widened x1.22 for few recordings"
+    assert cl.Resampler(sw, unit="recording", widen=False).describe() == \
+        f"1000 paired resamples of the 10 recordings ({N} utterances)"
     assert utt.describe() == f"1000 paired resamples of the {N} utterances"
     one_each = dict(sw, utt_recordings=[f"u{i:03d}" for i in range(N)])   # sorted like the utterances
     same = cl.Resampler(one_each, unit="recording")
@@ -119,7 +121,8 @@ def test_avsr_eval_cell_intervals_over_recordings_widen_with_a_session_effect_an
     sw.update(utt_recordings=[f"r{i // 20}" for i in range(N)], data_dir="toy", utts=N, search="greedy",
               timing={"wall_seconds": 1.0, "load_seconds": 0.1})
     ci_u = bootstrap_ci(a, [REF] * N, num=1000, seed=0)
-    cell_intervals(sw, "recording")
+    widen = cell_intervals(sw, "recording")
+    assert widen == cl.small_sample_factor(10)
     lo, hi = sw["cer"]["a"]["random@0"]["lo"], sw["cer"]["a"]["random@0"]["hi"]
     assert hi - lo > 3 * (ci_u["hi"] - ci_u["lo"]), (lo, hi, ci_u)
     assert lo < 0.3 < hi and sw["cer"]["a"]["random@0"]["cer"] == 0.3            # the point estimate stays
@@ -130,7 +133,9 @@ def test_avsr_eval_cell_intervals_over_recordings_widen_with_a_session_effect_an
     f = cl.small_sample_factor(N)
     assert (one_each["cer"]["a"]["random@0"]["lo"], one_each["cer"]["a"]["random@0"]["hi"]) == \
         pytest.approx(cl._ci(bu.mean() + f * (bu - bu.mean())), abs=1e-12)
-    sw["bootstrap"] = {"unit": "recording", "resamples": 1000}
+    sw["bootstrap"] = {"unit": "recording", "resamples": 1000}      # a sweep made before the widening
+    assert "widened" not in sweep_md(sw)
+    sw["bootstrap"]["widen"] = widen
     sw["utt_errors"]["b"]["whole"] = list(sw["utt_errors"]["a"]["random@0"])
     text = sweep_md(sw)
     assert "bootstrap over recordings; the 10 recordings' resamples widened x1.22" in text.splitlines()[0]
@@ -150,6 +155,8 @@ def test_small_sample_factor_is_the_t_and_variance_correction():
     assert 1.0 < cl.small_sample_factor(10_000) < 1.001
     with pytest.raises(ValueError, match="at least 2"):
         cl.small_sample_factor(1)
+    lo, hi = cl.cell_interval(np.linspace(-2.0, 6.0, 1001))     # a widened CER's resamples below 0
+    assert lo == 0.0 and hi == pytest.approx(5.8)
 
 
 def test_avsr_eval_refuses_a_recording_bootstrap_on_too_few_recordings_before_decoding(tmp_path):
@@ -531,12 +538,12 @@ def test_table_writes_a_valid_leaderboard_from_a_fake_rows_dir(tmp_path, monkeyp
 def test_the_leaderboard_states_what_its_intervals_resample(tmp_path, monkeypatch):
     lb, table = _leaderboard(tmp_path, monkeypatch, extra=["--bootstrap_unit", "recording"])
     lbm.validate_leaderboard(lb)
-    assert lb["bootstrap"] == {"unit": "recording", "units": 10, "resamples": 1000}
+    assert lb["bootstrap"] == {"unit": "recording", "units": 10, "resamples": 1000, "widen": cl.small_sample_factor(10)}
     assert table["bootstrap_unit"] == "recording" and table["claims_by_interval"] == lb["claims"]
     assert "10 recordings" in lb["claims"]["4_AV6_area_20pct_below_best_dropout"]["evidence"]
     from avsr.eval.render import leaderboard_md
-    assert "95 % bootstrap CI over the 10 eval recordings (sessions), each drawn with all its utterances" in \
-        "\n".join(leaderboard_md(lb))
+    assert "95 % bootstrap CI over the 10 eval recordings (sessions), each drawn with all its utterances, the " \
+        "resamples widened x1.22 for that few recordings]" in "\n".join(leaderboard_md(lb))
     default, _ = _leaderboard(tmp_path / "u", monkeypatch)
     assert default["bootstrap"] == {"unit": "utterance", "units": N, "resamples": 1000}
     assert "95 % bootstrap CI over utterances]" in "\n".join(leaderboard_md(default))

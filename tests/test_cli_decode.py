@@ -298,3 +298,17 @@ def test_an_interrupted_pairs_batch_resumes_with_the_same_command(packed, media,
     calls.clear()
     assert decode_pairs.main([a if a != "2" else "3" for a in argv]) == 0
     assert len(calls) == 4 and "starting over" in capsys.readouterr().err
+    # a listed file changed since the interruption: starts over
+    wav = tmp_path / "w.wav"
+    wav.write_bytes(media["a16k"].read_bytes())
+    (tmp_path / "pairs.tsv").write_text("".join(f"{k}\t{wav}\t{media['v24']}\n" for k in keys))
+    argv = base + ["--output_format", "kaldi", "--output", str(tmp_path / "o2.txt")]
+    calls.clear()
+    monkeypatch.setattr(Speech2Text, "transcribe", dies_third)
+    with pytest.raises(KeyboardInterrupt):
+        decode_pairs.main(argv)
+    os.utime(wav, ns=(os.stat(wav).st_atime_ns, os.stat(wav).st_mtime_ns + 10**9))
+    calls.clear()
+    monkeypatch.setattr(Speech2Text, "transcribe", lambda self, *a, **kw: calls.append(1) or orig(self, *a, **kw))
+    assert decode_pairs.main(argv) == 0
+    assert len(calls) == 4 and "starting over" in capsys.readouterr().err

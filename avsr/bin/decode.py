@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     log = BatchLog(os.path.join(args.out_dir, PROGRESS), {
         **{k: v for k, v in sorted(vars(args).items()) if k not in ("out_dir", "threads", "bootstrap", "device")},
         "model": os.path.abspath(args.model), "model_files": path_stamp(args.model),
-        "data_dir": os.path.abspath(args.data_dir), "data_files": path_stamp(args.data_dir)})
+        "data_dir": os.path.abspath(args.data_dir), "data_files": path_stamp(args.data_dir, exclude=args.out_dir)})
     if log.restarted:
         print(f"avsr decode: {log.path} is from another command (model, data or options differ): starting over",
               file=sys.stderr)
@@ -120,6 +120,7 @@ def main(argv=None) -> int:
         for m in rec["modality"].values():
             by_modality[m] = by_modality.get(m, 0) + 1
     resumed = set(hyps) | {u for u, _ in skipped}
+    audio_resumed, n_resumed = audio_sec, len(hyps)      # this run's speed counts only what it decodes
     if resumed:
         print(f"avsr decode: resuming {args.out_dir}: {len(resumed)} utterances already decoded", file=sys.stderr)
     bar = tqdm(total=len(order), desc=f"decode {os.path.basename(args.data_dir.rstrip('/'))}", leave=False)
@@ -180,8 +181,8 @@ def main(argv=None) -> int:
     decode_s = timing["encode"] + timing["search"]
     res["timing"] = {**{k: round(v, 3) for k, v in timing.items()}, "total": round(total, 3),
                      "audio_seconds": round(audio_sec, 2),
-                     "utts_per_second": len(hyps) / decode_s if decode_s > 0 else None,
-                     "rtf": decode_s / audio_sec if audio_sec > 0 else None,
+                     "utts_per_second": (len(hyps) - n_resumed) / decode_s if decode_s > 0 else None,
+                     "rtf": decode_s / (audio_sec - audio_resumed) if audio_sec > audio_resumed else None,
                      "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads()}
     with open(os.path.join(args.out_dir, "result.json.tmp"), "w") as f:
         json.dump(res, f, indent=1, ensure_ascii=False)

@@ -208,7 +208,11 @@ def main(argv=None) -> int:
         # kill, writes the finished pairs' records as they were and decodes only the rest (failed pairs again)
         log = BatchLog(os.path.join(args.output, PROGRESS) if per_file else args.output + "." + PROGRESS, {
             **{k: v for k, v in sorted(vars(args).items()) if k not in ("output", "no_progress", "summary", "device")},
-            "pairs": [list(p) for p in pairs], "model_files": path_stamp(args.model)})
+            # every listed file by its absolute path and stamp: a changed or re-detected file starts over
+            "pairs": [[k] + [[os.path.abspath(f), path_stamp(f)] if f and f != "-" else f for f in files]
+                      for k, *files in pairs],
+            "detection": args.detection and [os.path.abspath(args.detection), path_stamp(args.detection)],
+            "model_files": path_stamp(args.model)})
         if log.restarted:
             print(f"avsr decode: {log.path} is from another command (model, pairs or options differ): starting over",
                   file=sys.stderr)

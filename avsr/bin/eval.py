@@ -151,16 +151,18 @@ def check_recordings(data_dir: str, limit: int = 0) -> int:
     return n
 
 
-def cell_intervals(out: dict, unit: str, num: int = 1000) -> None:
+def cell_intervals(out: dict, unit: str, num: int = 1000) -> float:
     """Sets ``lo``/``hi`` of every cell of ``out["cer"]`` (a sweep.json dict with its per-utterance errors)
     to the 95 % interval of a bootstrap over ``unit`` (:class:`avsr.eval.claims.Resampler`, seed 0; over
-    utterances it draws what :func:`avsr.eval.metrics.bootstrap_ci` draws)."""
-    from avsr.eval.claims import Resampler, _ci
+    utterances it draws what :func:`avsr.eval.metrics.bootstrap_ci` draws; clipped at 0).  Returns the
+    resamples' small-sample widening (1 over utterances)."""
+    from avsr.eval.claims import Resampler, cell_interval
     rs = Resampler(out, num=num, seed=0, unit=unit)
     for m, row in out["cer"].items():
         for c, cell in row.items():
-            lo, hi = _ci(rs.boot(m, c) / 100.0)
+            lo, hi = cell_interval(rs.boot(m, c) / 100.0)
             cell.update(lo=lo, hi=hi)
+    return rs.widen
 
 
 def main(argv=None) -> int:
@@ -201,7 +203,7 @@ def main(argv=None) -> int:
         **{k: v for k, v in sorted(vars(args).items()) if k in DECODE_ARGS},
         "models": {n: [os.path.abspath(p), path_stamp(p)] for n, (p, _) in unique.items()},
         "thresholds": {n: thr for n, (_, thr) in unique.items()},
-        "data_dir": os.path.abspath(args.data_dir), "data_files": path_stamp(args.data_dir)})
+        "data_dir": os.path.abspath(args.data_dir), "data_files": path_stamp(args.data_dir, exclude=args.out_dir)})
     if log.restarted:
         print(f"avsr eval: {log.path} is from another command (models, data or options differ): starting over",
               file=sys.stderr)
@@ -242,7 +244,7 @@ def main(argv=None) -> int:
                       "resumed_utts": res["resumed_utts"]}}
     out["bootstrap"] = {"unit": args.bootstrap_unit, "resamples": args.bootstrap}
     if args.bootstrap_unit != "utterance":     # every cell's interval from whole recordings instead
-        cell_intervals(out, args.bootstrap_unit, num=args.bootstrap)
+        out["bootstrap"]["widen"] = cell_intervals(out, args.bootstrap_unit, num=args.bootstrap)
     if alias:
         out["decoded_as"] = alias
     out["skipped"] = res["skipped"]       # unreadable media: empty hypotheses in every cell
@@ -276,8 +278,9 @@ def main(argv=None) -> int:
         wall_u = time.perf_counter() - t1
         out["uncached"] = {"wall_seconds": wall_u, "per_model": unc["timing"],
                            "identical_hyps": unc["hyps"] == res["hyps"],
-                           "cost_ratio_cached_vs_uncached": (wall - res["load_seconds"]) /
-                                                            max(wall_u - unc["load_seconds"], 1e-9)}
+                           # (a resumed run's cached wall time covers only part of the set: no ratio)
+                           "cost_ratio_cached_vs_uncached": None if res["resumed_utts"] else
+                           (wall - res["load_seconds"]) / max(wall_u - unc["load_seconds"], 1e-9)}
     with open(os.path.join(args.out_dir, "hyps.json"), "w", encoding="utf-8") as f:
         json.dump(res["hyps"], f, indent=0, ensure_ascii=False, sort_keys=True)
     with open(os.path.join(args.out_dir, "sweep.json"), "w", encoding="utf-8") as f:

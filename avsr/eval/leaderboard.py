@@ -15,7 +15,8 @@ stage 18) with :func:`build_leaderboard`, checked by :func:`validate_leaderboard
                         "errors": {"split": {"<condition>": {"sub": %, "del": %, "ins": %}},    # optional
                                    "by_snr": {"<bin>": {"0": %, "whole": %}}, "by_overlap": {...}}}},
      "bins": {"snr": {"<bin>": utterances}, "overlap": {"<bin>": utterances}},    # optional, with errors
-     "bootstrap": {"unit": "utterance" | "recording", "units": int, "resamples": int},   # optional
+     "bootstrap": {"unit": "utterance" | "recording", "units": int, "resamples": int,   # optional
+                   "widen": float},      # optional: the small-sample widening over recordings
      "claims": {"<name>": {"holds": true | false | "not resolved", "evidence": str}},
      "goal": {"best_dropout": str, "area_best_dropout": float, "reduction": float,      # optional
               "rows": {"<ROW>": {"eligible": ..., "verdict": ..., "area": float, "reduction_pct": float,
@@ -64,7 +65,7 @@ import os
 import re
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from avsr.eval.claims import (GOAL_CLAIM, UNITS, Resampler, _ci, area_points, interval_claims, paired_diff,
+from avsr.eval.claims import (GOAL_CLAIM, UNITS, Resampler, area_points, cell_interval, interval_claims, paired_diff,
                               rate_condition, sweep_goal)
 from avsr.eval.sweep import PAPER_RATES
 
@@ -190,7 +191,7 @@ def build_leaderboard(ev: Mapping, corpus: Mapping, best_dropout: Optional[str],
         if m not in rows_info:
             raise LeaderboardError(f"leaderboard: no training facts for row {m}")
         cer = {k: rs.point(m, c) for k, c in CONDITIONS.items()}
-        ci = {k: _ci(rs.boot(m, c)) for k, c in CONDITIONS.items()}
+        ci = {k: cell_interval(rs.boot(m, c)) for k, c in CONDITIONS.items()}
         paired = {}
         for o in COMPARE:
             if o == m or o not in ev["utt_errors"]:
@@ -211,7 +212,8 @@ def build_leaderboard(ev: Mapping, corpus: Mapping, best_dropout: Optional[str],
                 raise LeaderboardError(f"leaderboard: the error breakdown has no row {m}")
             rows[m]["errors"] = breakdown["rows"][m]
     out = {"corpus": dict(corpus), "search": _search(ev.get("search", "?")), "rows": rows,
-           "bootstrap": {"unit": unit, "units": rs.units, "resamples": rs.num},
+           "bootstrap": {"unit": unit, "units": rs.units, "resamples": rs.num,
+                         **({"widen": rs.widen} if rs.widen != 1.0 else {})},
            "claims": interval_claims(ev, best_dropout, num=num, seed=seed, unit=unit)}
     g = sweep_goal(ev, best_dropout, dropout_rows, rs=rs)
     if g:
@@ -312,11 +314,12 @@ def validate_leaderboard(d, source: str = "leaderboard") -> None:
                             "reduction_pct, short_by, ...}}}")
         if "bootstrap" in d:
             b = d["bootstrap"]
-            if not (isinstance(b, dict) and set(b) == {"unit", "units", "resamples"}
+            if not (isinstance(b, dict) and {"unit", "units", "resamples"} <= set(b) <= {"unit", "units", "resamples", "widen"}
                     and b["unit"] in UNITS
-                    and all(isinstance(b[k], int) and not isinstance(b[k], bool) and b[k] > 0 for k in ("units", "resamples"))):
-                errs.append("bootstrap: expected {unit: 'utterance' | 'recording', units: int > 0, resamples: int > 0}, "
-                            f"got {b!r}")
+                    and all(isinstance(b[k], int) and not isinstance(b[k], bool) and b[k] > 0 for k in ("units", "resamples"))
+                    and ("widen" not in b or (_num(b["widen"]) and b["widen"] >= 1))):
+                errs.append("bootstrap: expected {unit: 'utterance' | 'recording', units: int > 0, resamples: int > 0"
+                            f"[, widen: float >= 1]}}, got {b!r}")
         c = d.get("corpus")
         if "corpus" in d and _keys(errs, "corpus", c, _CORPUS):
             for k, t in _CORPUS.items():

@@ -539,11 +539,6 @@ def _short_dir(path: str) -> str:
     return str(path)
 
 
-def _small_sample_factor(g: int) -> float:
-    from avsr.eval.claims import small_sample_factor
-    return small_sample_factor(g)
-
-
 def _sweep_unit(out) -> str:
     """What a sweep's intervals resample (``avsr eval --bootstrap_unit``; older sweeps: utterances)."""
     return (out.get("bootstrap") or {}).get("unit", "utterance")
@@ -553,10 +548,10 @@ def sweep_md(out, reference=None, baseline=None) -> str:
     """``sweep.md`` of ``avsr eval`` (``out``: its sweep.json dict; ``reference``/``baseline``: its options)."""
     conds = out["conditions"]
     unit = _sweep_unit(out)
-    widened = ""
-    if unit == "recording" and out.get("utt_recordings"):
-        g = len(set(out["utt_recordings"]))
-        widened = f"; the {g} recordings' resamples widened x{_small_sample_factor(g):.2f} (few recordings)"
+    widened, w = "", (out.get("bootstrap") or {}).get("widen", 1.0)
+    if unit == "recording" and w != 1.0:      # as avsr eval recorded it (older sweeps: not widened)
+        g = len(set(out.get("utt_recordings") or ()))
+        widened = f"; the {g} recordings' resamples widened x{w:.2f} (few recordings)"
     lines = [f"CER % [95 % CI, bootstrap over {unit}s{widened}] on `{_short_dir(out['data_dir'])}` "
              f"({out['utts']} utterances), search: **{out['search']}**", "",
              "| model | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
@@ -606,7 +601,7 @@ def _paired_md(out, baseline=None) -> list:
     if not ue or not out.get("utt_ref_chars") or "random@0" not in conds:
         return []
     unit = _sweep_unit(out)
-    rs = cl.Resampler(out, unit=unit)
+    rs = cl.Resampler(out, unit=unit, widen=(out.get("bootstrap") or {}).get("widen", 1.0) != 1.0)
     none = "whole" if "whole" in conds else ("random@1" if "random@1" in conds else None)
     full = "random@0"
     rows = []
@@ -763,8 +758,8 @@ def leaderboard_md(lb) -> list:
     conds = list(next(iter(lb["rows"].values()))["cer"])
     b = lb.get("bootstrap") or {"unit": "utterance"}
     over = ("utterances" if b["unit"] == "utterance" else
-            f"the {b['units']} eval recordings (sessions), each drawn with all its utterances, the resamples "
-            f"widened x{_small_sample_factor(b['units']):.2f} for that few recordings")
+            f"the {b['units']} eval recordings (sessions), each drawn with all its utterances"
+            + (f", the resamples widened x{b['widen']:.2f} for that few recordings" if b.get("widen", 1.0) != 1.0 else ""))
     out = ["## Leaderboard", "",
            f"Corpus: SynthMISP `{c['preset']}`, seed {c['seed']}; {c['eval_segments']} eval segments from "
            f"{c['eval_speakers']} speakers; {c['train_hours']:.2f} h of training segments. Search: **{lb['search']}**. "

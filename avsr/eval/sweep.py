@@ -172,7 +172,7 @@ def run_sweep(models: Dict[str, object], dataset, conditions: Sequence[Condition
         skipped.update(bad)
         load_s += time.perf_counter() - t0
         rec = {"hyps": {m: {c.name: {} for c in conds} for m in models}, "skipped": [list(x) for x in bad],
-               "fused": {m: {f"{float(r):g}": {} for r in collect_fused} for m in models}}
+               "fused": {m: {repr(float(r)): {} for r in collect_fused} for m in models}}
         if not items:
             if log is not None:
                 log.append(rec)
@@ -195,7 +195,7 @@ def run_sweep(models: Dict[str, object], dataset, conditions: Sequence[Condition
             for r in collect_fused:
                 f = _fused(s2t, batch, float(r), seed)
                 fused[name][float(r)].update(f)
-                rec["fused"][name][f"{float(r):g}"] = {u: np.asarray(v, dtype=np.float32).tolist()
+                rec["fused"][name][repr(float(r))] = {u: np.asarray(v, dtype=np.float32).tolist()
                                                        for u, v in f.items()}
         if log is not None:
             log.append(rec)

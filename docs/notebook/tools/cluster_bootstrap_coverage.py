@@ -75,7 +75,7 @@ def main(argv=None):
             for m, c in need:
                 sub["utt_errors"].setdefault(m, {})[c] = [sw["utt_errors"][m][c][i] for i in idx]
             for u in UNITS:
-                rs = Resampler(sub, num=a.resamples, seed=k, unit=u)
+                rs = Resampler(sub, num=a.resamples, seed=k, unit=u, widen=False)   # plain; widened below
                 for s in a.stats:
                     b = stat(rs, s)[1]
                     lo, hi = _ci(b)
