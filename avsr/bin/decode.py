@@ -133,20 +133,20 @@ def main(argv=None) -> int:
         skipped += bad
         timing["load"] += time.perf_counter() - t0
         bar.update(len(order[s:s + args.batch_size]))
+        rec = {"hyps": {}, "modality": {}, "skipped": [list(x) for x in bad], "audio_seconds": 0.0}
         if not items:
-            log.append({"hyps": {}, "modality": {}, "skipped": [list(x) for x in bad], "audio_seconds": 0.0})
+            log.append(rec)
             continue
         batch = collate(items)
         if batch.audio is not None:
-            sec = float(batch.audio_lens.sum()) / SAMPLE_RATE
+            rec["audio_seconds"] = float(batch.audio_lens.sum()) / SAMPLE_RATE
         else:
-            sec = float(batch.video_lens.sum()) / VIDEO_FPS
-        audio_sec += sec
+            rec["audio_seconds"] = float(batch.video_lens.sum()) / VIDEO_FPS
+        audio_sec += rec["audio_seconds"]
         if batch.video is not None and args.frame_loss_rate > 0:
             batch = apply_missing_video(batch, args.frame_loss_rate, args.frame_loss_pattern, seed=args.seed)
         # the modality is passed on only when forced: otherwise Speech2Text.route may send an utterance
         # with too few present frames (no lip ROI, simulated frame loss) to the audio-only adapter path
-        rec = {"hyps": {}, "modality": {}, "skipped": [list(x) for x in bad], "audio_seconds": sec}
         for u, r in zip(batch.utt_ids, s2t.decode_batch(batch, modality=args.modality)):
             hyps[u] = rec["hyps"][u] = r.text
             rec["modality"][u] = r.modality

@@ -33,8 +33,7 @@ import subprocess
 import sys
 import time
 
-from avsr.eval.claims import (GOAL_CLAIM, UNITS, best_dropout_row, claims, interval_claims, mean_cer, study_trend,
-                              sweep_goal)
+from avsr.eval.claims import UNITS, best_dropout_row, claims, claims_with_goal, mean_cer, study_trend
 from avsr.eval.rows import RECIPE_MODELS, RowSpecError, choose_on_dev, expand, load_spec, tie_key
 from avsr.eval.sweep import RATES
 
@@ -562,11 +561,8 @@ class Experiment:
         if trend:
             out["claims"]["4_study_trend"] = trend
         if "utt_errors" in ev:
-            out["claims_by_interval"] = interval_claims(ev, self.best_dropout, adapter=ad_row or "AV6",
-                                                        unit=self.bootstrap_unit)
-            g = sweep_goal(ev, self.best_dropout, self.spec.roles.get("dropout_rows", []), unit=self.bootstrap_unit)
-            if g:
-                out["claims_by_interval"][GOAL_CLAIM] = {"holds": g["holds"], "evidence": g["evidence"]}
+            out["claims_by_interval"] = claims_with_goal(ev, self.best_dropout, self.spec.roles.get("dropout_rows", []),
+                                                         adapter=ad_row or "AV6", unit=self.bootstrap_unit)[0]
             out["bootstrap_unit"] = self.bootstrap_unit
         out["seconds"] = {"total_this_run": time.perf_counter() - t0,
                           **{k: round(v, 1) for k, v in self.r.times.items()}}

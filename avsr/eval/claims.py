@@ -44,7 +44,7 @@ claims by intervals).
 from __future__ import annotations
 
 import os
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -55,7 +55,7 @@ from avsr.eval.sweep import PAPER_RATES, RATES, degradation_area
 __all__ = ["MARGIN", "MARGIN_POINTS", "STUDY_ROWS", "STUDY_TRAIN_RATES", "NOT_RESOLVED", "RESAMPLES", "ALPHA",
            "AREA_REDUCTION", "mean_cer", "paired", "claims", "study_trend", "kendall_tau",
            "rate_condition", "resample_index", "UNITS", "MIN_RECORDINGS", "utt_recordings", "Resampler",
-           "small_sample_factor", "cell_interval",
+           "small_sample_factor", "cell_interval", "claims_with_goal",
            "paired_diff", "not_worse", "better", "all_of",
            "area_points", "best_dropout_row", "area_claim", "trend_claim", "interval_claims"]
 
@@ -453,6 +453,19 @@ def sweep_goal(sw: Mapping, best_dropout: Optional[str], dropout_rows: Sequence[
         return None
     rs = rs or Resampler(sw, num=num, seed=seed, unit=unit)
     return goal_claim(rs, best_dropout, exclude=tuple(dropout_rows) + ("V",))
+
+
+def claims_with_goal(sw: Mapping, best_dropout: Optional[str], dropout_rows: Sequence[str] = (), adapter: str = "AV6",
+                     num: int = RESAMPLES, seed: int = 0, unit: str = "utterance",
+                     rs: Optional[Resampler] = None) -> Tuple[Dict[str, Dict], Optional[Dict]]:
+    """:func:`interval_claims` with the leaderboard's goal (:data:`GOAL_CLAIM`, from :func:`sweep_goal`)
+    added when the sweep has one: ``(claims, goal or None)``.  The rows table and ``leaderboard.json``
+    state their claims through this one function."""
+    out = interval_claims(sw, best_dropout, adapter=adapter, num=num, seed=seed, unit=unit)
+    g = sweep_goal(sw, best_dropout, dropout_rows, num=num, seed=seed, unit=unit, rs=rs)
+    if g:
+        out[GOAL_CLAIM] = {"holds": g["holds"], "evidence": g["evidence"]}
+    return out, g
 
 
 def _tau(x: Sequence[float], y: Sequence[float]) -> float:

@@ -65,8 +65,8 @@ import os
 import re
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from avsr.eval.claims import (GOAL_CLAIM, UNITS, Resampler, area_points, cell_interval, interval_claims, paired_diff,
-                              rate_condition, sweep_goal)
+from avsr.eval.claims import (UNITS, Resampler, area_points, cell_interval, claims_with_goal, paired_diff,
+                              rate_condition)
 from avsr.eval.sweep import PAPER_RATES
 
 __all__ = ["CONDITIONS", "COMPARE", "LeaderboardError", "corpus_root_from_data", "corpus_facts", "train_facts",
@@ -211,13 +211,12 @@ def build_leaderboard(ev: Mapping, corpus: Mapping, best_dropout: Optional[str],
             if m not in breakdown["rows"]:
                 raise LeaderboardError(f"leaderboard: the error breakdown has no row {m}")
             rows[m]["errors"] = breakdown["rows"][m]
+    cl, g = claims_with_goal(ev, best_dropout, dropout_rows, num=num, seed=seed, unit=unit, rs=rs)
     out = {"corpus": dict(corpus), "search": _search(ev.get("search", "?")), "rows": rows,
            "bootstrap": {"unit": unit, "units": rs.units, "resamples": rs.num,
                          **({"widen": rs.widen} if rs.widen != 1.0 else {})},
-           "claims": interval_claims(ev, best_dropout, num=num, seed=seed, unit=unit)}
-    g = sweep_goal(ev, best_dropout, dropout_rows, rs=rs)
+           "claims": cl}
     if g:
-        out["claims"][GOAL_CLAIM] = {"holds": g["holds"], "evidence": g["evidence"]}
         out["goal"] = {k: g[k] for k in ("best_dropout", "area_best_dropout", "reduction", "rows")}
     if breakdown is not None and breakdown["bins"]:
         out["bins"] = breakdown["bins"]
