@@ -56,7 +56,8 @@ def run_decode(args, tsv, d, tag, extra):
     import time
     summ, out = os.path.join(d, f"summary_{tag}.json"), os.path.join(d, f"out_{tag}.jsonl")
     cmd = [sys.executable, "-m", "avsr.cli", "decode", "--model", args.model, "--pairs", tsv, "--output", out,
-           "--summary", summ, "--beam_size", str(args.beam_size), "--no_progress"] + extra
+           "--summary", summ, "--beam_size", str(args.beam_size),
+           "--batch_size", str(args.batch_size), "--no_progress"] + extra
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": ROOT})
@@ -107,6 +108,7 @@ def before_after(args, vids):
         for r in runs[tag]:
             r.pop("search", None)
     out["search"] = f"beam{args.beam_size}"
+    out["batch_size"] = args.batch_size
     emit(out, args.out)
 
 
@@ -117,6 +119,7 @@ def main():
     ap.add_argument("--split", default="eval")
     ap.add_argument("--num", type=int, default=20)
     ap.add_argument("--beam_size", type=int, default=10)
+    ap.add_argument("--batch_size", type=int, default=16, help="avsr decode --batch_size (segments per batch) [16]")
     ap.add_argument("--out", default=None)
     ap.add_argument("--before_after", action="store_true", help="--video_memory hold vs stream, alternating")
     ap.add_argument("--rounds", type=int, default=1, help="before/after pairs of runs with --before_after [1]")
@@ -135,12 +138,14 @@ def main():
         write_pairs(args.corpus, vids, tsv)
         summ = os.path.join(d, "summary.json")
         cmd = [sys.executable, "-m", "avsr.cli", "decode", "--model", args.model, "--pairs", tsv, "--output",
-               os.path.join(d, "out.jsonl"), "--summary", summ, "--beam_size", str(args.beam_size), "--no_progress"]
+               os.path.join(d, "out.jsonl"), "--summary", summ, "--beam_size", str(args.beam_size),
+           "--batch_size", str(args.batch_size), "--no_progress"]
         p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
         if p.returncode not in (0, 3):
             raise SystemExit(p.stderr[-3000:])
         out = json.load(open(summ))
     out.update({"model": os.path.abspath(args.model), "corpus": os.path.abspath(args.corpus), "split": args.split,
+                "batch_size": args.batch_size,
                 "pairs_kind": "full-frame 640x360 h264 + detection JSON (far channel 0 wav)",
                 "machine": machine_info(), "command": command_line()})
     emit(out, args.out)

@@ -1,9 +1,50 @@
 """Every command-line entry point of the toolkit, one module each with ``main(argv)``:
 ``avsr <command>`` (:mod:`avsr.cli`, ``avsr --help`` lists them) or ``python -m avsr.bin.<module>``.
 Library modules elsewhere in ``avsr`` have no ``main``."""
+import argparse
 
 #: help of ``--lm_weight`` where the pack's own weight is the default
 LM_HELP = "shallow-fusion weight of the packed model's LM (default: the pack's; 0: no LM; CTC greedy ignores it)"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that keeps the epilog's layout and ends each option's help with its default
+    (``(default: X)``) unless the help already says what the default is, or there is none (None/False)."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        d = action.default
+        if (action.option_strings and d not in (None, False, argparse.SUPPRESS) and "default" not in h
+                and "%(default)" not in h):
+            h = (h + " " if h else "") + "(default: %(default)s)"
+        return h
+
+
+def add_search_options(ap) -> None:
+    """The search and batching options every ``avsr decode`` mode shares (one name, one default, one help):
+    ``--beam_size``, ``--ctc_greedy``, ``--ctc_weight``, ``--penalty`` (each left out: the packed model's
+    stored default), ``--batch_size``, ``--device``, ``--threads``; read back with :func:`search_overrides`."""
+    ap.add_argument("--beam_size", type=int, default=None,
+                    help="beam size; 0 or less: CTC greedy (default: the packed model's, normally 10)")
+    ap.add_argument("--ctc_greedy", action="store_true", help="CTC greedy search instead of the beam search")
+    ap.add_argument("--ctc_weight", type=float, default=None,
+                    help="CTC weight of the joint CTC/attention beam search (default: the packed model's, "
+                         "else the model config's ctc_weight)")
+    ap.add_argument("--penalty", type=float, default=None,
+                    help="length bonus per output token in the beam search (default: the packed model's, else 0)")
+    ap.add_argument("--batch_size", type=int, default=16,
+                    help="utterances (--data_dir) or voice-activity segments (files) decoded together")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+
+
+def search_overrides(args) -> dict:
+    """Keyword overrides of ``Speech2Text.from_packed`` from :func:`add_search_options`'s options: only
+    those given (a left-out one keeps the pack's setting)."""
+    kw = {k: getattr(args, k) for k in ("beam_size", "ctc_weight", "penalty") if getattr(args, k) is not None}
+    if args.ctc_greedy:
+        kw["ctc_greedy"] = True
+    return kw
 
 
 def add_decoder_options(ap, *, adapter_threshold: bool = True, lm_default=None, lm_help: str = LM_HELP) -> None:

@@ -37,7 +37,7 @@ import resource
 import sys
 import time
 
-from avsr.bin import add_decoder_options, decoder_overrides
+from avsr.bin import HelpFormatter, add_decoder_options, add_search_options, decoder_overrides, search_overrides
 from avsr.utils.io import BatchLog, path_stamp
 
 #: finished batches of an unfinished run (removed when the run's outputs are written)
@@ -50,15 +50,12 @@ def peak_rss_mb() -> float:
 
 def build_parser():
     ap = argparse.ArgumentParser(prog="avsr decode --data_dir", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                 formatter_class=HelpFormatter, epilog=__doc__)
     ap.add_argument("--model", required=True, help="packed model dir (avsr pack)")
-    ap.add_argument("--data_dir", required=True)
-    ap.add_argument("--out_dir", required=True)
-    ap.add_argument("--beam_size", type=int, default=10, help="beam size (default 10; 0 or less: CTC greedy)")
-    ap.add_argument("--ctc_greedy", action="store_true", help="CTC greedy instead of beam search")
-    ap.add_argument("--ctc_weight", type=float, default=None)
-    ap.add_argument("--penalty", type=float, default=0.0, help="length bonus per token")
-    ap.add_argument("--batch_size", type=int, default=16, help="utterances per batched decode")
+    ap.add_argument("--data_dir", required=True, help="a prepared Kaldi-style data dir (wav.scp, segments, text, "
+                    "roi.scp, ...; a set without text is decoded and not scored)")
+    ap.add_argument("--out_dir", required=True, help="where text, result.json and the progress log go")
+    add_search_options(ap)
     ap.add_argument("--modality", choices=["audio", "video", "audiovisual"], default=None,
                     help="force a modality (default: the model's; audio for an AV model when the data has no video)")
     ap.add_argument("--frame_loss_rate", "--missing_rate", dest="frame_loss_rate", type=float, default=0.0,
@@ -66,11 +63,9 @@ def build_parser():
     ap.add_argument("--frame_loss_pattern", "--missing_pattern", dest="frame_loss_pattern", default="random",
                     choices=["random", "segment", "whole", "head", "tail"], help="which frames are lost")
     ap.add_argument("--seed", type=int, default=0, help="seed of the simulated frame loss")
-    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the CER interval")
     add_decoder_options(ap)
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--limit", type=int, default=0, help="decode only the first N utterances (sorted ids)")
+    ap.add_argument("--limit", type=int, default=0, help="decode only the first N utterances (sorted ids; 0: all)")
     return ap
 
 
@@ -89,9 +84,7 @@ def main(argv=None) -> int:
 
     t_start = time.perf_counter()
     check_device(args.device)
-    kw = decoder_overrides(args)
-    s2t = Speech2Text.from_packed(args.model, device=args.device, beam_size=args.beam_size,
-                                  ctc_greedy=args.ctc_greedy, ctc_weight=args.ctc_weight, penalty=args.penalty, **kw)
+    s2t = Speech2Text.from_packed(args.model, device=args.device, **search_overrides(args), **decoder_overrides(args))
     mode = s2t.model.cfg.mode
     has_roi = any(os.path.isfile(os.path.join(args.data_dir, f)) for f in ("roi.scp", AUDIO_ONLY_TABLE))
     modality = args.modality or (mode if (mode == "audio" or has_roi) else "audio")

@@ -48,7 +48,7 @@ import resource
 import sys
 import time
 
-from avsr.bin import add_decoder_options, decoder_overrides
+from avsr.bin import HelpFormatter, add_decoder_options, add_search_options, decoder_overrides, search_overrides
 from avsr.utils.io import BatchLog, path_stamp
 
 #: the decoded pairs of an unfinished --pairs batch (``OUTPUT.progress.jsonl``; removed at its end)
@@ -58,7 +58,7 @@ PROGRESS = "progress.jsonl"
 def build_parser():
     from avsr.api import OUTPUT_FORMATS
     ap = argparse.ArgumentParser(prog="avsr decode", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                 formatter_class=HelpFormatter, epilog=__doc__)
     ap.add_argument("--model", required=True, help="packed model dir (avsr pack)")
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--wav", help="one audio file (wav/flac, any rate / channels); without it, --video's own audio")
@@ -67,8 +67,11 @@ def build_parser():
                                         "options: avsr decode --data_dir DIR --help)")
     ap.add_argument("--video", help="the video of --wav (mp4 etc.), or alone: a video with its audio track")
     ap.add_argument("--detection", help="MISP detection JSON for --video")
-    ap.add_argument("--speaker", help="speaker id in the detection JSON")
-    ap.add_argument("--detector", default="haar", choices=["haar", "mediapipe"])
+    ap.add_argument("--speaker", help="speaker id in the detection JSON (default: the only one; with several, --face-index, else the "
+                         "first id with a warning)")
+    ap.add_argument("--detector", default="haar", choices=["haar", "mediapipe"],
+                    help="offline face detector for a full-frame video without a detection JSON (mediapipe: the "
+                         "optional extra, pip install 'avsr[mediapipe]')")
     ap.add_argument("--detect_every", type=int, default=None,
                     help="run the offline detector on every N-th frame and interpolate the mouth boxes between "
                          "(frontends.face_detectors.track_mouth stride; default DEFAULT_STRIDE = 1: every frame, "
@@ -76,25 +79,29 @@ def build_parser():
     ap.add_argument("--video_memory", default="stream", choices=["stream", "hold"],
                     help="stream: crop full-frame videos while decoding, no whole frame kept (default); hold: "
                          "decode every frame into memory first (the earlier path: same ROIs, more memory)")
-    ap.add_argument("--face-index", "--face_index", dest="face_index", type=int, default=None)
+    ap.add_argument("--face-index", "--face_index", dest="face_index", type=int, default=None,
+                    help="the talker: an index into the detection JSON's sorted speaker ids, or into the detector's "
+                         "faces from left to right (default: the only one; with several, the first id or the largest face, with a warning)")
     ap.add_argument("--bbox", default=None, help="x1,y1,x2,y2 of the target face (pixels)")
-    ap.add_argument("--video_type", default="auto", choices=["auto", "roi", "full"])
+    ap.add_argument("--video_type", default="auto", choices=["auto", "roi", "full"],
+                    help="roi: the video is a mouth crop; full: a full frame (detection JSON or detector); auto: roi "
+                         "when the frame's longer side is at most 160 pixels")
     ap.add_argument("--output", default="-", help="output file (default stdout); a directory for srt/vtt with --pairs")
-    ap.add_argument("--output_format", default="jsonl", choices=list(OUTPUT_FORMATS))
+    ap.add_argument("--output_format", default="jsonl", choices=list(OUTPUT_FORMATS),
+                    help="jsonl: a JSON object per pair with segments, token times and scores; text; kaldi: "
+                         "<key> <text>; srt/vtt: subtitles; ctm: token times (see below)")
     ap.add_argument("--nbest", type=int, default=1, help="hypotheses per pair and segment with their scores "
                     "(jsonl; the beam is widened to at least N)")
-    ap.add_argument("--beam_size", type=int, default=10, help="beam size (default 10; 0 or less: CTC greedy)")
-    ap.add_argument("--ctc_greedy", action="store_true", help="CTC greedy instead of the beam search")
-    ap.add_argument("--batch_size", type=int, default=8, help="segments decoded together")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_search_options(ap)
     add_decoder_options(ap)
     ap.add_argument("--segmentation", default="vad", choices=["vad", "fixed", "none"],
                     help="vad: energy VAD segments (frontends.vad); fixed: windows of --chunk_seconds; none: whole")
-    ap.add_argument("--max_segment_seconds", type=float, default=20.0, help="longest VAD segment")
+    ap.add_argument("--max_segment_seconds", type=float, default=20.0, help="longest voice-activity segment (seconds); longer speech is cut")
     ap.add_argument("--chunk_seconds", type=float, default=None,
                     help="fixed windows of this length (implies --segmentation fixed; default 30 s there)")
-    ap.add_argument("--max_seconds", type=float, default=1800.0)
-    ap.add_argument("--no_progress", action="store_true")
+    ap.add_argument("--max_seconds", type=float, default=1800.0,
+                    help="longest recording accepted (seconds); a longer pair is refused with a message")
+    ap.add_argument("--no_progress", action="store_true", help="no progress bar on standard error")
     ap.add_argument("--summary", default=None, help="write a JSON summary (counts, per-step seconds, peak RSS) here")
     return ap
 
@@ -164,7 +171,7 @@ def main(argv=None) -> int:
         ap.error("--video goes with --wav (or alone); --pairs lists the videos itself")
     if args.nbest < 1:
         ap.error("--nbest must be >= 1")
-    if args.nbest > 1 and (args.ctc_greedy or args.beam_size <= 0):
+    if args.nbest > 1 and (args.ctc_greedy or (args.beam_size is not None and args.beam_size <= 0)):
         print(f"avsr decode: warning: --nbest {args.nbest} with CTC greedy search: one hypothesis per segment",
               file=sys.stderr)
     for opt in ("chunk_seconds", "max_segment_seconds"):
@@ -173,6 +180,9 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from avsr.api import format_transcription, load_model
+    if args.threads > 0:
+        import torch
+        torch.set_num_threads(args.threads)
 
     bbox = None
     if args.bbox:
@@ -188,9 +198,8 @@ def main(argv=None) -> int:
     single = args.pairs is None
     pairs = [(single_key(args.wav, args.video), args.wav, args.video, args.detection)] if single \
         else read_pairs(args.pairs)
-    kw = decoder_overrides(args)
-    s2t = load_model(args.model, device=args.device, beam_size=args.beam_size, ctc_greedy=args.ctc_greedy,
-                     nbest=args.nbest, **kw)
+    s2t = load_model(args.model, device=args.device, nbest=args.nbest, **search_overrides(args),
+                     **decoder_overrides(args))
     seg_mode = "fixed" if args.chunk_seconds is not None else args.segmentation
     seg_len = args.chunk_seconds if args.chunk_seconds is not None else (
         30.0 if seg_mode == "fixed" else args.max_segment_seconds)
@@ -207,7 +216,7 @@ def main(argv=None) -> int:
         # every decoded pair goes to a progress log as it ends: the same command, started again after a
         # kill, writes the finished pairs' records as they were and decodes only the rest (failed pairs again)
         log = BatchLog(os.path.join(args.output, PROGRESS) if per_file else args.output + "." + PROGRESS, {
-            **{k: v for k, v in sorted(vars(args).items()) if k not in ("output", "no_progress", "summary", "device")},
+            **{k: v for k, v in sorted(vars(args).items()) if k not in ("output", "no_progress", "summary", "device", "threads")},
             # every listed file by its absolute path and stamp: a changed or re-detected file starts over
             "pairs": [[k] + [[os.path.abspath(f), path_stamp(f)] if f and f != "-" else f for f in files]
                       for k, *files in pairs],

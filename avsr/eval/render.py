@@ -54,11 +54,16 @@ def sec_roi_speed(r):
     return out
 
 
+def _batch(r) -> str:
+    """``, batch N`` of a CLI benchmark JSON that records ``avsr decode --batch_size``."""
+    return f", batch {r['batch_size']} segments" if r.get("batch_size") else ""
+
+
 def sec_cli_memory(r):
     """``scripts/bench_cli.py --before_after``: peak RSS of ``avsr decode`` holding vs streaming the videos."""
     out = ["## `avsr decode` memory: whole videos held vs cropped while decoding", ""] + header(r)
     out += [f"Model `{r['model']}`, {r['pairs']} pairs ({r['pairs_kind']}) from `{r['corpus']}` "
-            f"({r['split']}), search {r['search']}, {r['rounds']} round(s) alternating before/after, each run "
+            f"({r['split']}), search {r['search']}{_batch(r)}, {r['rounds']} round(s) alternating before/after, each run "
             "its own process.", "",
             "| path | peak RSS MB (median) | wall s | video decode + ROI s |", "|---|---|---|---|"]
     for tag in ("before", "after"):
@@ -308,7 +313,7 @@ def sec_cli(r):
     out = ["## `avsr decode` on wav+mp4 pairs", ""] + header(r)
     st = r["steps_seconds"]
     out += [f"{r['decoded']} of {r['pairs']} pairs ({r['pairs_kind']}), {r['audio_seconds']:.0f} s of audio, "
-            f"search {r['search']}, device {r['device']}: wall {r['wall_seconds']:.1f} s, RTF {r['rtf']:.3f}, "
+            f"search {r['search']}{_batch(r)}, device {r['device']}: wall {r['wall_seconds']:.1f} s, RTF {r['rtf']:.3f}, "
             f"peak RSS {r['peak_rss_mb']:.0f} MB.", "", "| step | seconds |", "|---|---|"]
     out += [f"| {k} | {v:.2f} |" for k, v in st.items()]
     return out + notes_md("bench_cli_notes.md") + [""]

@@ -1,0 +1,103 @@
+"""``avsr decode``'s two modes (files and ``--data_dir``) share their search options: one name, one default,
+one help each; a left-out search option keeps the packed model's stored default in both modes; every
+option of the decode commands has a help line that shows its default."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ("model", "beam_size", "ctc_greedy", "ctc_weight", "penalty", "batch_size", "device", "threads",
+          "adapter_threshold", "lm_weight", "decode_fusion")
+
+
+def _parsers():
+    from avsr.bin import decode, decode_pairs, eval as eval_cmd
+    return {"files": decode_pairs.build_parser(), "data_dir": decode.build_parser(), "eval": eval_cmd.build_parser()}
+
+
+def _actions(ap):
+    return {a.dest: a for a in ap._actions if a.option_strings and a.dest != "help"}
+
+
+def test_decode_modes_share_search_options():
+    p = _parsers()
+    files, data = _actions(p["files"]), _actions(p["data_dir"])
+    for dest in SHARED:
+        assert dest in files and dest in data, dest
+        a, b = files[dest], data[dest]
+        assert (a.option_strings, a.default, a.type, a.choices, a.help) == \
+               (b.option_strings, b.default, b.type, b.choices, b.help), dest
+
+
+@pytest.mark.parametrize("cmd", ["files", "data_dir", "eval"])
+def test_every_option_has_help_with_its_default(cmd):
+    ap = _parsers()[cmd]
+    text = ap.format_help()
+    for dest, a in _actions(ap).items():
+        assert a.help and a.help.strip(), f"{cmd}: {a.option_strings} has no help line"
+        if a.default not in (None, False) and cmd != "eval":
+            shown = ap._get_formatter()._get_help_string(a)
+            assert "default" in shown, f"{cmd}: {a.option_strings} does not show its default"
+    assert "(default: 16)" in text or cmd == "eval"
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    import torch
+
+    from avsr.models import AVSRModel, load_config
+    from avsr.pack import pack_model
+    from avsr.text.tokens import write_token_list
+    d = tmp_path_factory.mktemp("model")
+    toks = ["<blank>", "<unk>"] + list("我们今天") + ["<sos/eos>"]
+    write_token_list(toks, str(d / "tokens.txt"))
+    torch.manual_seed(0)
+    m = AVSRModel(load_config(ROOT / "conf" / "micro.yaml", vocab_size=len(toks), mode="audio"))
+    pack_model(d / "packed", model_config=m.cfg.to_dict(), token_list=d / "tokens.txt", weights=m.state_dict(),
+               decode={"beam_size": 3, "ctc_weight": 0.5, "penalty": 0.25})
+    return d / "packed"
+
+
+@pytest.mark.parametrize("extra, want", [
+    ([], (3, 0.5, 0.25, False)),                     # the pack's stored defaults
+    (["--beam_size", "5", "--ctc_weight", "0.3", "--penalty", "0"], (5, 0.3, 0.0, False)),
+    (["--ctc_greedy"], (3, 0.5, 0.25, True)),
+])
+def test_left_out_search_options_keep_the_packs_defaults(packed, tmp_path, monkeypatch, extra, want):
+    """Both modes build the decoder the same way: a bug that passes a parser default (beam 10, the config's
+    CTC weight, penalty 0) over the pack's stored setting in one mode fails here."""
+    from avsr.bin import decode, decode_pairs
+    from avsr.inference import Speech2Text
+    orig = Speech2Text.from_packed.__func__
+    seen = []
+
+    def spy(cls, path, device="cpu", **kw):
+        s = orig(cls, path, device=device, **kw)
+        seen.append((s.beam_size, s.ctc_weight, s.penalty, s.use_greedy))
+        raise _Stop
+    monkeypatch.setattr(Speech2Text, "from_packed", classmethod(spy))
+    with pytest.raises(_Stop):
+        decode.main(["--model", str(packed), "--data_dir", str(tmp_path), "--out_dir", str(tmp_path / "o"), *extra])
+    with pytest.raises(_Stop):
+        decode_pairs.main(["--model", str(packed), "--wav", str(tmp_path / "a.wav"), *extra])
+    assert seen == [want, want]
+
+
+def test_help_formatter_adds_a_default_once():
+    from avsr.bin import HelpFormatter
+    ap = argparse.ArgumentParser(formatter_class=HelpFormatter)
+    ap.add_argument("--a", type=int, default=3, help="a number")
+    ap.add_argument("--b", type=int, default=4, help="b (default: four)")
+    ap.add_argument("--c", default=None, help="c")
+    ap.add_argument("--d", action="store_true", help="d")
+    h = " ".join(ap.format_help().split())
+    assert "a number (default: 3)" in h
+    assert "b (default: four)" in h and "(default: 4)" not in h
+    assert "c (default" not in h and "d (default" not in h
