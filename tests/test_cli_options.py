@@ -13,6 +13,10 @@ SHARED = ("model", "beam_size", "ctc_greedy", "ctc_weight", "penalty", "batch_si
           "adapter_threshold", "lm_weight", "decode_fusion")
 
 
+class _Stop(Exception):
+    pass
+
+
 def _parsers():
     from avsr.bin import decode, decode_pairs, eval as eval_cmd
     return {"files": decode_pairs.build_parser(), "data_dir": decode.build_parser(), "eval": eval_cmd.build_parser()}
@@ -32,20 +36,34 @@ def test_decode_modes_share_search_options():
                (b.option_strings, b.default, b.type, b.choices, b.help), dest
 
 
-@pytest.mark.parametrize("cmd", ["files", "data_dir", "eval"])
-def test_every_option_has_help_with_its_default(cmd):
-    ap = _parsers()[cmd]
-    text = ap.format_help()
-    for dest, a in _actions(ap).items():
-        assert a.help and a.help.strip(), f"{cmd}: {a.option_strings} has no help line"
-        if a.default not in (None, False) and cmd != "eval":
-            shown = ap._get_formatter()._get_help_string(a)
-            assert "default" in shown, f"{cmd}: {a.option_strings} does not show its default"
-    assert "(default: 16)" in text or cmd == "eval"
+def _all_parsers(monkeypatch):
+    """Every ``avsr <command>``'s parser (each command's ``main(["--help"])`` stopped at its parse)."""
+    from avsr import cli
+    found = {}
+
+    def spy(self, args=None, namespace=None):
+        found.setdefault(cmd, []).append(self)
+        raise _Stop
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", spy)
+    for cmd, (run, _desc, _) in cli.COMMANDS.items():
+        with pytest.raises(_Stop):
+            run(["--help"])
+    return found
 
 
-class _Stop(Exception):
-    pass
+def test_every_option_has_help_with_its_default(monkeypatch):
+    found = _all_parsers(monkeypatch)
+    from avsr import cli
+    assert set(found) == set(cli.COMMANDS)
+    for cmd, parsers in found.items():
+        for ap in parsers:
+            fmt = ap._get_formatter()
+            for dest, a in _actions(ap).items():
+                assert a.help and a.help.strip(), f"avsr {cmd}: {a.option_strings} has no help line"
+                if a.default not in (None, False):
+                    assert "default" in fmt._get_help_string(a), \
+                        f"avsr {cmd}: {a.option_strings} does not show its default {a.default!r}"
+    assert "(default: 16)" in " ".join(_parsers()["data_dir"].format_help().split())
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,16 @@ import time
 
 import torch
 
+from avsr.bin import HelpFormatter
+
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="avsr collect_stats", description=__doc__.split("\n\n")[0],
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--config", required=True, help="YAML with a model: section (fbank settings)")
-    ap.add_argument("--data_dir", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--batch_size", type=int, default=16)
+    ap.add_argument("--data_dir", required=True, help="the training data dir")
+    ap.add_argument("--out", required=True, help="feats_stats.json to write (global fbank mean and std)")
+    ap.add_argument("--batch_size", type=int, default=16, help="utterances per batch")
     ap.add_argument("--video_utts", type=int, default=200, help="utterances for the mean ROI value (0: skip)")
     args = ap.parse_args(argv)
 

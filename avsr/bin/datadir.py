@@ -10,11 +10,12 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from avsr.bin import HelpFormatter
 from avsr.data.datadir import validate_datadir
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="avsr datadir",
+    ap = argparse.ArgumentParser(prog="avsr datadir", formatter_class=HelpFormatter,
                                  description="Validate Kaldi-style data dirs.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     v = sub.add_parser("validate", help="check a data dir (exit 1 on problems)")

@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from avsr.bin import HelpFormatter
 from frontends.constants import VIDEO_FPS
 
 
@@ -57,7 +58,7 @@ def detect_recording(video: str, speaker_ranges: Dict[int, List[Tuple[int, int]]
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="avsr detect_lips", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--data_dir", required=True, help="data dir with video.scp, segments, utt2spk")
     ap.add_argument("--out_dir", required=True, help="where <recording>.json and detect_report.json go")
     ap.add_argument("--detector", default="haar", help="offline face detector (frontends.face_detectors)")

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from avsr.bin import add_decoder_options, decoder_overrides
+from avsr.bin import HelpFormatter, add_decoder_options, decoder_overrides
 
 from avsr.eval.render import plot_similarity, plot_sweep, sweep_md
 from avsr.utils.io import BatchLog, path_stamp
@@ -87,7 +87,7 @@ def _expand(res, alias, specs):
 
 def build_parser():
     ap = argparse.ArgumentParser(prog="avsr eval", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                 formatter_class=HelpFormatter, epilog=__doc__)
     ap.add_argument("--models", nargs="+", required=True, help="NAME=PACKED_DIR[@T] ... (see above)")
     ap.add_argument("--data_dir", required=True, help="a prepared data dir with reference text")
     ap.add_argument("--out_dir", required=True, help="where sweep.json, sweep.md and the plots go")

@@ -50,6 +50,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
+from avsr.bin import HelpFormatter
 from avsr.data.datadir import DataDirError, read_table
 from avsr.utils.io import write_text_atomic
 from frontends.audio import audio_info, is_kaldi_entry
@@ -237,7 +238,7 @@ def run(data_dir: str, mode: str, out_dir: Optional[str] = None, *, nj: int = 1,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="avsr far_frontend",
+    ap = argparse.ArgumentParser(prog="avsr far_frontend", formatter_class=HelpFormatter,
                                  description="Far-array front-end (ch0, mean, WPE) for a data dir "
                                              "(see module doc).")
     ap.add_argument("--data_dir", required=True, help="data dir whose wav.scp names <session>_Far_<ch>.wav files")

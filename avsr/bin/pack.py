@@ -20,14 +20,17 @@ import json
 import os
 import sys
 
+from avsr.bin import HelpFormatter
+
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="avsr pack", description="Make a packed model dir from a training exp dir.")
+    ap = argparse.ArgumentParser(prog="avsr pack", description="Make a packed model dir from a training exp dir.",
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--exp_dir", required=True, help="training dir of avsr.bin.train (config.yaml, model.pth)")
     ap.add_argument("--out", required=True, help="packed model dir to write")
     ap.add_argument("--weights", default=None, help="weights to pack (default: <exp_dir>/model.pth)")
     ap.add_argument("--token_list", default=None, help="default: data.token_list of <exp_dir>/config.yaml")
-    ap.add_argument("--bpemodel", default=None)
+    ap.add_argument("--bpemodel", default=None, help="sentencepiece model of a bpe token list")
     ap.add_argument("--adapters", default=None, help="adapter weights (.pth) to include")
     ap.add_argument("--beam_size", type=int, default=10, help="decoding default stored in the pack")
     ap.add_argument("--ctc_weight", type=float, default=None, help="decoding default (default: the model's)")

@@ -21,13 +21,14 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from avsr.bin import HelpFormatter
 from avsr.data.datadir import DataDirError
 from avsr.data.roi_dump import extract_rois
 from frontends.roi import CROP_MODES, DEFAULT_CROP
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="avsr prepare_rois",
+    ap = argparse.ArgumentParser(prog="avsr prepare_rois", formatter_class=HelpFormatter,
                                  description="Extract 96x96 lip ROIs for a data dir (see module doc).")
     ap.add_argument("--data_dir", required=True, help="input data dir (segments, utt2spk, video.scp)")
     ap.add_argument("--detection_dir", required=True,
@@ -44,7 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--keep_all", action="store_true",
                     help="keep every utterance in --filtered_dir; those without ROI are listed in "
                          "utt2audio_only and decoded audio-only (evaluation sets)")
-    ap.add_argument("--no_progress", action="store_true")
+    ap.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     if args.nj < 1:
         ap.error("--nj must be >= 1")

@@ -35,6 +35,7 @@ import json
 import os
 import sys
 
+from avsr.bin import HelpFormatter
 from avsr.data.datadir import read_datadir, read_table, table_to_dict
 from avsr.eval.cpcer import datadir_cpcer
 from avsr.eval.metrics import paired_bootstrap
@@ -97,15 +98,15 @@ def stage_seconds(stages_dir) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="avsr report", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     ap.add_argument("--docs", action="store_true", help="render the committed reports from the committed JSONs")
     ap.add_argument("--root", default=".", help="repository root (--docs)")
     ap.add_argument("--out_root", default=None, help="where --docs writes (default --root)")
-    ap.add_argument("--decode_dir")
-    ap.add_argument("--models", nargs="+")
-    ap.add_argument("--sets", nargs="+", default=["dev", "eval"])
-    ap.add_argument("--baseline", default=None)
-    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--decode_dir", help="the recipe's decode dir (<model>_<set>/result.json)")
+    ap.add_argument("--models", nargs="+", help="model names to report")
+    ap.add_argument("--sets", nargs="+", default=["dev", "eval"], help="data sets to report")
+    ap.add_argument("--baseline", default=None, help="model the others are compared with (paired tests)")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of every interval")
     ap.add_argument("--out", help="output prefix (.json, .md)")
     ap.add_argument("--stages_dir", default=None,
                     help="a recipe's <exp_dir>/stages: add each finished stage's wall time to the report")

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 
+from avsr.bin import HelpFormatter
 from avsr.eval.claims import UNITS, best_dropout_row, claims, claims_with_goal, mean_cer, study_trend
 from avsr.eval.rows import RECIPE_MODELS, RowSpecError, choose_on_dev, expand, load_spec, tie_key
 from avsr.eval.sweep import RATES
@@ -682,11 +683,11 @@ class Experiment:
 
 def build_parser():
     ap = argparse.ArgumentParser(prog="python -m avsr.bin.rows", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                 formatter_class=HelpFormatter, epilog=__doc__)
     ap.add_argument("command", choices=["train", "select", "sweep", "table"])
     ap.add_argument("--rows", required=True, help="row spec YAML (conf/rows/dai2024.yaml)")
     ap.add_argument("--table", default="core", help="table of the row spec (core, full)")
-    ap.add_argument("--exp_dir", required=True)
+    ap.add_argument("--exp_dir", required=True, help="the recipe's exp dir (its train_a0, train_v, train_av0, packed/)")
     ap.add_argument("--data_dir", required=True, help="recipe data dir base (train, dev, eval, token_list)")
     ap.add_argument("--config", required=True, help="the recipe's model/trainer YAML")
     ap.add_argument("--rows_dir", help="where the runs, their packs and sweeps go (default <exp_dir>/rows)")

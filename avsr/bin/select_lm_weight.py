@@ -17,6 +17,8 @@ import os
 import sys
 from typing import Dict, Sequence
 
+from avsr.bin import HelpFormatter
+
 
 def paired_change(errors_a: Sequence[float], errors_b: Sequence[float], ref_lens: Sequence[float],
                   num: int = 1000, seed: int = 0) -> Dict:
@@ -50,8 +52,9 @@ def read_result(d: str) -> Dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="avsr select_lm_weight", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--decode_dirs", nargs="+", required=True, metavar="WEIGHT=DIR")
+                                 formatter_class=HelpFormatter, epilog=__doc__)
+    ap.add_argument("--decode_dirs", nargs="+", required=True, metavar="WEIGHT=DIR",
+                    help="avsr decode output dirs of the same model and dev set, one per LM weight")
     ap.add_argument("--out", required=True, help="JSON to write")
     ap.add_argument("--model", default=None, help="name of the model decoded (recorded)")
     ap.add_argument("--set", default="dev", help="name of the set decoded (recorded)")

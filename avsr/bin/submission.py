@@ -16,6 +16,7 @@ import argparse
 import sys
 from typing import List, Optional, Sequence
 
+from avsr.bin import HelpFormatter
 from avsr.utils.io import write_text_atomic
 
 
@@ -62,7 +63,7 @@ def write_submission(hyp_path: str, ids_path: str, out_path: str) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="avsr submission", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--hyp", required=True, help="hypotheses, Kaldi text format (a decode dir's text)")
     ap.add_argument("--ids", required=True, help="segment ids of the official segment file, one per line")
     ap.add_argument("--out", required=True, help="submission file to write")

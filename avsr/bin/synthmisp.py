@@ -10,18 +10,19 @@ import argparse
 import dataclasses
 import json
 
+from avsr.bin import HelpFormatter
 from avsr.synthmisp.generate import PRESETS, Knobs, generate, knobs_for
 from avsr.synthmisp.generate import __doc__ as _generate_doc
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avsr synthmisp", description=_generate_doc,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--out", required=True, help="corpus root to write (MISP2022 release layout; differences: docs/SYNTHMISP.md)")
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="corpus size and knobs (docs/SYNTHMISP.md)")
+    p.add_argument("--seed", type=int, default=1, help="generator seed: the same seed and knobs give the same bytes")
     p.add_argument("--nj", type=int, default=1, help="parallel sessions (output bytes do not depend on it)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     for f in dataclasses.fields(Knobs):
         default = f.default
         if isinstance(default, tuple):

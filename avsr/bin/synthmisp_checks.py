@@ -10,18 +10,19 @@ import argparse
 import json
 import os
 
+from avsr.bin import HelpFormatter
 from avsr.synthmisp.checks import __doc__ as _checks_doc
 from avsr.synthmisp.checks import run_checks
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="avsr synthmisp_checks", description=_checks_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", required=True)
-    p.add_argument("--split", default="dev")
-    p.add_argument("--per_class", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max_sessions", type=int, default=None)
-    p.add_argument("--out", default=None)
+    p = argparse.ArgumentParser(prog="avsr synthmisp_checks", description=_checks_doc, formatter_class=HelpFormatter)
+    p.add_argument("--root", required=True, help="a generated SynthMISP corpus root")
+    p.add_argument("--split", default="dev", help="train, dev or eval")
+    p.add_argument("--per_class", type=int, default=300, help="lip crops per viseme class in the viseme check")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled crops")
+    p.add_argument("--max_sessions", type=int, default=None, help="use at most this many sessions (default: all)")
+    p.add_argument("--out", default=None, help="also write the JSON here (it is always printed)")
     a = p.parse_args(argv)
     res = run_checks(a.root, a.split, a.per_class, a.seed, a.max_sessions)
     txt = json.dumps(res, indent=1)

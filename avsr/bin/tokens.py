@@ -13,17 +13,18 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from avsr.bin import HelpFormatter
 from avsr.text.tokens import build_char_token_list, read_text, train_sentencepiece, write_token_list
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="avsr tokens",
+    ap = argparse.ArgumentParser(prog="avsr tokens", formatter_class=HelpFormatter,
                                  description="Build a token list (char) or sentencepiece model (bpe).")
     ap.add_argument("--text", required=True, help="Kaldi text file (utt text) of the training set")
-    ap.add_argument("--output_dir", required=True)
-    ap.add_argument("--token_type", choices=["char", "bpe"], default="char")
+    ap.add_argument("--output_dir", required=True, help="where tokens.txt (and bpe.model) go")
+    ap.add_argument("--token_type", choices=["char", "bpe"], default="char", help="char: one token per character; bpe: a sentencepiece model too")
     ap.add_argument("--vocab_size", type=int, default=500, help="bpe: sentencepiece vocabulary size")
-    ap.add_argument("--bpemode", default="unigram", choices=["unigram", "bpe", "char", "word"])
+    ap.add_argument("--bpemode", default="unigram", choices=["unigram", "bpe", "char", "word"], help="sentencepiece model type (--token_type bpe)")
     ap.add_argument("--min_count", type=int, default=1, help="char: drop rarer characters")
     ap.add_argument("--no_utt_id", action="store_true", help="text file has no utterance ids")
     args = ap.parse_args(argv)

@@ -29,6 +29,8 @@ import time
 import torch
 import yaml
 
+from avsr.bin import HelpFormatter
+
 
 def parse_set(pairs, conf: dict) -> dict:
     for p in pairs or []:
@@ -58,14 +60,14 @@ def make_cer_fn(tokenizer):
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--train_data", required=True)
+    ap = argparse.ArgumentParser(prog="avsr train", description=__doc__.split("\n\n")[0],
+                                 formatter_class=HelpFormatter, epilog=__doc__)
+    ap.add_argument("--config", required=True, help="model + trainer YAML (conf/{micro,demo,mini,full}.yaml)")
+    ap.add_argument("--train_data", required=True, help="training data dir")
     ap.add_argument("--valid_data", required=True, help="dev data dir (selection); never eval")
-    ap.add_argument("--token_list", required=True)
-    ap.add_argument("--bpemodel", default=None)
-    ap.add_argument("--exp_dir", required=True)
+    ap.add_argument("--token_list", required=True, help="tokens.txt of avsr tokens")
+    ap.add_argument("--bpemodel", default=None, help="sentencepiece model for a bpe token list")
+    ap.add_argument("--exp_dir", required=True, help="where checkpoints, logs and model.pth go (a re-run resumes)")
     ap.add_argument("--mode", choices=["audio", "video", "audiovisual"], default=None,
                     help="model mode (default: the config's)")
     ap.add_argument("--stats", default=None, help="feats_stats.json of avsr.bin.collect_stats "
@@ -95,7 +97,7 @@ def build_parser():
     ap.add_argument("--train_subset", type=int, default=0, help="use only the first N training utterances")
     ap.add_argument("--set", nargs="*", default=[], action="extend", dest="overrides",
                     help="section.key=value overrides (may be repeated; later wins)")
-    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=None, help="trainer seed (default: the config's trainer.seed)")
     ap.add_argument("--device", default=None, help="cpu | cuda | auto (default: trainer.device)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     return ap

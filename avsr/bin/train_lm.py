@@ -31,6 +31,7 @@ import sys
 import time
 from typing import Dict, List
 
+from avsr.bin import HelpFormatter
 from avsr.utils.io import write_text_atomic
 
 TRAIN_DEFAULTS = {"lr": 0.001, "warmup_steps": 100, "batch_size": 32, "max_epochs": 30, "patience": 5,
@@ -39,17 +40,17 @@ TRAIN_DEFAULTS = {"lr": 0.001, "warmup_steps": 100, "batch_size": 32, "max_epoch
 
 def build_parser():
     ap = argparse.ArgumentParser(prog="avsr train_lm", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                 formatter_class=HelpFormatter, epilog=__doc__)
     ap.add_argument("--text", required=True, help="training transcripts (Kaldi text)")
     ap.add_argument("--token_list", required=True, help="the ASR model's token list")
-    ap.add_argument("--out_dir", required=True)
+    ap.add_argument("--out_dir", required=True, help="LM dir to write (lm.pth, lm_config.yaml, tokens.txt)")
     ap.add_argument("--config", default=None, help="YAML with lm: and train: sections (e.g. conf/lm.yaml)")
     ap.add_argument("--valid_text", default=None, help="dev transcripts (default: <text dir>/../dev/text)")
     ap.add_argument("--bpemodel", default=None, help="sentencepiece model of a bpe token list")
     ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
                     help="override config values, e.g. train.max_epochs=5 lm.layer=1")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--force", action="store_true", help="start over even when finished or interrupted")
     return ap
 
