@@ -283,11 +283,15 @@ class Speech2Text:
         """A packed model dir (``avsr pack``) with its stored decoding defaults (beam size, CTC
         weight, adapter threshold, LM weight, ``fusion``); keyword arguments given override them
         (``adapter_threshold=None``: never route by the frames; ``lm_weight=0``: no LM;
-        ``fusion=None``: the model's own path even when the pack stores a fusion).  The pack's LM
-        is loaded only when the beam search uses it (``lm_weight > 0``, not CTC greedy)."""
+        ``fusion=None``: the model's own path even when the pack stores a fusion; the CTC weight 1.0
+        that a fusion pack stores with its fusion then goes too, unless ``ctc_weight`` is given, so the
+        own path is the model's joint CTC/attention search).  The pack's LM is loaded only when the beam
+        search uses it (``lm_weight > 0``, not CTC greedy)."""
         from avsr.pack import PackError, load_packed, load_packed_lm
         model, tok, info = load_packed(path, device=device)
         dec = dict(info.get("decode") or {})
+        if dec.get("fusion") is not None and "fusion" in kw and kw["fusion"] is None and "ctc_weight" not in kw:
+            dec.pop("ctc_weight", None)
         dec.update(kw)
         lm_weight = float(dec.get("lm_weight") or 0.0)
         greedy = bool(dec.get("ctc_greedy")) or int(dec.get("beam_size", 10)) <= 0

@@ -51,16 +51,26 @@ def _all_parsers(monkeypatch):
     return found
 
 
+def _with_subparsers(ap):
+    yield ap
+    for a in ap._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for sub in a.choices.values():
+                yield from _with_subparsers(sub)
+
+
 def test_every_option_has_help_with_its_default(monkeypatch):
     found = _all_parsers(monkeypatch)
     from avsr import cli
     assert set(found) == set(cli.COMMANDS)
+    found["decode --data_dir"] = [_parsers()["data_dir"]]       # avsr decode routes --data_dir to its own parser
     for cmd, parsers in found.items():
-        for ap in parsers:
+        for ap in (p for top in parsers for p in _with_subparsers(top)):
+            ap.format_help()                                    # a stray % in a help line would raise here
             fmt = ap._get_formatter()
             for dest, a in _actions(ap).items():
                 assert a.help and a.help.strip(), f"avsr {cmd}: {a.option_strings} has no help line"
-                if a.default not in (None, False):
+                if a.default not in (None, False, [], ()):
                     assert "default" in fmt._get_help_string(a), \
                         f"avsr {cmd}: {a.option_strings} does not show its default {a.default!r}"
     assert "(default: 16)" in " ".join(_parsers()["data_dir"].format_help().split())
@@ -119,3 +129,25 @@ def test_help_formatter_adds_a_default_once():
     assert "a number (default: 3)" in h
     assert "b (default: four)" in h and "(default: 4)" not in h
     assert "c (default" not in h and "d (default" not in h
+
+
+def test_nbest_with_a_greedy_pack_warns(tmp_path, capsys):
+    """--nbest with CTC greedy search warns also when the greedy search is the pack's default (beam 0)."""
+    import torch
+
+    from avsr.bin import decode_pairs
+    from avsr.models import AVSRModel, load_config
+    from avsr.pack import pack_model
+    from avsr.text.tokens import write_token_list
+    toks = ["<blank>", "<unk>"] + list("我们") + ["<sos/eos>"]
+    write_token_list(toks, str(tmp_path / "tokens.txt"))
+    torch.manual_seed(0)
+    m = AVSRModel(load_config(ROOT / "conf" / "micro.yaml", vocab_size=len(toks), mode="audio"))
+    pack_model(tmp_path / "p", model_config=m.cfg.to_dict(), token_list=tmp_path / "tokens.txt",
+               weights=m.state_dict(), decode={"beam_size": 0})
+    from frontends.errors import MediaError
+    for extra, warned in (([], True), (["--beam_size", "4"], False)):
+        with pytest.raises(MediaError, match="missing.wav"):     # the pair itself fails after the model loads
+            decode_pairs.main(["--model", str(tmp_path / "p"), "--wav", str(tmp_path / "missing.wav"),
+                               "--nbest", "3", "--no_progress", *extra])
+        assert ("--nbest 3 with CTC greedy search" in capsys.readouterr().err) == warned, extra

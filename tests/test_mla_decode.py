@@ -219,6 +219,9 @@ def test_pack_round_trip_keeps_fusion(tmp_path):
     assert [r.text for r in s.decode_batch(b)] == [r.text for r in ref]
     off = Speech2Text.from_packed(tmp_path / "p", ctc_greedy=True, fusion=None)
     assert off.fusion is None and {r.modality for r in off.decode_batch(b)} == {"audiovisual"}
+    # fusion off: the CTC weight stored for the fusion goes with it (the model's own joint search), unless given
+    assert off.ctc_weight == model.cfg.ctc_weight != 1.0
+    assert Speech2Text.from_packed(tmp_path / "p", fusion=None, ctc_weight=0.7).ctc_weight == 0.7
     # without the flag nothing is stored
     assert pack_bin.main(["--exp_dir", str(d), "--out", str(tmp_path / "q")]) == 0
     assert "fusion" not in load_packed(tmp_path / "q")[2]["decode"]

@@ -14,7 +14,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
         h = action.help or ""
         d = action.default
-        if (action.option_strings and d not in (None, False, argparse.SUPPRESS) and "default" not in h
+        if (action.option_strings and d not in (None, False, argparse.SUPPRESS, [], ()) and "default" not in h
                 and "%(default)" not in h):
             h = (h + " " if h else "") + "(default: %(default)s)"
         return h
@@ -29,11 +29,13 @@ def add_search_options(ap) -> None:
     ap.add_argument("--ctc_greedy", action="store_true", help="CTC greedy search instead of the beam search")
     ap.add_argument("--ctc_weight", type=float, default=None,
                     help="CTC weight of the joint CTC/attention beam search (default: the packed model's, "
-                         "else the model config's ctc_weight)")
+                         "else the model config's ctc_weight; 1.0 for a model without a decoder or an entropy-fusion "
+                         "decode)")
     ap.add_argument("--penalty", type=float, default=None,
                     help="length bonus per output token in the beam search (default: the packed model's, else 0)")
     ap.add_argument("--batch_size", type=int, default=16,
-                    help="utterances (--data_dir) or voice-activity segments (files) decoded together")
+                    help="utterances (--data_dir), or segments of one recording (files: voice-activity "
+                         "segments or fixed windows), decoded together")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 

@@ -18,11 +18,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="avsr datadir", formatter_class=HelpFormatter,
                                  description="Validate Kaldi-style data dirs.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    v = sub.add_parser("validate", help="check a data dir (exit 1 on problems)")
-    v.add_argument("dirs", nargs="+")
+    v = sub.add_parser("validate", help="check a data dir (exit 1 on problems)", formatter_class=HelpFormatter)
+    v.add_argument("dirs", nargs="+", help="Kaldi-style data dirs")
     v.add_argument("--no_media", action="store_true", help="skip file existence/duration checks")
-    v.add_argument("--require_video", action="store_true")
-    v.add_argument("--require_roi", action="store_true")
+    v.add_argument("--require_video", action="store_true", help="a dir without video.scp is a problem")
+    v.add_argument("--require_roi", action="store_true", help="a dir without roi.scp is a problem")
     args = ap.parse_args(argv)
     bad = 0
     for d in args.dirs:

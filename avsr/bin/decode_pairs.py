@@ -171,9 +171,6 @@ def main(argv=None) -> int:
         ap.error("--video goes with --wav (or alone); --pairs lists the videos itself")
     if args.nbest < 1:
         ap.error("--nbest must be >= 1")
-    if args.nbest > 1 and (args.ctc_greedy or (args.beam_size is not None and args.beam_size <= 0)):
-        print(f"avsr decode: warning: --nbest {args.nbest} with CTC greedy search: one hypothesis per segment",
-              file=sys.stderr)
     for opt in ("chunk_seconds", "max_segment_seconds"):
         if getattr(args, opt) is not None and not getattr(args, opt) > 0:
             ap.error(f"--{opt} must be > 0, got {getattr(args, opt)}")
@@ -200,6 +197,9 @@ def main(argv=None) -> int:
         else read_pairs(args.pairs)
     s2t = load_model(args.model, device=args.device, nbest=args.nbest, **search_overrides(args),
                      **decoder_overrides(args))
+    if args.nbest > 1 and s2t.use_greedy:        # asked for, or the pack's default (a beam-0 pack)
+        print(f"avsr decode: warning: --nbest {args.nbest} with CTC greedy search: one hypothesis per segment",
+              file=sys.stderr)
     seg_mode = "fixed" if args.chunk_seconds is not None else args.segmentation
     seg_len = args.chunk_seconds if args.chunk_seconds is not None else (
         30.0 if seg_mode == "fixed" else args.max_segment_seconds)

@@ -106,7 +106,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", help="model names to report")
     ap.add_argument("--sets", nargs="+", default=["dev", "eval"], help="data sets to report")
     ap.add_argument("--baseline", default=None, help="model the others are compared with (paired tests)")
-    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of every interval")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the paired comparisons with --baseline (the per-model "
+                    "intervals come from each decode's result.json)")
     ap.add_argument("--out", help="output prefix (.json, .md)")
     ap.add_argument("--stages_dir", default=None,
                     help="a recipe's <exp_dir>/stages: add each finished stage's wall time to the report")

@@ -19,7 +19,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="avsr synthmisp_checks", description=_checks_doc, formatter_class=HelpFormatter)
     p.add_argument("--root", required=True, help="a generated SynthMISP corpus root")
     p.add_argument("--split", default="dev", help="train, dev or eval")
-    p.add_argument("--per_class", type=int, default=300, help="lip crops per viseme class in the viseme check")
+    p.add_argument("--per_class", type=int, default=300, help="at most this many lip crops per viseme class in the viseme check")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled crops")
     p.add_argument("--max_sessions", type=int, default=None, help="use at most this many sessions (default: all)")
     p.add_argument("--out", default=None, help="also write the JSON here (it is always printed)")
