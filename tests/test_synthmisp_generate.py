@@ -177,3 +177,22 @@ def test_articulation_knobs_change_only_the_video(tiny, tmp_path):
     assert meta["knobs"]["lip_activity"] == [0.3, 0.6] and meta["knobs"]["articulation_jitter"] == 0.1
     with pytest.raises(ValueError, match="lip_activity"):
         G.knobs_for("tiny", lip_activity=(0.8, 0.5))
+
+
+def test_eval_voices_unheard_in_training():
+    """Pools up to the voice count: every speaker its own voice, as before (the demo's corpus unchanged);
+    larger pools (the calibration's 48/12/24): no eval speaker's base voice is a training speaker's."""
+    from avsr.synthmisp import speech
+    from avsr.synthmisp.generate import knobs_for, make_speaker, speaker_ids, voice_index
+    V = len(speech.VOICES)
+    demo = knobs_for("demo")
+    ids = [s for sp in G.SPLITS for s in speaker_ids(demo, sp)]
+    assert [voice_index(s, demo, V) for s in ids] == [int(s) - 1 for s in ids]
+    k = knobs_for("demo", speaker_pool=(48, 12, 24))
+    voices = {sp: {make_speaker(1, s, k).voice.variant for s in speaker_ids(k, sp)} for sp in G.SPLITS}
+    idx = {sp: {voice_index(s, k, V) for s in speaker_ids(k, sp)} for sp in G.SPLITS}
+    assert len(idx["eval"]) == 24 and not idx["eval"] & (idx["train"] | idx["dev"])
+    assert len(idx["train"]) == V - 24                 # training keeps every voice the eval pool leaves
+    assert not voices["eval"] & voices["train"]        # variants too: no variant is listed twice
+    with pytest.raises(ValueError, match="eval speakers"):
+        voice_index("001", knobs_for("demo", speaker_pool=(4, 2, V)), V)

@@ -160,11 +160,31 @@ def speaker_ids(k: Knobs, split: str) -> List[str]:
     return [f"{off + i + 1:03d}" for i in range(n)]
 
 
+def voice_index(spk_id: str, k: Knobs, n_voices: int) -> int:
+    """Index of a speaker's base voice in ``speech.VOICES`` (``n_voices`` of them).  With pools of at most
+    ``n_voices`` speakers in all, speaker id *i* has voice *i - 1*: every speaker its own.  With more, the
+    eval pool keeps the last ``speaker_pool[2]`` voices to itself, and the train and dev speakers cycle
+    through the others (their voices differ by the per-speaker pitch and rate jitter only), so that no
+    eval voice is heard in training."""
+    i = int(spk_id) - 1
+    n_train, n_dev, n_eval = k.speaker_pool
+    if n_train + n_dev + n_eval <= n_voices:
+        return i % n_voices
+    if n_eval >= n_voices:
+        raise ValueError(f"speaker_pool: {n_eval} eval speakers need {n_eval} of the {n_voices} voices to "
+                         "themselves, and training needs at least one")
+    shared = n_voices - n_eval
+    if i >= n_train + n_dev:                      # an eval speaker
+        return shared + (i - n_train - n_dev) % n_eval
+    return i % shared
+
+
 def make_speaker(seed: int, spk_id: str, k: Knobs) -> SpeakerSpec:
-    """A speaker's voice, face and level depend only on (seed, spk_id)."""
+    """A speaker's voice, face and level depend only on (seed, spk_id) (the base voice also on the pool
+    sizes when they exceed the voices: :func:`voice_index`)."""
     from avsr.synthmisp import speech
     rng = np.random.default_rng([seed, 7, int(spk_id)])
-    base = speech.VOICES[(int(spk_id) - 1) % len(speech.VOICES)]
+    base = speech.VOICES[voice_index(spk_id, k, len(speech.VOICES))]
     voice = dataclasses.replace(
         base,
         pitch=int(np.clip(base.pitch + rng.integers(-8, 9), 0, 99)),
