@@ -76,21 +76,25 @@ def test_every_option_has_help_with_its_default(monkeypatch):
     assert "(default: 16)" in " ".join(_parsers()["data_dir"].format_help().split())
 
 
-@pytest.fixture(scope="module")
-def packed(tmp_path_factory):
+def _pack_micro(d: Path, decode: dict) -> Path:
+    """An untrained audio-only micro model packed into ``d/packed`` with the decoding defaults ``decode``."""
     import torch
 
     from avsr.models import AVSRModel, load_config
     from avsr.pack import pack_model
     from avsr.text.tokens import write_token_list
-    d = tmp_path_factory.mktemp("model")
     toks = ["<blank>", "<unk>"] + list("我们今天") + ["<sos/eos>"]
     write_token_list(toks, str(d / "tokens.txt"))
     torch.manual_seed(0)
     m = AVSRModel(load_config(ROOT / "conf" / "micro.yaml", vocab_size=len(toks), mode="audio"))
     pack_model(d / "packed", model_config=m.cfg.to_dict(), token_list=d / "tokens.txt", weights=m.state_dict(),
-               decode={"beam_size": 3, "ctc_weight": 0.5, "penalty": 0.25})
+               decode=decode)
     return d / "packed"
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    return _pack_micro(tmp_path_factory.mktemp("model"), {"beam_size": 3, "ctc_weight": 0.5, "penalty": 0.25})
 
 
 @pytest.mark.parametrize("extra, want", [
@@ -133,21 +137,11 @@ def test_help_formatter_adds_a_default_once():
 
 def test_nbest_with_a_greedy_pack_warns(tmp_path, capsys):
     """--nbest with CTC greedy search warns also when the greedy search is the pack's default (beam 0)."""
-    import torch
-
     from avsr.bin import decode_pairs
-    from avsr.models import AVSRModel, load_config
-    from avsr.pack import pack_model
-    from avsr.text.tokens import write_token_list
-    toks = ["<blank>", "<unk>"] + list("我们") + ["<sos/eos>"]
-    write_token_list(toks, str(tmp_path / "tokens.txt"))
-    torch.manual_seed(0)
-    m = AVSRModel(load_config(ROOT / "conf" / "micro.yaml", vocab_size=len(toks), mode="audio"))
-    pack_model(tmp_path / "p", model_config=m.cfg.to_dict(), token_list=tmp_path / "tokens.txt",
-               weights=m.state_dict(), decode={"beam_size": 0})
     from frontends.errors import MediaError
+    packed = _pack_micro(tmp_path, {"beam_size": 0})
     for extra, warned in (([], True), (["--beam_size", "4"], False)):
         with pytest.raises(MediaError, match="missing.wav"):     # the pair itself fails after the model loads
-            decode_pairs.main(["--model", str(tmp_path / "p"), "--wav", str(tmp_path / "missing.wav"),
+            decode_pairs.main(["--model", str(packed), "--wav", str(tmp_path / "missing.wav"),
                                "--nbest", "3", "--no_progress", *extra])
         assert ("--nbest 3 with CTC greedy search" in capsys.readouterr().err) == warned, extra
