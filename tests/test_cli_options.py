@@ -60,6 +60,7 @@ def _with_subparsers(ap):
 
 
 def test_every_option_has_help_with_its_default(monkeypatch):
+    from avsr.bin import has_default
     found = _all_parsers(monkeypatch)
     from avsr import cli
     assert set(found) == set(cli.COMMANDS)
@@ -70,7 +71,7 @@ def test_every_option_has_help_with_its_default(monkeypatch):
             fmt = ap._get_formatter()
             for dest, a in _actions(ap).items():
                 assert a.help and a.help.strip(), f"avsr {cmd}: {a.option_strings} has no help line"
-                if a.default not in (None, False, [], ()):
+                if has_default(a):
                     assert "default" in fmt._get_help_string(a), \
                         f"avsr {cmd}: {a.option_strings} does not show its default {a.default!r}"
     assert "(default: 16)" in " ".join(_parsers()["data_dir"].format_help().split())
@@ -129,7 +130,9 @@ def test_help_formatter_adds_a_default_once():
     ap.add_argument("--b", type=int, default=4, help="b (default: four)")
     ap.add_argument("--c", default=None, help="c")
     ap.add_argument("--d", action="store_true", help="d")
+    ap.add_argument("--e", type=int, default=0, help="e")              # 0 == False: still a default
     h = " ".join(ap.format_help().split())
+    assert "e (default: 0)" in h
     assert "a number (default: 3)" in h
     assert "b (default: four)" in h and "(default: 4)" not in h
     assert "c (default" not in h and "d (default" not in h

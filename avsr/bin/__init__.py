@@ -7,15 +7,20 @@ import argparse
 LM_HELP = "shallow-fusion weight of the packed model's LM (default: the pack's; 0: no LM; CTC greedy ignores it)"
 
 
+def has_default(action) -> bool:
+    """Whether an option has a default worth printing: not None, False (a flag), SUPPRESS or an empty list.
+    By identity and type, so that 0 and 0.0 (equal to False) count as defaults."""
+    d = action.default
+    return not (d is None or d is False or d is argparse.SUPPRESS or (isinstance(d, (list, tuple)) and not d))
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Help that keeps the epilog's layout and ends each option's help with its default
-    (``(default: X)``) unless the help already says what the default is, or there is none (None/False)."""
+    (``(default: X)``) unless the help already says what the default is, or there is none (:func:`has_default`)."""
 
     def _get_help_string(self, action):
         h = action.help or ""
-        d = action.default
-        if (action.option_strings and d not in (None, False, argparse.SUPPRESS, [], ()) and "default" not in h
-                and "%(default)" not in h):
+        if action.option_strings and has_default(action) and "default" not in h:
             h = (h + " " if h else "") + "(default: %(default)s)"
         return h
 
