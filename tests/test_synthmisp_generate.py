@@ -195,4 +195,6 @@ def test_eval_voices_unheard_in_training():
     assert len(idx["train"]) == V - 24                 # training keeps every voice the eval pool leaves
     assert not voices["eval"] & voices["train"]        # variants too: no variant is listed twice
     with pytest.raises(ValueError, match="eval speakers"):
-        voice_index("001", knobs_for("demo", speaker_pool=(4, 2, V)), V)
+        voice_index("001", G.Knobs(speaker_pool=(4, 2, V)), V)
+    with pytest.raises(ValueError, match="eval speakers"):      # refused with the other knobs, before generating
+        knobs_for("demo", speaker_pool=(4, 2, V))

@@ -133,6 +133,11 @@ def knobs_for(preset: str, **overrides) -> Knobs:
         bad.append(f"lip_activity must be 0 <= lo <= hi (got {k.lip_activity})")
     if not k.articulation_jitter >= 0:
         bad.append(f"articulation_jitter must be >= 0 (got {k.articulation_jitter})")
+    try:                                  # the voice mapping's own check (an eval pool too big to keep apart)
+        from avsr.synthmisp.speech import VOICES
+        voice_index("001", k, len(VOICES))
+    except ValueError as e:
+        bad.append(str(e))
     if k.n_chars:
         try:
             from avsr.synthmisp.text import restrict_words
