@@ -181,14 +181,15 @@ def test_articulation_knobs_change_only_the_video(tiny, tmp_path):
 
 def test_eval_voices_unheard_in_training():
     """Pools up to the voice count: every speaker its own voice, as before (the demo's corpus unchanged);
-    larger pools (the calibration's 48/12/24): no eval speaker's base voice is a training speaker's."""
+    larger pools (the mini preset's 48/12/24): no eval speaker's base voice is a training speaker's."""
     from avsr.synthmisp import speech
     from avsr.synthmisp.generate import knobs_for, make_speaker, speaker_ids, voice_index
     V = len(speech.VOICES)
     demo = knobs_for("demo")
     ids = [s for sp in G.SPLITS for s in speaker_ids(demo, sp)]
     assert [voice_index(s, demo, V) for s in ids] == [int(s) - 1 for s in ids]
-    k = knobs_for("demo", speaker_pool=(48, 12, 24))
+    k = knobs_for("mini")
+    assert k.speaker_pool == (48, 12, 24)
     voices = {sp: {make_speaker(1, s, k).voice.variant for s in speaker_ids(k, sp)} for sp in G.SPLITS}
     idx = {sp: {voice_index(s, k, V) for s in speaker_ids(k, sp)} for sp in G.SPLITS}
     assert len(idx["eval"]) == 24 and not idx["eval"] & (idx["train"] | idx["dev"])

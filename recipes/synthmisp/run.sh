@@ -14,7 +14,10 @@
 #   --exp_dir DIR             experiment dir                        [exp/synthmisp_<preset>]
 #   --data_dir DIR            Kaldi-style data dirs                 [data/synthmisp_<preset>]
 #   --gen_args "..."          extra generator flags, e.g. "--snr_db -5 5"
-#   --train_config FILE       model/trainer YAML   [conf/micro.yaml (tiny), conf/demo.yaml, conf/mini.yaml]
+#   --train_config FILE       model/trainer YAML   [conf/micro.yaml (tiny), conf/demo.yaml (demo, mini)]
+#
+# The mini preset also sets the misp2022 options it was calibrated with (docs/SYNTHMISP.md), before any
+# given here, which win: --speed_perturb "0.9 1.0 1.1" --av_noise "0.5 -15 5"
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 preset=demo; seed=1; nj=2; stage=0; stop_stage=100
@@ -43,8 +46,10 @@ corpus_dir=$(realpath -m "${corpus_dir:-corpus/synthmisp_${preset}}")
 exp_dir=$(realpath -m "${exp_dir:-exp/synthmisp_${preset}}")
 data_dir=$(realpath -m "${data_dir:-data/synthmisp_${preset}}")
 if [ -z "$train_config" ]; then
-  case "$preset" in tiny) train_config=$here/../../conf/micro.yaml ;; *) train_config=$here/../../conf/$preset.yaml ;; esac
+  case "$preset" in tiny) train_config=$here/../../conf/micro.yaml ;; *) train_config=$here/../../conf/demo.yaml ;; esac
 fi
+# the mini's calibrated training options (docs/SYNTHMISP.md, "What each knob does"); later flags win
+if [ "$preset" = mini ]; then pass=(--speed_perturb "0.9 1.0 1.1" --av_noise "0.5 -15 5" ${pass[@]+"${pass[@]}"}); fi
 train_config=$(realpath -m "$train_config")
 if [ -x "$here/../../.venv/bin/python" ]; then PY="$here/../../.venv/bin/python"; else PY=python3; fi
 export PYTHONPATH="$here/../..${PYTHONPATH:+:$PYTHONPATH}"
