@@ -713,7 +713,7 @@ def benchmarks_md(res_dir) -> str:
 
 MINI_RUN = ("cd recipes/synthmisp && ./run.sh --preset mini --nj 2 --stage 1 --corpus_dir ../../corpora/synthmisp_mini \\\n"
             "    --models \"a0 v av0\" --v_args \"--set trainer.max_epochs=15\" \\\n"
-            "    --av0_args \"--set trainer.max_epochs=14 trainer.lr=0.001 trainer.warmup_steps=200\"")
+            "    --av0_args \"--set trainer.max_epochs=8 trainer.lr=0.001 trainer.warmup_steps=60\"")
 ROWS_RUN = ("cd recipes/synthmisp && ./run.sh --preset mini --corpus_dir ../../corpora/synthmisp_mini \\\n"
             "    --stage 15 --stop_stage 18 --rows ../../conf/rows/dai2024.yaml --rows_table {table} \\\n"
             "    --rows_dir \"$PWD/exp/synthmisp_mini/rows_fzvc\" --rows_out \"$PWD/../../docs/results/robust_{table}.json\"")
@@ -733,7 +733,8 @@ def _row_table(r, trained_by):
 
 #: Results committed before the recipe followed the official MISP2022 preparation carry this note until remade.
 OLD_RULES_NOTE = ("**Made with the earlier data rules.** These numbers come from an earlier version of the recipe and "
-                  "of SynthMISP: the toolkit's own text rules and 10 ms utterance ids (today `--text_norm toolkit`), "
+                  "of SynthMISP: the earlier mini preset (120/26/26 sessions, speakers 24/8/8, all 430 characters, clean lips, "
+                  "`conf/mini.yaml` models, the recipe's default babble, no speed perturbation), the toolkit's own text rules and 10 ms utterance ids (today `--text_norm toolkit`), "
                   "the toolkit lip crop (today `--crop toolkit`), two far channels and the toolkit's lip-box files. "
                   "The recipe now defaults to the official preparation, crop and layout "
                   "(`docs/MISP2022_FORMATS.md`), so a fresh run gives other numbers; they stand here until remade.")
@@ -845,7 +846,7 @@ def _errors_md(lb) -> list:
 def synthmisp_results_md(res_dir) -> str:
     """recipes/synthmisp/RESULTS.md: per model, CER per condition and the command, from docs/results."""
     out = ["# SynthMISP recipe: results", "",
-           "CER % on SynthMISP: `make demo`'s preset, then the `mini` preset (`conf/mini.yaml` models, 2 CPU cores), rendered by "
+           "CER % on SynthMISP: `make demo`'s preset, then the `mini` preset (2 CPU cores), rendered by "
            "`python -m avsr.bin.report --docs` from `docs/results/*.json`. Bootstrap intervals, dev choices and "
            "paired tests are in the JSONs and in the details below.", "",
            "## Commands", "", "```bash",
