@@ -716,7 +716,7 @@ MINI_RUN = ("cd recipes/synthmisp && ./run.sh --preset mini --nj 2 --stage 1 --c
             "    --av0_args \"--set trainer.max_epochs=8 trainer.lr=0.001 trainer.warmup_steps=60\"")
 ROWS_RUN = ("cd recipes/synthmisp && ./run.sh --preset mini --corpus_dir ../../corpora/synthmisp_mini \\\n"
             "    --stage 15 --stop_stage 18 --rows ../../conf/rows/dai2024.yaml --rows_table {table} \\\n"
-            "    --rows_dir \"$PWD/exp/synthmisp_mini/rows_fzvc\" --rows_out \"$PWD/../../docs/results/robust_{table}.json\"")
+            "    --rows_dir \"$PWD/exp/synthmisp_mini/rows\" --rows_out \"$PWD/../../docs/results/robust_{table}.json\"")
 _SHOWN = ("random@0", "random@0.25", "random@0.5", "random@0.75", "random@1", "segment@0.5", "babble-5dB")
 
 
@@ -855,6 +855,8 @@ def synthmisp_results_md(res_dir) -> str:
            "make bench-robust   # the core rows (AV3, AV5, AV6): stages 15-18 with the row spec, beam 10:",
            "# " + ROWS_RUN.format(table="core").replace("\n", "\n# "),
            "make bench-full     # every row (AV1-AV6, S.1-S.7, the MDA-KD grid), CTC greedy (--rows_table full)",
+           "make bench-leaderboard  # every method on AV5's step budget, ranked: --rows_table leaderboard "
+           "--rows_leaderboard docs/results/leaderboard.json",
            "```", ""]
     demo = _load(res_dir, os.path.join("demo", "report.json"))
     if demo:
