@@ -16,7 +16,7 @@
 #   --gen_args "..."          extra generator flags, e.g. "--snr_db -5 5"
 #   --train_config FILE       model/trainer YAML   [conf/micro.yaml (tiny), conf/demo.yaml (demo, mini)]
 #
-# The mini preset also sets the misp2022 options it was calibrated with (docs/SYNTHMISP.md), before any
+# The mini preset also sets the misp2022 training options chosen for it (docs/SYNTHMISP.md), before any
 # given here, which win: --speed_perturb "0.9 1.0 1.1" --av_noise "0.5 -15 5"
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -48,7 +48,7 @@ data_dir=$(realpath -m "${data_dir:-data/synthmisp_${preset}}")
 if [ -z "$train_config" ]; then
   case "$preset" in tiny) train_config=$here/../../conf/micro.yaml ;; *) train_config=$here/../../conf/demo.yaml ;; esac
 fi
-# the mini's calibrated training options (docs/SYNTHMISP.md, "What each knob does"); later flags win
+# the mini's training options (docs/SYNTHMISP.md, "Presets and knobs"); later flags win
 if [ "$preset" = mini ]; then pass=(--speed_perturb "0.9 1.0 1.1" --av_noise "0.5 -15 5" ${pass[@]+"${pass[@]}"}); fi
 train_config=$(realpath -m "$train_config")
 if [ -x "$here/../../.venv/bin/python" ]; then PY="$here/../../.venv/bin/python"; else PY=python3; fi
