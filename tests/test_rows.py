@@ -304,6 +304,13 @@ def test_decode_row_threshold_none_never_routes(tmp_path):
     ("rows: {A: {init: av0}}\ntables: {t: {rows: [A], override: {B: {lr: 1.0}}}}", r"tables\.t\.override\.B: 'B'"),
     ("rows: {A: {init: av0}}\ntables: {t: {rows: [A], override: {A: {colour: red}}}}",
      r"tables\.t\.override\.A: must be a mapping of row fields"),
+    ("rows: {A: {init: av0_init, schedule: av9}}\ntables: {t: {rows: [A]}}", r"rows\.A\.schedule: must be one of"),
+    ("rows: {A: {init: av0_init, schedule: av0, lr: 0.1}}\ntables: {t: {rows: [A]}}",
+     r"rows\.A: schedule: av0 takes AV0's epochs, lr and warm-up; the row also sets \['lr'\]"),
+    ("rows: {A: {init: av0_init, schedule: av0}}\ntables: {t: {rows: [A], override: {A: {budget: {epochs: 3}}}}}",
+     r"rows\.A: schedule: av0 .* \['budget'\]"),
+    ("rows: {A: {init: av0_init, schedule: av0, grid: {budget.epochs: {values: [1, 2]}}, select: {sweep: s}}}\n"
+     "tables: {t: {rows: [A]}}", r"rows\.A\.grid: schedule: av0 takes AV0's epochs"),
 ])
 def test_spec_errors_name_the_file_and_the_field(tmp_path, text, match):
     p = tmp_path / "bad.yaml"
@@ -646,3 +653,80 @@ def test_a_row_over_its_budget_is_an_error_naming_the_spec_and_the_row(tmp_path)
     with pytest.raises(SystemExit, match=rf"{path}: rows\.CKD: run CKD took 15 optimiser steps \(0 of its init "
                                          r"\+ 15 of its own\), over its budget of 14 steps \(the steps of @AV5\)"):
         exp.train()
+
+
+def test_schedule_av0_trains_a_row_as_the_recipe_trained_av0(tmp_path):
+    """A row with ``schedule: av0`` (AV1, AV2, the merge pair) gets AV0's epochs, lr, warm-up, averaging and
+    early stopping from train_av0/config.yaml, not the spec's defaults; a re-run reuses it, and an AV0
+    retrained on another schedule sends it back to training.  Bugs caught: the defaults' 2 epochs and lr
+    used, best_n / patience left at the driver's, the schedule missing from the reuse check."""
+    p = tmp_path / "rows.yaml"
+    p.write_text("defaults: {budget: {epochs: 2}, lr: 0.0005, warmup_steps: 50}\n"
+                 "rows: {AV2: {init: av0_init, schedule: av0, options: {d_prob: 0.5}}, AV3: {init: av0}}\n"
+                 "tables: {t: {rows: [AV2, AV3]}}")
+    r = _FakeRunner(tmp_path, {})
+    av0_cfg = os.path.join(r.exp, "train_av0", "config.yaml")
+
+    def av0(lr):
+        yaml.safe_dump({"trainer": {"init": ["/a0.pth", "/v.pth::visual_"], "max_epochs": 8, "lr": lr,
+                                    "warmup_steps": 60, "best_n": 5, "patience": 6},
+                        "methods": ['audio_noise:{"prob": 0.8}']}, open(av0_cfg, "w"))
+    av0(0.001)
+    exp = rb.Experiment(load_spec(str(p), "t"), r)
+    exp.train()
+    tc = yaml.safe_load(open(os.path.join(r.rows_dir, "AV2", "config.yaml")))["trainer"]
+    assert {k: tc[k] for k in ("max_epochs", "lr", "warmup_steps", "best_n", "patience")} == \
+        {"max_epochs": 8, "lr": 0.001, "warmup_steps": 60, "best_n": 5, "patience": 6}
+    assert tc["init"] == ["/a0.pth", "/v.pth::visual_"]
+    tc3 = yaml.safe_load(open(os.path.join(r.rows_dir, "AV3", "config.yaml")))["trainer"]
+    assert (tc3["max_epochs"], tc3["lr"], tc3["best_n"], tc3["patience"]) == (2, 0.0005, 2, 3)   # its own
+    assert exp.row_steps()["AV2"]["steps"] == 7 * 8
+    n = len(r.calls)
+    rb.Experiment(load_spec(str(p), "t"), r).train()
+    assert len(r.calls) == n
+    av0(0.002)
+    rb.Experiment(load_spec(str(p), "t"), r).train()
+    assert len(r.calls) == n + 1 and any(x.startswith("AV2.stale-") for x in os.listdir(r.rows_dir))
+
+
+def test_v_joins_the_eval_sweep_when_the_recipe_packed_it(tmp_path):
+    """The recipe's V (lips alone) is a leaderboard row beside A0 and AV0 when ``packed/v`` exists."""
+    r = _FakeRunner(tmp_path, {})
+    exp = rb.Experiment(_spec(tmp_path), r)
+    exp.select()
+    names = lambda: [s.split("=", 1)[0] for s in exp.eval_models()]  # noqa: E731
+    assert names()[:2] == ["A0", "AV0"] and "V" not in names()
+    os.makedirs(os.path.join(r.exp, "packed", "v"))
+    open(os.path.join(r.exp, "packed", "v", "model.pth"), "w").close()
+    assert names()[:3] == ["A0", "V", "AV0"]
+    assert exp.eval_models()[1] == "V=" + os.path.join(r.exp, "packed", "v")
+
+
+def test_leaderboard_table_holds_every_row_in_one_run():
+    """Table ``leaderboard`` trains every row the leaderboard names (the recipe adds A0, V and AV0): the
+    Dai rows, the study rows, the ablations and the three other methods with their combinations; each
+    chooses from at most 4 dev settings (MLA at most 2); the methods from AV0 get AV5's steps, MLA AV0's,
+    the dropout rows from AV0's init AV0's own schedule; AV6-ontop is the paper's MS-Adapter on the whole
+    AV5.  The rows that are no method (the study's, the ablations of dropout and of the merge) are no
+    candidates for the goal."""
+    lb = load_spec(SPEC, "leaderboard")
+    named = {"AV1", "AV2", "AV3", "AV5", "AV6", "S.1", "S.3", "S.5", "S.7", "AV3-frozen", "AV5-fusedtap",
+             "AV6-alllinear", "AV6-noadapter", "AV0-lastmerge", "MLA", "MLA-noproj", "CKD", "TFR",
+             "CKD+MS-Adapter", "TFR+MS-Adapter"}
+    assert named <= set(lb.rows) | set(lb.decodes) and lb.search == "beam10"
+    for name, row in lb.rows.items():
+        n = len(expand(row, init_run="X" if row.init in lb.rows else None))
+        assert n <= (2 if name.startswith("MLA") else 4), (name, n)
+    assert all(lb.rows[n].schedule == "av0" for n in ("AV1", "AV2", "AV0-bundle", "AV0-lastmerge"))
+    for n in ("CKD", "TFR", "AV6", "AV6-alllinear", "CKD+MS-Adapter", "TFR+MS-Adapter"):
+        assert lb.rows[n].budget["steps"] == "@AV5", n
+    for n in ("AV6", "AV6-alllinear", "CKD+MS-Adapter", "TFR+MS-Adapter"):
+        assert "budget.init_share" in lb.rows[n].grid, n
+    assert lb.rows["MLA"].budget["steps"] == lb.rows["MLA-noproj"].budget["steps"] == "@av0"
+    top, core6 = lb.rows["AV6-ontop"], load_spec(SPEC, "core").rows["AV6"]
+    assert top.init == "AV5" and "steps" not in top.budget
+    assert (top.methods, top.set, top.freeze, top.audio_aug) == (core6.methods, core6.set, core6.freeze,
+                                                                 core6.audio_aug)
+    assert lb.decodes["AV6-noadapter"].of == "AV6"
+    assert set(lb.roles["baseline_rows"]) == {"S.1", "S.3", "S.5", "S.7", "AV3-frozen", "AV0-bundle",
+                                              "AV0-lastmerge"}

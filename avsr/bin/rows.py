@@ -152,10 +152,24 @@ class RowRunner:
                 aug += ["--method", spec]
         return _init_specs(cfg), aug
 
-    def train(self, row, init, extra, freeze=(), epochs=2, lr=0.0005, warmup=50, steps=0):
+    def av0_schedule(self):
+        """The recipe AV0's training schedule, ``{"epochs", "lr", "warmup", "best_n", "patience"}`` from its
+        ``train_av0/config.yaml`` (the rows with ``schedule: av0``)."""
+        tc = _train_config(os.path.join(self.exp, "train_av0")).get("trainer") or {}
+        miss = [k for k in ("max_epochs", "lr", "warmup_steps") if tc.get(k) is None]
+        if miss:
+            raise SystemExit(f"{self.exp}/train_av0/config.yaml: trainer has no {', '.join(miss)} "
+                             "(needed by a row with schedule: av0)")
+        e = int(tc["max_epochs"])
+        return {"epochs": e, "lr": float(tc["lr"]), "warmup": int(tc["warmup_steps"]),
+                "best_n": int(tc.get("best_n") or e), "patience": int(tc.get("patience") or e + 1)}
+
+    def train(self, row, init, extra, freeze=(), epochs=2, lr=0.0005, warmup=50, steps=0, best_n=None,
+              patience=None):
         """Train run ``row`` from ``init`` (a list of ``--init`` specs) with ``extra`` arguments for ``epochs``
         (and at most ``steps`` optimiser updates when > 0); ``freeze``: parameter name prefixes not trained
-        (``--freeze_param``)."""
+        (``--freeze_param``); ``best_n`` / ``patience``: checkpoints averaged and early stopping (default
+        every epoch's, and none)."""
         d = os.path.join(self.rows_dir, row)
         e, steps = int(epochs), int(steps)
         freeze = [str(x) for x in freeze]
@@ -168,7 +182,8 @@ class RowRunner:
             else:
                 # e.g. a re-run with another budget: a finished 2-epoch row is not a 4-epoch row
                 tc = cfg.get("trainer") or {}
-                want = {"max_epochs": e, "lr": lr, "warmup_steps": warmup}
+                want = {"max_epochs": e, "lr": lr, "warmup_steps": warmup,
+                        "best_n": best_n or e, "patience": patience or e + 1}
                 diff = {k: tc.get(k) for k, v in want.items() if tc.get(k) is None or float(tc[k]) != float(v)}
                 if int(tc.get("max_steps") or 0) != steps:
                     diff["max_steps"] = tc.get("max_steps")
@@ -190,7 +205,8 @@ class RowRunner:
                "--token_list", os.path.join(self.data, "token_list", "char", "tokens.txt"),
                "--stats", os.path.join(self.exp, "stats", "feats_stats.json"), "--exp_dir", d,
                "--init", *init, *extra, *(["--freeze_param", *freeze] if freeze else []),
-               "--set", f"trainer.max_epochs={e}", f"trainer.best_n={e}", f"trainer.patience={e + 1}",
+               "--set", f"trainer.max_epochs={e}", f"trainer.best_n={best_n or e}",
+               f"trainer.patience={patience or e + 1}",
                f"trainer.lr={lr}", f"trainer.warmup_steps={warmup}", *([f"trainer.max_steps={steps}"] if steps else [])]
         self.timed(f"train {row}", lambda: self.sh(cmd, os.path.join(self.rows_dir, f"{row}.log")))
         return d
@@ -369,8 +385,11 @@ class Experiment:
                 raise SystemExit(f"{self.spec.path}: rows.{run.row}: budget {self._budget_text(run, cap)}, but its "
                                  f"init {init_run.name} already took {init_steps}: nothing is left for its own "
                                  f"training (budget.init_share splits the budget with the init row)")
+        sched = {"epochs": run.epochs, "lr": run.lr, "warmup": run.warmup_steps}
+        if run.schedule == "av0":           # AV1, AV2, the merge ablation: trained as the recipe trained AV0
+            sched = self.r.av0_schedule()
         d = self.r.train(run.name, init, run.train_args(self.resolve, self.aug), freeze=run.freeze,
-                         epochs=run.epochs, lr=run.lr, warmup=run.warmup_steps, steps=own_cap)
+                         steps=own_cap, **sched)
         self.dirs[run.name] = d
         own = budget_steps(d)
         if own is None:
@@ -469,12 +488,21 @@ class Experiment:
         score = {t: mean_cer(dev, f"T{t:g}", rconds) for t in thrs}
         self.route[name] = {"score": score, "threshold": min(score, key=lambda t: (tie_key(score[t]), t))}
 
+    def recipe_models(self):
+        """``{row name: recipe model}`` of the recipe's own models in the eval sweep: A0 and AV0, and V when
+        the recipe packed it (lips alone, the regime's reference)."""
+        out = {"A0": "a0"}
+        if os.path.isfile(os.path.join(self.r.exp, "packed", "v", "model.pth")):
+            out["V"] = "v"
+        out["AV0"] = "av0"
+        return out
+
     def eval_models(self):
-        """``NAME=DIR[@T]`` specs of the eval sweep: A0, AV0, the dropout rows, the student, the adapter at
+        """``NAME=DIR[@T]`` specs of the eval sweep: A0, V (when packed), AV0, the dropout rows, the student, the adapter at
         threshold 0 and tuned, the student's other best runs per ``eval_best_per`` value, then the rest."""
         roles = self.spec.roles
         student, adapter = roles.get("student"), roles.get("adapter")
-        spec = [f"A0={os.path.join(self.r.exp, 'packed', 'a0')}", f"AV0={os.path.join(self.r.exp, 'packed', 'av0')}"]
+        spec = [f"{n}={os.path.join(self.r.exp, 'packed', m)}" for n, m in self.recipe_models().items()]
         for m in list(roles.get("dropout_rows", [])) + [student]:
             if m in self.spec.rows:
                 spec.append(f"{m}={self.packed[self.chosen[m].name]}")
@@ -562,7 +590,7 @@ class Experiment:
         if trend:
             out["claims"]["4_study_trend"] = trend
         if "utt_errors" in ev:
-            out["claims_by_interval"] = claims_with_goal(ev, self.best_dropout, self.spec.roles.get("dropout_rows", []),
+            out["claims_by_interval"] = claims_with_goal(ev, self.best_dropout, self.no_candidates(),
                                                          adapter=ad_row or "AV6", unit=self.bootstrap_unit)[0]
             out["bootstrap_unit"] = self.bootstrap_unit
         out["seconds"] = {"total_this_run": time.perf_counter() - t0,
@@ -583,7 +611,7 @@ class Experiment:
         each row's chosen run counted from its recipe model (its own plus its init row's run's), and its
         step budget (None: epochs only); ``A0`` / ``AV0``: the recipe's own training (``steps`` only)."""
         out = {}
-        for name, m in (("A0", "a0"), ("AV0", "av0")):
+        for name, m in self.recipe_models().items():
             n = budget_steps(os.path.join(self.r.exp, f"train_{m}"))
             if n is not None:
                 out[name] = {"steps": int(n)}
@@ -603,7 +631,7 @@ class Experiment:
         AV0's (``train_result.json``'s ``parameters.total``, else counted on the packed model)."""
         from avsr.eval.leaderboard import LeaderboardError, train_facts
         by_packed = {os.path.abspath(p): run for run, p in self.packed.items()}
-        recipe = {"A0": "a0", "AV0": "av0"}
+        recipe = self.recipe_models()
 
         def total(tf, packed):
             if (tf.get("parameters") or {}).get("total") is not None:
@@ -670,6 +698,12 @@ class Experiment:
         except ValueError as e:
             raise LeaderboardError(f"{p}: {e}") from None
 
+    def no_candidates(self):
+        """Rows the leaderboard's goal does not rank as methods: the spec's ``roles.dropout_rows`` and
+        ``roles.baseline_rows`` (the study's fixed-rate rows, the ablations of a dropout-only row or of AV0)."""
+        r = self.spec.roles
+        return list(r.get("dropout_rows", [])) + list(r.get("baseline_rows", []))
+
     def leaderboard(self, corpus, corpus_dir=None):
         """The leaderboard (:func:`avsr.eval.leaderboard.build_leaderboard`) of the table's eval sweep,
         with ``corpus`` facts (:func:`avsr.eval.leaderboard.corpus_facts`) and each row's error breakdown
@@ -678,7 +712,7 @@ class Experiment:
         ev = getattr(self, "eval_sweep", None) or self.sweep()
         return build_leaderboard(ev, corpus, self.best_dropout, self.row_facts(),
                                  breakdown=self.error_breakdown(ev, corpus_dir), unit=self.bootstrap_unit,
-                                 dropout_rows=self.spec.roles.get("dropout_rows", []))
+                                 dropout_rows=self.no_candidates())
 
 
 def build_parser():

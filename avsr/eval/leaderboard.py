@@ -173,7 +173,7 @@ def build_leaderboard(ev: Mapping, corpus: Mapping, best_dropout: Optional[str],
     every model of the sweep (``steps`` and ``grid`` are copied when given); ``breakdown``:
     :func:`avsr.eval.breakdown.error_breakdown` of the same sweep (each row's ``errors`` and the ``bins``);
     ``unit``: what the bootstrap draws, utterances or recordings (:class:`avsr.eval.claims.Resampler`);
-    ``dropout_rows``: the spec's dropout-only rows, left out of the goal's candidates
+    ``dropout_rows``: the rows left out of the goal's candidates (the spec's dropout-only and baseline rows)
     (:func:`avsr.eval.claims.goal_claim`: claim ``goal_35pct_area_below_best_dropout`` and the per-row
     ``goal`` facts, with ``best_dropout``, A0 and AV0 in the sweep).
     Raises :class:`LeaderboardError` when the sweep lacks a condition, AV0 or a row's facts."""

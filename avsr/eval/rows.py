@@ -26,6 +26,12 @@ trained: the leaderboard's equal budgets.  ``init_share: S`` (0 < S < 1, with ``
 init is another row) splits the budget: the init row's chosen setting is trained again from its recipe
 model for ``round(S * steps)`` steps (run ``<init run>-s<N>``) and the row's run starts from that, with
 the rest of the budget (AV6 on AV5's budget, adapter training included).
+``schedule``
+    ``own`` (default: ``budget``, ``lr`` and ``warmup_steps`` as given) or ``av0``: the run trains on the
+    recipe's AV0 schedule, its ``trainer`` ``max_epochs``, ``lr``, ``warmup_steps``, ``best_n`` and
+    ``patience`` read from ``train_av0/config.yaml`` when the run is trained (rows that start where AV0
+    started, ``av0_init``, and stand beside it: AV1, AV2, the merge ablation).  A row with ``schedule: av0``
+    sets no ``budget``, ``lr`` or ``warmup_steps`` of its own; its steps are still recorded.
 ``name``
     the row's run-name base, a format string with ``{init}`` (the init run's name); default the row name.
 ``grid``
@@ -66,17 +72,19 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 __all__ = ["RowSpecError", "Row", "Run", "RowSet", "Decode", "load_spec", "expand", "choose_on_dev",
-           "method_specs", "RECIPE_MODELS", "MAX_AXES", "DECODE_ADAPTERS"]
+           "method_specs", "RECIPE_MODELS", "MAX_AXES", "DECODE_ADAPTERS", "SCHEDULES"]
 
 RECIPE_MODELS = ("a0", "v", "av0", "av0_init")
 MAX_AXES = 4
 #: ``budget: {steps: N}`` alone: the epoch cap is this (the steps end the training first)
 STEPS_ONLY_MAX_EPOCHS = 1000
 _ROW_KEYS = {"init", "name", "methods", "options", "freeze", "set", "audio_aug", "lr", "warmup_steps", "budget",
-             "grid", "select", "probe", "eval_best_per", "route", "decode"}
+             "grid", "select", "probe", "eval_best_per", "route", "decode", "schedule"}
 _DEFAULT_KEYS = {"budget", "lr", "warmup_steps", "audio_aug", "freeze", "methods", "options", "set"}
 #: what a decode-only row does to the adapters of the run it decodes (``zero``: every LoRA B set to 0)
 DECODE_ADAPTERS = ("zero",)
+#: ``schedule`` values: the row's own budget / lr / warm-up, or the recipe AV0's (read when trained)
+SCHEDULES = ("own", "av0")
 _OPTIONS = {"d_prob": "--d_prob", "drop_rate": "--drop_rate", "drop_pattern": "--drop_pattern"}
 
 
@@ -102,6 +110,7 @@ class Row:
     probe: Dict[str, Any] = field(default_factory=dict)
     eval_best_per: Optional[str] = None
     route: Dict[str, Any] = field(default_factory=dict)
+    schedule: str = "own"
 
 
 @dataclass
@@ -124,6 +133,7 @@ class Run:
     steps: int = 0                # > 0: optimiser-update budget (trainer.max_steps)
     steps_of: Optional[str] = None  # the budget is the steps of this row's chosen run (or "av0"), resolved later
     init_share: Optional[float] = None  # split budget: the init row's part (its settings, retrained this share)
+    schedule: str = "own"         # "av0": epochs, lr, warm-up, best_n, patience of the recipe's AV0 (driver)
 
     def fmt(self, template: str) -> str:
         """``template`` with ``{run}``, ``{init}``, ``{suffix}`` and ``{<axis>}`` (e.g. ``{budget.epochs}``)."""
@@ -281,6 +291,13 @@ def _parse_row(path, name, d, defaults):
     unknown = set(d) - _ROW_KEYS
     if unknown:
         raise _err(path, where, f"unknown fields {sorted(unknown)} (known: {sorted(_ROW_KEYS)})")
+    schedule = str(d.get("schedule", "own"))
+    if schedule not in SCHEDULES:
+        raise _err(path, f"{where}.schedule", f"must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "av0":
+        own = sorted({"budget", "lr", "warmup_steps"} & set(d))
+        if own:
+            raise _err(path, where, f"schedule: av0 takes AV0's epochs, lr and warm-up; the row also sets {own}")
     d = {**copy.deepcopy(defaults), **d}
     if "init" not in d:
         raise _err(path, where, "needs an 'init' (a recipe model or another row)")
@@ -310,6 +327,8 @@ def _parse_row(path, name, d, defaults):
     if not isinstance(freeze, list):
         raise _err(path, f"{where}.freeze", "must be a list of parameter name prefixes")
     grid = _parse_grid(path, f"{where}.grid", d.get("grid") or {}, methods)
+    if schedule == "av0" and any(a.startswith("budget.") for a in grid):
+        raise _err(path, f"{where}.grid", "schedule: av0 takes AV0's epochs; a budget axis contradicts it")
     probe = d.get("probe") or {}
     if probe:
         miss = {"axis", "values", "sweep"} - set(probe)
@@ -333,7 +352,7 @@ def _parse_row(path, name, d, defaults):
                set=dict(d.get("set") or {}), audio_aug=bool(d.get("audio_aug", True)), lr=float(d.get("lr", 0.0005)),
                warmup_steps=int(d.get("warmup_steps", 50)), budget=dict(budget), base_name=d.get("name"), grid=grid,
                select=dict(d.get("select") or {}), probe=dict(probe), eval_best_per=d.get("eval_best_per"),
-               route=dict(d.get("route") or {}))
+               route=dict(d.get("route") or {}), schedule=schedule)
 
 
 def load_spec(path: str, table: str) -> RowSet:
@@ -457,7 +476,8 @@ def expand(row: Row, init_run: Optional[str] = None, extra: Optional[Dict[str, A
                         steps=0 if isinstance(f["steps"], str) else int(f["steps"]),
                         steps_of=f["steps"][1:] if isinstance(f["steps"], str) else None, values=values,
                         suffix=suffix,
-                        init_share=None if f["init_share"] is None else float(f["init_share"])))
+                        init_share=None if f["init_share"] is None else float(f["init_share"]),
+                        schedule=row.schedule))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise RowSpecError(f"rows.{row.name}.grid: two runs get the same name ({names}); give the axes names")
