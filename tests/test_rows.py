@@ -730,3 +730,14 @@ def test_leaderboard_table_holds_every_row_in_one_run():
     assert lb.decodes["AV6-noadapter"].of == "AV6"
     assert set(lb.roles["baseline_rows"]) == {"S.1", "S.3", "S.5", "S.7", "AV3-frozen", "AV0-bundle",
                                               "AV0-lastmerge"}
+
+
+def test_pack_failure_names_the_log_and_the_log_the_cause(tmp_path):
+    """Packing runs in the driver's process (no interpreter per row); a run dir that cannot be packed
+    stops the driver with an error naming pack.log, which names the missing file."""
+    r = rb.RowRunner(str(tmp_path / "exp"), str(tmp_path / "data"), "c.yaml")
+    os.makedirs(tmp_path / "run")
+    with pytest.raises(SystemExit, match=r"avsr pack failed \(rc 1\); see .*pack\.log"):
+        r.pack("AV3", str(tmp_path / "run"))
+    log = open(os.path.join(r.rows_dir, "pack.log")).read()
+    assert "+ avsr pack --exp_dir" in log and f"{tmp_path / 'run' / 'config.yaml'}: not found" in log

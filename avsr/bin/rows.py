@@ -239,9 +239,30 @@ class RowRunner:
         fusion = "entropy" if any(str(m).partition(":")[0].strip() == "mla"
                                   for m in cfg.get("methods") or []) else None
         if not os.path.isfile(os.path.join(out, "model.pth")) or _packed_fusion(out) != fusion:
-            self.sh([self.py, "-m", "avsr.cli", "pack", "--exp_dir", d, "--out", out]
-                    + (["--decode_fusion", fusion] if fusion else []), os.path.join(self.rows_dir, "pack.log"))
+            self.pack_cli(["--exp_dir", d, "--out", out] + (["--decode_fusion", fusion] if fusion else []))
         return out
+
+    def pack_cli(self, args):
+        """``avsr pack ARGS``, in this process (a pack is a few file copies; a new interpreter per row costs
+        more than the pack), its output appended to ``<rows_dir>/pack.log``; a failure is an error naming
+        the log."""
+        import contextlib
+        import traceback
+
+        from avsr.bin import pack as pack_bin
+        log = os.path.join(self.rows_dir, "pack.log")
+        print("+ avsr pack " + " ".join(args), flush=True)
+        with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+            print("+ avsr pack " + " ".join(args), flush=True)
+            try:
+                rc = pack_bin.main(list(args))
+            except SystemExit as e:              # argparse errors
+                rc = e.code if isinstance(e.code, int) else 2
+            except Exception:                    # noqa: BLE001 - the log gets the traceback, the caller the log
+                traceback.print_exc()
+                rc = 1
+        if rc:
+            raise SystemExit(f"avsr pack failed (rc {rc}); see {log}")
 
     def pack_without_adapters(self, name, d):
         """A decode-only row's pack: the run ``d``'s weights with every LoRA ``B`` set to 0
@@ -256,8 +277,7 @@ class RowRunner:
         os.makedirs(os.path.dirname(w), exist_ok=True)
         sd = identity_adapter_state(model_state(load_checkpoint(os.path.join(d, "model.pth"))))
         save_checkpoint({k: v.detach().clone() for k, v in sd.items()}, w)
-        self.sh([self.py, "-m", "avsr.cli", "pack", "--exp_dir", d, "--weights", w, "--out", out],
-                os.path.join(self.rows_dir, "pack.log"))
+        self.pack_cli(["--exp_dir", d, "--weights", w, "--out", out])
         return out
 
     def sweep(self, name, models, split, greedy, rates=RATES, segment=True, whole=True, snrs=True, extra=()):
