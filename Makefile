@@ -111,9 +111,11 @@ bench-robust: install
 	( $(ROWS_RUN) --rows_table core --rows_out $(CURDIR)/docs/results/robust_core.json )
 	$(PY) -m avsr.bin.report --docs
 
-# the leaderboard: every method of the row spec's table leaderboard on AV5's step budget, each chosen on
-# dev from at most 4 settings, beam-10 eval sweep under every frame-loss condition (needs bench-train;
-# resumable) -> docs/results/leaderboard.json, its plot, and RESULTS.md sorted by degradation area
+# the leaderboard: every row of the row spec's table leaderboard (the paper's rows, the ablations, MLA, CKD,
+# TFR and their combinations, with the recipe's A0, V and AV0) in one run, on the equal step budgets, each
+# chosen on dev from at most 4 settings, beam-10 eval sweep under every frame-loss condition (needs
+# bench-train; resumable; about 15-20 h on 2 CPU cores, docs/ROBUSTNESS.md) -> docs/results/leaderboard.json,
+# its plot, and RESULTS.md sorted by degradation area
 bench-leaderboard: install
 	( $(ROWS_RUN) --rows_table leaderboard --rows_out $(CURDIR)/docs/results/rows_leaderboard.json \
 	  --rows_leaderboard $(CURDIR)/docs/results/leaderboard.json )
