@@ -292,7 +292,7 @@ def test_rows_driver_packs_mla_runs_with_fusion(tmp_path, monkeypatch):
     r = RowRunner(tmp_path / "exp", tmp_path / "data", None, rows_dir=tmp_path / "rows")
     cmds = []
 
-    def sh(cmd, log):
+    def pack_cli(cmd):                                      # the avsr pack arguments
         cmds.append(cmd)
         out = cmd[cmd.index("--out") + 1]
         os.makedirs(out, exist_ok=True)
@@ -300,7 +300,7 @@ def test_rows_driver_packs_mla_runs_with_fusion(tmp_path, monkeypatch):
         fusion = cmd[cmd.index("--decode_fusion") + 1] if "--decode_fusion" in cmd else None
         with open(os.path.join(out, "config.yaml"), "w") as f:
             yaml.safe_dump({"decode": {"fusion": fusion} if fusion else {}}, f)
-    monkeypatch.setattr(r, "sh", sh)
+    monkeypatch.setattr(r, "pack_cli", pack_cli)
     runs = {}
     for name, methods in (("MLA", ['mla:{"project": true}']), ("CKD", ["ckd:{}"]), ("AV3", [])):
         d = tmp_path / "train" / name
