@@ -345,7 +345,7 @@ def test_leaderboard_stages_end_to_end(recipe, tmp_path):
     # the goal ranks methods: not V, the dropout rows, the study's rows or the ablations of dropout and merge
     if "goal" in lb:
         assert not set(lb["goal"]["rows"]) & {"V", "AV1", "AV2", "AV3", "S.1", "S.3", "S.5", "S.7", "AV3-frozen",
-                                              "AV0-bundle", "AV0-lastmerge"}
+                                              "AV0-bundle", "AV0-lastmerge", "AV6-noadapter", "AV6-ontop"}
         assert {"AV6", "CKD", "TFR", "MLA"} <= set(lb["goal"]["rows"])
     # the combinations sit on the chosen CKD / TFR run, not on AV5
     table = json.loads((tmp_path / "rows_table.json").read_text())

@@ -111,11 +111,13 @@ def test_av0_settings_single_and_several_init_specs(tmp_path):
     d = os.path.join(b.exp, "train_av0")
     os.makedirs(d)
     noise = 'audio_noise:{"prob": 0.8, "snr": [-20, 5]}'
+    sp = 'speed_perturb:{"factors": [0.9,1.0,1.1]}'
     for init, want in (("/x/a0/model.pth", ["/x/a0/model.pth"]),   # one spec: stored as a plain string
                        (["/x/a0/model.pth", "/x/v/model.pth::visual_"], ["/x/a0/model.pth", "/x/v/model.pth::visual_"])):
         with open(os.path.join(d, "config.yaml"), "w") as f:
-            yaml.safe_dump({"trainer": {"init": init}, "methods": [noise, 'mda_kd:{"teacher": "t"}']}, f)
-        assert b.av0_settings() == (want, ["--method", noise])
+            yaml.safe_dump({"trainer": {"init": init}, "methods": [sp, noise, 'mda_kd:{"teacher": "t"}']}, f)
+        # AV0's augmentation, speed perturbation included (the mini recipe trains every model with it)
+        assert b.av0_settings() == (want, ["--method", sp, "--method", noise])
 
 
 def test_row_with_other_epochs_or_lr_is_moved_aside(tmp_path):
@@ -305,6 +307,7 @@ def test_decode_row_threshold_none_never_routes(tmp_path):
     ("rows: {A: {init: av0}}\ntables: {t: {rows: [A], override: {A: {colour: red}}}}",
      r"tables\.t\.override\.A: must be a mapping of row fields"),
     ("rows: {A: {init: av0_init, schedule: av9}}\ntables: {t: {rows: [A]}}", r"rows\.A\.schedule: must be one of"),
+    ("rows: {A: {init: av0, schedule: av0}}\ntables: {t: {rows: [A]}}", r"rows\.A\.init: schedule: av0 .* av0_init"),
     ("rows: {A: {init: av0_init, schedule: av0, lr: 0.1}}\ntables: {t: {rows: [A]}}",
      r"rows\.A: schedule: av0 takes AV0's epochs, lr and warm-up; the row also sets \['lr'\]"),
     ("rows: {A: {init: av0_init, schedule: av0}}\ntables: {t: {rows: [A], override: {A: {budget: {epochs: 3}}}}}",
@@ -661,7 +664,7 @@ def test_schedule_av0_trains_a_row_as_the_recipe_trained_av0(tmp_path):
     retrained on another schedule sends it back to training.  Bugs caught: the defaults' 2 epochs and lr
     used, best_n / patience left at the driver's, the schedule missing from the reuse check."""
     p = tmp_path / "rows.yaml"
-    p.write_text("defaults: {budget: {epochs: 2}, lr: 0.0005, warmup_steps: 50}\n"
+    p.write_text("defaults: {budget: {epochs: 2, steps: 9}, lr: 0.0005, warmup_steps: 50}\n"
                  "rows: {AV2: {init: av0_init, schedule: av0, options: {d_prob: 0.5}}, AV3: {init: av0}}\n"
                  "tables: {t: {rows: [AV2, AV3]}}")
     r = _FakeRunner(tmp_path, {})
@@ -680,7 +683,8 @@ def test_schedule_av0_trains_a_row_as_the_recipe_trained_av0(tmp_path):
     assert tc["init"] == ["/a0.pth", "/v.pth::visual_"]
     tc3 = yaml.safe_load(open(os.path.join(r.rows_dir, "AV3", "config.yaml")))["trainer"]
     assert (tc3["max_epochs"], tc3["lr"], tc3["best_n"], tc3["patience"]) == (2, 0.0005, 2, 3)   # its own
-    assert exp.row_steps()["AV2"]["steps"] == 7 * 8
+    assert tc3["max_steps"] == 9 and "max_steps" not in tc          # the defaults' step cap is not AV0's
+    assert exp.row_steps()["AV2"]["steps"] == 7 * 8 and exp.row_steps()["AV2"]["budget"] is None
     n = len(r.calls)
     rb.Experiment(load_spec(str(p), "t"), r).train()
     assert len(r.calls) == n
@@ -729,7 +733,11 @@ def test_leaderboard_table_holds_every_row_in_one_run():
                                                                  core6.audio_aug)
     assert lb.decodes["AV6-noadapter"].of == "AV6"
     assert set(lb.roles["baseline_rows"]) == {"S.1", "S.3", "S.5", "S.7", "AV3-frozen", "AV0-bundle",
-                                              "AV0-lastmerge"}
+                                              "AV0-lastmerge", "AV6-noadapter", "AV6-ontop"}
+    # AV6-ontop's runs are the core table's AV6 runs (same names, same training) at 2 and 8 epochs
+    on = [r.name for r in expand(top, init_run="AV5-mse-w100")]
+    assert on == ["AV6-on-AV5-mse-w100", "AV6-on-AV5-mse-w100-e8"]
+    assert set(on) <= {r.name for r in expand(core6, init_run="AV5-mse-w100")}
 
 
 def test_pack_failure_names_the_log_and_the_log_the_cause(tmp_path):

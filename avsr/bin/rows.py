@@ -39,6 +39,8 @@ from avsr.eval.rows import RECIPE_MODELS, RowSpecError, choose_on_dev, expand, l
 from avsr.eval.sweep import RATES
 
 THRESHOLDS_DEFAULT = (0.0, 0.1, 0.25, 0.5, 0.75)
+#: AV0's methods that are data augmentation: the AV rows with ``audio_aug`` train with AV0's own
+AUG_METHODS = ("speed_perturb", "audio_noise")
 
 
 def _train_config(exp_dir):
@@ -141,14 +143,14 @@ class RowRunner:
         return os.path.join(self.exp, f"train_{m}", "model.pth")
 
     def av0_settings(self):
-        """AV0's own ``--init`` specs (A0, plus V's visual branch when used) and its audio augmentation
-        (``--method audio_noise:...`` arguments), from its config.yaml: the AV rows are AV0's recipe
-        plus dropout / KD, so AV1 / AV2 start where AV0 started and every AV row trains with the same
-        augmentation."""
+        """AV0's own ``--init`` specs (A0, plus V's visual branch when used) and its augmentation (the
+        ``--method`` arguments of its ``speed_perturb`` and ``audio_noise`` methods, in its order), from its
+        config.yaml: the AV rows are AV0's recipe plus dropout / KD, so AV1 / AV2 start where AV0 started
+        and every AV row with ``audio_aug`` trains with the same augmentation."""
         cfg = _train_config(os.path.join(self.exp, "train_av0"))
         aug = []
         for spec in cfg.get("methods") or []:
-            if spec.split(":", 1)[0] == "audio_noise":
+            if spec.split(":", 1)[0].strip() in AUG_METHODS:
                 aug += ["--method", spec]
         return _init_specs(cfg), aug
 
@@ -256,8 +258,10 @@ class RowRunner:
             print("+ avsr pack " + " ".join(args), flush=True)
             try:
                 rc = pack_bin.main(list(args))
-            except SystemExit as e:              # argparse errors
-                rc = e.code if isinstance(e.code, int) else 2
+            except SystemExit as e:              # argparse errors (their message is already in the log)
+                if e.code is not None and not isinstance(e.code, int):
+                    print(e.code)
+                rc = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
             except Exception:                    # noqa: BLE001 - the log gets the traceback, the caller the log
                 traceback.print_exc()
                 rc = 1
@@ -390,7 +394,8 @@ class Experiment:
         another row, that row's run's (the init part).  A step budget caps that total: the run's own
         ``max_steps`` is the budget less the init part, and a total over the budget is an error naming
         the row spec file and the row."""
-        cap = self._budget_steps(run)
+        # schedule: av0 (AV1, AV2, the merge ablation): trained as the recipe trained AV0, with no step cap
+        cap = 0 if run.schedule == "av0" else self._budget_steps(run)
         init_run, init = None, self._init(run)
         if run.init_share is not None:
             init_run = self._split_init(run, cap)
@@ -405,9 +410,8 @@ class Experiment:
                 raise SystemExit(f"{self.spec.path}: rows.{run.row}: budget {self._budget_text(run, cap)}, but its "
                                  f"init {init_run.name} already took {init_steps}: nothing is left for its own "
                                  f"training (budget.init_share splits the budget with the init row)")
-        sched = {"epochs": run.epochs, "lr": run.lr, "warmup": run.warmup_steps}
-        if run.schedule == "av0":           # AV1, AV2, the merge ablation: trained as the recipe trained AV0
-            sched = self.r.av0_schedule()
+        sched = self.r.av0_schedule() if run.schedule == "av0" else \
+            {"epochs": run.epochs, "lr": run.lr, "warmup": run.warmup_steps}
         d = self.r.train(run.name, init, run.train_args(self.resolve, self.aug), freeze=run.freeze,
                          steps=own_cap, **sched)
         self.dirs[run.name] = d
@@ -569,7 +573,8 @@ class Experiment:
         out = {"machine": machine or {}, "command": command, "table": self.spec.table, "row_spec": self.spec.path,
                "search": ev["search"], "epochs_per_finetune": self.spec.rows[st].budget["epochs"] if st else None,
                "lr": s_run.lr if s_run else None, "warmup_steps": s_run.warmup_steps if s_run else None,
-               "finetune_frozen": list(s_run.freeze) if s_run else []}
+               "finetune_frozen": list(s_run.freeze) if s_run else [],
+               "schedule_av0_rows": [n for n, row in self.spec.rows.items() if row.schedule == "av0"]}
         if s_run:
             dist_ax, w_ax = "methods.mda_kd.distance", "methods.mda_kd.weight"
             pr = self.probes.get(st, {})
@@ -629,7 +634,7 @@ class Experiment:
     def row_steps(self):
         """``{row: {"run", "steps", "own", "init", "init_run", "budget", "budget_of"}}``: the optimiser steps of
         each row's chosen run counted from its recipe model (its own plus its init row's run's), and its
-        step budget (None: epochs only); ``A0`` / ``AV0``: the recipe's own training (``steps`` only)."""
+        step budget (None: epochs only); ``A0`` / ``V`` / ``AV0``: the recipe's own training (``steps`` only)."""
         out = {}
         for name, m in self.recipe_models().items():
             n = budget_steps(os.path.join(self.r.exp, f"train_{m}"))
@@ -646,7 +651,7 @@ class Experiment:
 
     def row_facts(self):
         """``{model: {"train_s", "params_added"}}`` of every model of the eval sweep: the training seconds of
-        its own train dir (A0, AV0: the recipe's ``train_a0`` / ``train_av0``; a row: the run whose packed
+        its own train dir (A0, V, AV0: the recipe's ``train_a0`` / ``train_v`` / ``train_av0``; a row: the run whose packed
         model it decodes, else the ``exp_dir`` in the packed model's meta.json) and its parameters beyond
         AV0's (``train_result.json``'s ``parameters.total``, else counted on the packed model)."""
         from avsr.eval.leaderboard import LeaderboardError, train_facts

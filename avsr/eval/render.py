@@ -331,6 +331,8 @@ def sec_robust(r, notes=True):
             f"{r['warmup_steps']} steps, model = average of its epochs"
             + ("; the fine-tunes from AV0 (AV3, AV5, S.x) train only what is not frozen: "
                + ", ".join(f"`{x}`" for x in frozen) + " frozen" if frozen else "")
+            + ("; " + ", ".join(r["schedule_av0_rows"]) + " start where AV0 started and train on AV0's own "
+               "schedule instead" if r.get("schedule_av0_rows") else "")
             + f". Search: **{r['search']}**. "
             f"{ev.get('utts')} eval utterances; CER % [95 % bootstrap CI].", "",
             "| model | " + " | ".join(conds) + " | area |", "|---|" + "---|" * (len(conds) + 1)]
@@ -904,8 +906,8 @@ def synthmisp_results_md(res_dir) -> str:
         kd, ad = r.get("kd", {}), r.get("adapter", {})
 
         def trained_by(m, kd=kd, ad=ad):
-            if m in ("A0", "AV0"):
-                return "stage " + ("6" if m == "A0" else "8")
+            if m in ("A0", "V", "AV0"):
+                return "stage " + {"A0": "6", "V": "7", "AV0": "8"}[m]
             if m == "AV6-tuned":
                 return (f"row AV6 ({ad.get('row')}), decoded at the routing threshold tuned on dev "
                         f"({ad.get('tuned_threshold')})")

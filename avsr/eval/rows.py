@@ -31,7 +31,8 @@ the rest of the budget (AV6 on AV5's budget, adapter training included).
     recipe's AV0 schedule, its ``trainer`` ``max_epochs``, ``lr``, ``warmup_steps``, ``best_n`` and
     ``patience`` read from ``train_av0/config.yaml`` when the run is trained (rows that start where AV0
     started, ``av0_init``, and stand beside it: AV1, AV2, the merge ablation).  A row with ``schedule: av0``
-    sets no ``budget``, ``lr`` or ``warmup_steps`` of its own; its steps are still recorded.
+    starts where AV0 started (``init: av0_init``), sets no ``budget``, ``lr`` or ``warmup_steps`` of its own
+    and gets no step cap (not from ``defaults`` either); its steps are still recorded.
 ``name``
     the row's run-name base, a format string with ``{init}`` (the init run's name); default the row name.
 ``grid``
@@ -298,6 +299,9 @@ def _parse_row(path, name, d, defaults):
         own = sorted({"budget", "lr", "warmup_steps"} & set(d))
         if own:
             raise _err(path, where, f"schedule: av0 takes AV0's epochs, lr and warm-up; the row also sets {own}")
+        if str(d.get("init")) != "av0_init":
+            raise _err(path, f"{where}.init", f"schedule: av0 trains as AV0 was trained, from where AV0 started: "
+                                              f"init must be av0_init, got {d.get('init')!r}")
     d = {**copy.deepcopy(defaults), **d}
     if "init" not in d:
         raise _err(path, where, "needs an 'init' (a recipe model or another row)")
