@@ -174,6 +174,7 @@ class RowRunner:
         every epoch's, and none)."""
         d = os.path.join(self.rows_dir, row)
         e, steps = int(epochs), int(steps)
+        best_n, patience = int(best_n or e), int(patience or e + 1)
         freeze = [str(x) for x in freeze]
         if os.path.isfile(os.path.join(d, "config.yaml")):
             cfg = _train_config(d)
@@ -185,7 +186,7 @@ class RowRunner:
                 # e.g. a re-run with another budget: a finished 2-epoch row is not a 4-epoch row
                 tc = cfg.get("trainer") or {}
                 want = {"max_epochs": e, "lr": lr, "warmup_steps": warmup,
-                        "best_n": best_n or e, "patience": patience or e + 1}
+                        "best_n": best_n, "patience": patience}
                 diff = {k: tc.get(k) for k, v in want.items() if tc.get(k) is None or float(tc[k]) != float(v)}
                 if int(tc.get("max_steps") or 0) != steps:
                     diff["max_steps"] = tc.get("max_steps")
@@ -207,8 +208,7 @@ class RowRunner:
                "--token_list", os.path.join(self.data, "token_list", "char", "tokens.txt"),
                "--stats", os.path.join(self.exp, "stats", "feats_stats.json"), "--exp_dir", d,
                "--init", *init, *extra, *(["--freeze_param", *freeze] if freeze else []),
-               "--set", f"trainer.max_epochs={e}", f"trainer.best_n={best_n or e}",
-               f"trainer.patience={patience or e + 1}",
+               "--set", f"trainer.max_epochs={e}", f"trainer.best_n={best_n}", f"trainer.patience={patience}",
                f"trainer.lr={lr}", f"trainer.warmup_steps={warmup}", *([f"trainer.max_steps={steps}"] if steps else [])]
         self.timed(f"train {row}", lambda: self.sh(cmd, os.path.join(self.rows_dir, f"{row}.log")))
         return d
