@@ -21,11 +21,13 @@ ESPNET_RUNTIME := "typeguard" "packaging" "librosa>=0.10.2" "torch_complex"
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NJ ?= 2
 
-.PHONY: help install sysdeps demo test test-all bench bench-train bench-robust bench-sweep bench-align bench-full docs clean-venv
+.PHONY: help install sysdeps demo test test-all bench bench-train bench-robust bench-leaderboard bench-sweep bench-align bench-full docs clean-venv
 
 help:
 	@echo "make demo     set up (.venv, deps) and run the SynthMISP demo recipe"
 	@echo "make test     set up and run the default test suite (a few minutes)"
+	@echo "make test-all the default suite and the slow tests"
+	@echo "make bench-train   SynthMISP mini: corpus, A0, V and AV0 through the recipe (hours on 2 cores; resumes)"
 	@echo "make bench    longer measurements; writes docs/BENCHMARKS.md and recipes/synthmisp/RESULTS.md"
 	@echo "make bench-robust  the core rows of conf/rows/dai2024.yaml on SynthMISP mini (after bench-train)"
 	@echo "make bench-leaderboard  every robustness method on one budget, ranked (after bench-train)"
@@ -122,7 +124,7 @@ bench-leaderboard: install
 	$(PY) -m avsr.bin.report --docs
 
 # the eval sweep's cost against independent decodes, per stage, median of 5 runs per search, on the
-# demo's models (make demo rebuilds them in minutes); DEMO_EXP / DEMO_DATA point elsewhere if needed
+# demo's models (make demo rebuilds them in about 30 min on 2 cores); DEMO_EXP / DEMO_DATA point elsewhere if needed
 DEMO_EXP ?= recipes/synthmisp/exp/synthmisp_demo
 DEMO_DATA ?= recipes/synthmisp/data/synthmisp_demo
 bench-sweep: install

@@ -70,8 +70,9 @@ def build_parser():
     ap.add_argument("--speaker", help="speaker id in the detection JSON (default: the only one; with several, --face-index, else the "
                          "first id with a warning)")
     ap.add_argument("--detector", default="haar", choices=["haar", "mediapipe"],
-                    help="offline face detector for a full-frame video without a detection JSON (mediapipe: the "
-                         "optional extra, pip install 'avsr[mediapipe]')")
+                    help="offline face detector for a full-frame video without a detection JSON (mediapipe: landmarks; "
+                         "make install sets it up, else pip install -e '.[landmarks]' && pip install --no-deps "
+                         "mediapipe==0.10.21)")
     ap.add_argument("--detect_every", type=int, default=None,
                     help="run the offline detector on every N-th frame and interpolate the mouth boxes between "
                          "(frontends.face_detectors.track_mouth stride; default DEFAULT_STRIDE = 1: every frame, "

@@ -427,7 +427,7 @@ def sec_robust(r, notes=True):
             ", ".join(f"{k} {v:.0f} s" for k, v in secs.items()) + ". Row training (from their logs): " +
             ", ".join(f"{k} {v:.0f} s" for k, v in r.get("row_train_seconds", {}).items()) + "."]
     for e in r.get("seconds_earlier_runs") or []:
-        out.append(f"Earlier run of the same table ({e['why']}; its rows and sweeps were reused): "
+        out.append(f"Earlier run of the same table (options of the script in the recorded command: {e['why']}; its rows and sweeps were reused): "
                    + ", ".join(f"{k} {v:.0f} s" for k, v in e["seconds"].items()) + ".")
     if notes is True:
         notes = f"robust_{r['table']}_notes.md"
@@ -736,8 +736,8 @@ def _row_table(r, trained_by):
 #: Results committed before the recipe followed the official MISP2022 preparation carry this note until remade.
 OLD_RULES_NOTE = ("**Made with the earlier data rules.** These numbers come from an earlier version of the recipe and "
                   "of SynthMISP: the earlier mini preset (120/26/26 sessions, speakers 24/8/8, all 430 characters, clean lips, "
-                  "`conf/mini.yaml` models, the recipe's default babble, no speed perturbation), the toolkit's own text rules and 10 ms utterance ids (today `--text_norm toolkit`), "
-                  "the toolkit lip crop (today `--crop toolkit`), two far channels and the toolkit's lip-box files. "
+                  "`conf/mini.yaml` models, the recipe's default babble, no speed perturbation), the toolkit's own text rules and 10 ms utterance ids (now `--text_norm toolkit`), "
+                  "the toolkit lip crop (now `--crop toolkit`), two far channels and the toolkit's lip-box files. "
                   "The recipe now defaults to the official preparation, crop and layout "
                   "(`docs/MISP2022_FORMATS.md`), so a fresh run gives other numbers; they stand here until remade.")
 
@@ -881,7 +881,7 @@ def synthmisp_results_md(res_dir) -> str:
         out += ["", f"`{demo.get('command', 'make demo')}`. Paired tests and the CER-vs-frame-loss plot: "
                 "`docs/results/demo/sweep.md`, `cer_vs_frame_loss.png`."
                 + (f" Stage wall times: {', '.join(f'{k} {v} s' for k, v in secs.items() if v)}." if secs else ""), ""]
-    out += ["## The `mini` preset", "", "The `make demo` section above is made with today's recipe; what follows "
+    out += ["## The `mini` preset", "", "The `make demo` section above is made with the current recipe; what follows "
             "is not. " + OLD_RULES_NOTE, ""]
     cal = _load(res_dir, "calibration_mini.json")
     if cal:
@@ -893,7 +893,8 @@ def synthmisp_results_md(res_dir) -> str:
             rel = f"{100 * vb['rel_reduction']:+.1f} %" if vb else ""
             out.append(f"| {x['model']} | {x['set']} | {x['search']} | {100 * x['cer']:.2f} "
                        f"[{100 * x['lo']:.2f}, {100 * x['hi']:.2f}] | {rel} | {stage.get(x['model'], '')} |")
-        out += ["", f"Command: `{MINI_RUN.splitlines()[0].strip()} ...` (above).", ""]
+        out += ["", f"Made by (recorded in the JSON): `{cal.get('command', '')}`, after the recipe run of that "
+                "version; `make bench-train` (above) makes them again with the current recipe.", ""]
     lb = _load(res_dir, "leaderboard.json")
     if lb:
         from avsr.eval.leaderboard import validate_leaderboard
@@ -921,7 +922,9 @@ def synthmisp_results_md(res_dir) -> str:
                 "frame loss at the rate given, babble at -5 dB with full video); area: degradation area "
                 "(lower is more robust). `docs/results/" + name + "` holds the intervals.", ""]
         out += _row_table(r, trained_by)
-        out += ["", "```bash", ROWS_RUN.format(table=table), "```", ""]
+        out += ["", f"Made by (recorded in the JSON): `{r.get('command', '')}`. To make it again with the current "
+                "recipe (`make bench-" + ("robust" if table == "core" else "full") + "`):", "",
+                "```bash", ROWS_RUN.format(table=table), "```", ""]
     out += ["## Details", ""]
     for name in ("robust_core.json", "robust_full.json"):
         r = _load(res_dir, name)
