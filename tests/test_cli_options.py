@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ("model", "beam_size", "ctc_greedy", "ctc_weight", "penalty", "batch_size", "device", "threads",
+SHARED = ("model", "beam_size", "ctc_greedy", "ctc_weight", "penalty", "batch_size", "device", "threads", "no_progress",
           "adapter_threshold", "lm_weight", "decode_fusion")
 
 

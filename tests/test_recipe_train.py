@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,8 @@ def test_all_stages_and_artifacts(recipe):
     exp = root / "exp"
     for s in STAGES:
         assert (exp / "stages" / f"{s}.done").is_file(), s
+    # the command as given, every argument quoted (a shell can run it again)
+    assert shlex.split((exp / "synthmisp_cmd.sh").read_text()) == [str(RUN)] + p.args[2:]
     for m in MODELS:
         t = exp / f"train_{m}"
         for f in ("cmd.sh", "config.yaml", "checkpoint.pth", "model.pth", "train_result.json", "train.log"):

@@ -77,6 +77,23 @@ def test_steps_budget_sets_max_steps_and_a_run_with_another_budget_is_moved_asid
     assert len([n for n in os.listdir(b.rows_dir) if n.startswith("A.stale-")]) == 2
 
 
+def test_recipe_train_args_reach_every_row_before_its_own_settings(tmp_path):
+    """The recipe's --train_args (the mini's dropout 0.2) train the rows too; the row's own --set wins."""
+    cmds = []
+    r = rb.RowRunner(str(tmp_path / "exp"), "d", "c.yaml",
+                     train_args=rb.shlex.split("--set model.dropout_rate=0.2 trainer.max_epochs=1"))
+    fake = _fake_sh([])
+    r.sh = lambda cmd, log: (cmds.append(cmd), fake(cmd, log))
+    r.train("A", ["/x/av0.pth"], ["--set", "model.adapter_rank=4"], epochs=3)
+    cmd = cmds[0]
+    i = cmd.index("model.dropout_rate=0.2")
+    assert cmd[i - 1] == "--set" and i < cmd.index("model.adapter_rank=4") < cmd.index("trainer.max_epochs=3")
+    assert cmd.index("trainer.max_epochs=1") < cmd.index("trainer.max_epochs=3")     # later --set wins
+    assert rb.build_parser().parse_args(["train", "--rows", "s", "--exp_dir", "e", "--data_dir", "d", "--config",
+                                         "c", "--train_args=--set model.dropout_rate=0.2"]).train_args \
+        == "--set model.dropout_rate=0.2"
+
+
 def test_finished_row_is_skipped_with_same_init(tmp_path):
     calls = []
     b = _runner(tmp_path, calls)

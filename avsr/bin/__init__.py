@@ -28,7 +28,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def add_search_options(ap) -> None:
     """The search and batching options every ``avsr decode`` mode shares (one name, one default, one help):
     ``--beam_size``, ``--ctc_greedy``, ``--ctc_weight``, ``--penalty`` (each left out: the packed model's
-    stored default), ``--batch_size``, ``--device``, ``--threads``; read back with :func:`search_overrides`."""
+    stored default), ``--batch_size``, ``--device``, ``--threads``, ``--no_progress``; read back with :func:`search_overrides`."""
     ap.add_argument("--beam_size", type=int, default=None,
                     help="beam size; 0 or less: CTC greedy (default: the packed model's, normally 10)")
     ap.add_argument("--ctc_greedy", action="store_true", help="CTC greedy search instead of the beam search")
@@ -43,6 +43,7 @@ def add_search_options(ap) -> None:
                          "segments or fixed windows), decoded together")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--no_progress", action="store_true", help="no progress bar on standard error")
 
 
 def search_overrides(args) -> dict:

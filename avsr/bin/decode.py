@@ -100,7 +100,8 @@ def main(argv=None) -> int:
     # finished batches go to progress.jsonl as they end: a killed run, started again with the same
     # command, decodes only what is left (the file is removed once text and result.json are written)
     log = BatchLog(os.path.join(args.out_dir, PROGRESS), {
-        **{k: v for k, v in sorted(vars(args).items()) if k not in ("out_dir", "threads", "bootstrap", "device")},
+        **{k: v for k, v in sorted(vars(args).items()) if k not in ("out_dir", "threads", "bootstrap", "device",
+                                                                          "no_progress")},
         "model": os.path.abspath(args.model), "model_files": path_stamp(args.model),
         "data_dir": os.path.abspath(args.data_dir), "data_files": path_stamp(args.data_dir, exclude=args.out_dir)})
     if log.restarted:
@@ -116,7 +117,8 @@ def main(argv=None) -> int:
     audio_resumed, n_resumed = audio_sec, len(hyps)      # this run's speed counts only what it decodes
     if resumed:
         print(f"avsr decode: resuming {args.out_dir}: {len(resumed)} utterances already decoded", file=sys.stderr)
-    bar = tqdm(total=len(order), desc=f"decode {os.path.basename(args.data_dir.rstrip('/'))}", leave=False)
+    bar = tqdm(total=len(order), desc=f"decode {os.path.basename(args.data_dir.rstrip('/'))}", leave=False,
+               disable=args.no_progress)
     for s in range(0, len(order), args.batch_size):
         if all(ds.utt_ids[i] in resumed for i in order[s:s + args.batch_size]):
             bar.update(len(order[s:s + args.batch_size]))

@@ -102,7 +102,6 @@ def build_parser():
                     help="fixed windows of this length (implies --segmentation fixed; default 30 s there)")
     ap.add_argument("--max_seconds", type=float, default=1800.0,
                     help="longest recording accepted (seconds); a longer pair is refused with a message")
-    ap.add_argument("--no_progress", action="store_true", help="no progress bar on standard error")
     ap.add_argument("--summary", default=None, help="write a JSON summary (counts, per-step seconds, peak RSS) here")
     return ap
 

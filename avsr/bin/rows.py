@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -112,8 +113,9 @@ def budget_steps(run_dir):
 class RowRunner:
     """The bookkeeping of one rows dir: train (skip / resume / move aside), pack, sweep (reused when done)."""
 
-    def __init__(self, exp_dir, data_dir, config, rows_dir=None, beam_size=10, python=None):
+    def __init__(self, exp_dir, data_dir, config, rows_dir=None, beam_size=10, python=None, train_args=()):
         self.exp = os.path.abspath(exp_dir)
+        self.train_args = list(train_args)      # the recipe's --train_args: every row trains with them too
         self.data = os.path.abspath(data_dir)
         self.config = os.path.abspath(config) if config else config
         self.rows_dir = os.path.abspath(rows_dir or os.path.join(self.exp, "rows"))
@@ -207,7 +209,7 @@ class RowRunner:
                "--train_data", os.path.join(self.data, "train"), "--valid_data", os.path.join(self.data, "dev"),
                "--token_list", os.path.join(self.data, "token_list", "char", "tokens.txt"),
                "--stats", os.path.join(self.exp, "stats", "feats_stats.json"), "--exp_dir", d,
-               "--init", *init, *extra, *(["--freeze_param", *freeze] if freeze else []),
+               "--init", *init, *self.train_args, *extra, *(["--freeze_param", *freeze] if freeze else []),
                "--set", f"trainer.max_epochs={e}", f"trainer.best_n={best_n}", f"trainer.patience={patience}",
                f"trainer.lr={lr}", f"trainer.warmup_steps={warmup}", *([f"trainer.max_steps={steps}"] if steps else [])]
         self.timed(f"train {row}", lambda: self.sh(cmd, os.path.join(self.rows_dir, f"{row}.log")))
@@ -750,6 +752,9 @@ def build_parser():
     ap.add_argument("--data_dir", required=True, help="recipe data dir base (train, dev, eval, token_list)")
     ap.add_argument("--config", required=True, help="the recipe's model/trainer YAML")
     ap.add_argument("--rows_dir", help="where the runs, their packs and sweeps go (default <exp_dir>/rows)")
+    ap.add_argument("--train_args", default="",
+                    help="the recipe's extra avsr.bin.train arguments (e.g. '--set model.dropout_rate=0.2'), given to "
+                         "every row's training before the row's own settings, which win")
     ap.add_argument("--out", help="table JSON (table)")
     ap.add_argument("--leaderboard", help="also write the leaderboard JSON (table; schema: avsr.eval.leaderboard)")
     ap.add_argument("--corpus_dir", help="the corpus root holding synthmisp.json (table --leaderboard; default: "
@@ -766,7 +771,8 @@ def main(argv=None) -> int:
         spec = load_spec(args.rows, args.table)
     except RowSpecError as e:
         raise SystemExit(f"error: {e}")
-    exp = Experiment(spec, RowRunner(args.exp_dir, args.data_dir, args.config, args.rows_dir))
+    exp = Experiment(spec, RowRunner(args.exp_dir, args.data_dir, args.config, args.rows_dir,
+                                     train_args=shlex.split(args.train_args)))
     exp.bootstrap_unit = args.bootstrap_unit
     if args.command == "table":
         if not args.out and not args.leaderboard:

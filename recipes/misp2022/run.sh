@@ -549,14 +549,14 @@ run_stage 14 report    stage_report     "models=$models sets=$decode_sets"
 stage_rows() {  # stage_rows COMMAND [args]
   local cmd=$1; shift
   "$PYTHON" -m avsr.bin.rows "$cmd" --rows "$rows" --table "$rows_table" --exp_dir "$exp_dir" \
-    --data_dir "$data_dir" --config "$train_config" --rows_dir "$rows_dir" "$@"
+    --data_dir "$data_dir" --config "$train_config" --rows_dir "$rows_dir" --train_args="$train_args" "$@"
 }
 stage_rows_train()  { stage_rows train; }
 stage_rows_select() { stage_rows select; }
 stage_rows_sweep()  { stage_rows sweep; }
 stage_rows_table()  { stage_rows table --out "$rows_out" --bootstrap_unit "$bootstrap_unit" \
                         ${rows_leaderboard:+--leaderboard "$rows_leaderboard" --corpus_dir "$misp_root"}; }
-rows_sig="rows=$rows table=$rows_table rows_dir=$rows_dir config=$train_config"
+rows_sig="rows=$rows table=$rows_table rows_dir=$rows_dir config=$train_config train_args=$train_args"
 if [ -n "$rows" ]; then
   run_stage 15 "rows_train_$rows_table"  stage_rows_train  "$rows_sig"
   run_stage 16 "rows_select_$rows_table" stage_rows_select "$rows_sig"

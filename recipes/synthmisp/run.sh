@@ -17,12 +17,16 @@
 #   --train_config FILE       model/trainer YAML   [conf/micro.yaml (tiny), conf/demo.yaml (demo, mini)]
 #
 # The mini preset also sets the misp2022 training options chosen for it (docs/SYNTHMISP.md), before any
-# given here, which win: --speed_perturb "0.9 1.0 1.1" --av_noise "0.5 -15 5"
+# given here, which win: --speed_perturb "0.9 1.0 1.1" --av_noise "0.5 -15 5" and, ahead of a given
+# --train_args, --train_args "--set model.dropout_rate=0.2"
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 preset=demo; seed=1; nj=2; stage=0; stop_stage=100
 corpus_dir=""; exp_dir=""; data_dir=""; gen_args=""; force=false; train_config=""
 pass=()
+cmdline=$0   # the command as given, for synthmisp_cmd.sh (the loop below shifts it away)
+if [ $# -gt 0 ]; then cmdline+=$(printf ' %q' "$@"); fi
+train_args=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --help|-h) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0" | sed 's/^# \{0,1\}//'; echo; echo "misp2022 stages:";
@@ -37,6 +41,7 @@ while [ $# -gt 0 ]; do
     --data_dir) data_dir=$2; shift 2 ;;
     --gen_args) gen_args=$2; shift 2 ;;
     --train_config) train_config=$2; shift 2 ;;
+    --train_args) train_args=$2; shift 2 ;;
     --force) force=true; pass+=("$1"); shift ;;
     *) pass+=("$1"); shift ;;
   esac
@@ -48,13 +53,18 @@ data_dir=$(realpath -m "${data_dir:-data/synthmisp_${preset}}")
 if [ -z "$train_config" ]; then
   case "$preset" in tiny) train_config=$here/../../conf/micro.yaml ;; *) train_config=$here/../../conf/demo.yaml ;; esac
 fi
-# the mini's training options (docs/SYNTHMISP.md, "Presets and knobs"); later flags win
-if [ "$preset" = mini ]; then pass=(--speed_perturb "0.9 1.0 1.1" --av_noise "0.5 -15 5" ${pass[@]+"${pass[@]}"}); fi
+# the mini's training options (docs/SYNTHMISP.md, "Presets and knobs"); later flags win, and a given
+# --train_args is added after the mini's dropout (its own --set model.dropout_rate=... wins)
+if [ "$preset" = mini ]; then
+  pass=(--speed_perturb "0.9 1.0 1.1" --av_noise "0.5 -15 5" ${pass[@]+"${pass[@]}"})
+  train_args="--set model.dropout_rate=0.2${train_args:+ $train_args}"
+fi
+if [ -n "$train_args" ]; then pass+=(--train_args "$train_args"); fi
 train_config=$(realpath -m "$train_config")
 if [ -x "$here/../../.venv/bin/python" ]; then PY="$here/../../.venv/bin/python"; else PY=python3; fi
 export PYTHONPATH="$here/../..${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$exp_dir/stages" "$exp_dir/logs"
-echo "$0 $*" > "$exp_dir/synthmisp_cmd.sh"
+echo "$cmdline" > "$exp_dir/synthmisp_cmd.sh"
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   marker="$exp_dir/stages/0_generate.done"
