@@ -91,7 +91,7 @@ bench-train: install
 	[ -f corpora/synthmisp_mini/synthmisp.json ] || \
 	  $(PY) scripts/bench_synthmisp.py --preset mini --nj $(NJ) --out docs/results/synthmisp_mini.json
 	# (a subshell: with .ONESHELL a bare cd would move the remaining lines of this recipe too)
-	# (the mini preset's own training options, speed perturbation and the babble dose, come from the recipe)
+	# (the mini preset's own training options, speed perturbation, dropout 0.2 and the babble dose, come from the recipe)
 	( cd recipes/synthmisp && ./run.sh --preset mini --nj $(NJ) --stage 1 --corpus_dir ../../corpora/synthmisp_mini \
 	  --models "a0 v av0" --v_args "--set trainer.max_epochs=15" \
 	  --av0_args "--set trainer.max_epochs=8 trainer.lr=0.001 trainer.warmup_steps=60" )
