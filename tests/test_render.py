@@ -122,7 +122,8 @@ def test_wall_time_names_the_run_that_did_the_work_and_earlier_runs():
     r["seconds_earlier_runs"] = [{"why": "before the grid grew", "seconds": {"total_this_run": 4008.0}}]
     text = "\n".join(mb.sec_robust(r, notes=False))
     assert "that did the work, `python scripts/bench_robust.py --out /tmp/x.json`" in text
-    assert "Earlier run of the same table (before the grid grew; its rows and sweeps were reused): " \
+    assert "Earlier run of the same table (options of the script in the recorded command: before the grid grew; " \
+           "its rows and sweeps were reused): " \
            "total_this_run 4008 s." in text
     del r["seconds_from_command"], r["seconds_earlier_runs"]
     text = "\n".join(mb.sec_robust(r, notes=False))
