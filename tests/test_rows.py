@@ -40,6 +40,7 @@ def _fake_sh(calls):
             yaml.safe_dump({"trainer": {"init": init if len(inits) == 1 else inits, **{k[len("trainer."):]: float(v) for k, v in sets.items()
                                                          if k.startswith("trainer.")},
                                         **({"freeze_param": freeze} if freeze else {})},
+                            "model": {k[len("model."):]: yaml.safe_load(v) for k, v in sets.items() if k.startswith("model.")},
                             "methods": [cmd[i + 1] for i, x in enumerate(cmd) if x == "--method"]}, f)
         open(os.path.join(d, "model.pth"), "w").write("{}")
         steps = 7 * int(float(sets["trainer.max_epochs"]))      # 7 optimiser steps an epoch
@@ -92,6 +93,23 @@ def test_recipe_train_args_reach_every_row_before_its_own_settings(tmp_path):
     assert rb.build_parser().parse_args(["train", "--rows", "s", "--exp_dir", "e", "--data_dir", "d", "--config",
                                          "c", "--train_args=--set model.dropout_rate=0.2"]).train_args \
         == "--set model.dropout_rate=0.2"
+
+
+def test_row_trained_with_other_recipe_model_settings_is_moved_aside(tmp_path):
+    calls = []
+
+    def runner(dropout):
+        r = rb.RowRunner(str(tmp_path / "exp"), "d", "c.yaml", train_args=["--set", f"model.dropout_rate={dropout}"])
+        r.sh = _fake_sh(calls)
+        return r
+    runner(0.2).train("A", ["/x/av0.pth"], [], epochs=2)
+    runner(0.2).train("A", ["/x/av0.pth"], [], epochs=2)          # same settings: reused
+    assert len(calls) == 1
+    r = runner(0.1)
+    r.train("A", ["/x/av0.pth"], [], epochs=2)                      # another dropout: trained again
+    assert len(calls) == 2
+    assert len([n for n in os.listdir(r.rows_dir) if n.startswith("A.stale-")]) == 1
+    assert yaml.safe_load(open(os.path.join(r.rows_dir, "A", "config.yaml")))["model"]["dropout_rate"] == 0.1
 
 
 def test_finished_row_is_skipped_with_same_init(tmp_path):

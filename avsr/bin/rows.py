@@ -56,6 +56,18 @@ def _methods(extra):
     return [extra[i + 1] for i, x in enumerate(extra[:-1]) if x == "--method"]
 
 
+def _model_sets(args):
+    """``{key: value}`` of the ``--set model.KEY=VALUE`` overrides in train arguments (values as YAML reads them)."""
+    import yaml
+    out, on = {}, False
+    for x in args:
+        on = x == "--set" or (on and not x.startswith("--"))
+        if on and x != "--set" and x.startswith("model.") and "=" in x:
+            k, v = x[len("model."):].split("=", 1)
+            out[k] = yaml.safe_load(v)
+    return out
+
+
 def _packed_fusion(packed):
     """The ``decode.fusion`` stored in a packed dir's config.yaml (None when absent or unreadable)."""
     import yaml
@@ -201,6 +213,13 @@ class RowRunner:
                 elif list(cfg.get("methods") or []) != methods:
                     # e.g. a row name reused for another λ_KD: the method settings are part of the row
                     self.move_aside(row, d, f"was trained with methods {cfg.get('methods')}, not {methods}")
+                else:
+                    # the recipe's model settings (--train_args, e.g. the mini's dropout) are part of every row
+                    mc = cfg.get("model") or {}
+                    other = {k: mc.get(k) for k, v in _model_sets(self.train_args).items() if mc.get(k) != v}
+                    if other:
+                        self.move_aside(row, d, f"was trained with model settings {other}, not "
+                                                f"{_model_sets(self.train_args)}")
         if os.path.isfile(os.path.join(d, "model.pth")) and os.path.isfile(os.path.join(d, "train_result.json")):
             print(f"{row}: trained ({d}/model.pth)", flush=True)
             return d
