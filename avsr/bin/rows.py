@@ -57,15 +57,15 @@ def _methods(extra):
 
 
 def _model_sets(args):
-    """``{key: value}`` of the ``--set model.KEY=VALUE`` overrides in train arguments (values as YAML reads them)."""
-    import yaml
-    out, on = {}, False
+    """``{key: value}`` of the ``--set model.KEY=VALUE`` overrides in train arguments, read as avsr.bin.train
+    reads them (:func:`avsr.bin.train.parse_set`; later wins)."""
+    from avsr.bin.train import parse_set
+    pairs, on = [], False
     for x in args:
         on = x == "--set" or (on and not x.startswith("--"))
-        if on and x != "--set" and x.startswith("model.") and "=" in x:
-            k, v = x[len("model."):].split("=", 1)
-            out[k] = yaml.safe_load(v)
-    return out
+        if on and x != "--set":
+            pairs.append(x)
+    return parse_set(pairs, {}).get("model", {})
 
 
 def _packed_fusion(packed):
@@ -215,11 +215,10 @@ class RowRunner:
                     self.move_aside(row, d, f"was trained with methods {cfg.get('methods')}, not {methods}")
                 else:
                     # the recipe's model settings (--train_args, e.g. the mini's dropout) are part of every row
-                    mc = cfg.get("model") or {}
-                    other = {k: mc.get(k) for k, v in _model_sets(self.train_args).items() if mc.get(k) != v}
+                    mc, want_model = cfg.get("model") or {}, _model_sets(self.train_args)
+                    other = {k: mc.get(k) for k, v in want_model.items() if mc.get(k) != v}
                     if other:
-                        self.move_aside(row, d, f"was trained with model settings {other}, not "
-                                                f"{_model_sets(self.train_args)}")
+                        self.move_aside(row, d, f"was trained with model settings {other}, not {want_model}")
         if os.path.isfile(os.path.join(d, "model.pth")) and os.path.isfile(os.path.join(d, "train_result.json")):
             print(f"{row}: trained ({d}/model.pth)", flush=True)
             return d
