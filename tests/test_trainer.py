@@ -626,3 +626,34 @@ def test_register_trainable_misuse(tmp_path):
             trainer.register_trainable("head", trainer.model.head)
     with pytest.raises(ValueError, match="part of the model"):
         make_trainer(tmp_path / "b", cfg(max_epochs=1), methods=[PartOfModel()])
+
+
+class _Stream:
+    """A stderr stand-in that keeps what is written and says whether it is a terminal."""
+
+    def __init__(self, tty: bool):
+        self.tty, self.parts = tty, []
+
+    def write(self, s):
+        self.parts.append(s)
+        return len(s)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return self.tty
+
+    @property
+    def text(self):
+        return "".join(self.parts)
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch, tty):
+    # a recipe's stage log is a pipe (tee): a bar there would be kept as one line per redraw
+    stream = _Stream(tty)
+    monkeypatch.setattr(sys, "stderr", stream)
+    make_trainer(tmp_path, cfg(max_epochs=1, progress=True, log_interval=100)).fit()
+    bar = "epoch 1:" in stream.text and "it/s" in stream.text
+    assert bar == tty, stream.text[:500]

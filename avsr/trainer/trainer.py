@@ -48,7 +48,8 @@ Documented behaviours
   handler is added only when neither this logger nor the root logger has one); a line every
   ``log_interval`` updates with the means since the previous line (``loss`` = total,
   ``loss_model`` = the model's own loss, the model's ``stats``, each extra loss, each method's
-  extra stats (``extra_stats``: diagnostics that are not added to the loss), ``lr``, ``grad_norm``); ``tqdm`` bars (``progress``); TensorBoard under ``exp_dir/tensorboard``
+  extra stats (``extra_stats``: diagnostics that are not added to the loss), ``lr``, ``grad_norm``); ``tqdm`` bars (``progress``, and only when stderr is a terminal: a piped
+  or redirected log, as in the recipes' stage logs, gets the log lines alone); TensorBoard under ``exp_dir/tensorboard``
   when ``tensorboard`` is set and installed (imported lazily, skipped with a warning
   otherwise).  ``history`` (in checkpoints and :class:`FitResult`) holds per-epoch train
   means (for an epoch resumed mid-way: of the batches after the resume) and valid stats.
@@ -88,6 +89,15 @@ CKPT_FORMAT = "avsr-trainer-1"
 
 
 # ============================================================================ config
+def _is_terminal(stream) -> bool:
+    """Whether ``stream`` is an interactive terminal (progress bars redraw there; in a log file
+    or a pipe each redraw would be kept as text)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 @dataclass
 class TrainerConfig:
     # optimisation
@@ -128,7 +138,7 @@ class TrainerConfig:
     #   trained (requires_grad off, not in the optimiser; BatchNorm layers whose parameters are all
     #   frozen stay in eval mode so their running statistics do not move either)
     log_interval: int = 50
-    progress: bool = True
+    progress: bool = True            # tqdm bars, on a terminal only (never in a piped log)
     tensorboard: bool = False
     # scale-out
     amp: bool = False
@@ -842,7 +852,7 @@ class Trainer:
         accum = int(c.accum_grad)
         avg, interval = _Avg(), _Avg()    # epoch means / means since the last log line
         t0 = time.time()
-        show = bool(c.progress and self.is_main)
+        show = bool(c.progress and self.is_main and _is_terminal(sys.stderr))
         bar = tqdm(total=n_batches, initial=start, desc=f"epoch {epoch}", leave=False,
                    disable=not show, dynamic_ncols=True)
         redirect = contextlib.nullcontext()
