@@ -191,34 +191,9 @@ class RowRunner:
         best_n, patience = int(best_n or e), int(patience or e + 1)
         freeze = [str(x) for x in freeze]
         if os.path.isfile(os.path.join(d, "config.yaml")):
-            cfg = _train_config(d)
-            old = _init_specs(cfg)
-            if old != [str(x) for x in init]:
-                # e.g. AV6 after a different AV5 won on dev: the old row (finished or not) is for another init
-                self.move_aside(row, d, f"was trained from {old}, not {list(init)}")
-            else:
-                # e.g. a re-run with another budget: a finished 2-epoch row is not a 4-epoch row
-                tc = cfg.get("trainer") or {}
-                want = {"max_epochs": e, "lr": lr, "warmup_steps": warmup,
-                        "best_n": best_n, "patience": patience}
-                diff = {k: tc.get(k) for k, v in want.items() if tc.get(k) is None or float(tc[k]) != float(v)}
-                if int(tc.get("max_steps") or 0) != steps:
-                    diff["max_steps"] = tc.get("max_steps")
-                methods = _methods(extra)
-                frozen = [str(x) for x in tc.get("freeze_param") or ()]
-                if diff:
-                    self.move_aside(row, d, f"was trained with {diff}, not {want}")
-                elif frozen != freeze:
-                    self.move_aside(row, d, f"was trained with freeze_param {frozen}, not {freeze}")
-                elif list(cfg.get("methods") or []) != methods:
-                    # e.g. a row name reused for another λ_KD: the method settings are part of the row
-                    self.move_aside(row, d, f"was trained with methods {cfg.get('methods')}, not {methods}")
-                else:
-                    # the recipe's model settings (--train_args, e.g. the mini's dropout) are part of every row
-                    mc, want_model = cfg.get("model") or {}, _model_sets(self.train_args)
-                    other = {k: mc.get(k) for k, v in want_model.items() if mc.get(k) != v}
-                    if other:
-                        self.move_aside(row, d, f"was trained with model settings {other}, not {want_model}")
+            why = self.stale_reason(_train_config(d), init, extra, freeze, e, steps, lr, warmup, best_n, patience)
+            if why:
+                self.move_aside(row, d, why)
         if os.path.isfile(os.path.join(d, "model.pth")) and os.path.isfile(os.path.join(d, "train_result.json")):
             print(f"{row}: trained ({d}/model.pth)", flush=True)
             return d
@@ -232,6 +207,35 @@ class RowRunner:
                f"trainer.lr={lr}", f"trainer.warmup_steps={warmup}", *([f"trainer.max_steps={steps}"] if steps else [])]
         self.timed(f"train {row}", lambda: self.sh(cmd, os.path.join(self.rows_dir, f"{row}.log")))
         return d
+
+    def stale_reason(self, cfg, init, extra, freeze, epochs, steps, lr, warmup, best_n, patience):
+        """Why a row dir trained with ``cfg`` (its config.yaml) is not the run asked for, or None when it is
+        (then a finished run is reused and an unfinished one resumes)."""
+        old = _init_specs(cfg)
+        if old != [str(x) for x in init]:
+            # e.g. AV6 after a different AV5 won on dev: the old row (finished or not) is for another init
+            return f"was trained from {old}, not {list(init)}"
+        # e.g. a re-run with another budget: a finished 2-epoch row is not a 4-epoch row
+        tc = cfg.get("trainer") or {}
+        want = {"max_epochs": epochs, "lr": lr, "warmup_steps": warmup, "best_n": best_n, "patience": patience}
+        diff = {k: tc.get(k) for k, v in want.items() if tc.get(k) is None or float(tc[k]) != float(v)}
+        if int(tc.get("max_steps") or 0) != steps:
+            diff["max_steps"] = tc.get("max_steps")
+        if diff:
+            return f"was trained with {diff}, not {want}"
+        frozen = [str(x) for x in tc.get("freeze_param") or ()]
+        if frozen != freeze:
+            return f"was trained with freeze_param {frozen}, not {freeze}"
+        methods = _methods(extra)
+        if list(cfg.get("methods") or []) != methods:
+            # e.g. a row name reused for another λ_KD: the method settings are part of the row
+            return f"was trained with methods {cfg.get('methods')}, not {methods}"
+        # the recipe's model settings (--train_args, e.g. the mini's dropout) are part of every row
+        mc, want_model = cfg.get("model") or {}, _model_sets(self.train_args)
+        other = {k: mc.get(k) for k, v in want_model.items() if mc.get(k) != v}
+        if other:
+            return f"was trained with model settings {other}, not {want_model}"
+        return None
 
     def move_aside(self, row, d, why):
         """Move row dir ``d`` to ``<d>.stale-<time>``, with its packed model and every sweep that decoded it."""
