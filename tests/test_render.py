@@ -260,3 +260,38 @@ def test_sweep_md_names_the_data_dir_from_its_recipe_or_data_part_not_the_machin
     assert "on `recipes/synthmisp/data/synthmisp_demo/eval` (60 utterances)" in mb.sweep_md(sw).splitlines()[0]
     sw["data_dir"] = "/scratch/run1/data/eval"
     assert "on `data/eval`" in mb.sweep_md(sw)
+
+
+
+def _makefile_run(name):
+    """The ``./run.sh ...`` command of a Makefile target or variable ``name`` (continuation lines joined), as
+    {option: value}."""
+    import re
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    lines = open(os.path.join(root, "Makefile"), encoding="utf-8").read().replace("\\\n", " ").splitlines()
+    start = next(i for i, ln in enumerate(lines) if re.match(rf"{re.escape(name)}\s*(:|=|:=)", ln))
+    line = next(ln for ln in lines[start:] if "./run.sh" in ln)
+    return _opts(re.sub(r"\s+\)\s*$", "", line.split("./run.sh", 1)[1]))   # the subshell's closing ")"
+
+
+def _opts(cmd):
+    import shlex
+    toks, out = shlex.split(cmd.replace("\\\n", " ")), {}
+    for opt, val in zip(toks[::2], toks[1::2]):      # every option here takes one value
+        assert opt.startswith("--"), (opt, cmd)
+        out[opt] = val
+    return out
+
+
+def test_rendered_recipe_commands_are_the_makefiles():
+    # RESULTS.md shows the commands `make bench-train` / `make bench-robust` run: they must not drift apart
+    # (paths differ in form: the Makefile's are from the project root, the shown ones from the recipe)
+    paths = {"--corpus_dir", "--rows_dir", "--rows_out", "--nj"}
+    mk, shown = _makefile_run("bench-train"), _opts(mb.MINI_RUN.split("./run.sh", 1)[1])
+    assert set(mk) - {"--nj"} == set(shown) - {"--nj"}, (mk, shown)
+    assert {k: v for k, v in mk.items() if k not in paths} == {k: v for k, v in shown.items() if k not in paths}
+    mk = _makefile_run("ROWS_RUN")
+    shown = _opts(mb.ROWS_RUN.format(table="core").split("./run.sh", 1)[1])
+    assert set(mk) - {"--nj"} == set(shown) - {"--nj", "--rows_table", "--rows_out"}, (mk, shown)
+    assert {k: v for k, v in mk.items() if k not in paths} == \
+        {k: v for k, v in shown.items() if k not in paths | {"--rows_table"}}
