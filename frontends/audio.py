@@ -78,6 +78,24 @@ class AudioInfo:
     subtype: str  #: libsndfile subtype, e.g. ``"PCM_16"``, ``"PCM_U8"``, ``"FLOAT"``
 
 
+def _segment_samples(path: str, start: float, end: Optional[float], n: int, sr: int, what: str,
+                     check_end: bool = True) -> "tuple[int, int]":
+    """Sample range ``[f0, f1)`` of the segment ``start``-``end`` s (None: to the end) in ``n`` samples at
+    ``sr``; a segment outside them is a :class:`MediaError` naming ``path`` (``what``: "file" or "audio", the
+    duration the message names).  An end within :data:`END_TOLERANCE_S` past the end is clipped;
+    ``check_end=False`` clips any end (when ``n`` is not the stream's full length)."""
+    dur = n / sr
+    f0 = int(round(start * sr))
+    if f0 >= n:
+        raise MediaError(path, f"segment outside the file: start {start:.3f} s >= {what} duration {dur:.3f} s")
+    if end is None:
+        return f0, n
+    if check_end and end > dur + END_TOLERANCE_S:
+        raise MediaError(path, f"segment outside the file: requested {start:.3f}-{end:.3f} s "
+                               f"but the {what} duration is {dur:.3f} s")
+    return f0, min(n, int(round(end * sr)))
+
+
 def _libsndfile_reason(e: Exception) -> str:
     msg = str(e)
     # soundfile prefixes "Error opening '<path>': " - the path is already in MediaError
@@ -215,17 +233,7 @@ def load_audio(path: "str | os.PathLike[str]", *, target_sr: Optional[int] = TAR
     start, end = check_time_range(start, end)
     sr, n = info.sr, info.num_frames
     dur = info.duration
-    f0 = int(round(start * sr))
-    if f0 >= n:
-        raise MediaError(path, f"segment outside the file: start {start:.3f} s >= "
-                               f"file duration {dur:.3f} s")
-    if end is None:
-        f1 = n
-    else:
-        if end > dur + END_TOLERANCE_S:
-            raise MediaError(path, f"segment outside the file: requested {start:.3f}-{end:.3f} s "
-                                   f"but the file duration is {dur:.3f} s")
-        f1 = min(n, int(round(end * sr)))
+    f0, f1 = _segment_samples(path, start, end, n, sr, "file")
     want = max(0, f1 - f0)
     try:
         with sf.SoundFile(path) as f:
@@ -591,20 +599,9 @@ def load_container_audio(path: "str | os.PathLike[str]", *, target_sr: Optional[
     if len(y) == 0 or decoded_end <= 0:
         raise MediaError(path, "no audio samples at or after the video's first frame")
     if start > 0 or end is not None:
-        n = len(y)
-        dur = n / sr_out
-        f0 = int(round(start * sr_out))
-        if f0 >= n:
-            raise MediaError(path, f"segment outside the file: start {start:.3f} s >= "
-                                   f"audio duration {dur:.3f} s")
-        if end is None:
-            f1 = n
-        else:
-            full = stop_at is None or pos < stop_at
-            if full and end > dur + END_TOLERANCE_S:
-                raise MediaError(path, f"segment outside the file: requested {start:.3f}-{end:.3f} s "
-                                       f"but the audio duration is {dur:.3f} s")
-            f1 = min(n, int(round(end * sr_out)))
+        # (decoding stopped at the segment's end: an end past the stream cannot be told from the data)
+        full = stop_at is None or pos < stop_at
+        f0, f1 = _segment_samples(path, start, end, len(y), sr_out, "audio", check_end=full)
         y = np.ascontiguousarray(y[f0:f1])
     info = ContainerAudioInfo(path=path, codec=codec, source_sr=sr_in, channels=n_ch, sr=sr_out,
                               has_video=has_video, origin=float(origin), audio_start=float(audio_start),
