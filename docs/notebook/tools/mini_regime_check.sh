@@ -10,8 +10,8 @@ D=recipes/synthmisp/data/synthmisp_mini
 R=docs/notebook/results
 PY=.venv/bin/python
 date
-[ -f $R/mini_a0_train_dev_gap.json ] || \
-  $PY docs/notebook/tools/train_dev_gap.py $E/packed/a0 $R/mini_a0_train_dev_gap.json train:$D/train:300 dev:$D/dev:300
+[ -f $R/mini_a0_d02_train_dev_gap_greedy.json ] || \
+  $PY docs/notebook/tools/train_dev_gap.py $E/packed/a0 $R/mini_a0_d02_train_dev_gap_greedy.json train:$D/train:300 dev:$D/dev:300
 for s in dev eval; do
   [ -f $E/decode/av0nov_$s/result.json ] || \
     $PY -m avsr.cli decode --model $E/packed/av0 --data_dir $D/$s --out_dir $E/decode/av0nov_$s \
