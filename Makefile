@@ -96,6 +96,9 @@ bench-train: install
 	  --models "a0 v av0" --v_args "--set trainer.max_epochs=15" \
 	  --av0_args "--set trainer.max_epochs=8 trainer.lr=0.001 trainer.warmup_steps=60" )
 	$(PY) scripts/collect_training.py --exp_dir $(MINI_EXP) --config conf/demo.yaml --out docs/results/calibration_mini.json
+	# the run's report, sweep and plot, rendered into recipes/synthmisp/RESULTS.md by avsr.bin.report --docs
+	mkdir -p docs/results/mini
+	cp $(MINI_EXP)/report.json $(MINI_EXP)/sweep/eval/sweep.json $(MINI_EXP)/sweep/eval/cer_vs_frame_loss.png docs/results/mini/
 	$(PY) scripts/bench_decode.py --model $(MINI_EXP)/packed/av0 --data_dir recipes/synthmisp/data/synthmisp_mini/eval \
 	  --beam_size 10 --batch_size 16 32 --threads 2 --out docs/results/bench_decode.json
 	$(PY) scripts/bench_cli.py --model $(MINI_EXP)/packed/av0 --corpus corpora/synthmisp_mini --split eval \

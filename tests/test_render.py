@@ -295,3 +295,36 @@ def test_rendered_recipe_commands_are_the_makefiles():
     assert set(mk) - {"--nj"} == set(shown) - {"--nj", "--rows_table", "--rows_out"}, (mk, shown)
     assert {k: v for k, v in mk.items() if k not in paths} == \
         {k: v for k, v in shown.items() if k not in paths | {"--rows_table"}}
+
+
+def _write(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f)
+
+
+def test_mini_run_of_the_current_recipe_gets_its_own_section_and_earlier_runs_keep_their_note(tmp_path):
+    vb = {"rel_reduction": 0.3, "rel_lo": 0.25, "rel_hi": 0.35, "p_b_not_better": 0.0}
+    rows = [{"model": "A0", "set": "eval", "search": "beam10", "cer": 0.30, "lo": 0.28, "hi": 0.32},
+            {"model": "AV0", "set": "eval", "search": "beam10", "cer": 0.21, "lo": 0.19, "hi": 0.23, "vs_baseline": vb}]
+    _write(str(tmp_path / "mini" / "report.json"), {"rows": rows})
+    _write(str(tmp_path / "mini" / "sweep.json"),
+           {"search": "beam10", "cer": {"AV0": {"whole": {"cer": 0.33, "lo": 0.31, "hi": 0.35}}}})
+    cal = {"models": {"a0": {"epochs": 30, "train_seconds_total": 5931.0}}, "report": rows, "command": "collect",
+           "data_summary": {"splits": {"train": {"hours": 4.2, "prep": {"text_norm": "official"}}}}}
+    _write(str(tmp_path / "calibration_mini.json"), cal)
+    md = mb.synthmisp_results_md(str(tmp_path))
+    run = md.split("## `make bench-train` (the `mini` preset: 4.2 h", 1)
+    assert len(run) == 2, md
+    section, earlier = run[1].split("## The `mini` preset: earlier runs", 1)
+    assert "| AV0 | eval | beam10 | 21.00 [19.00, 23.00] | +30.0 % [+25.0, +35.0], 0.000 | `make bench-train` |" in section
+    assert "| AV0, no video (whole) | eval | beam10 | 33.00 [31.00, 35.00] |" in section
+    assert "A0 30 epochs in 5,931 s" in section and "earlier data rules" not in section
+    assert "earlier data rules" in earlier and "## A0, V, AV0 (recipe stages 6-8" not in earlier
+    # a calibration made before the official preparation: no run section, the old table under the old note
+    del cal["data_summary"]["splits"]["train"]["prep"]["text_norm"]
+    _write(str(tmp_path / "calibration_mini.json"), cal)
+    md = mb.synthmisp_results_md(str(tmp_path))
+    assert "make bench-train` (the `mini` preset" not in md and "earlier runs" not in md
+    old = md.split("## The `mini` preset", 1)[1]
+    assert "earlier data rules" in old and "## A0, V, AV0 (recipe stages 6-8" in old

@@ -845,6 +845,51 @@ def _errors_md(lb) -> list:
     return out + [""]
 
 
+def _official_rules(cal) -> bool:
+    """Whether a ``collect_training`` JSON comes from a recipe run with the official MISP2022 preparation (its data
+    summary records ``text_norm: official``; runs made before the recipe followed it record none)."""
+    prep = (((cal.get("data_summary") or {}).get("splits") or {}).get("train") or {}).get("prep") or {}
+    return prep.get("text_norm") == "official"
+
+
+def _train_hours(cal) -> str:
+    h = (((cal.get("data_summary") or {}).get("splits") or {}).get("train") or {}).get("hours")
+    return f"{h:.1f}" if h else "?"
+
+
+def _run_section(res_dir, sub, title, command, training=None):
+    """RESULTS.md's table of one recipe run copied to ``docs/results/<sub>/`` (report.json, sweep.json and the
+    plot): A0, V, AV0 per set with the paired relative reduction against A0, AV0 with no video from the sweep, and
+    (``training``: its ``collect_training`` JSON) each model's training time."""
+    rep = _load(res_dir, os.path.join(sub, "report.json"))
+    if not rep:
+        return []
+    sw = _load(res_dir, os.path.join(sub, "sweep.json"))
+    out = [title, "", "| model | set | search | CER % [95 % CI] | rel. reduction vs A0 [95 % CI], p | command |",
+           "|---|---|---|---|---|---|"]
+    for x in rep["rows"]:
+        vb = x.get("vs_baseline")
+        rel = (f"{100 * vb['rel_reduction']:+.1f} % [{100 * vb['rel_lo']:+.1f}, {100 * vb['rel_hi']:+.1f}], "
+               f"{vb['p_b_not_better']:.3f}" if vb else "")
+        out.append(f"| {x['model']} | {x['set']} | {x['search']} | {100 * x['cer']:.2f} "
+                   f"[{100 * x['lo']:.2f}, {100 * x['hi']:.2f}] | {rel} | `{command}` |")
+    if sw:
+        c = sw["cer"]["AV0"]
+        none = "whole" if "whole" in c else "random@1"
+        out.append(f"| AV0, no video ({none}) | eval | {sw['search']} | {100 * c[none]['cer']:.2f} "
+                   f"[{100 * c[none]['lo']:.2f}, {100 * c[none]['hi']:.2f}] | | `{command}` (stage 13) |")
+    secs = rep.get("stage_seconds") or {}
+    out += ["", f"`{rep.get('command', command)}`. Paired tests and the CER-vs-frame-loss plot: "
+            f"`docs/results/{sub}/sweep.md`, `cer_vs_frame_loss.png`."
+            + (f" Stage wall times: {', '.join(f'{k} {v} s' for k, v in secs.items() if v)}." if secs else "")]
+    if training:
+        out.append("Training (" + ", ".join(
+            f"{m.upper()} {v['epochs']} epochs in {v['train_seconds_total'] or 0:,.0f} s"
+            for m, v in training.get("models", {}).items() if "/" not in m)
+            + f"): `docs/BENCHMARKS.md`; `{training.get('command', '')}`.")
+    return out + [""]
+
+
 def synthmisp_results_md(res_dir) -> str:
     """recipes/synthmisp/RESULTS.md: per model, CER per condition and the command, from docs/results."""
     out = ["# SynthMISP recipe: results", "",
@@ -860,30 +905,19 @@ def synthmisp_results_md(res_dir) -> str:
            "make bench-leaderboard  # every method on AV5's step budget, ranked: --rows_table leaderboard "
            "--rows_leaderboard docs/results/leaderboard.json",
            "```", ""]
-    demo = _load(res_dir, os.path.join("demo", "report.json"))
-    if demo:
-        sw = _load(res_dir, os.path.join("demo", "sweep.json"))
-        out += ["## `make demo` (the `demo` preset: 0.4 h, 150 characters; `conf/demo.yaml`, 2 CPU cores)", "",
-                "| model | set | search | CER % [95 % CI] | rel. reduction vs A0 [95 % CI], p | command |",
-                "|---|---|---|---|---|---|"]
-        for x in demo["rows"]:
-            vb = x.get("vs_baseline")
-            rel = (f"{100 * vb['rel_reduction']:+.1f} % [{100 * vb['rel_lo']:+.1f}, {100 * vb['rel_hi']:+.1f}], "
-                   f"{vb['p_b_not_better']:.3f}" if vb else "")
-            out.append(f"| {x['model']} | {x['set']} | {x['search']} | {100 * x['cer']:.2f} "
-                       f"[{100 * x['lo']:.2f}, {100 * x['hi']:.2f}] | {rel} | `make demo` |")
-        if sw:
-            c = sw["cer"]["AV0"]
-            none = "whole" if "whole" in c else "random@1"
-            out.append(f"| AV0, no video ({none}) | eval | {sw['search']} | {100 * c[none]['cer']:.2f} "
-                       f"[{100 * c[none]['lo']:.2f}, {100 * c[none]['hi']:.2f}] | | `make demo` (stage 13) |")
-        secs = demo.get("stage_seconds") or {}
-        out += ["", f"`{demo.get('command', 'make demo')}`. Paired tests and the CER-vs-frame-loss plot: "
-                "`docs/results/demo/sweep.md`, `cer_vs_frame_loss.png`."
-                + (f" Stage wall times: {', '.join(f'{k} {v} s' for k, v in secs.items() if v)}." if secs else ""), ""]
-    out += ["## The `mini` preset", "", "The `make demo` section above is made with the current recipe; what follows "
-            "is not. " + OLD_RULES_NOTE, ""]
+    out += _run_section(res_dir, "demo", "## `make demo` (the `demo` preset: 0.4 h, 150 characters; "
+                        "`conf/demo.yaml`, 2 CPU cores)", "make demo")
     cal = _load(res_dir, "calibration_mini.json")
+    current = bool(cal) and _official_rules(cal)
+    if current:
+        out += _run_section(res_dir, "mini", "## `make bench-train` (the `mini` preset: "
+                            f"{_train_hours(cal)} h, 150 characters; `conf/demo.yaml`, 2 CPU cores)", "make bench-train",
+                            training=cal)
+        cal = None
+    out += ["## The `mini` preset: earlier runs" if current else "## The `mini` preset", "",
+            ("The sections above are made with the current recipe; what follows is not. " if current else
+             "The `make demo` section above is made with the current recipe; what follows is not. ")
+            + OLD_RULES_NOTE, ""]
     if cal:
         stage = {"a0": "stage 6", "v": "stage 7", "av0": "stage 8"}
         out += ["## A0, V, AV0 (recipe stages 6-8, decoded by stage 12)", "",
@@ -964,6 +998,7 @@ def misp2022_results_md() -> str:
 # (relative path of the page, how to render it); ``res_dir`` is docs/results
 RECIPE_SWEEP = "docs/results/recipe_sweep_mini"
 DEMO_RESULTS = "docs/results/demo"       # make demo's report and sweep (their JSONs copied from the run)
+MINI_RESULTS = "docs/results/mini"       # make bench-train's (copied there by the Makefile)
 
 
 def render_docs(root, out_root=None, notes_dir=None) -> Dict[str, str]:
@@ -976,15 +1011,16 @@ def render_docs(root, out_root=None, notes_dir=None) -> Dict[str, str]:
         pages = {"docs/BENCHMARKS.md": benchmarks_md(res),
                  "recipes/synthmisp/RESULTS.md": synthmisp_results_md(res),
                  "recipes/misp2022/RESULTS.md": misp2022_results_md()}
-        demo = os.path.join(root, DEMO_RESULTS)
-        sw = _load(demo, "sweep.json")
-        if sw:
-            pages[f"{DEMO_RESULTS}/sweep.md"] = sweep_md(sw, reference="AV0", baseline="A0")
-        r = _load(demo, "report.json")
-        if r:
-            pages[f"{DEMO_RESULTS}/report.md"] = report_md(r["rows"], missing=r.get("missing") or (),
-                                                          no_reference=r.get("no_reference") or (),
-                                                          stage_seconds=r.get("stage_seconds"))
+        for sub in (DEMO_RESULTS, MINI_RESULTS):
+            d = os.path.join(root, sub)
+            sw = _load(d, "sweep.json")
+            if sw:
+                pages[f"{sub}/sweep.md"] = sweep_md(sw, reference="AV0", baseline="A0")
+            r = _load(d, "report.json")
+            if r:
+                pages[f"{sub}/report.md"] = report_md(r["rows"], missing=r.get("missing") or (),
+                                                     no_reference=r.get("no_reference") or (),
+                                                     stage_seconds=r.get("stage_seconds"))
         sw = _load(os.path.join(root, RECIPE_SWEEP), "sweep.json")
         if sw:
             pages[f"{RECIPE_SWEEP}/sweep.md"] = OLD_RULES_NOTE + "\n\n" + sweep_md(sw, reference="AV0", baseline="A0")
