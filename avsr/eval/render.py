@@ -847,15 +847,19 @@ def _errors_md(lb) -> list:
     return out + [""]
 
 
+def _train_summary(cal) -> dict:
+    """The training split's entry of a ``collect_training`` JSON's data summary ({} when absent)."""
+    return ((cal.get("data_summary") or {}).get("splits") or {}).get("train") or {}
+
+
 def _official_rules(cal) -> bool:
     """Whether a ``collect_training`` JSON comes from a recipe run with the official MISP2022 preparation (its data
     summary records ``text_norm: official``; runs made before the recipe followed it record none)."""
-    prep = (((cal.get("data_summary") or {}).get("splits") or {}).get("train") or {}).get("prep") or {}
-    return prep.get("text_norm") == "official"
+    return (_train_summary(cal).get("prep") or {}).get("text_norm") == "official"
 
 
 def _train_hours(cal) -> str:
-    h = (((cal.get("data_summary") or {}).get("splits") or {}).get("train") or {}).get("hours")
+    h = _train_summary(cal).get("hours")
     return f"{h:.1f}" if h else "?"
 
 
@@ -915,12 +919,11 @@ def synthmisp_results_md(res_dir) -> str:
         out += _run_section(res_dir, "mini", "## `make bench-train` (the `mini` preset: "
                             f"{_train_hours(cal)} h, 150 characters; `conf/demo.yaml`, 2 CPU cores)", "make bench-train",
                             training=cal)
-        cal = None
     out += ["## The `mini` preset: earlier runs" if current else "## The `mini` preset", "",
             ("The sections above are made with the current recipe; what follows is not. " if current else
              "The `make demo` section above is made with the current recipe; what follows is not. ")
             + OLD_RULES_NOTE, ""]
-    if cal:
+    if cal and not current:       # (a current run's table is its own section above)
         stage = {"a0": "stage 6", "v": "stage 7", "av0": "stage 8"}
         out += ["## A0, V, AV0 (recipe stages 6-8, decoded by stage 12)", "",
                 "| model | set | search | CER % [95 % CI] | rel. reduction vs A0 | trained by |", "|---|---|---|---|---|---|"]
