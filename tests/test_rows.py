@@ -241,10 +241,12 @@ def test_dai_spec_gives_the_run_names_and_train_arguments_of_the_rows_dirs():
     assert [r.name for r in expand(core.rows["AV5"])] == ["AV5-mse-w100"]
     assert [r.name for r in expand(full.rows["AV5"])][:4] == ["AV5-mse", "AV5-mse-w10", "AV5-mse-w100", "AV5-cosine"]
     assert len(expand(full.rows["AV5"])) == 12
-    av6 = expand(core.rows["AV6"], init_run="AV5-mse-w100")
+    av6 = expand(full.rows["AV6"], init_run="AV5-mse-w100")
     assert [r.name for r in av6] == ["AV6-on-AV5-mse-w100"] + [f"AV6-on-AV5-mse-w100-e{e}" for e in (4, 8, 16, 32)]
     assert [r.epochs for r in av6] == [2, 4, 8, 16, 32] and av6[-1].fmt("E{budget.epochs}") == "E32"
     assert av6[-1].fmt("dev_threshold-{init}{suffix}") == "dev_threshold-AV5-mse-w100-e32"
+    # the core table tries 2 and 8 adapter epochs: the same runs as the full table's at those values
+    assert [r.name for r in expand(core.rows["AV6"], init_run="AV5-mse-w100")] == [av6[0].name, av6[2].name]
     aug = ["--method", 'audio_noise:{"prob": 0.8, "snr": [-20, 5]}']
     res = lambda m: f"/e/train_{m}/model.pth"  # noqa: E731
     # the arguments bench_robust gave: options, AV0's augmentation, then the methods (config.yaml's order)
