@@ -339,6 +339,28 @@ def test_interval_claims_of_a_sweep_name_every_claim_with_its_evidence():
     assert ni["evidence"].count("→ holds") == 4 and ni["evidence"].count("→ fails") == 1
 
 
+def test_precision_check_is_the_half_width_of_the_paired_interval():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 6, N)                    # utterances that differ a lot from each other
+    conds = ("random@0.5",)
+    # the same errors: a paired interval has width 0 (an unpaired one would not)
+    pc = cl.precision_check(_sw({"AV6": base, "AV3": base}, conds))
+    assert pc["ci95"] == [0.0, 0.0] and pc["half_width"] == 0.0 and pc["holds"] is True
+    # one more error on every other utterance: +0.5 errors per utterance on average, +5 points
+    worse = base + (np.arange(N) % 2)
+    pc = cl.precision_check(_sw({"AV6": worse, "AV3": base}, conds))
+    lo, hi = pc["ci95"]
+    assert pc["diff"] == pytest.approx(5.0) and lo < 5.0 < hi
+    assert pc["half_width"] == pytest.approx((hi - lo) / 2) and 0 < pc["half_width"]
+    assert (pc["row"], pc["other"], pc["condition"]) == ("AV6", "AV3", "random@0.5")
+    assert pc["holds"] is (pc["half_width"] <= 1.0)
+    assert cl.precision_check(_sw({"AV6": worse, "AV3": base}, conds), max_half_width=pc["half_width"] / 2)["holds"] is False
+    assert "half-width" in pc["evidence"] and "200 utterances" in pc["evidence"]
+    # a model or the condition missing: no check
+    assert cl.precision_check(_sw({"AV6": worse}, conds)) is None
+    assert cl.precision_check(_sw({"AV6": worse, "AV3": base}, ("random@0",))) is None
+
+
 # ------------------------------------------------------------------------------------ best dropout row on dev
 def test_best_dropout_row_is_the_lowest_dev_area_over_the_papers_rates():
     def dev(vals):
@@ -462,6 +484,10 @@ def _leaderboard(tmp_path, monkeypatch, extra=()):
     import avsr.models.model as mm
     import avsr.pack as pk
     exp, data, corpus, spec = _rows_dir(tmp_path)
+    os.makedirs(os.path.join(exp, "stages"), exist_ok=True)     # the recipe's done markers: this table's and others
+    for name, secs in (("15_rows_train_t", 3068), ("16_rows_select_t", 62), ("15_rows_train_core", 5), ("9_train_av5", 7)):
+        with open(os.path.join(exp, "stages", name + ".done"), "w") as f:
+            f.write(f"stage: {name}\nseconds: {secs}\n")
     # dev: AV2 has the lowest area; eval: AV1 does (the leaderboard must take dev's)
     _Runner.DEV = {"AV1": lambda r: .30, "AV2": lambda r: .20 + .1 * r, "AV3": lambda r: .31, "AV3-p0.25": lambda r: .25,
                    "T0": lambda r: .4, "T0.5": lambda r: .3}
@@ -518,6 +544,11 @@ def test_table_writes_a_valid_leaderboard_from_a_fake_rows_dir(tmp_path, monkeyp
     assert "AV2" in c4["evidence"] and "AV1" not in c4["evidence"]
     assert lb["claims"]["1_bias_reproduced"]["holds"] is True
     assert table["claims_by_interval"] == lb["claims"]
+    # the eval set's precision: the adapter row against the best dropout-only row on dev, at rate 0.5
+    pc = table["precision"]
+    assert table["recipe_stage_seconds"] == {"15_rows_train_t": 3068, "16_rows_select_t": 62}
+    assert (pc["row"], pc["other"], pc["condition"]) == ("AV6", "AV2", "random@0.5")
+    assert pc["half_width"] == pytest.approx((pc["ci95"][1] - pc["ci95"][0]) / 2)
     # the goal: AV5, AV6 (and AV6-tuned) are its candidates, the spec's dropout rows AV1-AV3 are not
     assert set(lb["goal"]["rows"]) == {"AV5", "AV6", "AV6-tuned"} and lb["goal"]["best_dropout"] == "AV2"
     assert lb["claims"][cl.GOAL_CLAIM]["holds"] in (True, False, cl.NOT_RESOLVED)
@@ -536,8 +567,12 @@ def test_table_writes_a_valid_leaderboard_from_a_fake_rows_dir(tmp_path, monkeyp
 
 
 def test_the_leaderboard_states_what_its_intervals_resample(tmp_path, monkeypatch):
-    lb, table = _leaderboard(tmp_path, monkeypatch, extra=["--bootstrap_unit", "recording"])
+    lb, table = _leaderboard(tmp_path, monkeypatch, extra=["--bootstrap_unit", "recording",
+                                                           "--train_args=--set model.dropout_rate=0.2"])
     lbm.validate_leaderboard(lb)
+    # the recorded command runs again as it is: an argument with spaces stays one argument
+    import shlex
+    assert shlex.split(table["command"])[-1] == "--train_args=--set model.dropout_rate=0.2"
     assert lb["bootstrap"] == {"unit": "recording", "units": 10, "resamples": 1000, "widen": cl.small_sample_factor(10)}
     assert table["bootstrap_unit"] == "recording" and table["claims_by_interval"] == lb["claims"]
     assert "10 recordings" in lb["claims"]["4_AV6_area_20pct_below_best_dropout"]["evidence"]

@@ -26,7 +26,7 @@ def test_core_table_states_its_kd_setting_comes_from_the_full_table():
     text = "\n".join(mb.sec_robust(core))
     assert not core["kd"].get("dev_mean_cer_0_.5_1") and not core["kd"].get("grid_dev_mean_cer_0_.5_1")
     assert "recipe's default, **mse**, λ_KD **100**" in text and "full table's distance and λ ablation" in text
-    assert "(core table)" in text and f"Search: **{core['search']}**" in text
+    assert "(core table" in text and f"Search: **{core['search']}**" in text
 
 
 def test_core_table_states_the_adapter_epochs_chosen_on_dev_and_each_half_of_claim_2():
@@ -97,7 +97,7 @@ def test_finetune_parts_probe_renders_each_variant_against_the_reference():
 
 
 def test_study_trend_says_which_series_are_strictly_monotone():
-    full = copy.deepcopy(_load("robust_full.json"))
+    full = copy.deepcopy(_load("robust_full_earlier_mini.json"))
     # strictly monotone = Kendall's τ of ±1 (every pair of rows in order), the τ avsr.eval.claims writes
     def trend(dd, rel):
         sw = {"conditions": ["random@0"], "cer": {}, "similarity": {}}
@@ -328,3 +328,25 @@ def test_mini_run_of_the_current_recipe_gets_its_own_section_and_earlier_runs_ke
     assert "make bench-train` (the `mini` preset" not in md and "earlier runs" not in md
     old = md.split("## The `mini` preset", 1)[1]
     assert "earlier data rules" in old and "## A0, V, AV0 (recipe stages 6-8" in old
+
+
+def test_robust_table_states_the_claims_by_interval_and_the_precision_of_its_eval_set():
+    core = copy.deepcopy(_load("robust_core.json"))
+    core["claims_by_interval"] = {"2a_AV6_not_worse_than_AV0_at_0": {"holds": "not resolved", "evidence": "E2a"},
+                                  "1_bias_reproduced": {"holds": True, "evidence": "E1"},
+                                  "4_AV6_area_20pct_below_best_dropout": {"holds": False, "evidence": "E4"}}
+    core["precision"] = {"row": "AV6", "other": "AV3", "condition": "random@0.5", "diff": 0.2, "ci95": [-0.35, 0.76],
+                         "half_width": 0.555, "max_half_width": 1.0, "holds": True, "evidence": "x"}
+    text = "\n".join(mb.sec_robust(core, notes=False))
+    assert "- `2a_AV6_not_worse_than_AV0_at_0`: **not resolved**. E2a." in text
+    assert "- `1_bias_reproduced`: **holds**. E1." in text and "- `4_AV6_area_20pct_below_best_dropout`: **fails**. E4." in text
+    assert "AV6 − AV3 at random@0.5: +0.20 points, 95 % CI [-0.35, +0.76], half-width 0.56 points (target ≤ 1) → **holds**" in text
+    # the point estimates stay, labelled as such, after the decisions
+    assert text.index("**Claims by interval**") < text.index("**Point estimates of the same claims**")
+    del core["claims_by_interval"], core["precision"]
+    text = "\n".join(mb.sec_robust(core, notes=False))
+    assert "Claims by interval" not in text and "**Claims** (paired bootstrap" in text and "separate methods" not in text
+    # the recipe's stage times, when the table has them
+    core["recipe_stage_seconds"] = {"15_rows_train_core": 3068, "16_rows_select_core": 62, "17_rows_sweep_core": 1330}
+    assert ("Recipe stages of this table (wall time, from the stage markers): 15_rows_train_core 3,068 s, "
+            "16_rows_select_core 62 s, 17_rows_sweep_core 1,330 s; 74 min in all.") in "\n".join(mb.sec_robust(core))

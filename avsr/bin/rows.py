@@ -35,7 +35,7 @@ import sys
 import time
 
 from avsr.bin import HelpFormatter
-from avsr.eval.claims import UNITS, best_dropout_row, claims, claims_with_goal, mean_cer, study_trend
+from avsr.eval.claims import UNITS, best_dropout_row, claims, claims_with_goal, mean_cer, precision_check, study_trend
 from avsr.eval.rows import RECIPE_MODELS, RowSpecError, choose_on_dev, expand, load_spec, tie_key
 from avsr.eval.sweep import RATES
 
@@ -642,8 +642,16 @@ class Experiment:
             out["claims_by_interval"] = claims_with_goal(ev, self.best_dropout, self.no_candidates(),
                                                          adapter=ad_row or "AV6", unit=self.bootstrap_unit)[0]
             out["bootstrap_unit"] = self.bootstrap_unit
+            # can this eval set separate two robust rows? (the adapter row against the best dropout-only row)
+            pc = precision_check(ev, ad_row or "AV6", self.best_dropout or "AV3", 0.5, unit=self.bootstrap_unit)
+            if pc:
+                out["precision"] = pc
         out["seconds"] = {"total_this_run": time.perf_counter() - t0,
                           **{k: round(v, 1) for k, v in self.r.times.items()}}
+        # the recipe's own wall times of this table's stages 15-17 (done markers; stage 18 is this run)
+        from avsr.bin.report import stage_seconds
+        out["recipe_stage_seconds"] = {k: v for k, v in stage_seconds(os.path.join(self.r.exp, "stages")).items()
+                                       if k.endswith(f"_{self.spec.table}") and k.split("_", 1)[0] in ("15", "16", "17")}
         out["row_steps"] = self.row_steps()
         out["row_train_seconds"], out["budget_steps"] = {}, {}
         for run_name, d in self.dirs.items():
@@ -811,7 +819,7 @@ def main(argv=None) -> int:
             except LeaderboardError as e:
                 raise SystemExit(f"error: {e}")
         import platform
-        out = exp.table(command="python -m avsr.bin.rows " + " ".join(sys.argv[1:] if argv is None else argv),
+        out = exp.table(command="python -m avsr.bin.rows " + shlex.join(sys.argv[1:] if argv is None else argv),
                         machine={"cores": os.cpu_count(), "python": platform.python_version(),
                                  "cpu": platform.processor() or platform.machine()})
         if args.out:

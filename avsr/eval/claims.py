@@ -57,9 +57,11 @@ __all__ = ["MARGIN", "MARGIN_POINTS", "STUDY_ROWS", "STUDY_TRAIN_RATES", "NOT_RE
            "rate_condition", "resample_index", "UNITS", "MIN_RECORDINGS", "utt_recordings", "Resampler",
            "small_sample_factor", "cell_interval", "claims_with_goal",
            "paired_diff", "not_worse", "better", "all_of",
-           "area_points", "best_dropout_row", "area_claim", "trend_claim", "interval_claims"]
+           "area_points", "best_dropout_row", "area_claim", "trend_claim", "interval_claims",
+           "PRECISION_HALF_WIDTH", "precision_check"]
 
 MARGIN = 0.005                              # non-inferiority margin, absolute CER
+PRECISION_HALF_WIDTH = 1.0                  # points: the paired interval a bed must give to separate methods
 STUDY_ROWS = ("S.1", "S.3", "S.5", "S.7")   # training dropout rate 0.1 < 0.3 < 0.5 < 0.7
 
 
@@ -557,6 +559,28 @@ def interval_claims(sw: Mapping, best_dropout: Optional[str], adapter: str = "AV
         if t:
             out["5_study_trend"] = {"holds": t["holds"], "evidence": t["evidence"]}
     return out
+
+
+def precision_check(sw: Mapping, row: str = "AV6", other: str = "AV3", rate: float = 0.5,
+                    max_half_width: float = PRECISION_HALF_WIDTH, num: int = RESAMPLES, seed: int = 0,
+                    unit: str = "utterance") -> Optional[Dict]:
+    """Can the sweep's eval set separate two methods?  The paired 95 % interval of ``CER(row) - CER(other)``
+    at random loss ``rate`` (points) and its half-width, against ``max_half_width``:
+    ``{"row", "other", "condition", "diff", "ci95", "half_width", "max_half_width", "holds", "evidence"}``
+    (``holds``: half-width <= the maximum; it is a size, not a claim about either row).  None when
+    either model or the condition is not in the sweep."""
+    cond = rate_condition(rate)
+    if not {row, other} <= set(sw.get("utt_errors") or {}) or cond not in sw["utt_errors"][row]:
+        return None
+    rs = Resampler(sw, num=num, seed=seed, unit=unit)
+    pd = paired_diff(rs, row, other, cond)
+    lo, hi = pd["ci95"]
+    half = (hi - lo) / 2
+    ok = half <= max_half_width
+    return {"row": row, "other": other, "condition": cond, "diff": pd["diff"], "ci95": [lo, hi],
+            "half_width": half, "max_half_width": max_half_width, "holds": ok,
+            "evidence": f"{_pd_text(pd, row, other, cond)}; half-width {half:.2f} points "
+                        f"({'<=' if ok else '>'} {max_half_width:g}; {rs.describe()})"}
 
 
 def _word(v) -> str:

@@ -351,7 +351,7 @@ def sec_robust(r, notes=True):
              "**Dev choices.**" if kd.get("grid_dev_mean_cer_0_.5_1") else
              f"**Dev choices.** MDA-KD: the recipe's default, **{kd['chosen_distance']}**, λ_KD **{kd['weight']:g}**, "
              f"tap `{kd['tap']}` (AV5 = {kd['chosen_row']}), which the full table's distance and λ ablation chose "
-             "on dev (below); this table does not repeat it.")
+             "on dev (`docs/ROBUSTNESS.md`); this table does not repeat it.")
             + ("" if not kd.get("grid_dev_mean_cer_0_.5_1") else
                f" Distance × λ_KD grid (tap `{kd['tap']}`), mean dev CER over random loss 0 / 0.5 / 1 (CTC greedy), "
                "one joint minimum: " + "; ".join(f"{g['distance']} λ {g['weight']:g} {100 * g['cer']:.2f} %"
@@ -382,9 +382,22 @@ def sec_robust(r, notes=True):
             for rate, st in d.items():
                 out.append(f"| {m} | {rate} | {st['diagonal_dominance']:.4f} | {st['linear_cka']:.4f} |")
         out.append("")
+    ci = r.get("claims_by_interval") or {}
+    if ci:
+        out += [f"**Claims by interval** (paired 95 % intervals, {r.get('bootstrap_unit', 'utterance')} bootstrap; "
+                "\"not worse by more than m\": upper bound ≤ m; \"better\": one-sided p < 0.05; \"not resolved\" "
+                "where the interval straddles the margin; `avsr/eval/claims.py`):", ""]
+        out += [f"- `{k}`: **{_claim_word(v['holds'])}**. {v['evidence']}." for k, v in ci.items()] + [""]
+    pc = r.get("precision")
+    if pc:
+        out += [f"**Can this eval set separate methods?** {pc['row']} − {pc['other']} at {pc['condition']}: "
+                f"{pc['diff']:+.2f} points, 95 % CI [{pc['ci95'][0]:+.2f}, {pc['ci95'][1]:+.2f}], half-width "
+                f"{pc['half_width']:.2f} points (target ≤ {pc['max_half_width']:g}) → **{_claim_word(pc['holds'])}**.", ""]
     cl = r["claims"]
     b = cl["1_bias_reproduced"]
-    out += ["**Claims** (paired bootstrap, 1000 resamples; p = share of resamples where B is not better):", "",
+    out += [("**Point estimates of the same claims** (for comparison with earlier tables; the decisions are the "
+             "intervals above; " if ci else "**Claims** (")
+            + "paired bootstrap, 1000 resamples; p = share of resamples where B is not better):", "",
             f"1. Bias reproduced: AV0 vs A0 at rate 0: {100 * b['AV0_vs_A0_rate0']['cer_b']:.2f} vs "
             f"{100 * b['AV0_vs_A0_rate0']['cer_a']:.2f} (p {b['AV0_vs_A0_rate0']['p_b_not_better']:.3f}); at rate 1: "
             f"AV0 {100 * b['A0_vs_AV0_rate1']['cer_a']:.2f} vs A0 {100 * b['A0_vs_AV0_rate1']['cer_b']:.2f} "
@@ -428,12 +441,20 @@ def sec_robust(r, notes=True):
     out += ["", f"Wall time ({run}; rows trained earlier are not re-timed): " +
             ", ".join(f"{k} {v:.0f} s" for k, v in secs.items()) + ". Row training (from their logs): " +
             ", ".join(f"{k} {v:.0f} s" for k, v in r.get("row_train_seconds", {}).items()) + "."]
+    if r.get("recipe_stage_seconds"):
+        st = r["recipe_stage_seconds"]
+        out.append("Recipe stages of this table (wall time, from the stage markers): "
+                   + ", ".join(f"{k} {v:,} s" for k, v in st.items()) + f"; {sum(st.values()) / 60:.0f} min in all.")
     for e in r.get("seconds_earlier_runs") or []:
         out.append(f"Earlier run of the same table (options of the script in the recorded command: {e['why']}; its rows and sweeps were reused): "
                    + ", ".join(f"{k} {v:.0f} s" for k, v in e["seconds"].items()) + ".")
     if notes is True:
         notes = f"robust_{r['table']}_notes.md"
     return out + (notes_md(notes) if notes else []) + [""]
+
+
+def _claim_word(v) -> str:
+    return "holds" if v is True else "fails" if v is False else str(v)
 
 
 def sec_parts(r, title="Dev probes: which parts of the robust fine-tune matter"):
