@@ -208,6 +208,31 @@ def _kd_trainer(tmp_path, methods, student):
     return Trainer(student, _DS(items(4)), None, tc, methods=methods, exp_dir=tmp_path / "exp")
 
 
+def test_frequency_masks_are_off_by_default_and_never_hide_the_time_mask():
+    """``num_freq_mask > 0`` zeroes whole mel bands in training only; the time mask read off SpecAug is
+    the same frames with and without them (a frequency mask over the marker column would mark every frame)."""
+    from avsr.models.front_nets import AudioFrontend
+    assert ModelConfig().num_freq_mask == 0 and AVSRModel(cfg(mode="audio")).audio_frontend.freq_mask is None
+    wav, lens = torch.randn(3, 16000), torch.tensor([16000, 12000, 16000])
+    out = {}
+    for n in (0, 2):
+        fe = AudioFrontend(time_mask_width_range=(8, 12), num_time_mask=2, num_freq_mask=n,
+                           freq_mask_width_range=(10, 12)).train()
+        torch.manual_seed(1)
+        out[n] = fe.forward_masked(wav, lens)
+    (f0, fl, t0), (f2, _, t2) = out[0], out[2]
+    assert torch.equal(t0, t2) and t2.any() and not t2.all()
+    for b in range(3):
+        keep = ~t2[b] & (torch.arange(f2.size(1)) < fl[b])
+        zero_bands = (f2[b, keep] == 0).all(0)
+        assert 10 <= int(zero_bands.sum()) <= 24, int(zero_bands.sum())       # 2 masks of 10-12 bins
+        assert not (f0[b, keep] == 0).all(0).any()
+        assert torch.equal(f2[b, keep][:, ~zero_bands], f0[b, keep][:, ~zero_bands])
+    fe.eval()
+    feats, _, tm = fe.forward_masked(wav, lens)
+    assert tm is None and not (feats[0] == 0).all(0).any()
+
+
 @pytest.mark.parametrize("teacher_audio", ["student", "own"])
 def test_kd_with_the_students_own_weights_is_zero_in_training_mode(tmp_path, teacher_audio):
     """Teacher = the student's weights, SpecAug on, babble on, no dropped frames, the student's dropout 0:
@@ -219,7 +244,7 @@ def test_kd_with_the_students_own_weights_is_zero_in_training_mode(tmp_path, tea
     from avsr.utils.checkpoint import save_checkpoint
     torch.manual_seed(0)
     c = cfg(dropout_rate=0.0, positional_dropout_rate=0.0, attention_dropout_rate=0.0, specaug=True,
-            time_mask_width_range=[8, 12], num_time_mask=2)
+            time_mask_width_range=[8, 12], num_time_mask=2, num_freq_mask=2)   # (frequency masks shared too)
     student = AVSRModel(c)
     randomize_fusion(student)          # a trained-like model: the visual branch hears the audio
     save_checkpoint(student.state_dict(), tmp_path / "teacher.pth")

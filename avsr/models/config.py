@@ -58,6 +58,8 @@ class ModelConfig:
     fs, n_fft, win_length, hop_length, n_mels   fbank (Kaldi-like snip-edges framing, see AudioFrontend)
     specaug              apply SpecAug time masks in training; ``time_mask_width_range`` and
                          ``num_time_mask`` configure it (time masks only, as in the paper)
+    num_freq_mask        > 0: also that many frequency masks (widths ``freq_mask_width_range`` mel bins,
+                         ESPnet's ``MaskAlongAxis``), after the time masks; 0 (default) = the paper's form
     ctc_weight (lambda)  loss = lambda * CTC + (1 - lambda) * attention
     align_ctc_weight     > 0: an alignment CTC head next to the recognising one, trained with the encoder
                          with label priors (Huang et al. 2024: CTC on log p - alpha log P, P a running
@@ -106,6 +108,8 @@ class ModelConfig:
     specaug: bool = True
     time_mask_width_range: List[int] = field(default_factory=lambda: [0, 40])
     num_time_mask: int = 2
+    num_freq_mask: int = 0
+    freq_mask_width_range: List[int] = field(default_factory=lambda: [0, 27])
     # visual front-end
     visual_frontend: str = "light"
     light_input_size: int = 44

@@ -39,6 +39,7 @@ from torch import nn
 
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet2.asr.specaug.specaug import SpecAug
+from espnet2.layers.mask_along_axis import MaskAlongAxis
 from espnet2.layers.log_mel import LogMel
 from espnet2.layers.stft import Stft
 
@@ -55,7 +56,8 @@ class AudioFrontend(nn.Module):
 
     def __init__(self, fs=SAMPLE_RATE, n_fft=FBANK_N_FFT, win_length=FBANK_WIN_LENGTH,
                  hop_length=FBANK_HOP_LENGTH, n_mels=FBANK_N_MELS,
-                 specaug=True, time_mask_width_range=(0, 40), num_time_mask=2):
+                 specaug=True, time_mask_width_range=(0, 40), num_time_mask=2,
+                 num_freq_mask=0, freq_mask_width_range=(0, 27)):
         super().__init__()
         self.stft = Stft(n_fft=n_fft, win_length=win_length, hop_length=hop_length,
                          center=False, window="hann")
@@ -67,6 +69,10 @@ class AudioFrontend(nn.Module):
                                 time_mask_width_range=tuple(time_mask_width_range),
                                 num_time_mask=num_time_mask)
                         if specaug and num_time_mask > 0 else None)
+        # frequency masks (off in the paper's form): applied after the time masks, outside the marker
+        # column that reads the time mask off SpecAug, so that column is never frequency-masked
+        self.freq_mask = (MaskAlongAxis(mask_width_range=tuple(freq_mask_width_range), num_mask=num_freq_mask,
+                                        dim="freq") if specaug and num_freq_mask > 0 else None)
 
     def fbank(self, wav: torch.Tensor, lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Un-normalised log-mel [B, F, n_mels] and frame lengths (padded frames 0)."""
@@ -94,11 +100,14 @@ class AudioFrontend(nn.Module):
         feats, flens = self.fbank(wav, lens)
         feats = (feats - self.feat_mean) / self.feat_std
         feats = feats.masked_fill(~_valid(flens, feats.size(1))[..., None], 0.0)
+        tmask = None
         if self.training and self.specaug is not None:
             marked = torch.cat([feats, feats.new_ones(feats.shape[:2] + (1,))], dim=-1)
             marked, _ = self.specaug(marked, flens)
-            return marked[..., :-1].contiguous(), flens, marked[..., -1] == 0
-        return feats, flens, None
+            feats, tmask = marked[..., :-1].contiguous(), marked[..., -1] == 0
+        if self.training and self.freq_mask is not None:
+            feats, _ = self.freq_mask(feats, flens)
+        return feats, flens, tmask
 
 
 @torch.no_grad()

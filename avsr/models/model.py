@@ -228,7 +228,7 @@ class AVSRModel(nn.Module):
         if self.has_audio:
             self.audio_frontend = AudioFrontend(cfg.fs, cfg.n_fft, cfg.win_length, cfg.hop_length,
                                                 cfg.n_mels, cfg.specaug, cfg.time_mask_width_range,
-                                                cfg.num_time_mask)
+                                                cfg.num_time_mask, cfg.num_freq_mask, cfg.freq_mask_width_range)
             if cfg.audio_subsampling == "vgg":
                 self.audio_vgg = VGGSubsampling(cfg.n_mels, d, cfg.vgg_channels)
                 self.audio_encoder = _conformer_stack(cfg, cfg.fusion_layers, d, None)
