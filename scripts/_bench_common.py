@@ -3,26 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shlex
 import sys
 
-
-def machine_info() -> dict:
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
-    except OSError:
-        pass
-    mem = ""
-    try:
-        with open("/proc/meminfo") as f:
-            mem = f.readline().split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "memory": mem,
-            "python": sys.version.split()[0]}
+from avsr.utils.machine import machine_info  # noqa: F401  (re-exported for the scripts)
 
 
 def command_line() -> str:

@@ -547,6 +547,10 @@ def test_table_writes_a_valid_leaderboard_from_a_fake_rows_dir(tmp_path, monkeyp
     # the eval set's precision: the adapter row against the best dropout-only row on dev, at rate 0.5
     pc = table["precision"]
     assert table["recipe_stage_seconds"] == {"15_rows_train_t": 3068, "16_rows_select_t": 62}
+    # the machine as the benchmarks record it (one helper): CPU model (never empty), cores, memory, Python
+    from avsr.utils.machine import machine_info
+    assert set(table["machine"]) == set(machine_info()) and table["machine"]["cpu"]
+    assert table["machine"]["cores"] == os.cpu_count()
     assert (pc["row"], pc["other"], pc["condition"]) == ("AV6", "AV2", "random@0.5")
     assert pc["half_width"] == pytest.approx((pc["ci95"][1] - pc["ci95"][0]) / 2)
     # the goal: AV5, AV6 (and AV6-tuned) are its candidates, the spec's dropout rows AV1-AV3 are not

@@ -818,10 +818,9 @@ def main(argv=None) -> int:
                 corpus = corpus_facts(cdir, args.data_dir)
             except LeaderboardError as e:
                 raise SystemExit(f"error: {e}")
-        import platform
+        from avsr.utils.machine import machine_info
         out = exp.table(command="python -m avsr.bin.rows " + shlex.join(sys.argv[1:] if argv is None else argv),
-                        machine={"cores": os.cpu_count(), "python": platform.python_version(),
-                                 "cpu": platform.processor() or platform.machine()})
+                        machine=machine_info())
         if args.out:
             os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
             with open(args.out, "w", encoding="utf-8") as f:
