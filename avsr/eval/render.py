@@ -940,11 +940,9 @@ def synthmisp_results_md(res_dir) -> str:
         out += _run_section(res_dir, "mini", "## `make bench-train` (the `mini` preset: "
                             f"{_train_hours(cal)} h, 150 characters; `conf/demo.yaml`, 2 CPU cores)", "make bench-train",
                             training=cal)
-    out += ["## The `mini` preset: earlier runs" if current else "## The `mini` preset", "",
-            ("The sections above are made with the current recipe; what follows is not. " if current else
-             "The `make demo` section above is made with the current recipe; what follows is not. ")
-            + OLD_RULES_NOTE, ""]
-    if cal and not current:       # (a current run's table is its own section above)
+    if cal and not current:       # (a current run's table is its own section above; earlier runs: docs/notebook)
+        out += ["## The `mini` preset", "", "The `make demo` section above is made with the current recipe; what "
+                "follows is not. " + OLD_RULES_NOTE, ""]
         stage = {"a0": "stage 6", "v": "stage 7", "av0": "stage 8"}
         out += ["## A0, V, AV0 (recipe stages 6-8, decoded by stage 12)", "",
                 "| model | set | search | CER % [95 % CI] | rel. reduction vs A0 | trained by |", "|---|---|---|---|---|---|"]
