@@ -387,12 +387,12 @@ def sec_robust(r, notes=True):
         out += [f"**Claims by interval** (paired 95 % intervals, {r.get('bootstrap_unit', 'utterance')} bootstrap; "
                 "\"not worse by more than m\": upper bound ≤ m; \"better\": one-sided p < 0.05; \"not resolved\" "
                 "where the interval straddles the margin; `avsr/eval/claims.py`):", ""]
-        out += [f"- `{k}`: **{_claim_word(v['holds'])}**. {v['evidence']}." for k, v in ci.items()] + [""]
+        out += _claims_list(ci) + [""]
     pc = r.get("precision")
     if pc:
         out += [f"**Can this eval set separate methods?** {pc['row']} − {pc['other']} at {pc['condition']}: "
                 f"{pc['diff']:+.2f} points, 95 % CI [{pc['ci95'][0]:+.2f}, {pc['ci95'][1]:+.2f}], half-width "
-                f"{pc['half_width']:.2f} points (target ≤ {pc['max_half_width']:g}) → **{_claim_word(pc['holds'])}**.", ""]
+                f"{pc['half_width']:.2f} points (target ≤ {pc['max_half_width']:g}) → **{_holds(pc['holds'])}**.", ""]
     cl = r["claims"]
     b = cl["1_bias_reproduced"]
     out += [("**Point estimates of the same claims** (for comparison with earlier tables; the decisions are the "
@@ -451,10 +451,6 @@ def sec_robust(r, notes=True):
     if notes is True:
         notes = f"robust_{r['table']}_notes.md"
     return out + (notes_md(notes) if notes else []) + [""]
-
-
-def _claim_word(v) -> str:
-    return "holds" if v is True else "fails" if v is False else str(v)
 
 
 def sec_parts(r, title="Dev probes: which parts of the robust fine-tune matter"):
@@ -769,6 +765,11 @@ def _holds(v) -> str:
     return "holds" if v is True else "fails" if v is False else "not resolved"
 
 
+def _claims_list(claims) -> list:
+    """Claims by interval (``{name: {"holds", "evidence"}}``) as one bullet each, verdict first."""
+    return [f"- `{name}`: **{_holds(v['holds'])}**. {v['evidence']}." for name, v in claims.items()]
+
+
 def _grid_md(grid) -> str:
     """A leaderboard row's dev grid in one cell: each setting (``axis=value``, or its run name) with its dev
     score, the chosen one in bold; empty for no grid."""
@@ -810,8 +811,7 @@ def leaderboard_md(lb) -> list:
                                             for k in conds)
                    + f" | {r['area']:.2f} | {r['train_s']:.0f} | {r['params_added']:,} | {steps} | {_grid_md(r.get('grid'))} |")
     out += ["", "**Claims** (decided on paired 95 % intervals; `avsr/eval/claims.py` defines each verdict):", ""]
-    for name, v in lb["claims"].items():
-        out.append(f"- `{name}`: **{_holds(v['holds'])}**. {v['evidence']}.")
+    out += _claims_list(lb["claims"])
     return out + [""] + _goal_md(lb) + _errors_md(lb)
 
 
