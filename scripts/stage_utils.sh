@@ -11,7 +11,10 @@
 #         warning says so (re-run with --force true to redo).
 #       * Log: $exp_dir/logs/stage<N>_<NAME>.log, also shown on the console (tee).
 #       * When the stage runs, the done markers of all later stages are removed first:
-#         their inputs are about to change, so they must run again.
+#         their inputs are about to change, so they must run again.  A rows stage of one
+#         table (NAME rows_<step>_<table>) removes only the later rows stages of that table:
+#         the tables of one rows dir are separate runs (stage 15 of the leaderboard does not
+#         undo the core table's stages 16-18).
 #       * On failure the marker is not written and the script exits with the stage's status.
 #   atomic_replace_dir TMP FINAL
 #       Move the finished directory TMP to FINAL, replacing an old FINAL
@@ -50,10 +53,16 @@ run_stage() {
   fi
   mkdir -p "$exp_dir/stages" "$exp_dir/logs"
   rm -f "$marker"
-  local f m
+  local f m table="" other
+  [[ "$name" == rows_*_* ]] && { table=${name#rows_}; table=${table#*_}; }
   for f in "$exp_dir"/stages/*.done; do
     [ -e "$f" ] || continue
-    m=$(basename "$f"); m=${m%%_*}
+    m=$(basename "$f" .done); other=${m#*_}; m=${m%%_*}
+    if [ -n "$table" ]; then           # a rows stage: only the later stages of its own table
+      [[ "$other" == rows_*_* ]] || continue
+      other=${other#rows_}; other=${other#*_}
+      [ "$other" = "$table" ] || continue
+    fi
     if [[ "$m" =~ ^[0-9]+$ ]] && [ "$m" -gt "$n" ]; then
       log "stage $n re-runs: removing the done marker of a later stage: $f"
       rm -f "$f"
