@@ -24,10 +24,12 @@ It owns, in one place:
   (``modality="video"`` on the video reconciled to the audio length by the model's own rule,
   :func:`avsr.models.model.reconcile_video`) each give per-frame CTC log-posteriors, fused by
   :func:`avsr.decoding.entropy_fusion.entropy_fusion` (temperature 1, per frame, weighted
-  log-posteriors; video frames beyond the utterance's real video are not paired, MLA reads no frame
-  mask otherwise), then CTC greedy or CTC prefix beam search with ``ctc_weight`` 1 (the attention
-  decoder is not fused).  An utterance without video (a batch without video, or no present frame
-  at all, e.g. the data dir's audio-only utterances) decodes its audio path alone.  Results of fused
+  log-posteriors; video frames beyond the utterance's real video are not paired; no frame mask is
+  read), then CTC greedy or CTC prefix beam search with ``ctc_weight`` 1 (the attention
+  decoder is not fused).  Only an utterance without video frames (a batch without video, or 0
+  frames) decodes its audio path alone; one whose frames are all missing (black, e.g. the data dir's
+  audio-only utterances, or every frame dropped) is fused like the others, the entropy weights
+  being MLA's switch.  Results of fused
   utterances have ``modality="fusion"`` (posteriors on the audio frame grid).  The default comes
   from the packed model (``avsr pack --decode_fusion entropy``); ``fusion=`` overrides it; a forced
   ``modality`` (``decode_batch(batch, "audio")``) bypasses it;
@@ -191,18 +193,15 @@ def present_mask(batch: Batch, frame_mask: Optional[torch.Tensor] = None) -> tor
     return torch.arange(batch.video.shape[1])[None, :] < batch.video_lens.cpu()[:, None]
 
 
-def video_present(batch: Batch, frame_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Bool ``[B]`` (CPU): the utterances that show at least one video frame (within
-    ``video_lens``): by ``frame_mask``, else the batch's, else the frames that are not black (as
-    :meth:`Speech2Text.route` counts them)."""
-    if frame_mask is None and batch.frame_mask is None:
-        fm = batch.video.flatten(2).any(-1)
-    else:
-        fm = present_mask(batch, frame_mask)
-    fm = fm.cpu()
-    lens = batch.video_lens.cpu()
-    T = fm.shape[1]
-    return (fm & (torch.arange(T)[None, :] < lens[:, None])).any(1)
+def video_given(batch: Batch) -> torch.Tensor:
+    """Bool ``[B]`` (CPU): the utterances that come with video frames (``video_lens > 0``), whatever
+    ``frame_mask`` says: the late-fusion decode reads no mask, a missing frame is a black frame (as the
+    model sees it), and the entropy weights decide how much its video path counts."""
+    if batch.video is None:
+        return torch.zeros(len(batch), dtype=torch.bool)
+    if batch.video_lens is None:
+        return torch.ones(len(batch), dtype=torch.bool)
+    return batch.video_lens.cpu() > 0
 
 
 def normalize_fusion(fusion) -> Optional[str]:
@@ -501,9 +500,10 @@ class Speech2Text:
         path's and the video path's CTC log-posteriors fused per frame
         (:func:`avsr.decoding.entropy_fusion.entropy_fusion`; the video reconciled to the audio length,
         its frames paired up to ``min(video_lens, audio frames)``), on the audio frame grid.
-        Utterances without video (none in the batch, or no present frame:
-        :func:`video_present`) keep the audio path's posteriors (modality ``audio``); the others are
-        ``"fusion"``."""
+        Utterances without video frames (no video in the batch, or 0 frames: :func:`video_given`) keep
+        the audio path's posteriors (modality ``audio``); the others are ``"fusion"``, also when every
+        frame is missing: the frame mask is not read (black frames are input, as for the model), and
+        the entropy weights are the switch."""
         model = self.model
         batch = batch.to(self.device)
         n = len(batch)
@@ -511,7 +511,7 @@ class Speech2Text:
         fa = model.audio_front(batch)
         self._tick("audio_front", t0)
         logp_a, enc_a, lens_a = self._path_logp({"audio": fa}, n, "audio")
-        has_v = video_present(batch) if batch.video is not None else torch.zeros(n, dtype=torch.bool)
+        has_v = video_given(batch)
         if not bool(has_v.any()):
             return logp_a, enc_a, lens_a, ["audio"] * n
         t0 = time.perf_counter()
@@ -562,7 +562,7 @@ class Speech2Text:
                 fm = present_mask(batch, v.frame_mask).cpu()
                 fm = fm[:, :Tt] if fm.shape[1] >= Tt else torch.cat([fm, fm.new_zeros(B, Tt - fm.shape[1])], 1)
                 drops.append((~fm) & inside)
-                has.append(video_present(batch, v.frame_mask))
+                has.append(video_given(batch))
         # distinct inputs: audio (utterance, source), video (utterance, dropped frames), and their pairs
         a_keys: Dict[tuple, int] = {}
         v_keys: Dict[tuple, tuple] = {}

@@ -45,6 +45,8 @@ def _items(n=3, seed=0, video_delta=(0, -6, 3), present=None):
               "detected": None, "tokens": None, "text": "abc"}
         if present is not None and present[i] is not None:
             it["present"] = torch.full((it["video"].shape[0],), bool(present[i]))
+            if not present[i]:                       # black, as the dataset writes an absent video
+                it["video"] = torch.zeros_like(it["video"])
         items.append(it)
     return items
 
@@ -126,17 +128,25 @@ def test_confident_path_dominates(monkeypatch, confident):
     assert [r.token_ids for r in res] == (hyp_a if confident == "audio" else hyp_v)
 
 
-def test_no_video_decodes_the_audio_path_alone():
+def test_missing_video_goes_through_the_fusion_and_no_video_decodes_the_audio_path():
+    """The frame mask is not read: an utterance whose frames are all missing (u1, as the data dir's
+    audio-only utterances) is fused like the others (its black frames are the video path's input and
+    the entropy weights are the switch); only a batch without video decodes the audio path alone."""
     model = _model(3)
-    items = _items(seed=3, present=[None, False, None])     # u1: no present frame (an audio-only utterance)
+    items = _items(seed=3, present=[None, False, None])     # u1: no present frame
     b = collate(items)
     logp_a, la, logp_v, lv = _paths(model, b)
     s2t = Speech2Text(model, TOK, ctc_greedy=True, fusion="entropy")
     res = s2t.decode_batch(b)
-    assert [r.modality for r in res] == ["fusion", "audio", "fusion"]
-    assert res[1].token_ids == ctc_greedy(logp_a, la)[1]
+    assert [r.modality for r in res] == ["fusion"] * 3
     fused = entropy_fusion(logp_a, logp_v, la, lv)
-    assert res[0].token_ids == ctc_greedy(fused, la)[0] and res[2].token_ids == ctc_greedy(fused, la)[2]
+    assert [r.token_ids for r in res] == ctc_greedy(fused, la)
+    # the mask is not read: the same pixels with every frame marked present decode the same
+    full = b.replace(frame_mask=torch.arange(b.video.shape[1])[None, :] < b.video_lens[:, None])
+    assert [r.token_ids for r in s2t.decode_batch(full)] == [r.token_ids for r in res]
+    # the black video's path does count: fused != the audio path alone for u1 (the micro model's video
+    # path is confident enough on black frames to move some frame's argmax)
+    assert not torch.allclose(fused[1, :int(la[1])], logp_a[1, :int(la[1])])
     # a batch without video: the audio path, as a plain audio-only decode
     bn = b.replace(video=None, video_lens=None, frame_mask=None)
     plain = Speech2Text(model, TOK, ctc_greedy=True).decode_batch(bn, modality="audio")
@@ -180,15 +190,17 @@ def test_cached_sweep_equals_uncached_and_shares_paths(monkeypatch, greedy):
     h = a["hyps"]["MLA"]
     assert h["random@0"] != h["whole"] or h["random@0"] != h["random@0.3"]       # conditions differ
     # cached: the audio path once per distinct audio (own + babble), the video path once per distinct
-    # video with a present frame (random@0 = babble's; random@0.3, segment@0.5 each; whole/1.0 none)
+    # video (random@0 = babble's; random@0.3, segment@0.5 each; whole = random@1.0, all black; u2, with
+    # no present frame, has only the black one)
     assert cached_rows["audio"] == 5 * 2
-    assert cached_rows["video"] == 4 * 3
+    assert cached_rows["video"] == 4 * 4 + 1
     assert rows["audio"] - cached_rows["audio"] == 5 * len(conds)
-    # "whole" (no frame shown) is the audio path alone
-    alone = Speech2Text(model, TOK, beam_size=2, ctc_greedy=greedy, ctc_weight=1.0)
+    # "whole" (no frame shown) is the fusion with the video path on black frames, not a mask switch
     bb = collate(items)
-    want = alone.decode_batch(bb.replace(video=None, video_lens=None, frame_mask=None), modality="audio")
-    assert [h["whole"][u] for u in bb.utt_ids] == [r.text for r in want]
+    black = bb.replace(video=torch.zeros_like(bb.video), frame_mask=None)
+    want = s2t.decode_batch(black)
+    assert [h["whole"][u] for u in bb.utt_ids] == [r.text for r in want] == [h["random@1"][u] for u in bb.utt_ids]
+    assert {r.modality for r in want} == {"fusion"}
 
 
 def _exp_dir(tmp_path, model):

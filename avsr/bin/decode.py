@@ -24,7 +24,8 @@ with an all-absent video (:mod:`avsr.data.dataset`); :meth:`avsr.inference.Speec
 them to the audio-only path (with the MS-Adapters of an adapter model), a model without adapters
 gets their black frames as its missing-video input.  A model packed with ``--decode_fusion entropy``
 (MLA) fuses its audio and video paths' CTC posteriors (:class:`avsr.inference.Speech2Text`,
-``fusion``); its utterances without any present frame decode the audio path alone; ``--decode_fusion
+``fusion``; black frames, the audio-only utterances' too, go through the video path and the entropy
+weights decide; no frame mask is read); ``--decode_fusion
 none|entropy`` overrides the pack, a forced ``--modality`` bypasses the fusion.  ``result.json`` counts them
 (``audio_only_utts``) and the results per path (``decoded_by_modality``).
 """
