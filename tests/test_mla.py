@@ -420,3 +420,24 @@ def test_odd_step_budget_ends_with_the_audio_update(tmp_path):
     tr.fit()
     assert tr.step == 3 and seen == ["audio", "video", "audio"]
     assert tr.history[-1]["train"]["mla_budget_end"] == 1.0
+
+
+def test_step_checkpoints_and_logs_fire_with_two_updates_per_batch(tmp_path):
+    """MLA makes two optimiser steps per batch, so the step count can jump over a multiple of
+    ``save_every_steps`` / ``log_interval`` (odd values): the mid-epoch checkpoint and the step log
+    still fire when the count passes one (``trainer._crossed``), not only when it lands on it."""
+    from avsr.trainer.trainer import _crossed
+    assert _crossed(2, 4, 3) and not _crossed(3, 5, 3) and _crossed(5, 6, 3) and _crossed(0, 1, 1)
+    tr = _trainer(tmp_path / "exp", MLAMethod(), items=_items(8), save_every_steps=3, log_interval=3)
+    saved = []
+    save = tr.save
+
+    def spy_save(*a, **kw):
+        saved.append(tr.step)
+        return save(*a, **kw)
+    tr.save = spy_save
+    tr.fit()
+    # 4 batches, 2 updates each: steps 2, 4, 6, 8 after each batch; 3 and 6 are passed by batches 2 and 3
+    # (batch 4 ends the epoch, whose checkpoint is the epoch's own)
+    assert tr.step == 8
+    assert saved[:2] == [4, 6], saved

@@ -176,6 +176,14 @@ class TrainerConfig:
 
 
 # ============================================================================ schedule
+def _crossed(before: int, after: int, every) -> bool:
+    """Whether the optimiser step count passed a multiple of ``every`` going from ``before`` to
+    ``after`` (one batch may make more than one update, e.g. MLA's two; with one update per batch this
+    is ``after % every == 0``)."""
+    k = max(int(every), 1)
+    return after // k > before // k
+
+
 def noam_lr(step: int, lr: float, warmup_steps: int) -> float:
     """``lr * warmup**0.5 * min(step**-0.5, step * warmup**-1.5)`` (``step`` >= 1)."""
     if warmup_steps <= 0:
@@ -867,6 +875,7 @@ class Trainer:
                 self.accum_scale = min(accum, n_batches - group_start)
                 self.is_update_step = (i + 1) % accum == 0 or i + 1 == n_batches
                 batch = self.prepare_batch(batch, train=True)
+                step0 = self.step                             # a method may make several updates per batch
                 if self._step_owner is not None:
                     stats = self._step_owner.train_step(self, batch) or {}
                 else:
@@ -879,13 +888,13 @@ class Trainer:
                 if self.is_update_step:
                     for m in self.methods:
                         m.on_step_end(self, stats)
-                    if self.step % max(int(c.log_interval), 1) == 0 and self.is_main:
+                    if _crossed(step0, self.step, c.log_interval) and self.is_main:
                         means, interval = interval.means(), _Avg()
                         logger.info("epoch %d step %d (%d/%d): %s", epoch, self.step, self.batches_in_epoch,
                                     n_batches, " ".join(f"{k}={v:.4g}" for k, v in sorted(means.items())))
                         self._tb_log("train", means, self.step)
                         bar.set_postfix(loss=f"{means.get('loss', float('nan')):.3f}")
-                    if (c.save_every_steps and self.step % int(c.save_every_steps) == 0
+                    if (c.save_every_steps and _crossed(step0, self.step, c.save_every_steps)
                             and self.batches_in_epoch < n_batches):
                         self.save()
                     if self.steps_spent():
