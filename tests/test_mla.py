@@ -354,9 +354,11 @@ def test_fused_validation_stats_and_registry(tmp_path):
                 exp_dir=tmp_path / "a0")
 
 
-def test_train_command_on_a_tiny_data_dir(tmp_path):
+@pytest.mark.parametrize("aug", [False, True])
+def test_train_command_on_a_tiny_data_dir(tmp_path, aug):
     """python -m avsr.bin.train --method mla on a tiny Kaldi-style data dir: both steps' losses are logged
-    and finite, and the fused dev errors are the selection metric."""
+    and finite, and the fused dev errors are the selection metric; with AV0's augmentation before it (the
+    leaderboard's MLA rows: speed perturbation and babble, as the rows driver orders them) too."""
     import json
 
     import soundfile as sf
@@ -391,6 +393,8 @@ def test_train_command_on_a_tiny_data_dir(tmp_path):
     exp = tmp_path / "exp"
     rc = main(["--config", str(ROOT / "conf" / "micro.yaml"), "--mode", "audiovisual", "--train_data", str(d),
                "--valid_data", str(d), "--token_list", str(tok), "--exp_dir", str(exp),
+               *(["--method", 'speed_perturb:{"factors": [0.9,1.0,1.1]}',
+                  "--method", 'audio_noise:{"prob": 1.0, "snr": [-15, 5]}'] if aug else []),
                "--method", 'mla:{"project": true}', "--set", "trainer.max_epochs=1", "trainer.batch_size=2",
                "trainer.progress=false", "trainer.metric=mla_errs_fused"])
     assert rc == 0
@@ -403,6 +407,7 @@ def test_train_command_on_a_tiny_data_dir(tmp_path):
     assert (exp / "model.pth").is_file()
     log = (exp / "train.log").read_text()
     assert "loss_video=" in log and "MLAMethod(project=True" in log
+    assert ("AudioNoise" in log or "audio_noise" in log) == aug
 
 
 def test_odd_step_budget_ends_with_the_audio_update(tmp_path):

@@ -346,7 +346,9 @@ def test_decode_row_threshold_none_never_routes(tmp_path):
     ("rows: {A: {init: av0_init, schedule: av9}}\ntables: {t: {rows: [A]}}", r"rows\.A\.schedule: must be one of"),
     ("rows: {A: {init: av0, schedule: av0}}\ntables: {t: {rows: [A]}}", r"rows\.A\.init: schedule: av0 .* av0_init"),
     ("rows: {A: {init: av0_init, schedule: av0, lr: 0.1}}\ntables: {t: {rows: [A]}}",
-     r"rows\.A: schedule: av0 takes AV0's epochs, lr and warm-up; the row also sets \['lr'\]"),
+     r"rows\.A: schedule: av0 takes AV0's epochs, lr and warm-up .*; the row also sets \['lr'\]"),
+    ("rows: {A: {init: av0_init, schedule: av0, budget: {epochs: 3, steps: 9}}}\ntables: {t: {rows: [A]}}",
+     r"rows\.A: schedule: av0 .* \['budget'\]"),
     ("rows: {A: {init: av0_init, schedule: av0}}\ntables: {t: {rows: [A], override: {A: {budget: {epochs: 3}}}}}",
      r"rows\.A: schedule: av0 .* \['budget'\]"),
     ("rows: {A: {init: av0_init, schedule: av0, grid: {budget.epochs: {values: [1, 2]}}, select: {sweep: s}}}\n"
@@ -730,6 +732,27 @@ def test_schedule_av0_trains_a_row_as_the_recipe_trained_av0(tmp_path):
     assert len(r.calls) == n + 1 and any(x.startswith("AV2.stale-") for x in os.listdir(r.rows_dir))
 
 
+def test_schedule_av0_with_a_step_cap(tmp_path):
+    """``schedule: av0`` with ``budget: {steps: "@av0"}`` (MLA): AV0's epochs, lr, warm-up, averaging and
+    early stopping, capped at the optimiser steps AV0's training took.  Bugs caught: the cap dropped
+    (schedule: av0 meant no cap), the schedule dropped for the steps-only budget's epoch cap."""
+    p = tmp_path / "rows.yaml"
+    p.write_text("defaults: {budget: {epochs: 2}, lr: 0.0005, warmup_steps: 50}\n"
+                 "rows: {M: {init: av0_init, schedule: av0, budget: {steps: '@av0'}}}\n"
+                 "tables: {t: {rows: [M]}}")
+    r = _FakeRunner(tmp_path, {})
+    d = os.path.join(r.exp, "train_av0")
+    yaml.safe_dump({"trainer": {"init": ["/a0.pth", "/v.pth::visual_"], "max_epochs": 8, "lr": 0.001,
+                                "warmup_steps": 60, "best_n": 5, "patience": 6}}, open(os.path.join(d, "config.yaml"), "w"))
+    json.dump({"history": [{"epoch": 8, "step": 40}]}, open(os.path.join(d, "train_result.json"), "w"))
+    exp = rb.Experiment(load_spec(str(p), "t"), r)
+    exp.train()
+    tc = yaml.safe_load(open(os.path.join(r.rows_dir, "M", "config.yaml")))["trainer"]
+    assert {k: tc[k] for k in ("max_epochs", "lr", "warmup_steps", "best_n", "patience", "max_steps")} == \
+        {"max_epochs": 8, "lr": 0.001, "warmup_steps": 60, "best_n": 5, "patience": 6, "max_steps": 40}
+    assert exp.row_steps()["M"]["budget"] == 40
+
+
 def test_v_joins_the_eval_sweep_when_the_recipe_packed_it(tmp_path):
     """The recipe's V (lips alone) is a leaderboard row beside A0 and AV0 when ``packed/v`` exists."""
     r = _FakeRunner(tmp_path, {})
@@ -763,7 +786,9 @@ def test_leaderboard_table_holds_every_row_in_one_run():
         assert lb.rows[n].budget["steps"] == "@AV5", n
     for n in ("AV6", "AV6-alllinear", "CKD+MS-Adapter", "TFR+MS-Adapter"):
         assert "budget.init_share" in lb.rows[n].grid, n
-    assert lb.rows["MLA"].budget["steps"] == lb.rows["MLA-noproj"].budget["steps"] == "@av0"
+    assert lb.rows["MLA"].budget == lb.rows["MLA-noproj"].budget == {"steps": "@av0"}
+    # MLA stands beside AV0: its schedule, its augmentation, its optimiser steps
+    assert all(lb.rows[n].schedule == "av0" and lb.rows[n].audio_aug for n in ("MLA", "MLA-noproj"))
     top, core6 = lb.rows["AV6-ontop"], load_spec(SPEC, "core").rows["AV6"]
     assert top.init == "AV5" and "steps" not in top.budget
     assert (top.methods, top.set, top.freeze, top.audio_aug) == (core6.methods, core6.set, core6.freeze,

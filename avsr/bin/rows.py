@@ -419,7 +419,9 @@ class Experiment:
         ``max_steps`` is the budget less the init part, and a total over the budget is an error naming
         the row spec file and the row."""
         # schedule: av0 (AV1, AV2, the merge ablation): trained as the recipe trained AV0, with no step cap
-        cap = 0 if run.schedule == "av0" else self._budget_steps(run)
+        # unless the row sets one (MLA: budget {steps: "@av0"})
+        capped = run.schedule != "av0" or bool(run.steps or run.steps_of)
+        cap = self._budget_steps(run) if capped else 0
         init_run, init = None, self._init(run)
         if run.init_share is not None:
             init_run = self._split_init(run, cap)

@@ -30,9 +30,10 @@ the rest of the budget (AV6 on AV5's budget, adapter training included).
     ``own`` (default: ``budget``, ``lr`` and ``warmup_steps`` as given) or ``av0``: the run trains on the
     recipe's AV0 schedule, its ``trainer`` ``max_epochs``, ``lr``, ``warmup_steps``, ``best_n`` and
     ``patience`` read from ``train_av0/config.yaml`` when the run is trained (rows that start where AV0
-    started, ``av0_init``, and stand beside it: AV1, AV2, the merge ablation).  A row with ``schedule: av0``
-    starts where AV0 started (``init: av0_init``), sets no ``budget``, ``lr`` or ``warmup_steps`` of its own
-    and gets no step cap (not from ``defaults`` either); its steps are still recorded.
+    started, ``av0_init``, and stand beside it: AV1, AV2, the merge ablation; MLA).  A row with ``schedule: av0``
+    starts where AV0 started (``init: av0_init``) and sets no ``lr`` or ``warmup_steps`` of its own; it gets
+    no step cap (not from ``defaults`` either) unless it sets one, ``budget: {steps: N or "@ROW"}`` and
+    nothing else (MLA: AV0's schedule capped at AV0's optimiser steps); its steps are recorded.
 ``name``
     the row's run-name base, a format string with ``{init}`` (the init run's name); default the row name.
 ``grid``
@@ -296,13 +297,19 @@ def _parse_row(path, name, d, defaults):
     if schedule not in SCHEDULES:
         raise _err(path, f"{where}.schedule", f"must be one of {SCHEDULES}, got {schedule!r}")
     if schedule == "av0":
-        own = sorted({"budget", "lr", "warmup_steps"} & set(d))
+        own = sorted({"lr", "warmup_steps"} & set(d))
+        if "budget" in d and not (isinstance(d["budget"], dict) and set(d["budget"]) == {"steps"}):
+            own.append("budget")
         if own:
-            raise _err(path, where, f"schedule: av0 takes AV0's epochs, lr and warm-up; the row also sets {own}")
+            raise _err(path, where, f"schedule: av0 takes AV0's epochs, lr and warm-up (a step cap "
+                                    f"budget: {{steps: ...}} is allowed); the row also sets {sorted(own)}")
         if str(d.get("init")) != "av0_init":
             raise _err(path, f"{where}.init", f"schedule: av0 trains as AV0 was trained, from where AV0 started: "
                                               f"init must be av0_init, got {d.get('init')!r}")
+    own_budget = d.get("budget")
     d = {**copy.deepcopy(defaults), **d}
+    if schedule == "av0":              # AV0's epochs; a step cap only when the row sets one (not the defaults')
+        d["budget"] = copy.deepcopy(own_budget) if own_budget else {"epochs": 2}
     if "init" not in d:
         raise _err(path, where, "needs an 'init' (a recipe model or another row)")
     methods = d.get("methods") or []
