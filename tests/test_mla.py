@@ -345,7 +345,7 @@ def test_fused_validation_stats_and_registry(tmp_path):
     b = tr.prepare_batch(collate(_items(2, seed=3)), train=False)
     loss, out, stats = tr.forward_loss(b)
     assert stats["mla_errs_fused"] > 0 and stats["loss"] == stats["loss_model"]
-    assert float(loss) == pytest.approx(float(out.loss))
+    assert float(loss.detach()) == pytest.approx(float(out.loss.detach()))
     with pytest.raises(ValueError, match="audiovisual"):
         from avsr.trainer import Trainer, TrainerConfig
         from avsr.models import AVSRModel, load_config
