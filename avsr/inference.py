@@ -547,7 +547,8 @@ class Speech2Text:
         a_lens = a_fr[src_of[0]][2]            # every source has the batch's audio lengths
         use_v = batch.video is not None
         feats = black = video = vlens = None
-        drops, has = [], []
+        drops = []
+        given = video_given(batch).tolist()     # the same for every variant: no frame mask is read
         if use_v:
             t0 = time.perf_counter()
             video, vlens = reconcile_video(batch.video, batch.video_lens, a_lens)
@@ -562,7 +563,6 @@ class Speech2Text:
                 fm = present_mask(batch, v.frame_mask).cpu()
                 fm = fm[:, :Tt] if fm.shape[1] >= Tt else torch.cat([fm, fm.new_zeros(B, Tt - fm.shape[1])], 1)
                 drops.append((~fm) & inside)
-                has.append(video_given(batch))
         # distinct inputs: audio (utterance, source), video (utterance, dropped frames), and their pairs
         a_keys: Dict[tuple, int] = {}
         v_keys: Dict[tuple, tuple] = {}
@@ -574,7 +574,7 @@ class Speech2Text:
             for j in range(B):
                 ak = (j, src_of[i])
                 a_keys.setdefault(ak, len(a_keys))
-                vk = (j, packed[j].tobytes()) if (use_v and bool(has[i][j])) else None
+                vk = (j, packed[j].tobytes()) if given[j] else None
                 if vk is not None and vk not in v_keys:
                     v_keys[vk] = (len(v_keys), i)
                 pairs.setdefault((ak, vk), len(pairs))

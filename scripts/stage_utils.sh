@@ -23,6 +23,9 @@
 
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') ($(basename "$0")) $*" >&2; }
 
+# the table of a rows stage name rows_<step>_<table> (nothing for any other name)
+rows_table_of() { [[ "$1" == rows_*_* ]] || return 0; local t=${1#rows_}; echo "${t#*_}"; }
+
 stage_selected() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 atomic_replace_dir() {
@@ -53,16 +56,13 @@ run_stage() {
   fi
   mkdir -p "$exp_dir/stages" "$exp_dir/logs"
   rm -f "$marker"
-  local f m table="" other
-  [[ "$name" == rows_*_* ]] && { table=${name#rows_}; table=${table#*_}; }
+  local f m table other
+  table=$(rows_table_of "$name")
   for f in "$exp_dir"/stages/*.done; do
     [ -e "$f" ] || continue
     m=$(basename "$f" .done); other=${m#*_}; m=${m%%_*}
-    if [ -n "$table" ]; then           # a rows stage: only the later stages of its own table
-      [[ "$other" == rows_*_* ]] || continue
-      other=${other#rows_}; other=${other#*_}
-      [ "$other" = "$table" ] || continue
-    fi
+    # a rows stage: only the later stages of its own table
+    [ -z "$table" ] || [ "$(rows_table_of "$other")" = "$table" ] || continue
     if [[ "$m" =~ ^[0-9]+$ ]] && [ "$m" -gt "$n" ]; then
       log "stage $n re-runs: removing the done marker of a later stage: $f"
       rm -f "$f"
