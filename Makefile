@@ -29,8 +29,8 @@ help:
 	@echo "make test-all the default suite and the slow tests"
 	@echo "make bench-train   SynthMISP mini: corpus, A0, V and AV0 through the recipe (hours on 2 cores; resumes)"
 	@echo "make bench    longer measurements; writes docs/BENCHMARKS.md and recipes/synthmisp/RESULTS.md"
-	@echo "make bench-robust  the core rows of conf/rows/dai2024.yaml on SynthMISP mini (after bench-train)"
-	@echo "make bench-leaderboard  every robustness method on one budget, ranked (after bench-train)"
+	@echo "make bench-robust  the core rows of conf/rows/dai2024.yaml on SynthMISP mini (runs bench-train first if needed)"
+	@echo "make bench-leaderboard  every robustness method on one budget, ranked, from nothing (runs bench-train first if needed)"
 	@echo "make bench-full    every row and MDA-KD distance (CTC greedy sweep)"
 	@echo "make docs     re-render the reports from docs/results/*.json"
 	@echo "make bench-sweep   cost of the eval sweep vs independent decodes (on the demo's models)"
@@ -105,23 +105,25 @@ bench-train: install
 	  --num 20 --out docs/results/bench_cli.json
 	$(PY) -m avsr.bin.report --docs
 
-# the robustness rows (conf/rows/dai2024.yaml) on the mini exp dir: recipe stages 15-18 (needs bench-train's
-# A0, V and AV0; resumable: finished runs and sweeps are reused).  Table core: AV3, AV5 at the MDA-KD setting
+# the robustness rows (conf/rows/dai2024.yaml) on the mini exp dir: recipe stages 15-18 (on bench-train's
+# A0, V and AV0, which it makes first when the mini's stage 14 is not done; resumable: finished runs and sweeps are reused).  Table core: AV3, AV5 at the MDA-KD setting
 # the full table chose on dev (mse, λ 100), AV6 with its adapter epochs chosen on dev; beam 10.  The
 # fine-tunes train every parameter (the row spec's defaults.freeze); every table shares the rows dir.
 ROBUST_ROWS := $(MINI_EXP)/rows
 ROWS_RUN = cd recipes/synthmisp && ./run.sh --preset mini --nj $(NJ) --corpus_dir ../../corpora/synthmisp_mini \
 	  --stage 15 --stop_stage 18 --rows ../../conf/rows/dai2024.yaml --rows_dir $(CURDIR)/$(ROBUST_ROWS)
 bench-robust: install
+	[ -f $(MINI_EXP)/stages/14_report.done ] || $(MAKE) --no-print-directory bench-train
 	( $(ROWS_RUN) --rows_table core --rows_out $(CURDIR)/docs/results/robust_core.json )
 	$(PY) -m avsr.bin.report --docs
 
 # the leaderboard: every row of the row spec's table leaderboard (the paper's rows, the ablations, MLA, CKD,
 # TFR and their combinations, with the recipe's A0, V and AV0) in one run, on the equal step budgets, each
-# chosen on dev from at most 4 settings, beam-10 eval sweep under every frame-loss condition (needs
-# bench-train; resumable; about 15-20 h on 2 CPU cores, docs/ROBUSTNESS.md) -> docs/results/leaderboard.json,
+# chosen on dev from at most 4 settings, beam-10 eval sweep under every frame-loss condition (bench-train
+# first when not done; resumable; about 15-20 h on 2 CPU cores, docs/ROBUSTNESS.md) -> docs/results/leaderboard.json,
 # its plot, and RESULTS.md sorted by degradation area
 bench-leaderboard: install
+	[ -f $(MINI_EXP)/stages/14_report.done ] || $(MAKE) --no-print-directory bench-train
 	( $(ROWS_RUN) --rows_table leaderboard --rows_out $(CURDIR)/docs/results/rows_leaderboard.json \
 	  --rows_leaderboard $(CURDIR)/docs/results/leaderboard.json )
 	$(PY) -m avsr.bin.report --docs

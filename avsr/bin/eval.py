@@ -11,7 +11,8 @@ model, 0 = only with no frame; ``@none``: never route).  A model packed with ``-
 (MLA) is decoded by fusing its audio and video paths' CTC posteriors; ``--decode_fusion none|entropy``
 sets that for every model instead of each pack's own setting (``sweep.json`` ``models.NAME.fusion``).
 Outputs in ``--out_dir``: ``sweep.json`` (CER with 95 % bootstrap interval per model and condition,
-over utterances, or with ``--bootstrap_unit recording`` over whole recordings; degradation area,
+over utterances, or with ``--bootstrap_unit recording`` over whole recordings; degradation area over
+the paper's rates 0/0.25/0.5/0.75/1,
 relative CER against the baseline's output, representation similarity, timing),
 ``sweep.md`` (tables), ``skipped`` (utterances whose media could not be read: skipped for every model
 and condition, scored as empty hypotheses, as ``avsr decode`` does), ``cer_vs_frame_loss.png`` (the paper's Figure 1 style, baseline dashed),
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     from avsr.data.dataset import AVSRDataset
     from avsr.eval.metrics import bootstrap_ci, utt_errors
-    from avsr.eval.sweep import default_conditions, degradation_area, run_sweep
+    from avsr.eval.sweep import default_conditions, run_sweep, sweep_areas
     from avsr.inference import Speech2Text
 
     from avsr.inference import check_device
@@ -252,12 +253,11 @@ def main(argv=None) -> int:
         for u, why in res["skipped"].items():
             f.write(f"{u} {why}\n")
             print(f"skipped {u}: {why}", file=sys.stderr)
-    rate_names = {r: f"random@{r:g}" for r in args.rates}
     if args.reference and args.reference in table:
-        ref0 = table[args.reference][rate_names[0.0]]["cer"] if 0.0 in rate_names else None
-        if ref0 is not None:
-            out["degradation_area"] = {m: degradation_area({r: table[m][n]["cer"] for r, n in rate_names.items()}, ref0)
-                                       for m in models}
+        # over the paper's rates 0/0.25/0.5/0.75/1 when the sweep has them (the whole grid otherwise)
+        areas = sweep_areas(table, args.reference)
+        if areas:
+            out["degradation_area"] = {m: areas[m] for m in models}
     if args.similarity_rates and args.baseline:
         sims, mats = {}, {}
         for m in models:

@@ -549,7 +549,8 @@ class Experiment:
 
     def eval_models(self):
         """``NAME=DIR[@T]`` specs of the eval sweep: A0, V (when packed), AV0, the dropout rows, the student, the adapter at
-        threshold 0 and tuned, the student's other best runs per ``eval_best_per`` value, then the rest."""
+        threshold 0 and tuned, the student's other best runs per ``eval_best_per`` value, then the rest (another
+        routed row at threshold 0, and as ``<row>-tuned`` at its dev-tuned threshold when that is above 0)."""
         roles = self.spec.roles
         student, adapter = roles.get("student"), roles.get("adapter")
         spec = [f"{n}={os.path.join(self.r.exp, 'packed', m)}" for n, m in self.recipe_models().items()]
@@ -559,6 +560,26 @@ class Experiment:
         if adapter in self.spec.rows:
             p = self.packed[self.chosen[adapter].name]
             spec += [f"{adapter}={p}@0", f"{adapter}-tuned={p}@{self.route[adapter]['threshold']}"]
+        spec += [f"{run}={self.packed[run]}" for run in self.best_per_runs()]
+        named = {s.split("=", 1)[0] for s in spec}
+        for name in self.spec.rows:
+            if name not in named and name not in (student, adapter) and name not in roles.get("dropout_rows", []):
+                p = self.packed[self.chosen[name].name]
+                if name in self.route:      # another routed row (MS-Adapter on CKD / TFR): as AV6, threshold 0,
+                    t = self.route[name]["threshold"]       # and at its dev-tuned threshold where that differs
+                    spec += [f"{name}={p}@0"] + ([f"{name}-tuned={p}@{t}"] if float(t) != 0 else [])
+                else:
+                    spec.append(f"{name}={p}")
+        for name, d in self.spec.decodes.items():     # decode-only rows (AV6-noadapter)
+            if d.of in self.chosen:
+                run = self.chosen[d.of]
+                spec.append(d.eval_spec(self.r.pack_without_adapters(name, self.dirs[run.name])))
+        return spec
+
+    def best_per_runs(self):
+        """``{run name: row}`` of the eval sweep's extra runs of rows with ``eval_best_per`` (AV5's other
+        distances): per value of the axis other than the chosen run's, that value's best run on dev."""
+        out = {}
         for name, row in self.spec.rows.items():
             if row.eval_best_per and self.scores.get(name):
                 axis, cur = row.eval_best_per, self.chosen[name]
@@ -567,16 +588,8 @@ class Experiment:
                         continue
                     sub = [run for run in self.runs[name] if run.values[axis] == v]
                     k = choose_on_dev({i: run.name for i, run in enumerate(sub)}, self.scores[name])
-                    spec.append(f"{sub[k].name}={self.packed[sub[k].name]}")
-        named = {s.split("=", 1)[0] for s in spec}
-        for name in self.spec.rows:
-            if name not in named and name not in (student, adapter) and name not in roles.get("dropout_rows", []):
-                spec.append(f"{name}={self.packed[self.chosen[name].name]}")
-        for name, d in self.spec.decodes.items():     # decode-only rows (AV6-noadapter)
-            if d.of in self.chosen:
-                run = self.chosen[d.of]
-                spec.append(d.eval_spec(self.r.pack_without_adapters(name, self.dirs[run.name])))
-        return spec
+                    out[sub[k].name] = name
+        return out
 
     def sweep(self):
         self.select()
@@ -701,8 +714,19 @@ class Experiment:
 
         base = total(train_facts(os.path.join(self.r.exp, "train_av0")), os.path.join(self.r.exp, "packed", "av0"))
         steps = self.row_steps()
+        best_per = self.best_per_runs()
         out = {}
         for name, (p, _) in _parse_models(self.eval_models()).items():
+            # the spec row whose steps and dev grid a decode states: <row>-tuned and the eval_best_per runs too
+            row = best_per.get(name) or (name[:-len("-tuned")] if name.endswith("-tuned")
+                                         and name[:-len("-tuned")] in self.spec.rows else name)
+            if name in self.spec.decodes:     # decode-only (AV6-noadapter): no training of its own, and its
+                from avsr.models.model import count_parameters     # zeroed adapters add nothing
+                from avsr.pack import load_packed
+                n = count_parameters(load_packed(p)[0])
+                out[name] = {"train_s": 0.0, "params_added": int(n["total"] - n.get("adapter", 0) - base),
+                             **self.row_budget(row, steps)}
+                continue
             if name in recipe:
                 d = os.path.join(self.r.exp, f"train_{recipe[name]}")
             elif os.path.abspath(p) in by_packed:
@@ -715,7 +739,7 @@ class Experiment:
                                            "and no exp_dir in its meta.json)")
             tf = train_facts(d)
             out[name] = {"train_s": tf["train_s"], "params_added": total(tf, p) - base,
-                         **self.row_budget(name, steps)}
+                         **self.row_budget(row, steps)}
         return out
 
     def row_budget(self, name, steps_of):
@@ -758,10 +782,14 @@ class Experiment:
             raise LeaderboardError(f"{p}: {e}") from None
 
     def no_candidates(self):
-        """Rows the leaderboard's goal does not rank as methods: the spec's ``roles.dropout_rows`` and
-        ``roles.baseline_rows`` (the study's fixed-rate rows, the ablations of a dropout-only row or of AV0)."""
+        """Models of the eval sweep the leaderboard's goal does not rank as methods: the spec's
+        ``roles.dropout_rows`` and ``roles.baseline_rows`` (the study's fixed-rate rows, the ablations of a
+        dropout-only row or of AV0), and every decode that dev did not choose as its row, so that no row is
+        chosen on eval: the routed rows at their dev-tuned thresholds (``<row>-tuned``, an ablation of the
+        paper's routing when no frame is present) and the ``eval_best_per`` runs (AV5's other distances)."""
         r = self.spec.roles
-        return list(r.get("dropout_rows", [])) + list(r.get("baseline_rows", []))
+        tuned = [s.split("=", 1)[0] for s in self.eval_models() if s.split("=", 1)[0].endswith("-tuned")]
+        return list(r.get("dropout_rows", [])) + list(r.get("baseline_rows", [])) + tuned + list(self.best_per_runs())
 
     def leaderboard(self, corpus, corpus_dir=None):
         """The leaderboard (:func:`avsr.eval.leaderboard.build_leaderboard`) of the table's eval sweep,

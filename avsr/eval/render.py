@@ -338,7 +338,7 @@ def sec_robust(r, notes=True):
             + f". Search: **{r['search']}**. "
             f"{ev.get('utts')} eval utterances; CER % [95 % bootstrap CI].", "",
             "| model | " + " | ".join(conds) + " | area |", "|---|" + "---|" * (len(conds) + 1)]
-    da = ev.get("degradation_area", {})
+    da = _areas(ev)      # over the paper's rates 0/0.25/0.5/0.75/1
     for m, row in ev["cer"].items():
         out.append(f"| {m} | " + " | ".join(f"{100 * row[c]['cer']:.1f} [{100 * row[c]['lo']:.1f}, "
                                               f"{100 * row[c]['hi']:.1f}]" for c in conds)
@@ -413,11 +413,16 @@ def sec_robust(r, notes=True):
                f"AV6 − A0 worst at {worst[0]}: {100 * (worst[1]['AV6'] - worst[1]['A0']):+.2f} ({half(a0_ok)}) "
                f"→ **{'holds' if n['holds'] else 'fails'}**.")
     sp = cl["3_superiority"]
-    red = sp.get("area_reduction_vs_best_dropout")
+    da = _areas(ev)      # the paper's rates (tables written before that stored the whole grid's reduction)
+    best = sp["best_dropout_only_row"]
+    red = (1 - da["AV6"] / da[best] if "AV6" in da and da.get(best, 0) > 0
+           else sp.get("area_reduction_vs_best_dropout"))
     ps = ", ".join(f"{c} p {v['p_b_not_better']:.3f}" for c, v in sp["AV6_vs_AV0_rates_ge_0.5"].items())
+    sup_ok = (red is not None and red >= 0.20
+              and all(v["p_b_not_better"] < 0.05 for v in sp["AV6_vs_AV0_rates_ge_0.5"].values()))
     out.append(f"3. Superiority: AV6 area vs {sp['best_dropout_only_row']}: "
                + (f"{100 * red:+.1f} % reduction" if red is not None else "n/a")
-               + f" (goal ≥ 20 %); AV6 better than AV0 at rates ≥ 0.5: {ps} → **{'holds' if sp['holds'] else 'fails'}**.")
+               + f" (goal ≥ 20 %); AV6 better than AV0 at rates ≥ 0.5: {ps} → **{'holds' if sup_ok else 'fails'}**.")
     st = cl.get("4_study_trend")
     if st:
         out.append(f"4. Study trend over {', '.join(st['rows'])}: mean relative CER vs A0's output "
@@ -570,6 +575,23 @@ def _sweep_unit(out) -> str:
     return (out.get("bootstrap") or {}).get("unit", "utterance")
 
 
+def _areas(sw, reference="AV0"):
+    """Each model's degradation area in the sweep dict ``sw``, over the paper's rates when it has them
+    (:func:`avsr.eval.sweep.sweep_areas`; sweeps written before that stored the whole grid's area, so it is
+    recomputed from their CERs); the stored areas when ``reference`` is not in the sweep."""
+    from avsr.eval.sweep import sweep_areas
+    return (sweep_areas(sw["cer"], reference) if reference else {}) or sw.get("degradation_area", {})
+
+
+def _area_grid(sw):
+    """The rates the areas of :func:`_areas` span, as ``0/0.25/0.5/0.75/1``."""
+    from avsr.eval.sweep import PAPER_RATES
+    have = {c for c in sw["conditions"] if c.startswith("random@")}
+    rates = PAPER_RATES if all(f"random@{r:g}" in have for r in PAPER_RATES) else \
+        sorted(float(c.split("@", 1)[1]) for c in have)
+    return "/".join(f"{r:g}" for r in rates)
+
+
 def sweep_md(out, reference=None, baseline=None) -> str:
     """``sweep.md`` of ``avsr eval`` (``out``: its sweep.json dict; ``reference``/``baseline``: its options)."""
     conds = out["conditions"]
@@ -585,9 +607,10 @@ def sweep_md(out, reference=None, baseline=None) -> str:
         lines.append(f"| {m} | " + " | ".join(f"{100 * row[c]['cer']:.1f} [{100 * row[c]['lo']:.1f}, "
                                                f"{100 * row[c]['hi']:.1f}]" for c in conds) + " |")
     if "degradation_area" in out:
-        lines += ["", f"Degradation area (trapezoid of CER(r) - CER_{reference}(0) over the random-loss rates, "
-                      "CER in %·rate):", "", "| model | area |", "|---|---|"]
-        lines += [f"| {m} | {100 * a:.2f} |" for m, a in out["degradation_area"].items()]
+        da = _areas(out, reference)
+        lines += ["", f"Degradation area (trapezoid of CER(r) - CER_{reference}(0) over the random-loss rates "
+                      f"{_area_grid(out)}, CER in %·rate):", "", "| model | area |", "|---|---|"]
+        lines += [f"| {m} | {100 * a:.2f} |" for m, a in da.items()]
     if baseline:
         rel = [(m, row) for m, row in out["cer"].items() if m != baseline]
         if rel:
@@ -744,7 +767,7 @@ _SHOWN = ("random@0", "random@0.25", "random@0.5", "random@0.75", "random@1", "s
 def _row_table(r, trained_by):
     ev = r["eval"]
     conds = [c for c in _SHOWN if c in ev["conditions"]]
-    da = ev.get("degradation_area", {})
+    da = _areas(ev)
     out = ["| model | set | " + " | ".join(conds) + " | area | trained by |", "|---|---|" + "---|" * (len(conds) + 2)]
     for m, row in ev["cer"].items():
         out.append(f"| {m} | eval | " + " | ".join(f"{100 * row[c]['cer']:.1f}" for c in conds)

@@ -40,7 +40,7 @@ from avsr.robust.audio_noise import mix_at_snr
 from avsr.robust.frame_loss import drop_frames, stable_seed
 
 __all__ = ["RATES", "PAPER_RATES", "Condition", "default_conditions", "add_babble", "run_sweep",
-           "degradation_area"]
+           "degradation_area", "sweep_areas"]
 
 RATES = (0.0, 0.1, 0.25, 0.3, 0.5, 0.7, 0.75, 1.0)
 #: the random-loss rates of the paper's table (Dai et al., CVPR 2024): the grid of the leaderboard's
@@ -234,3 +234,19 @@ def degradation_area(cer_by_rate: Dict[float, float], ref0: float, rates: Option
     rs = sorted(cer_by_rate)
     ys = [cer_by_rate[r] - ref0 for r in rs]
     return float(sum((rs[i + 1] - rs[i]) * (ys[i] + ys[i + 1]) / 2.0 for i in range(len(rs) - 1)))
+
+
+def sweep_areas(cer: Dict[str, Dict[str, Dict]], reference: str) -> Dict[str, float]:
+    """Each model's degradation area in a sweep's CER table ``cer`` (``{model: {condition: {"cer": ...}}}``,
+    as ``avsr eval`` writes it): the trapezoid of CER(r) - ``reference``'s CER at rate 0 over the paper's
+    rates (:data:`PAPER_RATES`), the grid of the paper's table; over every ``random@`` rate of the sweep when
+    one of those is missing.  ``{}`` without ``reference`` at rate 0."""
+    ref = (cer.get(reference) or {}).get("random@0")
+    if ref is None:
+        return {}
+    out = {}
+    for m, row in cer.items():
+        by_rate = {float(c.split("@", 1)[1]): v["cer"] for c, v in row.items() if c.startswith("random@")}
+        rates = PAPER_RATES if all(r in by_rate for r in PAPER_RATES) else None
+        out[m] = degradation_area(by_rate, ref["cer"], rates)
+    return out
