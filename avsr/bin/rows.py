@@ -788,7 +788,7 @@ class Experiment:
         chosen on eval: the routed rows at their dev-tuned thresholds (``<row>-tuned``, an ablation of the
         paper's routing when no frame is present) and the ``eval_best_per`` runs (AV5's other distances)."""
         r = self.spec.roles
-        tuned = [s.split("=", 1)[0] for s in self.eval_models() if s.split("=", 1)[0].endswith("-tuned")]
+        tuned = [f"{name}-tuned" for name in self.route]      # (a name the sweep lacks excludes nothing)
         return list(r.get("dropout_rows", [])) + list(r.get("baseline_rows", [])) + tuned + list(self.best_per_runs())
 
     def leaderboard(self, corpus, corpus_dir=None):

@@ -40,7 +40,7 @@ from avsr.robust.audio_noise import mix_at_snr
 from avsr.robust.frame_loss import drop_frames, stable_seed
 
 __all__ = ["RATES", "PAPER_RATES", "Condition", "default_conditions", "add_babble", "run_sweep",
-           "degradation_area", "sweep_areas"]
+           "degradation_area", "area_rates", "sweep_areas"]
 
 RATES = (0.0, 0.1, 0.25, 0.3, 0.5, 0.7, 0.75, 1.0)
 #: the random-loss rates of the paper's table (Dai et al., CVPR 2024): the grid of the leaderboard's
@@ -247,6 +247,12 @@ def sweep_areas(cer: Dict[str, Dict[str, Dict]], reference: str) -> Dict[str, fl
     out = {}
     for m, row in cer.items():
         by_rate = {float(c.split("@", 1)[1]): v["cer"] for c, v in row.items() if c.startswith("random@")}
-        rates = PAPER_RATES if all(r in by_rate for r in PAPER_RATES) else None
-        out[m] = degradation_area(by_rate, ref["cer"], rates)
+        out[m] = degradation_area(by_rate, ref["cer"], area_rates(by_rate))
     return out
+
+
+def area_rates(have) -> List[float]:
+    """The rates a degradation area spans, given the random-loss rates a sweep ``have``: the paper's
+    (:data:`PAPER_RATES`) when it has all of them, else all it has."""
+    have = sorted(float(r) for r in have)
+    return list(PAPER_RATES) if all(r in have for r in PAPER_RATES) else have
