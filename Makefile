@@ -8,6 +8,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION := 2.13.0
+# extra pip arguments for the torch step, e.g. --index-url of PyTorch's CPU wheel index where a plain
+# pip install would bring a CUDA build (the reference machines have the CPU wheel in pip's own set-up)
+TORCH_PIP_ARGS ?=
 ESPNET_VERSION := 202511
 # mediapipe declares numpy<2 and opencv-contrib-python; its face mesh runs with numpy 2 and the one
 # OpenCV (opencv-python-headless) here, so it goes in without its declared deps (the ones it needs at
@@ -25,7 +28,7 @@ NJ ?= 2
 
 help:
 	@echo "make demo     set up (.venv, deps) and run the SynthMISP demo recipe"
-	@echo "make test     set up and run the default test suite (a few minutes)"
+	@echo "make test     set up and run the default test suite (about 9 min on 2 cores)"
 	@echo "make test-all the default suite and the slow tests"
 	@echo "make bench-train   SynthMISP mini: corpus, A0, V and AV0 through the recipe (hours on 2 cores; resumes)"
 	@echo "make bench    longer measurements; writes docs/BENCHMARKS.md and recipes/synthmisp/RESULTS.md"
@@ -48,7 +51,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(MAKE) --no-print-directory sysdeps
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	# 1. torch first (the local CPU wheel); the range in pyproject admits it, so nothing replaces it
-	$(PIP) install -q --disable-pip-version-check "torch==$(TORCH_VERSION)"
+	$(PIP) install -q --disable-pip-version-check $(TORCH_PIP_ARGS) "torch==$(TORCH_VERSION)"
 	# 2. espnet pinned, without its declared deps (its setuptools<74 pin conflicts with torch 2.13)
 	$(PIP) install -q --disable-pip-version-check --no-deps "espnet==$(ESPNET_VERSION)"
 	# 3. the espnet runtime requirements we need, then this package and its test extras

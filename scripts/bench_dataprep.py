@@ -27,12 +27,16 @@ STAGES = [(1, "data"), (2, "rois"), (3, "tokens"), (4, "summary")]
 
 
 def digest(d):
+    """One hash of every output file under ``d`` (logs, stage markers and JSON reports aside), with ``d``'s
+    own path in the tables (``roi.scp`` lists absolute paths) replaced, so two runs into different scratch
+    dirs compare equal when their outputs are."""
     h = hashlib.sha256()
+    me = os.path.abspath(d).encode()
     for p in sorted(glob.glob(os.path.join(d, "**", "*"), recursive=True)):
         if os.path.isfile(p) and "/logs/" not in p and not p.endswith((".done", ".json")):
             h.update(os.path.relpath(p, d).encode())
             with open(p, "rb") as f:
-                h.update(f.read())
+                h.update(f.read().replace(me, b"<DATA>"))
     return h.hexdigest()
 
 
@@ -55,7 +59,7 @@ def main():
                                 "--nj", str(nj), "--stage", str(n), "--stop_stage", str(n)],
                                cwd=RECIPE, check=True, stdout=subprocess.DEVNULL)
                 times[name] = round(time.perf_counter() - t0, 1)
-            rois = glob.glob(os.path.join(data, "dump", "roi", "*", "*.npz"))
+            rois = glob.glob(os.path.join(data, "dump", "roi", "**", "*.npz"), recursive=True)  # <split>/<rec>/<utt>.npz
             summary = json.load(open(os.path.join(exp, "data_summary.json")))
             frames = sum(s.get("roi_frames", 0) for s in summary.get("splits", {}).values()) \
                 if isinstance(summary.get("splits"), dict) else None

@@ -811,3 +811,30 @@ def test_pack_failure_names_the_log_and_the_log_the_cause(tmp_path):
         r.pack("AV3", str(tmp_path / "run"))
     log = open(os.path.join(r.rows_dir, "pack.log")).read()
     assert "+ avsr pack --exp_dir" in log and f"{tmp_path / 'run' / 'config.yaml'}: not found" in log
+
+
+def test_the_recipes_gpus_reach_the_runs_and_the_sweeps(tmp_path):
+    """The recipe's --ngpu and decode device reach stage 15's training (torchrun and cuda for > 1 GPU, cuda for
+    one) and the sweeps of stages 16-17 (avsr eval --device); with no GPU both stay on the CPU."""
+    seen = []
+
+    def capture(cmd, log):
+        seen.append(list(cmd))
+        if "avsr.bin.train" in cmd:
+            _fake_sh([])(cmd, log)
+        else:                                         # avsr eval: the sweep.json it would write
+            out = cmd[cmd.index("--out_dir") + 1]
+            json.dump({"models": {}}, open(os.path.join(out, "sweep.json"), "w"))
+
+    for ngpu, device in ((2, "cuda:1"), (1, "cuda"), (0, "cpu")):
+        seen.clear()
+        r = rb.RowRunner(str(tmp_path / f"exp{ngpu}"), str(tmp_path / "data"), "c.yaml", ngpu=ngpu, device=device)
+        r.sh = capture
+        r.train("A", ["/x/av0.pth"], [], epochs=1)
+        r.sweep("dev_a", ["A=/x/packed"], "dev", greedy=True)
+        train, sweep = seen
+        assert ("torch.distributed.run" in train and "--nproc_per_node=2" in train) == (ngpu > 1)
+        assert (train[train.index("--device") + 1] == "cuda") if ngpu else "--device" not in train
+        assert sweep[sweep.index("--device") + 1] == device
+    assert "--ngpu" in rb.build_parser().format_help() and rb.build_parser().parse_args(
+        ["train", "--rows", "r", "--exp_dir", "e", "--data_dir", "d", "--config", "c"]).device == "cpu"

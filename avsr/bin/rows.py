@@ -125,8 +125,13 @@ def budget_steps(run_dir):
 class RowRunner:
     """The bookkeeping of one rows dir: train (skip / resume / move aside), pack, sweep (reused when done)."""
 
-    def __init__(self, exp_dir, data_dir, config, rows_dir=None, beam_size=10, python=None, train_args=()):
+    def __init__(self, exp_dir, data_dir, config, rows_dir=None, beam_size=10, python=None, train_args=(),
+                 ngpu=0, device="cpu"):
         self.exp = os.path.abspath(exp_dir)
+        # the recipe's --ngpu: > 1 trains every run through torchrun (DDP), >= 1 on cuda; ``device``: the
+        # sweeps' (avsr eval --device: cpu, cuda or cuda:N)
+        self.ngpu = int(ngpu)
+        self.device = str(device)
         self.train_args = list(train_args)      # the recipe's --train_args: every row trains with them too
         self.data = os.path.abspath(data_dir)
         self.config = os.path.abspath(config) if config else config
@@ -145,6 +150,13 @@ class RowRunner:
             r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
         if r.returncode != 0:
             raise SystemExit(f"command failed (rc {r.returncode}); see {log}")
+
+    def launcher(self):
+        """How a training run starts: python, or torchrun with one process per GPU when ngpu > 1 (the
+        recipe's stages 6-10 do the same)."""
+        if self.ngpu > 1:
+            return [self.py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.ngpu}"]
+        return [self.py]
 
     def timed(self, key, fn):
         t0 = time.perf_counter()
@@ -198,10 +210,11 @@ class RowRunner:
             print(f"{row}: trained ({d}/model.pth)", flush=True)
             return d
         os.makedirs(d, exist_ok=True)
-        cmd = [self.py, "-m", "avsr.bin.train", "--config", self.config, "--mode", "audiovisual",
+        cmd = [*self.launcher(), "-m", "avsr.bin.train", "--config", self.config, "--mode", "audiovisual",
                "--train_data", os.path.join(self.data, "train"), "--valid_data", os.path.join(self.data, "dev"),
                "--token_list", os.path.join(self.data, "token_list", "char", "tokens.txt"),
                "--stats", os.path.join(self.exp, "stats", "feats_stats.json"), "--exp_dir", d,
+               *(["--device", "cuda"] if self.ngpu >= 1 else []),
                "--init", *init, *self.train_args, *extra, *(["--freeze_param", *freeze] if freeze else []),
                "--set", f"trainer.max_epochs={e}", f"trainer.best_n={best_n}", f"trainer.patience={patience}",
                f"trainer.lr={lr}", f"trainer.warmup_steps={warmup}", *([f"trainer.max_steps={steps}"] if steps else [])]
@@ -319,7 +332,7 @@ class RowRunner:
                 print(f"sweep {name}: done ({j})", flush=True)
                 return r
         cmd = [self.py, "-m", "avsr.cli", "eval", "--models", *models, "--data_dir", os.path.join(self.data, split),
-               "--out_dir", out, "--batch_size", "16", "--rates", *map(str, rates)]
+               "--out_dir", out, "--batch_size", "16", "--device", self.device, "--rates", *map(str, rates)]
         cmd += ["--ctc_greedy"] if greedy else ["--beam_size", str(self.beam_size)]
         if not segment:
             cmd += ["--segment_rates"]
@@ -815,6 +828,9 @@ def build_parser():
     ap.add_argument("--train_args", default="",
                     help="the recipe's extra avsr.bin.train arguments (e.g. '--set model.dropout_rate=0.2'), given to "
                          "every row's training before the row's own settings, which win")
+    ap.add_argument("--ngpu", type=int, default=0,
+                    help="GPUs for the runs' training: 0 = CPU, 1 = one GPU, > 1 = torchrun DDP (the recipe's --ngpu)")
+    ap.add_argument("--device", default="cpu", help="device of the dev and eval sweeps: cpu, cuda or cuda:N")
     ap.add_argument("--out", help="table JSON (table)")
     ap.add_argument("--leaderboard", help="also write the leaderboard JSON (table; schema: avsr.eval.leaderboard)")
     ap.add_argument("--corpus_dir", help="the corpus root holding synthmisp.json (table --leaderboard; default: "
@@ -832,7 +848,7 @@ def main(argv=None) -> int:
     except RowSpecError as e:
         raise SystemExit(f"error: {e}")
     exp = Experiment(spec, RowRunner(args.exp_dir, args.data_dir, args.config, args.rows_dir,
-                                     train_args=shlex.split(args.train_args)))
+                                     train_args=shlex.split(args.train_args), ngpu=args.ngpu, device=args.device))
     exp.bootstrap_unit = args.bootstrap_unit
     if args.command == "table":
         if not args.out and not args.leaderboard:

@@ -743,7 +743,7 @@ def benchmarks_md(res_dir) -> str:
     for name, fn in [("bench_roi.json", sec_roi), ("synthmisp_text.json", sec_text),
                      ("synthmisp_mini.json", sec_mini), ("dataprep_mini.json", sec_prep),
                      ("calibration_mini.json", sec_calib), ("bench_decode.json", sec_decode),
-                     ("bench_sweep.json", lambda r: sec_sweep(r, None)),
+                     ("bench_sweep.json", lambda r: sec_sweep(r, None, "a smaller mini preset's models")),
                      ("bench_sweep_demo.json", lambda r: sec_sweep(r, None, "demo-size models")),
                      ("bench_cli.json", sec_cli), ("bench_roi_speed.json", sec_roi_speed),
                      ("bench_cli_memory.json", sec_cli_memory), ("bench_detect.json", sec_detect),

@@ -160,8 +160,10 @@ Options (default):
   --av_noise "P LO HI" AV0 and AV5 train on audio mixed, with probability P, with babble from 3 other
                      utterances of the batch at an SNR ~ U(LO, HI) dB (avsr.robust.audio_noise); none: off
                      ($av_noise)
-  --ngpu N           GPUs for training: 0 = CPU, >1 = torchrun DDP ($ngpu); decoding then runs on cuda
-  --decode_device D  device of stages 12-13: cpu, cuda or cuda:N (default: cuda when --ngpu >= 1, else cpu)
+  --ngpu N           GPUs for training (stages 6-10 and the rows' runs of 15): 0 = CPU, >1 = torchrun DDP
+                     ($ngpu); decoding then runs on cuda
+  --decode_device D  device of stages 12-13 and of the rows' sweeps (16-17): cpu, cuda or cuda:N
+                     (default: cuda when --ngpu >= 1, else cpu)
   --models "..."     models to pack/decode/report ("$models")
   --decode_sets "..." data sets to decode ("$decode_sets")
   --beam_size N      beam size, 0 = CTC greedy ($beam_size)
@@ -549,7 +551,8 @@ run_stage 14 report    stage_report     "models=$models sets=$decode_sets"
 stage_rows() {  # stage_rows COMMAND [args]
   local cmd=$1; shift
   "$PYTHON" -m avsr.bin.rows "$cmd" --rows "$rows" --table "$rows_table" --exp_dir "$exp_dir" \
-    --data_dir "$data_dir" --config "$train_config" --rows_dir "$rows_dir" --train_args="$train_args" "$@"
+    --data_dir "$data_dir" --config "$train_config" --rows_dir "$rows_dir" --train_args="$train_args" \
+    --ngpu "$ngpu" --device "$(decode_dev)" "$@"
 }
 stage_rows_train()  { stage_rows train; }
 stage_rows_select() { stage_rows select; }
