@@ -19,7 +19,9 @@ after (the token's ``start`` is the first frame of its half of the blanks before
 last frame of its half of the blanks after).  The first token starts at most ``edge_frames`` before
 its spike and the last ends at most ``edge_frames`` after its own (leading and trailing blanks are
 silence more often than speech).  ``conf`` is the largest posterior of the token over its spike
-frames, in ``[0, 1]``.
+frames, in ``[0, 1]``.  The same rule serves the local aligner's scores
+(:mod:`avsr.models.aligner`); on SynthMISP its midpoints are closer to the truth than those of each
+token's own frames (``first_frame``/``last_frame``).
 
 SynthMISP's truth files hold every character's spoken interval (:mod:`avsr.synthmisp.truth` matches
 a data dir's segments to them); ``scripts/bench_alignment.py`` measures this rule against them, both
@@ -160,6 +162,6 @@ def token_times(logp, tokens: Sequence[int], *, offset: float, stride: float, bl
             na = spans[k + 1][0]
             hi = b + (na - b) // 2                    # first half of the blanks after
         conf = float(np.exp(lp[a:b + 1, tokens[k]].max()))
-        out.append(TokenTime(tokens[k], round(time_offset + offset + lo * stride, 3),
+        out.append(TokenTime(tokens[k], round(time_offset + max(0.0, offset + lo * stride), 3),
                              round(time_offset + offset + (hi + 1) * stride, 3), round(conf, 4), a, b))
     return out

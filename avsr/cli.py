@@ -6,6 +6,7 @@
     avsr tokens --text data/train/text --output_dir ...            token list
     avsr train  --config conf/mini.yaml --mode audio ...           train a model
     avsr train_lm --text data/train/text --token_list ... --out_dir exp/lm   token LM (shallow fusion)
+    avsr train_aligner --train_data data/train --valid_data data/dev --token_list ... --exp_dir exp/aligner
     avsr pack   --exp_dir exp/train_av0 --out exp/packed/av0      make a packed model dir
     avsr decode --model exp/packed/av0 --data_dir data/eval ...    decode + score a data dir
     avsr eval   --models A0=exp/packed/a0 AV0=exp/packed/av0 ...   CER-vs-frame-loss sweep
@@ -55,6 +56,7 @@ COMMANDS = {
     "collect_stats": _bin("collect_stats", "global fbank mean/std of a training data dir"),
     "train": _bin("train", "train an A0 / V / AV model or a robust student (DDP: torchrun -m avsr.bin.train)"),
     "train_lm": _bin("train_lm", "train the token LM for shallow fusion on training transcripts"),
+    "train_aligner": _bin("train_aligner", "train the local CTC aligner that times tokens (packed with --aligner_dir)"),
     "select_lm_weight": _bin("select_lm_weight", "choose the LM weight on dev from avsr decode results"),
     "pack": _bin("pack", "make a packed model dir (config, tokens, stats, averaged weights, version)"),
     "decode": (_decode, "decode wav(+mp4) pairs (--wav/--pairs), or a data dir (--data_dir) with scoring",

@@ -229,7 +229,7 @@ class Speech2Text:
                  maxlenratio: float = 0.0, minlenratio: float = 0.0, ctc_greedy: bool = False,
                  nbest: int = 1, crop: Optional[int] = None, adapters: str = "auto",
                  adapter_threshold: Optional[float] = 0.0, lm: Optional[torch.nn.Module] = None,
-                 lm_weight: float = 0.0, fusion: Optional[str] = None):
+                 lm_weight: float = 0.0, fusion: Optional[str] = None, aligner: Optional[torch.nn.Module] = None):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -275,6 +275,9 @@ class Speech2Text:
         elif self.lm_weight > 0 and lm is None:
             raise ValueError("lm_weight > 0 needs an LM (a packed model with one: avsr pack --lm_dir)")
         self.lm = None if lm is None else lm.to(self.device).eval()
+        # token times: the local CTC aligner (avsr.models.aligner) on the audio paths when there is one,
+        # else the model's CTC (align)
+        self.aligner = None if aligner is None else aligner.to(self.device).eval()
         self.info: Dict = {}
 
     @classmethod
@@ -285,8 +288,9 @@ class Speech2Text:
         ``fusion=None``: the model's own path even when the pack stores a fusion; the CTC weight 1.0
         that a fusion pack stores with its fusion then goes too, unless ``ctc_weight`` is given, so the
         own path is the model's joint CTC/attention search).  The pack's LM is loaded only when the beam
-        search uses it (``lm_weight > 0``, not CTC greedy)."""
-        from avsr.pack import PackError, load_packed, load_packed_lm
+        search uses it (``lm_weight > 0``, not CTC greedy).  The pack's aligner is loaded when it has one
+        (``aligner=None`` given: token times from the model's CTC instead)."""
+        from avsr.pack import PackError, load_packed, load_packed_aligner, load_packed_lm
         model, tok, info = load_packed(path, device=device)
         dec = dict(info.get("decode") or {})
         if dec.get("fusion") is not None and "fusion" in kw and kw["fusion"] is None and "ctc_weight" not in kw:
@@ -299,6 +303,8 @@ class Speech2Text:
                 raise PackError(path, f"lm_weight {lm_weight:g} asked for, but this packed model has no LM "
                                       "(pack one in with avsr pack --lm_dir)")
             dec["lm"] = load_packed_lm(path, device=device)
+        if "aligner" not in kw and info.get("has_aligner"):
+            dec["aligner"] = load_packed_aligner(path, device=device)
         s = cls(model, tok, device=device, **dec)
         s.info = info
         return s
@@ -704,6 +710,21 @@ class Speech2Text:
         off, stride = self.frame_times(modality)
         return token_times(logp, token_ids, offset=off, stride=stride, time_offset=time_offset)
 
+    def time_tokens(self, token_ids: Sequence[int], audio=None, logp=None, modality: Optional[str] = None,
+                    time_offset: float = 0.0):
+        """Times of ``token_ids`` (a hypothesis or a reference) in one segment: with an aligner and the
+        segment's ``audio`` (16 kHz ``[N]``) on an audio path (``modality`` not ``video``), by the aligner's
+        scores; else by :meth:`align` on the model's CTC scores ``logp`` (:meth:`ctc_posteriors`).  A list of
+        :class:`avsr.alignment.TokenTime`; :class:`avsr.alignment.AlignmentError` when it cannot be aligned."""
+        from avsr.alignment import AlignmentError, token_times
+        if self.aligner is not None and audio is not None and modality != "video":
+            off, stride = self.aligner.frame_times()
+            return token_times(self.aligner.align_scores(audio), token_ids, offset=off, stride=stride,
+                               time_offset=time_offset)
+        if logp is None:
+            raise AlignmentError("no scores to align on (no aligner with audio, no CTC scores)")
+        return self.align(token_ids, logp, modality, time_offset=time_offset)
+
     # ------------------------------------------------------------------ a whole recording
     def transcribe(self, audio=None, video=None, *, segmentation: str = "vad", max_segment_seconds: float = 20.0,
                    vad_options: Optional[Dict] = None, nbest: Optional[int] = None, batch_size: int = 8,
@@ -847,13 +868,13 @@ class Speech2Text:
         t0 = time.perf_counter()
         segments: List = []
         toks = self.tokenizer.token_list
-        for (s, e), (a_off, v_off), r in zip(spans, offsets, results):
+        for it, (s, e), (a_off, v_off), r in zip(items, spans, offsets, results):
             start, end = s / SAMPLE_RATE, e / SAMPLE_RATE
             off = v_off if r.modality == "video" else a_off
             tokens: List[Dict] = []
             if r.token_ids and align:
                 try:
-                    tt = self.align(r.token_ids, r.ctc_logp, r.modality, time_offset=off)
+                    tt = self.time_tokens(r.token_ids, it.get("audio"), r.ctc_logp, r.modality, time_offset=off)
                     tokens = [{"token": toks[x.token_id], "start": x.start, "end": x.end, "conf": x.conf} for x in tt]
                 except AlignmentError as err:
                     warnings.append(f"segment {start:.2f}-{end:.2f} s: alignment failed ({err}); "

@@ -15,6 +15,8 @@ Layout of a packed dir::
     lm.pth           token LM weights for shallow fusion, if packed with one (``lm_dir``: an
     lm_config.yaml   ``avsr train_lm`` dir, whose token list must equal the model's); the default
                      weight is ``decode.lm_weight`` in config.yaml (0: the LM is carried but unused)
+    aligner.pth      the local CTC aligner that times tokens (``avsr train_aligner``), if packed with one
+    aligner_config.yaml  (``aligner_dir``; its token list must equal the model's)
     meta.json        toolkit / torch versions, source checkpoint, training summary, sha256 of files
                      (the LM's files included), ``lm`` (the LM's source dir, dev perplexity, size)
 
@@ -36,11 +38,12 @@ import yaml
 
 from avsr.utils.checkpoint import CheckpointError, load_checkpoint, model_state, save_checkpoint
 
-__all__ = ["pack_model", "load_packed", "load_packed_lm", "PackError", "is_packed"]
+__all__ = ["pack_model", "load_packed", "load_packed_lm", "load_packed_aligner", "PackError", "is_packed"]
 
 PathLike = Union[str, os.PathLike]
 FILES = ("config.yaml", "tokens.txt", "model.pth", "meta.json")
 LM_PACK_FILES = ("lm.pth", "lm_config.yaml")
+ALIGNER_PACK_FILES = ("aligner.pth", "aligner_config.yaml")
 
 
 class PackError(RuntimeError):
@@ -95,7 +98,7 @@ def pack_model(out_dir: PathLike, *, model_config: Any, token_list: PathLike,
                weights: Union[PathLike, Dict[str, torch.Tensor]], bpemodel: Optional[PathLike] = None,
                adapters: Optional[Union[PathLike, Dict[str, torch.Tensor]]] = None,
                decode: Optional[Dict[str, Any]] = None, extra_meta: Optional[Dict[str, Any]] = None,
-               lm_dir: Optional[PathLike] = None) -> str:
+               lm_dir: Optional[PathLike] = None, aligner_dir: Optional[PathLike] = None) -> str:
     """Write a packed model dir (atomically: a temp dir renamed into place).
 
     ``model_config``: anything :func:`avsr.models.load_model_config` takes (the ``model:``
@@ -103,7 +106,8 @@ def pack_model(out_dir: PathLike, *, model_config: Any, token_list: PathLike,
     or a ``ModelConfig``).  ``lm_dir``: an LM dir (:mod:`avsr.lm`) to carry; its token list must
     equal ``token_list`` and its weights must fit its config (:class:`PackError` otherwise);
     ``decode["lm_weight"] > 0`` needs one.  ``decode["fusion"]`` (``"entropy"``) needs an
-    audio-visual model without adapters and ``ctc_weight`` 1.0 (stored when absent)."""
+    audio-visual model without adapters and ``ctc_weight`` 1.0 (stored when absent).  ``aligner_dir``: an
+    ``avsr train_aligner`` dir to carry (:mod:`avsr.models.aligner`; same token list)."""
     from avsr.models import AVSRModel, load_model_config
     out_dir = os.fspath(out_dir)
     cfg = load_model_config(model_config)
@@ -135,6 +139,9 @@ def pack_model(out_dir: PathLike, *, model_config: Any, token_list: PathLike,
         dec.setdefault("lm_weight", 0.0)
     elif float(dec.get("lm_weight") or 0.0) != 0:
         raise PackError(out_dir, f"decode default lm_weight {dec['lm_weight']} needs an LM (lm_dir)")
+    aligner_meta = None
+    if aligner_dir is not None:
+        aligner_meta = _check_aligner(aligner_dir, token_list)
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".pack.", dir=parent)
@@ -159,11 +166,15 @@ def pack_model(out_dir: PathLike, *, model_config: Any, token_list: PathLike,
         if lm_dir is not None:
             for f in ("lm.pth", "lm_config.yaml"):
                 shutil.copyfile(os.path.join(os.fspath(lm_dir), f), os.path.join(tmp, f))
+        if aligner_dir is not None:
+            for f in ALIGNER_PACK_FILES:
+                shutil.copyfile(os.path.join(os.fspath(aligner_dir), f), os.path.join(tmp, f))
         meta = {"avsr_version": _version(), "torch_version": torch.__version__,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "source_weights": os.path.abspath(src) if src else None,
                 "num_parameters": sum(p.numel() for p in model.parameters()),
-                **({"lm": lm_meta} if lm_meta else {}), **(extra_meta or {})}
+                **({"lm": lm_meta} if lm_meta else {}), **({"aligner": aligner_meta} if aligner_meta else {}),
+                **(extra_meta or {})}
         meta["sha256"] = {f: _sha256(os.path.join(tmp, f)) for f in sorted(os.listdir(tmp))}
         with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2, ensure_ascii=False)
@@ -211,6 +222,8 @@ def load_packed(path: PathLike, device: Union[str, torch.device] = "cpu", verify
                 raise PackError(p, "checksum mismatch (file changed or corrupt since packing)")
             if f != "meta.json" and not os.path.isfile(p) and f in LM_PACK_FILES:
                 raise PackError(p, "missing (the pack was made with an LM)")
+            if f != "meta.json" and not os.path.isfile(p) and f in ALIGNER_PACK_FILES:
+                raise PackError(p, "missing (the pack was made with an aligner)")
     cfg = load_model_config(dict(conf.get("model") or {}))
     model = AVSRModel(cfg)
     sd = load_checkpoint(os.path.join(path, "model.pth"))
@@ -231,7 +244,54 @@ def load_packed(path: PathLike, device: Union[str, torch.device] = "cpu", verify
         raise PackError(os.path.join(path, "tokens.txt"), f"{tok.vocab_size} tokens, model vocab {cfg.vocab_size}")
     model.to(device).eval()
     has_lm = all(os.path.isfile(os.path.join(path, f)) for f in LM_PACK_FILES)
-    return model, tok, {**conf, "meta": meta, "path": path, "has_lm": has_lm}
+    has_aligner = all(os.path.isfile(os.path.join(path, f)) for f in ALIGNER_PACK_FILES)
+    return model, tok, {**conf, "meta": meta, "path": path, "has_lm": has_lm, "has_aligner": has_aligner}
+
+
+def _check_aligner(aligner_dir: PathLike, token_list: PathLike) -> Dict[str, Any]:
+    """The pack's meta for an aligner dir, after checking that it loads and has the model's token list."""
+    from avsr.models.aligner import load_aligner
+    d = os.fspath(aligner_dir)
+    for f in ALIGNER_PACK_FILES + ("tokens.txt",):
+        if not os.path.isfile(os.path.join(d, f)):
+            raise PackError(os.path.join(d, f), "missing (not an avsr train_aligner dir)")
+    with open(os.path.join(d, "tokens.txt"), encoding="utf-8") as a, open(os.fspath(token_list), encoding="utf-8") as b:
+        if a.read().split() != b.read().split():
+            raise PackError(os.path.join(d, "tokens.txt"), f"differs from the model's token list {os.fspath(token_list)}")
+    try:
+        al = load_aligner(d)
+    except (CheckpointError, RuntimeError, ValueError, TypeError) as e:
+        raise PackError(os.path.join(d, "aligner.pth"), f"does not load ({type(e).__name__}: {e})") from None
+    meta = {"source": os.path.abspath(d), "num_parameters": sum(p.numel() for p in al.parameters()),
+            "receptive_field_s": al.receptive_field()}
+    res = os.path.join(d, "train_result.json")
+    if os.path.isfile(res):
+        with open(res) as f:
+            meta["train_seconds"] = json.load(f).get("wall_seconds_this_call")
+    return meta
+
+
+def load_packed_aligner(path: PathLike, device: Union[str, torch.device] = "cpu") -> torch.nn.Module:
+    """The local CTC aligner a packed dir carries (eval mode), after checking its files against the pack's
+    checksums; :class:`PackError` naming the file when there is none or it does not fit."""
+    from avsr.models.aligner import load_aligner
+    path = os.fspath(path)
+    for f in ALIGNER_PACK_FILES:
+        if not os.path.isfile(os.path.join(path, f)):
+            raise PackError(os.path.join(path, f), "missing: this packed model has no aligner (avsr pack --aligner_dir)")
+    try:
+        with open(os.path.join(path, "meta.json"), encoding="utf-8") as f:
+            sums = json.load(f).get("sha256") or {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise PackError(os.path.join(path, "meta.json"), f"unreadable ({e})") from None
+    for f in ALIGNER_PACK_FILES:
+        p = os.path.join(path, f)
+        if f not in sums or _sha256(p) != sums[f]:
+            raise PackError(p, "checksum mismatch or no checksum in meta.json (file changed since packing)")
+    try:
+        return load_aligner(path, map_location=device).to(device)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise PackError(os.path.join(path, "aligner.pth"), f"does not load ({type(e).__name__}: {e})") from None
 
 
 def load_packed_lm(path: PathLike, device: Union[str, torch.device] = "cpu") -> torch.nn.Module:

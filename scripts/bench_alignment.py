@@ -25,10 +25,15 @@ Reported per set (``--data_dir`` may be given several times; each becomes a key 
   speech keeps its times; one that places tokens by their distance to the input's edges moves them
   into the silence);
 * ``ctc_greedy_cer``: CER of the CTC head's greedy output (the posteriors aligned on);
+* ``aligner`` (a packed model with the local CTC aligner of ``avsr train_aligner``, or ``--aligner_dir``):
+  the same errors for the times :meth:`Speech2Text.time_tokens` gives from the aligner (what
+  ``transcribe`` uses; each token's own frames), by overlap, and with the silence of ``--pad_probe``;
 * counts: segments, segments without a turn (filler intervals), alignment failures, characters.
 
     python scripts/bench_alignment.py --model exp/.../packed/a0 --corpus corpora/synthmisp \\
         --data_dir data/eval --data_dir data/dev --out docs/results/bench_alignment.json
+
+With ``--aligner_dir`` and no ``--model``, only the aligner is measured (its ``aligner`` section per set).
 """
 from __future__ import annotations
 
@@ -99,6 +104,8 @@ def measure(s2t, corpus: str, data_dir: str, pad_probe: float = 1.0, edge_frames
     seg_ov, char_ov = [], []
     edge = {"aligned_spikes": [], "true_midpoints": [], "aligned_spikes_padded": []}
     failed, no_turn, audio_s, oracle_skipped = [], 0, 0.0, 0
+    al = {k: [] for k in ("midpoint", "start", "end", "midpoint_padded")}
+    al_failed = 0
     greedy_err = greedy_len = 0
     t0 = time.perf_counter()
     for st in truths:
@@ -135,6 +142,24 @@ def measure(s2t, corpus: str, data_dir: str, pad_probe: float = 1.0, edge_frames
             edge["true_midpoints"].append(m - st.start < off + edge_frames * stride
                                           or m - st.start >= off + (T - edge_frames) * stride)
         char_ov += st.char_overlapped
+        if s2t.aligner is not None:
+            try:
+                att = s2t.time_tokens(ids, audio, None, mod, time_offset=st.start)
+            except AlignmentError:
+                al_failed += 1
+                att = [None] * len(ids)
+            for x, (_, a, b), m in zip(att, st.chars, mids):
+                al["midpoint"].append(np.nan if x is None else (x.start + x.end) / 2 - m)
+                al["start"].append(np.nan if x is None else x.start - a)
+                al["end"].append(np.nan if x is None else x.end - b)
+            if pad_probe > 0:
+                z = np.zeros(int(round(pad_probe * SAMPLE_RATE)), np.float32)
+                try:
+                    ptt = s2t.time_tokens(ids, np.concatenate([z, audio, z]), None, mod,
+                                          time_offset=st.start - len(z) / SAMPLE_RATE)
+                    al["midpoint_padded"] += [(x.start + x.end) / 2 - m for x, m in zip(ptt, mids)]
+                except AlignmentError:
+                    pass
         olp = oracle_logp(T, lp.shape[1], ids, mids, off, stride, st.start)
         if olp is None:
             oracle_skipped += 1
@@ -171,7 +196,68 @@ def measure(s2t, corpus: str, data_dir: str, pad_probe: float = 1.0, edge_frames
     out["share_at_edges"] = {k: round(float(np.mean(v)), 4) for k, v in edge.items() if v}
     if pad_probe > 0:
         out["padded_probe"] = {"pad_seconds": pad_probe, "midpoint": error_stats(padded)}
+    if s2t.aligner is not None:
+        amid = np.array(al["midpoint"])
+        ok = ~np.isnan(amid)
+        out["aligner"] = {"failures": al_failed,
+                          **{k: error_stats(np.array(v)[~np.isnan(np.array(v))]) for k, v in al.items() if v},
+                          "by_overlap": {"segment_not_overlapped": error_stats(amid[ok & ~seg_ov]),
+                                         "segment_overlapped": error_stats(amid[ok & seg_ov]),
+                                         "char_during_other_talker": error_stats(amid[ok & char_ov]),
+                                         "char_alone": error_stats(amid[ok & ~char_ov])},
+                          "receptive_field_s": round(s2t.aligner.receptive_field(), 3)}
     return out
+
+
+def measure_aligner(aligner, tokenizer, corpus: str, data_dir: str, pad_probe: float = 1.0) -> dict:
+    """The ``aligner`` section of :func:`measure` for an aligner alone (no recognition model)."""
+    from avsr.alignment import AlignmentError, token_times
+    from avsr.data.datadir import read_datadir
+    from avsr.synthmisp.truth import segment_truths
+    from frontends.audio import load_audio
+    from frontends.constants import SAMPLE_RATE
+
+    wav = read_datadir(data_dir).wav
+    truths = segment_truths(corpus, data_dir)
+    off, stride = aligner.frame_times()
+    rows = {k: [] for k in ("midpoint", "start", "end", "midpoint_padded")}
+    seg_ov, char_ov, failed, no_turn = [], [], 0, 0
+    t0 = time.perf_counter()
+    for st in truths:
+        if st.turn is None:
+            no_turn += 1
+            continue
+        audio = load_audio(wav[st.session + "_Far"], start=st.start, end=st.end)
+        ids = tokenizer.encode(st.text)
+        mids = [(a + b) / 2 for _, a, b in st.chars]
+        try:
+            tt = token_times(aligner.align_scores(audio), ids, offset=off, stride=stride, time_offset=st.start)
+        except AlignmentError:
+            failed += 1
+            continue
+        if len(tt) != len(st.chars):
+            raise SystemExit(f"{st.utt}: {len(tt)} tokens aligned for {len(st.chars)} characters")
+        for x, (_, a, b), m in zip(tt, st.chars, mids):
+            rows["midpoint"].append((x.start + x.end) / 2 - m)
+            rows["start"].append(x.start - a)
+            rows["end"].append(x.end - b)
+            seg_ov.append(st.overlap > 0)
+        char_ov += st.char_overlapped
+        if pad_probe > 0:
+            z = np.zeros(int(round(pad_probe * SAMPLE_RATE)), np.float32)
+            ptt = token_times(aligner.align_scores(np.concatenate([z, audio, z])), ids, offset=off, stride=stride,
+                              time_offset=st.start - len(z) / SAMPLE_RATE)
+            rows["midpoint_padded"] += [(x.start + x.end) / 2 - m for x, m in zip(ptt, mids)]
+    mid = np.array(rows["midpoint"])
+    seg_ov, char_ov = np.array(seg_ov, bool), np.array(char_ov, bool)
+    return {"segments": len(truths), "segments_without_turn": no_turn, "characters": int(len(mid)),
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+            "aligner": {"failures": failed, **{k: error_stats(v) for k, v in rows.items() if v},
+                        "by_overlap": {"segment_not_overlapped": error_stats(mid[~seg_ov]),
+                                       "segment_overlapped": error_stats(mid[seg_ov]),
+                                       "char_during_other_talker": error_stats(mid[char_ov]),
+                                       "char_alone": error_stats(mid[~char_ov])},
+                        "receptive_field_s": round(aligner.receptive_field(), 3)}}
 
 
 def model_info(path: str) -> dict:
@@ -192,7 +278,7 @@ def model_info(path: str) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--model", required=True, help="packed model dir (avsr pack)")
+    ap.add_argument("--model", default=None, help="packed model dir (avsr pack); without it, --aligner_dir alone")
     ap.add_argument("--corpus", required=True, help="the SynthMISP corpus the data dirs were made from")
     ap.add_argument("--data_dir", action="append", required=True,
                     help="data dir (several: --data_dir A --data_dir B); its base name is the key in 'sets'")
@@ -200,18 +286,45 @@ def main(argv=None):
     ap.add_argument("--pad_probe", type=float, default=1.0,
                     help="also align each segment with this many seconds of digital silence added before and "
                          "after it (a model whose CTC follows the speech keeps its times; 0: skip)")
+    ap.add_argument("--aligner_dir", default=None,
+                    help="an avsr train_aligner dir to measure with the model (default: the pack's aligner, if any)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--out", default=None, help="JSON result file")
     args = ap.parse_args(argv)
 
     import torch
     torch.set_num_threads(args.threads)
+    if not args.model:
+        if not args.aligner_dir:
+            ap.error("give --model, --aligner_dir or both")
+        from avsr.models.aligner import load_aligner
+        from avsr.text.tokens import Tokenizer
+        aligner = load_aligner(args.aligner_dir)
+        tok = Tokenizer(os.path.join(args.aligner_dir, "tokens.txt"))
+        res = {"command": command_line(), "machine": machine_info(), "model": None, "aligner": args.aligner_dir,
+               "model_description": args.model_description, "corpus": args.corpus,
+               "tolerances_ms": list(TOLERANCES_MS), "sets": {}}
+        tr = os.path.join(args.aligner_dir, "train_result.json")
+        if os.path.isfile(tr):
+            with open(tr) as f:
+                t = json.load(f)
+            res["aligner_training"] = {k: t.get(k) for k in ("parameters", "receptive_field_s", "train_utterances",
+                                                             "wall_seconds_this_call", "best", "command")}
+        for d in args.data_dir:
+            name = os.path.basename(os.path.normpath(d))
+            res["sets"][name] = {"data_dir": d, **measure_aligner(aligner, tok, args.corpus, d, args.pad_probe)}
+        emit(res, args.out)
+        return
     from avsr.inference import Speech2Text
     s2t = Speech2Text.from_packed(args.model)
+    if args.aligner_dir:
+        from avsr.models.aligner import load_aligner
+        s2t.aligner = load_aligner(args.aligner_dir)
     if s2t.model.cfg.mode == "video":
         raise SystemExit("bench_alignment: needs a model with an audio path")
     off, stride = s2t.frame_times()
     res = {"command": command_line(), "machine": machine_info(), "model": model_info(args.model),
+           "aligner": args.aligner_dir or (os.path.join(args.model, "aligner.pth") if s2t.aligner is not None else None),
            "model_description": args.model_description, "corpus": args.corpus,
            "frame_times": {"offset_s": round(off, 4), "stride_s": round(stride, 4)},
            "tolerances_ms": list(TOLERANCES_MS), "sets": {}}

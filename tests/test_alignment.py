@@ -1,6 +1,7 @@
 """CTC forced alignment (avsr.alignment), the energy VAD (frontends.vad), SynthMISP's character
-times, and the timing accuracy on SynthMISP: a tiny model trained on SynthMISP segments, aligned with
-the reference text, puts character midpoints within 80 ms of the generator's truth."""
+times, and the timing accuracy on SynthMISP (slow): the local CTC aligner (avsr.models.aligner) trained on
+SynthMISP's demo preset, aligned with the reference text of held-out sessions, against the generator's
+character times."""
 from __future__ import annotations
 
 import itertools
@@ -174,64 +175,69 @@ def _run(cmd, **kw):
 
 
 @pytest.fixture(scope="module")
-def synth_model(tmp_path_factory):
-    """A SynthMISP tiny corpus (4 train sessions), its stage-1 data dir and a micro A0 trained on its
-    ~20 train segments (the recipe of tests/test_recipe_train.py::test_tiny_model_overfits_20_segments)."""
+def synth_aligner(tmp_path_factory):
+    """SynthMISP's demo preset (0.4 h of training speech, 48 training sessions; video frames made small, the
+    aligner reads only the audio), its stage-1 data dirs, and the local CTC aligner trained on its training
+    segments by ``avsr train_aligner`` with ``conf/aligner.yaml``: ``(corpus, dev data dir, aligner dir)``."""
     root = tmp_path_factory.mktemp("align")
     corpus, data, exp = root / "corpus", root / "data", root / "exp"
-    p = subprocess.run(["bash", str(ROOT / "recipes" / "synthmisp" / "run.sh"), "--preset", "tiny", "--nj", "2",
-                        "--gen_args", "--sessions 4 1 1", "--corpus_dir", str(corpus), "--exp_dir", str(exp),
+    p = subprocess.run(["bash", str(ROOT / "recipes" / "synthmisp" / "run.sh"), "--preset", "demo", "--nj", "2",
+                        "--gen_args", "--width 160 --height 90", "--corpus_dir", str(corpus), "--exp_dir", str(exp),
                         "--data_dir", str(data), "--stage", "0", "--stop_stage", "1"],
-                       capture_output=True, text=True, timeout=900)
+                       capture_output=True, text=True, timeout=1800)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     train = data / "train_all"
     _run(["-m", "avsr.bin.tokens", "--text", str(train / "text"), "--token_type", "char",
           "--output_dir", str(data / "tok")])
-    _run(["-m", "avsr.bin.collect_stats", "--config", str(ROOT / "conf" / "micro.yaml"), "--data_dir", str(train),
-          "--out", str(exp / "stats.json")])
-    _run(["-m", "avsr.bin.train", "--config", str(ROOT / "conf" / "micro.yaml"), "--mode", "audio",
-          "--train_data", str(train), "--valid_data", str(train), "--token_list", str(data / "tok" / "tokens.txt"),
-          "--stats", str(exp / "stats.json"), "--exp_dir", str(exp / "a0"),
-          "--set", "trainer.max_epochs=50", "trainer.warmup_steps=60", "trainer.lr=0.004",
-          "trainer.batch_size=3", "trainer.progress=false", "trainer.best_n=1",
-          "model.specaug=false", "model.dropout_rate=0.0"], timeout=1800)
-    _run(["-m", "avsr.cli", "pack", "--exp_dir", str(exp / "a0"), "--out", str(exp / "packed")])
-    return corpus, train, exp / "packed"
+    _run(["-m", "avsr.bin.train_aligner", "--train_data", str(train), "--valid_data", str(data / "dev_all"),
+          "--token_list", str(data / "tok" / "tokens.txt"), "--exp_dir", str(exp / "aligner"),
+          "--set", "trainer.progress=false"], timeout=1800)
+    return corpus, data / "dev_all", exp / "aligner"
+
+
+def _aligner_errors(corpus, dev, aligner_dir):
+    """Absolute errors (s) of the aligner's character midpoints on the held-out sessions of ``dev``."""
+    from avsr.models.aligner import load_aligner
+    from avsr.synthmisp.truth import segment_truths
+    from avsr.text.tokens import Tokenizer
+    from frontends.audio import load_audio
+    al = load_aligner(str(aligner_dir))
+    tok = Tokenizer(str(aligner_dir / "tokens.txt"))
+    off, stride = al.frame_times()
+    wav = dict(ln.split(" ", 1) for ln in (dev / "wav.scp").read_text().splitlines())
+    errs = []
+    for st in segment_truths(corpus, dev):
+        if st.turn is None:                           # a filler-only interval the official rules keep (嗯嗯)
+            continue
+        audio = load_audio(wav[st.session + "_Far"], start=st.start, end=st.end)
+        tt = token_times(al.align_scores(audio).numpy(), tok.encode(st.text), offset=off, stride=stride,
+                         time_offset=st.start)
+        assert len(tt) == len(st.chars)
+        errs += [abs((x.start + x.end) / 2 - (a + b) / 2) for x, (_, a, b) in zip(tt, st.chars)]
+    return np.array(errs)
+
+
+@pytestmark_espeak
+@pytest.mark.slow
+def test_aligner_times_follow_the_sound(synth_aligner):
+    """The aligner trained on 0.4 h of SynthMISP puts most character midpoints of held-out sessions near the
+    generator's truth: at least 50 % within 80 ms (measured about 0.6; the recognisers' CTC heads give
+    about 0.1, docs/notebook/ctc_edges.md) and a median error below 80 ms."""
+    errs = _aligner_errors(*synth_aligner)
+    share = float((errs <= 0.08).mean())
+    print(f"aligner: {share:.3f} of {len(errs)} characters within 80 ms, median error {np.median(errs) * 1000:.0f} ms")
+    assert len(errs) >= 300
+    assert share >= 0.5 and float(np.median(errs)) < 0.08, (share, float(np.median(errs)))
 
 
 @pytestmark_espeak
 @pytest.mark.slow
 @pytest.mark.xfail(strict=False, reason=(
-    "the tiny overfit model's CTC spikes are not placed on the acoustics: it emits the first "
-    "characters of a segment in its first frames and the last ones in its last frames (measured: "
-    "about 0.10-0.13 of the characters within 80 ms). A model that recognises does the same: "
-    "scripts/bench_alignment.py (docs/BENCHMARKS.md, 'CTC forced alignment') measures an audio-only "
-    "demo-recipe model, about 0.10 within 80 ms on eval, dev and its own train segments, with most "
-    "spikes in the first and last 5 frames even when silence is added around the segment, while "
-    "spikes placed at the true midpoints give 1.00 with the same timing rule"))
-def test_forced_alignment_matches_synthmisp_truth(synth_model):
-    """Forced alignment of the reference text of every train segment: character midpoints within
-    80 ms of the generator's truth for at least 90 % of the characters (the share is in the
-    assertion message)."""
-    from avsr.inference import Speech2Text
-    from avsr.synthmisp.truth import segment_truths
-    from frontends.audio import load_audio
-    corpus, train, packed = synth_model
-    s2t = Speech2Text.from_packed(str(packed))
-    wav = dict(ln.split(" ", 1) for ln in (train / "wav.scp").read_text().splitlines())
-    errs = []
-    for st in segment_truths(corpus, train):
-        if st.turn is None:                           # a filler-only interval the official rules keep (嗯嗯)
-            continue
-        assert [c for c, _, _ in st.chars] == list(st.text)
-        lp, mod = s2t.ctc_posteriors(s2t.make_batch([{"audio": load_audio(wav[st.session + "_Far"],
-                                                                           start=st.start, end=st.end)}]))[0]
-        ids = s2t.tokenizer.encode(st.text)
-        tt = s2t.align(ids, lp, mod, time_offset=st.start)
-        assert len(tt) == len(st.chars)
-        errs += [(x.start + x.end) / 2 - (a + b) / 2 for x, (_, a, b) in zip(tt, st.chars)]
-    errs = np.abs(np.array(errs))
+    "the target, 90 % of character midpoints within 80 ms, is not reached: the local aligner trained on "
+    "SynthMISP mini (4.3 h) reaches about 82 % on its dev sessions (docs/BENCHMARKS.md, local CTC aligner), "
+    "the 0.4 h demo preset less; the recognisers' CTC heads about 10-12 % (docs/notebook/ctc_edges.md)"))
+def test_aligner_meets_the_80ms_target(synth_aligner):
+    """Character midpoints within 80 ms of the generator's truth for at least 90 % of the characters."""
+    errs = _aligner_errors(*synth_aligner)
     share = float((errs <= 0.08).mean())
-    assert len(errs) >= 120
     assert share >= 0.9, f"{share:.3f} of {len(errs)} characters within 80 ms (median error {np.median(errs):.3f} s)"
-    print(f"alignment: {share:.3f} of {len(errs)} characters within 80 ms, median error {np.median(errs) * 1000:.0f} ms")

@@ -6,6 +6,10 @@ With ``--lm_dir`` the pack carries a token LM (``avsr train_lm``; its token list
 and ``--lm_weight`` is the shallow-fusion weight stored as the decoding default (0: carried, unused
 unless a decode asks for a weight).
 
+With ``--aligner_dir`` the pack carries the local CTC aligner of ``avsr train_aligner`` (same token list):
+``transcribe`` and ``avsr decode`` then time the tokens of the audio paths with it
+(:mod:`avsr.models.aligner`).
+
 ``--decode_fusion entropy`` stores the decoding default of a model trained with the ``mla`` method: its audio
 and video paths' CTC posteriors fused by entropy weights, decoded CTC-only (``ctc_weight`` 1.0 is
 stored with it; :class:`avsr.inference.Speech2Text`, ``fusion``).  It needs an audio-visual model
@@ -42,6 +46,9 @@ def main(argv=None) -> int:
                     "to carry in the pack")
     ap.add_argument("--lm_weight", type=float, default=None,
                     help="shallow-fusion LM weight stored as the decoding default (needs --lm_dir; default 0)")
+    ap.add_argument("--aligner_dir", default=None,
+                    help="aligner dir of avsr train_aligner (aligner.pth, aligner_config.yaml, tokens.txt) to carry: "
+                         "token times then come from it")
     ap.add_argument("--decode_fusion", default="none", choices=["none", "entropy"],
                     help="decoding default: entropy = fuse the audio and the video path's CTC posteriors "
                          "(MLA models; stores ctc_weight 1.0, the attention decoder is not used); none = the "
@@ -90,9 +97,10 @@ def main(argv=None) -> int:
             raise ValueError(f"--adapter_threshold expects a number or none, got {args.adapter_threshold!r}") from None
     out = pack_model(args.out, model_config=conf["model"], token_list=tokens, weights=weights,
                      bpemodel=args.bpemodel, adapters=args.adapters, decode=dec, lm_dir=args.lm_dir,
-                     extra_meta={**extra, "exp_dir": os.path.abspath(args.exp_dir)})
+                     aligner_dir=args.aligner_dir, extra_meta={**extra, "exp_dir": os.path.abspath(args.exp_dir)})
     print(f"packed {weights} -> {out}" + (f" (LM {args.lm_dir}, weight {dec['lm_weight']:g})" if args.lm_dir else "")
-          + (f" (decode fusion {dec['fusion']})" if dec.get("fusion") else ""))
+          + (f" (decode fusion {dec['fusion']})" if dec.get("fusion") else "")
+          + (f" (aligner {args.aligner_dir})" if args.aligner_dir else ""))
     return 0
 
 

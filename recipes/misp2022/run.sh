@@ -57,6 +57,9 @@ decode_args=         # extra arguments for avsr.bin.decode
 use_lm=false         # true: token LM for shallow fusion (stage 5 lm), its weight chosen on dev (stage 11 lm_weight),
                      # packed with every model (stage 11) and used by stage 12; sweeps and rows decode without it
 lm_config=../../conf/lm.yaml   # LM model + training YAML (avsr train_lm)
+use_aligner=true     # true: the local CTC aligner (stage 5 aligner), packed with every model (stage 11): token times
+aligner_config=../../conf/aligner.yaml   # aligner network + training YAML (avsr train_aligner)
+aligner_args=        # extra avsr.bin.train_aligner arguments (e.g. "--set trainer.max_epochs=4")
 lm_args=             # extra avsr.bin.train_lm arguments (e.g. "--set train.max_epochs=5")
 lm_weights="0 0.1 0.2 0.3"     # dev grid of the LM weight (stage 11 lm_weight)
 lm_weight=           # a fixed LM weight instead of the dev choice (empty: chosen on dev from --lm_weights)
@@ -91,6 +94,9 @@ a done stage is skipped unless --force true; running a stage clears later stages
                marker 5_lm.done.  To add the LM to an exp whose models are trained: --stage 5 --stop_stage 5
                --use_lm true, then --stage 11 --use_lm true (like any stage, it clears later stages' markers;
                the trainings are redone only when their stages are selected again, and then resume)
+  5 aligner    (with --use_aligner true, the default) the local CTC aligner that times tokens for transcribe
+               and decode (avsr train_aligner, --aligner_config; audio and text of \$train_set, dev by CTC
+               loss) -> \$exp_dir/aligner; marker 5_aligner.done
   6 train_a0   audio-only model A0 (scratch) -> \$exp_dir/train_a0 (model.pth = best-N average on dev)
   7 train_v    video-only model V (scratch) -> \$exp_dir/train_v (only when --models has v)
   8 train_av0  audio-visual AV0, --init from A0 (full video, no dropout) -> \$exp_dir/train_av0;
@@ -105,7 +111,7 @@ a done stage is skipped unless --force true; running a stage clears later stages
                (\$exp_dir/lm/select/packed_<model>), dev decoded once per weight of --lm_weights, lowest
                dev CER wins (a tie: the smaller weight) -> \$exp_dir/lm/lm_weight_dev.json (--lm_weight W: fixed)
   11 pack      packed model dirs \$exp_dir/packed/<model> for --models (with --use_lm true each carries the
-               LM and the chosen weight as its decoding default)
+               LM and the chosen weight as its decoding default; with --use_aligner true, the aligner)
   12 decode    decode --decode_sets with each packed model -> \$exp_dir/decode/<model>_<set>
                (beam search, or CTC greedy with --beam_size 0; text, result.json with CER + 95 % CI;
                with --use_lm true at the packs' LM weight, recorded as lm_weight in result.json);
@@ -171,6 +177,8 @@ Options (default):
   --decode_args "..." extra avsr.bin.decode arguments ($decode_args)
   --use_lm BOOL      LM shallow fusion: stages 5 lm and 11 lm_weight, packs and stage 12 with the LM ($use_lm)
   --lm_config F, --lm_args "...", --lm_weights "...", --lm_weight W, --lm_select_model M   the LM
+  --use_aligner BOOL the local CTC aligner for token times: stage 5 aligner, packed by stage 11 ($use_aligner)
+  --aligner_config F, --aligner_args "..."   the aligner's YAML and extra avsr train_aligner arguments
                      (config $lm_config; grid "$lm_weights"; select on ${lm_select_model:-av0, else a0})
   --d_prob P, --kd_distance D, --kd_tap T, --kd_weight W, --robust_args "..."   robust student (stage 9)
   --robust_freeze "PREFIX ..."  parameter prefixes AV5 does not train ("$robust_freeze"; none = train all)
@@ -209,6 +217,7 @@ case "$text_norm" in official|toolkit) ;; *) echo "$0: --text_norm must be offic
 case "$crop" in official|toolkit) ;; *) echo "$0: --crop must be official or toolkit" >&2; exit 1 ;; esac
 case "$av0_visual_init" in auto|none) ;; *) echo "$0: --av0_visual_init must be auto or none, got '$av0_visual_init'" >&2; exit 1 ;; esac
 case "$use_lm" in true|false) ;; *) echo "$0: --use_lm must be true or false, got '$use_lm'" >&2; exit 1 ;; esac
+case "$use_aligner" in true|false) ;; *) echo "$0: --use_aligner must be true or false, got '$use_aligner'" >&2; exit 1 ;; esac
 case "$bootstrap_unit" in utterance|recording) ;; *) echo "$0: --bootstrap_unit must be utterance or recording, got '$bootstrap_unit'" >&2; exit 1 ;; esac
 _w='^[0-9]+([.][0-9]+)?$'
 for _x in $lm_weights $lm_weight; do
@@ -218,6 +227,7 @@ if [ "$use_lm" = true ] && [ "$beam_size" -eq 0 ]; then
   echo "$0: --use_lm true needs the beam search (--beam_size > 0); CTC greedy does not use the LM" >&2; exit 1
 fi
 lm_config=$(realpath -m "$lm_config")   # relative paths: to this recipe dir
+aligner_config=$(realpath -m "$aligner_config")
 noise_args=()        # the --method argument of the babble augmentation (--av_noise) for AV0 and AV5
 if [ "$av_noise" != none ]; then
   read -r -a _n <<< "$av_noise"
@@ -423,6 +433,18 @@ stage_lm() {   # stage 5 lm (--use_lm true): the token LM for shallow fusion
   [ -f "$exp_dir/lm/lm.pth" ] || { echo "ERROR: $exp_dir/lm/lm.pth was not written" >&2; return 1; }
 }
 
+stage_aligner() {   # stage 5 aligner (--use_aligner true): the local CTC aligner for token times
+  local dev=()
+  [ -f "$data_dir/$train_set/text" ] || { echo "ERROR: $data_dir/$train_set/text not found (run stages 1-3 first)" >&2; return 1; }
+  [ "$force" = true ] && rm -rf "$exp_dir/aligner"
+  [ "$ngpu" -ge 1 ] && dev=(--device cuda)
+  # shellcheck disable=SC2086
+  "$PYTHON" -m avsr.bin.train_aligner --train_data "$data_dir/$train_set" --valid_data "$data_dir/dev" \
+    --token_list "$(tokens_txt)" --stats "$exp_dir/stats/feats_stats.json" --config "$aligner_config" \
+    --exp_dir "$exp_dir/aligner" "${dev[@]}" $aligner_args
+  [ -f "$exp_dir/aligner/aligner.pth" ] || { echo "ERROR: $exp_dir/aligner/aligner.pth was not written" >&2; return 1; }
+}
+
 lm_model() {  # the model whose dev CER chooses the LM weight
   if [ -n "$lm_select_model" ]; then echo "$lm_select_model"; elif has_model av0; then echo av0; else echo a0; fi
 }
@@ -456,7 +478,11 @@ lm_weight_chosen() {  # the LM weight the packs get: --lm_weight, else the dev c
 }
 
 stage_pack() {
-  local m w lm=()
+  local m w lm=() al=()
+  if [ "$use_aligner" = true ]; then
+    [ -f "$exp_dir/aligner/aligner.pth" ] || { echo "ERROR: $exp_dir/aligner/aligner.pth not found (stage 5 aligner)" >&2; return 1; }
+    al=(--aligner_dir "$exp_dir/aligner")
+  fi
   if [ "$use_lm" = true ]; then
     w=$(lm_weight_chosen)
     lm=(--lm_dir "$exp_dir/lm" --lm_weight "$w")
@@ -466,7 +492,7 @@ stage_pack() {
     [ -f "$exp_dir/train_$m/model.pth" ] || { echo "ERROR: $exp_dir/train_$m/model.pth not found" >&2; return 1; }
     # shellcheck disable=SC2046
     "$PYTHON" -m avsr.cli pack --exp_dir "$exp_dir/train_$m" --out "$exp_dir/packed/$m" \
-      --beam_size "$beam_size" --adapter_threshold "$adapter_threshold" "${lm[@]}" $(bpe_args)
+      --beam_size "$beam_size" --adapter_threshold "$adapter_threshold" "${lm[@]}" "${al[@]}" $(bpe_args)
   done
 }
 
@@ -527,6 +553,9 @@ run_stage 5 stats      stage_stats      "train_set=$train_set config=$train_conf
 if [ "$use_lm" = true ]; then
   run_stage 5 lm       stage_lm         "train_set=$train_set token_type=$token_type lm_config=$lm_config lm_args=$lm_args"
 fi
+if [ "$use_aligner" = true ]; then
+  run_stage 5 aligner  stage_aligner    "train_set=$train_set token_type=$token_type aligner_config=$aligner_config aligner_args=$aligner_args"
+fi
 run_stage 6 train_a0   stage_train_a0   "config=$train_config train_args=$train_args$sp_sig"
 run_stage 7 train_v    stage_train_v    "config=$train_config train_args=$train_args$sp_sig v_args=$v_args models=$models"
 # AV0 only when a model needs it (AV5 and AV6 start from it); skipped without a done marker, so that
@@ -541,7 +570,8 @@ run_stage 10 train_av6 stage_train_av6  "config=$train_config train_args=$train_
 if [ "$use_lm" = true ]; then
   run_stage 11 lm_weight stage_lm_weight "model=$(lm_model) weights=$lm_weights fixed=$lm_weight beam=$beam_size args=$decode_args"
 fi
-run_stage 11 pack      stage_pack       "models=$models beam_size=$beam_size threshold=$adapter_threshold use_lm=$use_lm lm_weight=$lm_weight lm_weights=$lm_weights"
+al_sig=; [ "$use_aligner" = true ] && al_sig=" aligner=$aligner_config $aligner_args"
+run_stage 11 pack      stage_pack       "models=$models beam_size=$beam_size threshold=$adapter_threshold use_lm=$use_lm lm_weight=$lm_weight lm_weights=$lm_weights$al_sig"
 run_stage 12 decode    stage_decode     "models=$models sets=$decode_sets beam=$beam_size args=$decode_args use_lm=$use_lm"
 bs_sig=; [ "$bootstrap_unit" = utterance ] || bs_sig=" bootstrap=$bootstrap_unit"   # (the default keeps older signatures)
 run_stage 13 sweep     stage_sweep      "models=$models set=$sweep_set beam=$beam_size threshold=$adapter_threshold args=$sweep_args use_lm=$use_lm$bs_sig"

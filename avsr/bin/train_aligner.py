@@ -1,0 +1,118 @@
+"""Train the local CTC aligner (``avsr train_aligner``) that times a known text for ``transcribe``.
+
+    python -m avsr.bin.train_aligner --train_data data/train --valid_data data/dev \\
+        --token_list data/token_list/char/tokens.txt --stats exp/stats/feats_stats.json \\
+        --exp_dir exp/aligner [--config conf/aligner.yaml] [--set trainer.max_epochs=4 aligner.layers=2]
+
+The aligner (:class:`avsr.models.aligner.LocalAligner`) reads only the audio of the data dirs (the
+recipe's training segments with their transcripts) and uses the recognisers' token list, so it can time
+any hypothesis they decode.  It trains with :class:`avsr.trainer.Trainer` (Adam-W, warm-up, the best
+``best_n`` epochs by dev CTC loss averaged, early stopping, resumable ``checkpoint.pth``); ``--stats``
+is the recipe's global fbank mean and variance (computed from ``--train_data`` when not given).
+
+Outputs in ``--exp_dir``: ``aligner.pth`` (weights, running label prior included), ``aligner_config.yaml``
+(``aligner:`` with ``vocab_size``, ``trainer:``), ``tokens.txt``, ``train_result.json``, the trainer's
+``checkpoint.pth``, ``epoch<N>.pth`` and ``train.log``.  ``avsr pack --aligner DIR`` puts it in a packed
+model; ``transcribe`` and ``avsr decode`` then time tokens with it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+import torch
+import yaml
+
+from avsr.bin import HelpFormatter
+from avsr.bin.train import parse_set
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                              "conf", "aligner.yaml")
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="avsr train_aligner", description=__doc__.split("\n\n")[0],
+                                 formatter_class=HelpFormatter, epilog=__doc__)
+    ap.add_argument("--train_data", required=True, help="training data dir (audio and text are read)")
+    ap.add_argument("--valid_data", required=True, help="dev data dir (epoch selection by CTC loss)")
+    ap.add_argument("--token_list", required=True, help="the recognisers' tokens.txt")
+    ap.add_argument("--exp_dir", required=True, help="output dir (a re-run resumes, a finished run is kept)")
+    ap.add_argument("--config", default=DEFAULT_CONFIG, help="YAML with aligner: and trainer: sections")
+    ap.add_argument("--stats", default=None, help="feats_stats.json (default: computed from --train_data)")
+    ap.add_argument("--set", nargs="*", default=[], action="extend", dest="overrides",
+                    help="section.key=value overrides, e.g. trainer.max_epochs=4 aligner.layers=2")
+    ap.add_argument("--device", default=None, help="cpu | cuda | cuda:N | auto (default: trainer.device)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    from avsr.data.dataset import AVSRDataset, collate
+    from avsr.models.aligner import AlignerConfig, LocalAligner
+    from avsr.models.front_nets import compute_feature_stats
+    from avsr.text.tokens import Tokenizer
+    from avsr.trainer import Trainer, TrainerConfig
+    from avsr.utils.io import write_text_atomic
+
+    with open(args.config, encoding="utf-8") as f:
+        conf = parse_set(args.overrides, yaml.safe_load(f) or {})
+    unknown = set(conf) - {"aligner", "trainer"}
+    if unknown:
+        raise SystemExit(f"error: {args.config}: unknown sections {sorted(unknown)} (aligner:, trainer:)")
+    tok = Tokenizer(args.token_list)
+    try:
+        cfg = AlignerConfig.from_dict({**(conf.get("aligner") or {}), "vocab_size": tok.vocab_size})
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"error: {args.config}: aligner: {e}")
+    tconf = dict(conf.get("trainer") or {})
+    tconf.setdefault("metric", "loss")
+    if args.device:
+        tconf["device"] = args.device
+    tcfg = TrainerConfig.from_dict(tconf)
+    os.makedirs(args.exp_dir, exist_ok=True)
+    final = os.path.join(args.exp_dir, "aligner.pth")
+    if os.path.isfile(final) and os.path.isfile(os.path.join(args.exp_dir, "train_result.json")):
+        print(f"{final}: trained (delete the dir to train again)")
+        return 0
+    write_text_atomic(os.path.join(args.exp_dir, "aligner_config.yaml"),
+                      yaml.safe_dump({"aligner": cfg.to_dict(), "trainer": tcfg.to_dict()}, sort_keys=False))
+    shutil.copyfile(args.token_list, os.path.join(args.exp_dir, "tokens.txt"))
+
+    train_set = AVSRDataset(args.train_data, tok, modality="audio", train=True, seed=tcfg.seed)
+    valid_set = AVSRDataset(args.valid_data, tok, modality="audio", train=False)
+    torch.manual_seed(tcfg.seed)
+    model = LocalAligner(cfg)
+    if args.stats:
+        with open(args.stats) as f:
+            st = json.load(f)
+        model.front.set_normalization(torch.tensor(st["mean"]), torch.tensor(st["std"]))
+    else:
+        loader = torch.utils.data.DataLoader(AVSRDataset(args.train_data, None, modality="audio"),
+                                             batch_size=16, collate_fn=collate)
+        model.front.set_normalization(*compute_feature_stats(model.front, loader))
+    t0 = time.time()
+    res = Trainer(model, train_set, valid_set, tcfg, exp_dir=args.exp_dir).fit()
+    if int(os.environ.get("RANK", "0")) == 0:
+        src = res.averaged or res.best_path
+        if src:
+            shutil.copyfile(src, final + ".tmp")
+            os.replace(final + ".tmp", final)
+        out = {"parameters": sum(p.numel() for p in model.parameters()), "receptive_field_s": model.receptive_field(),
+               "best": res.best, "averaged": res.averaged, "epochs_run_this_call": res.epochs_run,
+               "stopped_early": res.stopped_early, "history": res.history,
+               "wall_seconds_this_call": time.time() - t0, "train_utterances": len(train_set),
+               "valid_utterances": len(valid_set), "command": " ".join([sys.executable, "-m",
+                                                                         "avsr.bin.train_aligner"] + sys.argv[1:])}
+        write_text_atomic(os.path.join(args.exp_dir, "train_result.json"), json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""A local CTC aligner: the times of a known transcript, from the sound around each character.
+
+Why a second network: the recognisers' CTC heads sit on Conformers whose self-attention sees the whole
+segment, and on SynthMISP they emit their characters in the first and last frames of a segment, far
+from the sounds (docs/notebook/ctc_edges.md: about 80-90 % of their non-blank frames in the first or
+last 5 frames, whatever the data size, the head, label priors at alignment time or silence around the
+segment).  Forced alignment on those posteriors puts few character midpoints within 80 ms of the truth.
+This aligner cannot do that: it has no attention and no recurrence, so the score of frame ``t`` depends
+only on the audio within :meth:`LocalAligner.receptive_field` of it, about ±0.3 s, and it can only place
+a character where that character sounds.  It is not a recogniser: it only times a given text (the
+decoded hypothesis or a reference), by the Viterbi path of :func:`avsr.alignment.token_times`, the way
+Montreal Forced Aligner's acoustic model serves a text it is given.
+
+Network: log-mel fbank (:class:`avsr.models.front_nets.AudioFrontend`, the recipe's global mean and
+variance) -> two 1-D convolutions (kernel 5, stride 2, SiLU) to 40 ms frames -> ``layers`` residual
+blocks of Conv1d(kernel ``kernel``) + BatchNorm + SiLU -> linear to the token list.
+
+Training: CTC on label-prior-adjusted scores ``log p(k|x) - prior_weight * log P(k)`` (Huang et al.,
+"Less peaky and more accurate CTC forced alignment by label priors", ICASSP 2024), with ``P`` a running
+mean of the posteriors over valid frames (momentum ``prior_momentum``), kept in the weights; alignment
+reads the same adjusted scores.  The prior keeps blank from taking every frame, so character spans
+cover their sounds instead of one peaky frame.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avsr.models.front_nets import AudioFrontend
+from frontends.constants import FBANK_HOP_LENGTH, FBANK_N_FFT, FBANK_N_MELS, SAMPLE_RATE
+
+SUBSAMPLING = 4          # two stride-2 convolutions: 10 ms fbank frames -> 40 ms
+
+
+@dataclass
+class AlignerConfig:
+    vocab_size: int
+    d: int = 256
+    kernel: int = 5
+    layers: int = 3
+    prior_weight: float = 0.3
+    prior_momentum: float = 0.01
+
+    def to_dict(self) -> Dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict) -> "AlignerConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown aligner config keys {sorted(unknown)}")
+        return cls(**d)
+
+
+class AlignerOutput:
+    """What :meth:`LocalAligner.forward` returns to the trainer."""
+
+    def __init__(self, loss: torch.Tensor):
+        self.loss = loss
+        self.taps: Dict[str, torch.Tensor] = {}
+        self.stats = {"loss_ctc": loss.detach()}
+
+
+def _conv_len(n: torch.Tensor) -> torch.Tensor:
+    """Output length of a kernel-5, stride-2, padding-2 convolution."""
+    return torch.div(n - 1, 2, rounding_mode="floor") + 1
+
+
+class LocalAligner(nn.Module):
+    """See the module docstring."""
+
+    def __init__(self, cfg: AlignerConfig):
+        super().__init__()
+        if cfg.kernel % 2 != 1 or cfg.kernel < 1:
+            raise ValueError(f"kernel must be odd and >= 1, got {cfg.kernel}")
+        self.cfg = cfg
+        self.front = AudioFrontend(specaug=False)
+        d = cfg.d
+        self.sub = nn.ModuleList([nn.Conv1d(FBANK_N_MELS, d, 5, stride=2, padding=2),
+                                  nn.Conv1d(d, d, 5, stride=2, padding=2)])
+        self.blocks = nn.ModuleList([nn.Sequential(nn.Conv1d(d, d, cfg.kernel, padding=cfg.kernel // 2),
+                                                   nn.BatchNorm1d(d), nn.SiLU()) for _ in range(cfg.layers)])
+        self.out = nn.Linear(d, cfg.vocab_size)
+        self.register_buffer("log_prior", torch.full((cfg.vocab_size,), -math.log(cfg.vocab_size)))
+
+    # ------------------------------------------------------------------ geometry
+    @staticmethod
+    def frame_times() -> Tuple[float, float]:
+        """``(offset, stride)`` seconds, as :func:`avsr.alignment.frame_times`: frame ``t`` is centred on fbank
+        frame ``4t`` (symmetric padding), whose window is centred at ``(4t * hop + n_fft / 2) / fs``."""
+        stride = SUBSAMPLING * FBANK_HOP_LENGTH / SAMPLE_RATE
+        return FBANK_N_FFT / 2.0 / SAMPLE_RATE - stride / 2.0, stride
+
+    def receptive_field(self) -> float:
+        """Seconds of audio either side of a frame's centre that can change its score."""
+        fb = 2 + 2 * 2 + (self.cfg.kernel // 2) * SUBSAMPLING * self.cfg.layers     # fbank frames either side
+        return (fb * FBANK_HOP_LENGTH + FBANK_N_FFT / 2.0) / SAMPLE_RATE
+
+    # ------------------------------------------------------------------ forward
+    def encode(self, wav: torch.Tensor, lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(log-posteriors [B, T, V], lens [B])`` of 16 kHz waveforms ``wav [B, N]``."""
+        feats, olens = self.front(wav, lens)
+        x = feats.transpose(1, 2)
+        # padded frames are set to 0 after every layer, as the convolutions' own zero padding: a batch's
+        # padding changes nothing
+        for conv in self.sub:
+            x = F.silu(conv(x))
+            olens = _conv_len(olens).clamp(max=x.size(2))
+            valid = (torch.arange(x.size(2), device=x.device)[None] < olens[:, None])[:, None, :]
+            x = x * valid
+        for b in self.blocks:
+            x = (x + b(x)) * valid
+        return self.out(x.transpose(1, 2)).float().log_softmax(-1), olens
+
+    def scores(self, logp: torch.Tensor) -> torch.Tensor:
+        """What alignment reads: ``logp - prior_weight * log_prior``."""
+        return logp - self.cfg.prior_weight * self.log_prior
+
+    @torch.no_grad()
+    def update_prior(self, logp: torch.Tensor, lens: torch.Tensor) -> None:
+        valid = torch.arange(logp.size(1), device=logp.device)[None] < lens[:, None]
+        if bool(valid.any()):
+            m = self.cfg.prior_momentum
+            mean = logp.exp()[valid].mean(0)
+            self.log_prior.copy_(torch.log((1 - m) * self.log_prior.exp() + m * mean).clamp_min(-30.0))
+
+    def forward(self, batch) -> "AlignerOutput":
+        """The trainer's interface (:class:`avsr.trainer.Trainer`): a :class:`avsr.data.batch.Batch` with
+        audio and tokens -> ``out.loss`` (see :meth:`loss`)."""
+        loss = self.loss(batch.audio, batch.audio_lens, batch.tokens, batch.token_lens)
+        return AlignerOutput(loss)
+
+    def loss(self, wav, lens, tokens, token_lens) -> torch.Tensor:
+        """CTC loss of the prior-adjusted scores, summed over utterances and divided by the batch size
+        (training mode also moves the running prior)."""
+        logp, olens = self.encode(wav, lens)
+        if self.training:
+            self.update_prior(logp.detach(), olens)
+        sc = self.scores(logp)
+        tgt = torch.cat([tokens[i, :int(n)] for i, n in enumerate(token_lens)])
+        return F.ctc_loss(sc.transpose(0, 1), tgt, olens, token_lens, blank=0, reduction="sum",
+                          zero_infinity=True) / len(token_lens)
+
+    @torch.no_grad()
+    def align_scores(self, wav) -> torch.Tensor:
+        """Alignment scores ``[T, V]`` (float32, CPU) of one waveform ``[N]`` (numpy or tensor)."""
+        p = next(self.parameters())
+        w = torch.as_tensor(wav, dtype=torch.float32, device=p.device).reshape(1, -1)
+        lp, ol = self.encode(w, torch.tensor([w.size(1)], device=p.device))
+        return self.scores(lp)[0, :int(ol[0])].float().cpu()
+
+
+def load_aligner(d: str, map_location="cpu"):
+    """The :class:`avsr.models.aligner.LocalAligner` of an aligner dir or a packed model dir
+    (``aligner.pth`` + ``aligner_config.yaml``), weights-only, in eval mode."""
+    import os
+
+    import yaml
+
+    from avsr.utils.checkpoint import load_checkpoint, model_state
+    with open(os.path.join(d, "aligner_config.yaml"), encoding="utf-8") as f:
+        cfg = AlignerConfig.from_dict((yaml.safe_load(f) or {}).get("aligner") or {})
+    m = LocalAligner(cfg)
+    m.load_state_dict(model_state(load_checkpoint(os.path.join(d, "aligner.pth"), map_location=map_location)))
+    return m.eval()
