@@ -719,8 +719,11 @@ class Speech2Text:
         from avsr.alignment import AlignmentError, token_times
         if self.aligner is not None and audio is not None and modality != "video":
             off, stride = self.aligner.frame_times()
-            return token_times(self.aligner.align_scores(audio), token_ids, offset=off, stride=stride,
-                               time_offset=time_offset)
+            lp = self.aligner.log_posteriors(audio)
+            tt = token_times(self.aligner.scores(lp), token_ids, offset=off, stride=stride, time_offset=time_offset)
+            for x in tt:        # conf: the token's largest posterior over its frames (the scores are not in [0, 1])
+                x.conf = round(float(lp[x.first_frame:x.last_frame + 1, x.token_id].max().exp()), 4)
+            return tt
         if logp is None:
             raise AlignmentError("no scores to align on (no aligner with audio, no CTC scores)")
         return self.align(token_ids, logp, modality, time_offset=time_offset)

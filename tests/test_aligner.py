@@ -165,6 +165,7 @@ def test_a_packed_aligner_times_the_tokens_of_transcribe(tmp_path):
     want = token_times(ref.align_scores(audio).numpy(), ids, offset=off,
                        stride=stride)
     assert [(t["start"], t["end"]) for t in seg.tokens] == [(w.start, w.end) for w in want]
+    assert all(0 <= t["conf"] <= 1 for t in seg.tokens)          # posteriors, not the prior-adjusted scores
     ctc = load_model(tmp_path / "packed", beam_size=2, maxlenratio=0.1, aligner=None).transcribe(audio, segmentation="none")
     assert ctc.text == tr.text and [(t["start"], t["end"]) for t in ctc.segments[0].tokens] != \
         [(w.start, w.end) for w in want]

@@ -148,12 +148,16 @@ class LocalAligner(nn.Module):
                           zero_infinity=True) / len(token_lens)
 
     @torch.no_grad()
-    def align_scores(self, wav) -> torch.Tensor:
-        """Alignment scores ``[T, V]`` (float32, CPU) of one waveform ``[N]`` (numpy or tensor)."""
+    def log_posteriors(self, wav) -> torch.Tensor:
+        """Log-posteriors ``[T, V]`` (float32, CPU) of one waveform ``[N]`` (numpy or tensor)."""
         p = next(self.parameters())
         w = torch.as_tensor(wav, dtype=torch.float32, device=p.device).reshape(1, -1)
         lp, ol = self.encode(w, torch.tensor([w.size(1)], device=p.device))
-        return self.scores(lp)[0, :int(ol[0])].float().cpu()
+        return lp[0, :int(ol[0])].float().cpu()
+
+    def align_scores(self, wav) -> torch.Tensor:
+        """Alignment scores ``[T, V]`` (float32, CPU; :meth:`scores` of :meth:`log_posteriors`) of one waveform."""
+        return self.scores(self.log_posteriors(wav))
 
 
 def load_aligner(d: str, map_location="cpu"):
