@@ -178,3 +178,37 @@ def test_a_packed_aligner_times_the_tokens_of_transcribe(tmp_path):
     with pytest.raises(PackError, match="al2/tokens.txt"):
         pack_model(tmp_path / "p2", model_config=m.cfg.to_dict(), token_list=tmp_path / "tokens.txt",
                    weights=m.state_dict(), aligner_dir=other)
+
+
+def test_train_aligner_resumes_keeps_and_moves_aside(tmp_path, capsys):
+    """avsr train_aligner on a small Kaldi dir writes what pack reads; the same command again keeps the
+    finished run (another device too); another configuration moves the old run aside and trains anew."""
+    import soundfile as sf
+
+    from avsr.bin import train_aligner
+    d = tmp_path / "data"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    texts = {"u1": "你好", "u2": "世界你", "u3": "好的", "u4": "的世界"}
+    for u in texts:
+        sf.write(d / f"{u}.wav", (0.1 * rng.standard_normal(SR)).astype(np.float32), SR)
+    (d / "wav.scp").write_text("".join(f"{u} {d / (u + '.wav')}\n" for u in texts))
+    (d / "text").write_text("".join(f"{u} {t}\n" for u, t in texts.items()), encoding="utf-8")
+    (d / "utt2spk").write_text("".join(f"{u} s\n" for u in texts))
+    toks = tmp_path / "tokens.txt"
+    toks.write_text("".join(t + "\n" for t in ["<blank>", "<unk>", *"你好世界的", "<sos/eos>"]), encoding="utf-8")
+    exp = tmp_path / "al"
+    args = ["--train_data", str(d), "--valid_data", str(d), "--token_list", str(toks), "--exp_dir", str(exp),
+            "--set", "trainer.max_epochs=1", "trainer.progress=false", "trainer.batch_size=2", "trainer.batch_bins=null",
+            "aligner.d=16", "aligner.layers=1"]
+    assert train_aligner.main(args) == 0
+    res = json.loads((exp / "train_result.json").read_text())
+    assert res["train_utterances"] == 4 and res["parameters"] > 0
+    al = load_aligner(str(exp))                         # what pack and transcribe load
+    assert al.cfg.d == 16 and al.cfg.vocab_size == 8
+    capsys.readouterr()
+    assert train_aligner.main(args + ["--device", "cpu"]) == 0
+    assert "trained" in capsys.readouterr().out
+    assert train_aligner.main(args[:-2] + ["aligner.layers=2"]) == 0
+    assert "moved to" in capsys.readouterr().out
+    assert load_aligner(str(exp)).cfg.layers == 2 and len(list(tmp_path.glob("al.stale-*"))) == 1

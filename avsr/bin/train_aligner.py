@@ -10,6 +10,9 @@ any hypothesis they decode.  It trains with :class:`avsr.trainer.Trainer` (Adam-
 ``best_n`` epochs by dev CTC loss averaged, early stopping, resumable ``checkpoint.pth``); ``--stats``
 is the recipe's global fbank mean and variance (computed from ``--train_data`` when not given).
 
+A finished run with the same configuration is kept (nothing is done); an interrupted one resumes; a run
+with another configuration (``aligner:`` or ``trainer:``) is moved aside to ``<exp_dir>.stale-<time>``.
+
 Outputs in ``--exp_dir``: ``aligner.pth`` (weights, running label prior included), ``aligner_config.yaml``
 (``aligner:`` with ``vocab_size``, ``trainer:``), ``tokens.txt``, ``train_result.json``, the trainer's
 ``checkpoint.pth``, ``epoch<N>.pth`` and ``train.log``.  ``avsr pack --aligner DIR`` puts it in a packed
@@ -40,6 +43,7 @@ def build_parser():
     ap.add_argument("--train_data", required=True, help="training data dir (audio and text are read)")
     ap.add_argument("--valid_data", required=True, help="dev data dir (epoch selection by CTC loss)")
     ap.add_argument("--token_list", required=True, help="the recognisers' tokens.txt")
+    ap.add_argument("--bpemodel", default=None, help="sentencepiece model of a bpe token list")
     ap.add_argument("--exp_dir", required=True, help="output dir (a re-run resumes, a finished run is kept)")
     ap.add_argument("--config", default=DEFAULT_CONFIG, help="YAML with aligner: and trainer: sections")
     ap.add_argument("--stats", default=None, help="feats_stats.json (default: computed from --train_data)")
@@ -66,7 +70,7 @@ def main(argv=None) -> int:
     unknown = set(conf) - {"aligner", "trainer"}
     if unknown:
         raise SystemExit(f"error: {args.config}: unknown sections {sorted(unknown)} (aligner:, trainer:)")
-    tok = Tokenizer(args.token_list)
+    tok = Tokenizer(args.token_list, token_type="bpe" if args.bpemodel else "char", bpemodel=args.bpemodel)
     try:
         cfg = AlignerConfig.from_dict({**(conf.get("aligner") or {}), "vocab_size": tok.vocab_size})
     except (TypeError, ValueError) as e:
@@ -76,13 +80,27 @@ def main(argv=None) -> int:
     if args.device:
         tconf["device"] = args.device
     tcfg = TrainerConfig.from_dict(tconf)
+    wanted = {"aligner": cfg.to_dict(), "trainer": tcfg.to_dict()}
+    old_cfg = os.path.join(args.exp_dir, "aligner_config.yaml")
+    if os.path.isfile(old_cfg):
+        with open(old_cfg, encoding="utf-8") as f:
+            old = yaml.safe_load(f) or {}
+        def same(a):         # as written (tuples become lists); the device does not make another run
+            a = yaml.safe_load(yaml.safe_dump({k: a.get(k) for k in wanted}))
+            (a.get("trainer") or {}).pop("device", None)
+            return a
+        if same(old) != same(wanted):
+            # another configuration: the old run (finished or not) is kept aside, not resumed or reused
+            aside = f"{os.path.abspath(args.exp_dir)}.stale-{time.strftime('%Y%m%dT%H%M%S')}"
+            os.rename(args.exp_dir, aside)
+            print(f"{args.exp_dir}: holds a run with another configuration; moved to {aside}")
     os.makedirs(args.exp_dir, exist_ok=True)
     final = os.path.join(args.exp_dir, "aligner.pth")
     if os.path.isfile(final) and os.path.isfile(os.path.join(args.exp_dir, "train_result.json")):
         print(f"{final}: trained (delete the dir to train again)")
         return 0
     write_text_atomic(os.path.join(args.exp_dir, "aligner_config.yaml"),
-                      yaml.safe_dump({"aligner": cfg.to_dict(), "trainer": tcfg.to_dict()}, sort_keys=False))
+                      yaml.safe_dump(wanted, sort_keys=False))
     shutil.copyfile(args.token_list, os.path.join(args.exp_dir, "tokens.txt"))
 
     train_set = AVSRDataset(args.train_data, tok, modality="audio", train=True, seed=tcfg.seed)

@@ -441,7 +441,7 @@ stage_aligner() {   # stage 5 aligner (--use_aligner true): the local CTC aligne
   # shellcheck disable=SC2086
   "$PYTHON" -m avsr.bin.train_aligner --train_data "$data_dir/$train_set" --valid_data "$data_dir/dev" \
     --token_list "$(tokens_txt)" --stats "$exp_dir/stats/feats_stats.json" --config "$aligner_config" \
-    --exp_dir "$exp_dir/aligner" "${dev[@]}" $aligner_args
+    --exp_dir "$exp_dir/aligner" "${dev[@]}" $(bpe_args) $aligner_args
   [ -f "$exp_dir/aligner/aligner.pth" ] || { echo "ERROR: $exp_dir/aligner/aligner.pth was not written" >&2; return 1; }
 }
 
