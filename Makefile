@@ -68,7 +68,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 install: $(VENV)/.installed
 
 # (without the local aligner, a 51 s stage that would take the demo past 30 min; add it with
-# ./run.sh --preset demo --stage 5 --stop_stage 5, then --stage 11 --stop_stage 11)
+# ./run.sh --preset demo --models "a0 v av0" --stage 5 --stop_stage 5, then --stage 11 --stop_stage 11)
 demo: install
 	cd recipes/synthmisp && ./run.sh --preset demo --nj $(NJ) --models "a0 v av0" --use_aligner false \
 	  --av0_args "--set trainer.max_epochs=8 trainer.lr=0.001 trainer.warmup_steps=60"
