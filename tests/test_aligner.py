@@ -182,7 +182,7 @@ def test_a_packed_aligner_times_the_tokens_of_transcribe(tmp_path):
 
 def test_train_aligner_resumes_keeps_and_moves_aside(tmp_path, capsys):
     """avsr train_aligner on a small Kaldi dir writes what pack reads; the same command again keeps the
-    finished run (another device too); another configuration moves the old run aside and trains anew."""
+    finished run (another device or progress display too); another configuration moves the old run aside and trains anew."""
     import soundfile as sf
 
     from avsr.bin import train_aligner
@@ -207,7 +207,7 @@ def test_train_aligner_resumes_keeps_and_moves_aside(tmp_path, capsys):
     al = load_aligner(str(exp))                         # what pack and transcribe load
     assert al.cfg.d == 16 and al.cfg.vocab_size == 8
     capsys.readouterr()
-    assert train_aligner.main(args + ["--device", "cpu"]) == 0
+    assert train_aligner.main(args + ["--device", "cpu", "--set", "trainer.progress=true"]) == 0
     assert "trained" in capsys.readouterr().out
     assert train_aligner.main(args[:-2] + ["aligner.layers=2"]) == 0
     assert "moved to" in capsys.readouterr().out

@@ -11,7 +11,8 @@ any hypothesis they decode.  It trains with :class:`avsr.trainer.Trainer` (Adam-
 is the recipe's global fbank mean and variance (computed from ``--train_data`` when not given).
 
 A finished run with the same configuration is kept (nothing is done); an interrupted one resumes; a run
-with another configuration (``aligner:`` or ``trainer:``) is moved aside to ``<exp_dir>.stale-<time>``.
+with another configuration (``aligner:`` or ``trainer:``, less the device, progress and logging settings) is
+moved aside to ``<exp_dir>.stale-<time>``.
 
 Outputs in ``--exp_dir``: ``aligner.pth`` (weights, running label prior included), ``aligner_config.yaml``
 (``aligner:`` with ``vocab_size``, ``trainer:``), ``tokens.txt``, ``train_result.json``, the trainer's
@@ -33,6 +34,8 @@ import yaml
 from avsr.bin import HelpFormatter
 from avsr.bin.train import parse_set
 
+# trainer settings that do not make another run (a run with other values is kept or resumed)
+NOT_THE_RUN = ("device", "progress", "log_interval", "tensorboard", "num_workers", "pin_memory")
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                               "conf", "aligner.yaml")
 
@@ -85,9 +88,11 @@ def main(argv=None) -> int:
     if os.path.isfile(old_cfg):
         with open(old_cfg, encoding="utf-8") as f:
             old = yaml.safe_load(f) or {}
-        def same(a):         # as written (tuples become lists); the device does not make another run
+
+        def same(a):         # as written (tuples become lists), less what does not change the result
             a = yaml.safe_load(yaml.safe_dump({k: a.get(k) for k in wanted}))
-            (a.get("trainer") or {}).pop("device", None)
+            for k in NOT_THE_RUN:
+                (a.get("trainer") or {}).pop(k, None)
             return a
         if same(old) != same(wanted):
             # another configuration: the old run (finished or not) is kept aside, not resumed or reused
