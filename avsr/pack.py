@@ -271,23 +271,31 @@ def _check_aligner(aligner_dir: PathLike, token_list: PathLike) -> Dict[str, Any
     return meta
 
 
-def load_packed_aligner(path: PathLike, device: Union[str, torch.device] = "cpu") -> torch.nn.Module:
-    """The local CTC aligner a packed dir carries (eval mode), after checking its files against the pack's
-    checksums; :class:`PackError` naming the file when there is none or it does not fit."""
-    from avsr.models.aligner import load_aligner
-    path = os.fspath(path)
-    for f in ALIGNER_PACK_FILES:
+def _check_carried(path: str, files, checked, what: str, option: str) -> None:
+    """A carried part of a packed dir (the LM, the aligner): ``files`` must exist and ``checked`` must match the
+    pack's checksums; :class:`PackError` naming the file otherwise."""
+    for f in files:
         if not os.path.isfile(os.path.join(path, f)):
-            raise PackError(os.path.join(path, f), "missing: this packed model has no aligner (avsr pack --aligner_dir)")
+            raise PackError(os.path.join(path, f), f"missing: this packed model has no {what} (avsr pack {option})")
     try:
         with open(os.path.join(path, "meta.json"), encoding="utf-8") as f:
             sums = json.load(f).get("sha256") or {}
     except (OSError, json.JSONDecodeError) as e:
         raise PackError(os.path.join(path, "meta.json"), f"unreadable ({e})") from None
-    for f in ALIGNER_PACK_FILES:
+    for f in checked:
         p = os.path.join(path, f)
-        if f not in sums or _sha256(p) != sums[f]:
-            raise PackError(p, "checksum mismatch or no checksum in meta.json (file changed since packing)")
+        if f not in sums:
+            raise PackError(p, f"no checksum in meta.json (not packed by avsr pack {option})")
+        if _sha256(p) != sums[f]:
+            raise PackError(p, "checksum mismatch (file changed or corrupt since packing)")
+
+
+def load_packed_aligner(path: PathLike, device: Union[str, torch.device] = "cpu") -> torch.nn.Module:
+    """The local CTC aligner a packed dir carries (eval mode), after checking its files against the pack's
+    checksums; :class:`PackError` naming the file when there is none or it does not fit."""
+    from avsr.models.aligner import load_aligner
+    path = os.fspath(path)
+    _check_carried(path, ALIGNER_PACK_FILES, ALIGNER_PACK_FILES, "aligner", "--aligner_dir")
     try:
         return load_aligner(path, map_location=device).to(device)
     except (RuntimeError, ValueError, TypeError) as e:
@@ -299,20 +307,7 @@ def load_packed_lm(path: PathLike, device: Union[str, torch.device] = "cpu") -> 
     checksums; :class:`PackError` naming the file when there is none or it does not fit."""
     from avsr.lm import LMError, load_lm
     path = os.fspath(path)
-    for f in LM_PACK_FILES:
-        if not os.path.isfile(os.path.join(path, f)):
-            raise PackError(os.path.join(path, f), "missing: this packed model has no LM (avsr pack --lm_dir)")
-    try:
-        with open(os.path.join(path, "meta.json"), encoding="utf-8") as f:
-            sums = json.load(f).get("sha256") or {}
-    except (OSError, json.JSONDecodeError) as e:
-        raise PackError(os.path.join(path, "meta.json"), f"unreadable ({e})") from None
-    for f in LM_PACK_FILES + ("tokens.txt",):
-        p = os.path.join(path, f)
-        if f not in sums:
-            raise PackError(p, "no checksum in meta.json (not packed by avsr pack --lm_dir)")
-        if _sha256(p) != sums[f]:
-            raise PackError(p, "checksum mismatch (file changed or corrupt since packing)")
+    _check_carried(path, LM_PACK_FILES, LM_PACK_FILES + ("tokens.txt",), "LM", "--lm_dir")
     try:
         return load_lm(path, device=device)[0]
     except LMError as e:

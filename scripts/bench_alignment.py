@@ -197,16 +197,22 @@ def measure(s2t, corpus: str, data_dir: str, pad_probe: float = 1.0, edge_frames
     if pad_probe > 0:
         out["padded_probe"] = {"pad_seconds": pad_probe, "midpoint": error_stats(padded)}
     if s2t.aligner is not None:
-        amid = np.array(al["midpoint"])
-        ok = ~np.isnan(amid)
-        out["aligner"] = {"failures": al_failed,
-                          **{k: error_stats(np.array(v)[~np.isnan(np.array(v))]) for k, v in al.items() if v},
-                          "by_overlap": {"segment_not_overlapped": error_stats(amid[ok & ~seg_ov]),
-                                         "segment_overlapped": error_stats(amid[ok & seg_ov]),
-                                         "char_during_other_talker": error_stats(amid[ok & char_ov]),
-                                         "char_alone": error_stats(amid[ok & ~char_ov])},
-                          "receptive_field_s": round(s2t.aligner.receptive_field(), 3)}
+        out["aligner"] = aligner_section(al, seg_ov, char_ov, al_failed, s2t.aligner)
     return out
+
+
+def aligner_section(rows, seg_ov, char_ov, failures: int, aligner) -> dict:
+    """The ``aligner`` section: error stats of ``rows`` (signed errors per key; NaN = not aligned), the midpoints
+    by overlap (``seg_ov`` / ``char_ov``: per character, aligned with ``rows["midpoint"]``)."""
+    mid = np.array(rows["midpoint"], dtype=np.float64)
+    ok = ~np.isnan(mid)
+    return {"failures": failures,
+            **{k: error_stats(np.array(v)[~np.isnan(np.array(v))]) for k, v in rows.items() if v},
+            "by_overlap": {"segment_not_overlapped": error_stats(mid[ok & ~seg_ov]),
+                           "segment_overlapped": error_stats(mid[ok & seg_ov]),
+                           "char_during_other_talker": error_stats(mid[ok & char_ov]),
+                           "char_alone": error_stats(mid[ok & ~char_ov])},
+            "receptive_field_s": round(aligner.receptive_field(), 3)}
 
 
 def measure_aligner(aligner, tokenizer, corpus: str, data_dir: str, pad_probe: float = 1.0) -> dict:
@@ -248,16 +254,9 @@ def measure_aligner(aligner, tokenizer, corpus: str, data_dir: str, pad_probe: f
             ptt = token_times(aligner.align_scores(np.concatenate([z, audio, z])), ids, offset=off, stride=stride,
                               time_offset=st.start - len(z) / SAMPLE_RATE)
             rows["midpoint_padded"] += [(x.start + x.end) / 2 - m for x, m in zip(ptt, mids)]
-    mid = np.array(rows["midpoint"])
-    seg_ov, char_ov = np.array(seg_ov, bool), np.array(char_ov, bool)
-    return {"segments": len(truths), "segments_without_turn": no_turn, "characters": int(len(mid)),
+    return {"segments": len(truths), "segments_without_turn": no_turn, "characters": len(rows["midpoint"]),
             "wall_seconds": round(time.perf_counter() - t0, 1),
-            "aligner": {"failures": failed, **{k: error_stats(v) for k, v in rows.items() if v},
-                        "by_overlap": {"segment_not_overlapped": error_stats(mid[~seg_ov]),
-                                       "segment_overlapped": error_stats(mid[seg_ov]),
-                                       "char_during_other_talker": error_stats(mid[char_ov]),
-                                       "char_alone": error_stats(mid[~char_ov])},
-                        "receptive_field_s": round(aligner.receptive_field(), 3)}}
+            "aligner": aligner_section(rows, np.array(seg_ov, bool), np.array(char_ov, bool), failed, aligner)}
 
 
 def model_info(path: str) -> dict:
