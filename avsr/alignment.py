@@ -38,7 +38,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["AlignmentError", "TokenTime", "ctc_viterbi", "token_spans", "token_times", "frame_times"]
+__all__ = ["AlignmentError", "TokenTime", "ctc_viterbi", "token_spans", "token_times", "frame_times",
+           "TOPOLOGIES", "RULES"]
+
+TOPOLOGIES = ("ctc", "hmm")
+RULES = ("split", "own")
 
 
 class AlignmentError(ValueError):
@@ -56,10 +60,20 @@ class TokenTime:
     last_frame: int
 
 
-def ctc_viterbi(logp, tokens: Sequence[int], blank: int = 0) -> np.ndarray:
-    """Best CTC path of ``tokens`` through ``logp`` (``[T, V]`` log-posteriors, numpy or torch):
+def ctc_viterbi(logp, tokens: Sequence[int], blank: int = 0, topology: str = "ctc",
+                inner_blank_penalty: float = 0.0) -> np.ndarray:
+    """Best path of ``tokens`` through ``logp`` (``[T, V]`` log-posteriors or scores, numpy or torch):
     int64 ``[T]``, the index (0-based, into ``tokens``) of the token each frame emits, ``-1`` for
-    blank frames.  :class:`AlignmentError` when it cannot be aligned."""
+    blank frames.  :class:`AlignmentError` when it cannot be aligned.
+
+    ``topology`` ``"ctc"``: the CTC topology of the module docstring.  ``"hmm"``: the same states, but
+    a token may follow the one before directly even when it repeats it (the states are positions in
+    the sequence, not labels), so a token can hold every frame up to the next one
+    (:func:`avsr.models.aligner.topology_nll` trains on it).  ``inner_blank_penalty`` (either topology):
+    nats taken from the score of every frame of blank *between* two tokens; the blanks before the first
+    and after the last token cost nothing (silence around the speech)."""
+    if topology not in TOPOLOGIES:
+        raise AlignmentError(f"topology must be one of {TOPOLOGIES}, got {topology!r}")
     lp = logp.detach().cpu().float().numpy() if hasattr(logp, "detach") else np.asarray(logp, np.float32)
     if lp.ndim != 2:
         raise AlignmentError(f"logp must be [T, V], got shape {lp.shape}")
@@ -70,18 +84,20 @@ def ctc_viterbi(logp, tokens: Sequence[int], blank: int = 0) -> np.ndarray:
         return np.full(T, -1, dtype=np.int64)
     if (y < 0).any() or (y >= V).any() or (y == blank).any():
         raise AlignmentError(f"token ids must be in [0, {V}) and not the blank {blank}")
-    repeats = int((y[1:] == y[:-1]).sum())
+    repeats = int((y[1:] == y[:-1]).sum()) if topology == "ctc" else 0
     if T < L + repeats:
         raise AlignmentError(f"{L} tokens ({repeats} repeated) need at least {L + repeats} frames, got {T}")
     S = 2 * L + 1
     ext = np.full(S, blank, dtype=np.int64)
     ext[1::2] = y
     skip = np.zeros(S, dtype=bool)                    # s may be entered from s - 2
-    skip[3::2] = y[1:] != y[:-1]
+    skip[3::2] = (y[1:] != y[:-1]) if topology == "ctc" else True
+    pen = np.zeros(S)
+    pen[2:S - 2:2] = inner_blank_penalty               # the blanks between two tokens
     neg = -np.inf
     delta = np.full(S, neg)
     delta[0] = lp[0, ext[0]]
-    delta[1] = lp[0, ext[1]]
+    delta[1] = lp[0, ext[1]]                          # (state 0 is the leading blank: no penalty)
     back = np.zeros((T, S), dtype=np.int8)           # 0 stay, 1 from s-1, 2 from s-2
     for t in range(1, T):
         stay = delta
@@ -89,7 +105,7 @@ def ctc_viterbi(logp, tokens: Sequence[int], blank: int = 0) -> np.ndarray:
         two = np.where(skip, np.concatenate([[neg, neg], delta[:-2]]), neg)
         cand = np.stack([stay, one, two])             # ties: argmax takes the first (stay)
         arg = np.argmax(cand, axis=0)
-        delta = cand[arg, np.arange(S)] + lp[t, ext]
+        delta = cand[arg, np.arange(S)] + lp[t, ext] - pen
         back[t] = arg
     ends = [S - 1, S - 2]
     s = ends[int(np.argmax([delta[S - 1], delta[S - 2]]))]
@@ -139,28 +155,36 @@ def frame_times(cfg, modality: Optional[str] = None) -> Tuple[float, float]:
 
 
 def token_times(logp, tokens: Sequence[int], *, offset: float, stride: float, blank: int = 0,
-                edge_frames: int = 4, time_offset: float = 0.0) -> List[TokenTime]:
-    """Forced alignment of ``tokens`` on ``logp`` ``[T, V]`` with the timing rule of the module
-    docstring; times in seconds plus ``time_offset`` (e.g. the segment's start in the recording)."""
+                edge_frames: int = 4, time_offset: float = 0.0, topology: str = "ctc",
+                inner_blank_penalty: float = 0.0, rule: str = "split") -> List[TokenTime]:
+    """Forced alignment of ``tokens`` on ``logp`` ``[T, V]`` (:func:`ctc_viterbi` on ``topology``
+    with ``inner_blank_penalty``); times in seconds plus ``time_offset`` (e.g. the segment's start in the
+    recording).  ``rule`` ``"split"``: the timing rule of the module docstring (blanks between two
+    tokens split at their middle); ``"own"``: each token's own frames, ``[first, last + 1)``."""
+    if rule not in RULES:
+        raise AlignmentError(f"rule must be one of {RULES}, got {rule!r}")
     lp = logp.detach().cpu().float().numpy() if hasattr(logp, "detach") else np.asarray(logp, np.float32)
     tokens = [int(t) for t in tokens]
     if not tokens:
         return []
-    path = ctc_viterbi(lp, tokens, blank=blank)
+    path = ctc_viterbi(lp, tokens, blank=blank, topology=topology, inner_blank_penalty=inner_blank_penalty)
     spans = token_spans(path, len(tokens))
     T = lp.shape[0]
     out: List[TokenTime] = []
     for k, (a, b) in enumerate(spans):
-        if k == 0:
-            lo = max(0, a - edge_frames)
+        if rule == "own":
+            lo, hi = a, b
         else:
-            pb = spans[k - 1][1]
-            lo = pb + 1 + (a - pb) // 2              # second half of the blanks before (an odd middle frame goes before)
-        if k == len(spans) - 1:
-            hi = min(T - 1, b + edge_frames)
-        else:
-            na = spans[k + 1][0]
-            hi = b + (na - b) // 2                    # first half of the blanks after
+            if k == 0:
+                lo = max(0, a - edge_frames)
+            else:
+                pb = spans[k - 1][1]
+                lo = pb + 1 + (a - pb) // 2          # second half of the blanks before (an odd middle frame goes before)
+            if k == len(spans) - 1:
+                hi = min(T - 1, b + edge_frames)
+            else:
+                na = spans[k + 1][0]
+                hi = b + (na - b) // 2                # first half of the blanks after
         conf = float(np.exp(lp[a:b + 1, tokens[k]].max()))
         out.append(TokenTime(tokens[k], round(time_offset + max(0.0, offset + lo * stride), 3),
                              round(time_offset + offset + (hi + 1) * stride, 3), round(conf, 4), a, b))

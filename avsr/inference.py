@@ -716,11 +716,10 @@ class Speech2Text:
         segment's ``audio`` (16 kHz ``[N]``) on an audio path (``modality`` not ``video``), by the aligner's
         scores; else by :meth:`align` on the model's CTC scores ``logp`` (:meth:`ctc_posteriors`).  A list of
         :class:`avsr.alignment.TokenTime`; :class:`avsr.alignment.AlignmentError` when it cannot be aligned."""
-        from avsr.alignment import AlignmentError, token_times
+        from avsr.alignment import AlignmentError
         if self.aligner is not None and audio is not None and modality != "video":
-            off, stride = self.aligner.frame_times()
             lp = self.aligner.log_posteriors(audio)
-            tt = token_times(self.aligner.scores(lp), token_ids, offset=off, stride=stride, time_offset=time_offset)
+            tt = self.aligner.token_times(self.aligner.scores(lp), token_ids, time_offset=time_offset)
             for x in tt:        # conf: the token's largest posterior over its frames (the scores are not in [0, 1])
                 x.conf = round(float(lp[x.first_frame:x.last_frame + 1, x.token_id].max().exp()), 4)
             return tt

@@ -217,7 +217,7 @@ def aligner_section(rows, seg_ov, char_ov, failures: int, aligner) -> dict:
 
 def measure_aligner(aligner, tokenizer, corpus: str, data_dir: str, pad_probe: float = 1.0) -> dict:
     """The ``aligner`` section of :func:`measure` for an aligner alone (no recognition model)."""
-    from avsr.alignment import AlignmentError, token_times
+    from avsr.alignment import AlignmentError
     from avsr.data.datadir import read_datadir
     from avsr.synthmisp.truth import segment_truths
     from frontends.audio import load_audio
@@ -225,7 +225,6 @@ def measure_aligner(aligner, tokenizer, corpus: str, data_dir: str, pad_probe: f
 
     wav = read_datadir(data_dir).wav
     truths = segment_truths(corpus, data_dir)
-    off, stride = aligner.frame_times()
     rows = {k: [] for k in ("midpoint", "start", "end", "midpoint_padded")}
     seg_ov, char_ov, failed, no_turn = [], [], 0, 0
     t0 = time.perf_counter()
@@ -237,7 +236,7 @@ def measure_aligner(aligner, tokenizer, corpus: str, data_dir: str, pad_probe: f
         ids = tokenizer.encode(st.text)
         mids = [(a + b) / 2 for _, a, b in st.chars]
         try:
-            tt = token_times(aligner.align_scores(audio), ids, offset=off, stride=stride, time_offset=st.start)
+            tt = aligner.token_times(aligner.align_scores(audio), ids, time_offset=st.start)
         except AlignmentError:
             failed += 1
             continue
@@ -251,8 +250,8 @@ def measure_aligner(aligner, tokenizer, corpus: str, data_dir: str, pad_probe: f
         char_ov += st.char_overlapped
         if pad_probe > 0:
             z = np.zeros(int(round(pad_probe * SAMPLE_RATE)), np.float32)
-            ptt = token_times(aligner.align_scores(np.concatenate([z, audio, z])), ids, offset=off, stride=stride,
-                              time_offset=st.start - len(z) / SAMPLE_RATE)
+            ptt = aligner.token_times(aligner.align_scores(np.concatenate([z, audio, z])), ids,
+                                      time_offset=st.start - len(z) / SAMPLE_RATE)
             rows["midpoint_padded"] += [(x.start + x.end) / 2 - m for x, m in zip(ptt, mids)]
     return {"segments": len(truths), "segments_without_turn": no_turn, "characters": len(rows["midpoint"]),
             "wall_seconds": round(time.perf_counter() - t0, 1),

@@ -50,6 +50,43 @@ def test_scores_depend_only_on_the_audio_within_the_receptive_field():
     assert int(lb[1]) == int(ls[0]) and torch.allclose(pb[1, : int(ls[0])], ps[0], atol=1e-5)
 
 
+def test_config_checks():
+    """An unknown topology or timing rule, or a negative inner blank penalty, is refused when the config is made."""
+    for bad in ({"topology": "hsmm"}, {"rule": "centre"}, {"inner_blank_penalty": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            AlignerConfig(vocab_size=6, **bad)
+
+
+def test_training_augmentations():
+    """Speed perturbation plays a batch at one of the given speeds (length and valid lengths scaled, a tone's
+    pitch scaled alike; 1.0 leaves it as is); frequency masks zero mel bands in training only."""
+    from avsr.models.aligner import speed_perturb
+    t = torch.arange(SR) / SR
+    wav = torch.stack([torch.sin(2 * np.pi * 500 * t), torch.sin(2 * np.pi * 500 * t) * (t < 0.5)])
+    lens = torch.tensor([SR, SR // 2])
+    same, sl = speed_perturb(wav, lens, (1.0,))
+    assert same is wav and sl is lens
+    for f in (0.9, 1.1):
+        out, ol = speed_perturb(wav, lens, (f,))
+        assert out.shape[1] == round(SR / f) and ol.tolist() == [round(SR / f), round(SR / 2 / f)]
+        spec = torch.fft.rfft(out[0]).abs()
+        peak = float(spec.argmax()) * SR / out.shape[1]
+        assert abs(peak - 500 * f) < 5, (f, peak)
+    torch.manual_seed(3)
+    picks = {speed_perturb(wav, lens, (0.9, 1.0, 1.1))[0].shape[1] for _ in range(30)}
+    assert picks == {round(SR / 0.9), SR, round(SR / 1.1)}
+    m = LocalAligner(AlignerConfig(vocab_size=6, d=32, freq_masks=2))
+    x = torch.randn(1, SR)
+    feats_eval, _ = m.eval().front(x, torch.tensor([SR]))
+    torch.manual_seed(0)
+    feats_train, _ = m.train().front(x, torch.tensor([SR]))
+    zero_bands = (feats_train[0] == 0).all(0)
+    assert zero_bands.any() and torch.equal(feats_train[0][:, ~zero_bands], feats_eval[0][:, ~zero_bands])
+    assert not (feats_eval[0] == 0).all(0).any()
+    with pytest.raises(ValueError, match="speed_perturb"):
+        AlignerConfig(vocab_size=6, speed_perturb=(0.1,))
+
+
 def test_frame_clock_is_the_audio_clock():
     """A click at time tau moves the scores most at the frame whose centre is nearest tau."""
     m = _aligner(layers=0)
@@ -116,7 +153,7 @@ def test_it_learns_to_time_tokens_by_their_sound():
     off, stride = m.frame_times()
     errs = []
     for x, toks, times in _tone_corpus(16, seed=99):
-        tt = token_times(m.align_scores(x).numpy(), toks, offset=off, stride=stride)
+        tt = m.token_times(m.align_scores(x), toks)
         errs += [abs((a.start + a.end) / 2 - (s + e) / 2) for a, (s, e) in zip(tt, times)]
     share = float(np.mean(np.array(errs) <= 0.08))
     assert share >= 0.9, f"{share:.2f} of {len(errs)} tokens within 80 ms (median {np.median(errs) * 1000:.0f} ms)"
@@ -209,6 +246,27 @@ def test_train_aligner_resumes_keeps_and_moves_aside(tmp_path, capsys):
     capsys.readouterr()
     assert train_aligner.main(args + ["--device", "cpu", "--set", "trainer.progress=true"]) == 0
     assert "trained" in capsys.readouterr().out
+    # a run written before a setting existed (here: no topology, rule or speed_perturb) counts as the same run
+    import yaml
+    cfg_path = exp / "aligner_config.yaml"
+    written = yaml.safe_load(cfg_path.read_text())
+    for k in ("topology", "rule", "speed_perturb"):
+        written["aligner"].pop(k)
+    written.pop("init")
+    cfg_path.write_text(yaml.safe_dump(written))
+    assert train_aligner.main(args) == 0 and "trained" in capsys.readouterr().out
     assert train_aligner.main(args[:-2] + ["aligner.layers=2"]) == 0
     assert "moved to" in capsys.readouterr().out
     assert load_aligner(str(exp)).cfg.layers == 2 and len(list(tmp_path.glob("al.stale-*"))) == 1
+    # --init: another run (moved aside), starting from the given aligner's weights and label prior
+    start = load_aligner(str(exp))
+    ft = args[:-2] + ["aligner.layers=2", "trainer.lr=0.0"]
+    ft[ft.index(str(exp))] = str(tmp_path / "ft")
+    assert train_aligner.main(ft + ["--init", str(exp)]) == 0
+    got = load_aligner(str(tmp_path / "ft"))
+    for (k, a), b in zip(start.named_parameters(), got.parameters()):
+        assert torch.allclose(a, b), k                        # lr 0: the init's weights, not a fresh draw
+    assert train_aligner.main(ft + ["--init", str(exp / "aligner.pth")]) == 0
+    assert "moved to" in capsys.readouterr().out               # another init is another run
+    with pytest.raises(SystemExit, match="init .*aligner.pth"):
+        train_aligner.main(ft[:-2] + ["aligner.layers=3", "--init", str(exp)])

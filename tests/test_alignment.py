@@ -64,6 +64,84 @@ def test_viterbi_is_the_best_path(seed):
     assert abs(_path_score(lp, y, path) - best) < 1e-4
 
 
+def _state_paths(T, L, topology):
+    """Every state path of ``L`` tokens over ``T`` frames on the extended states ``0 .. 2L`` (even: blank),
+    with the moves of :func:`ctc_viterbi`'s topology (``repeat``: which tokens repeat the one before)."""
+    S = 2 * L + 1
+
+    def rec(path):
+        if len(path) == T:
+            if path[-1] >= S - 2:
+                yield list(path)
+            return
+        s = path[-1]
+        for n in (s, s + 1, s + 2):
+            if n < S and (n != s + 2 or (n % 2 == 1 and topology(n))):
+                yield from rec(path + [n])
+    for s0 in (0, 1):
+        yield from rec([s0])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_hmm_topology_viterbi_and_forward_by_enumeration(seed):
+    """The hmm topology: the Viterbi path is the best of all its paths (a repeat needs no blank between)
+    and the forward sum of :func:`avsr.models.aligner.topology_nll` is their log-sum-exp (both
+    enumerated); on the CTC topology the sum is torch's CTC loss."""
+    import torch
+
+    from avsr.models.aligner import topology_nll
+    rng = np.random.default_rng(seed)
+    T, V = 6, 4
+    lp = np.log(rng.dirichlet(np.ones(V), size=T))
+    y = [[1, 1], [2, 2, 3], [1, 2, 3], [3, 3, 3], [2, 1]][seed]
+    L = len(y)
+
+    def score(path):
+        return sum(lp[t, y[(s - 1) // 2] if s % 2 else 0] for t, s in enumerate(path))
+    paths = list(_state_paths(T, L, lambda n: True))
+    scores = np.array([score(p) for p in paths])
+    got = ctc_viterbi(lp, y, topology="hmm")
+    states, last = [], -1                                 # token index per frame -> state (blank after token k: 2k + 2)
+    for k in got:
+        states.append(2 * k + 1 if k >= 0 else 2 * last + 2)
+        last = k if k >= 0 else last
+    assert states in paths and score(states) == pytest.approx(scores.max(), abs=1e-9)
+    lpt = torch.tensor(lp, dtype=torch.float64)[None]
+    args = (torch.tensor([T]), torch.tensor([y]), torch.tensor([L]))
+    assert float(topology_nll(lpt, *args, topology="hmm")[0]) == pytest.approx(-np.logaddexp.reduce(scores), abs=1e-9)
+    ctc_paths = list(_state_paths(T, L, lambda n: n >= 3 and y[(n - 1) // 2] != y[(n - 3) // 2]))
+    ctc = -np.logaddexp.reduce([score(p) for p in ctc_paths])
+    ref = torch.nn.functional.ctc_loss(lpt.transpose(0, 1), torch.tensor(y), torch.tensor([T]), torch.tensor([L]),
+                                       reduction="none")
+    assert float(topology_nll(lpt, *args, topology="ctc")[0]) == pytest.approx(ctc, abs=1e-9)
+    assert float(ref[0]) == pytest.approx(ctc, abs=1e-9)
+
+
+def test_hmm_topology_tokens_hold_their_frames():
+    """On the hmm topology a token holds the frames where it is likely and a repeat follows directly
+    (CTC cannot place it in so few frames); the ``own`` rule gives each token its frames."""
+    T, V = 12, 4
+    lp = np.full((T, V), np.log(0.1))
+    truth = [0, 0, 1, 1, 1, 1, 1, 2, 2, 0, 0, 0]           # label per frame: 0 blank; tokens 1 1 2 (a repeat)
+    for t in range(T):
+        lp[t, truth[t]] = np.log(0.7)
+    y = [1, 1, 2]
+    with pytest.raises(AlignmentError):
+        ctc_viterbi(lp[:3], y)                             # CTC: 3 tokens with a repeat need 4 frames
+    assert list(ctc_viterbi(lp[:3], y, topology="hmm")) == [0, 1, 2]
+    path = ctc_viterbi(lp, y, topology="hmm")
+    assert list(path[:2]) == [-1, -1] and list(path[-3:]) == [-1, -1, -1] and -1 not in path[2:9]
+    assert token_spans(path, 3)[2] == (7, 8)
+    tt = token_times(lp, y, offset=0.0, stride=0.04, topology="hmm", rule="own")
+    assert [(x.first_frame, x.last_frame) for x in tt][2] == (7, 8)
+    assert tt[2].start == pytest.approx(0.28) and tt[2].end == pytest.approx(0.36)
+    assert tt[0].start == pytest.approx(0.08)             # no edge frames: the first token starts at its own frame
+    with pytest.raises(AlignmentError, match="rule"):
+        token_times(lp, y, offset=0.0, stride=0.04, rule="centre")
+    with pytest.raises(AlignmentError, match="topology"):
+        ctc_viterbi(lp, y, topology="hsmm")
+
+
 def test_planted_spikes_and_times():
     """Posteriors with spikes at known frames: the spans and the timing rule, by hand."""
     T, V = 20, 5

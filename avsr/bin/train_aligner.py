@@ -49,6 +49,9 @@ def build_parser():
     ap.add_argument("--bpemodel", default=None, help="sentencepiece model of a bpe token list")
     ap.add_argument("--exp_dir", required=True, help="output dir (a re-run resumes, a finished run is kept)")
     ap.add_argument("--config", default=DEFAULT_CONFIG, help="YAML with aligner: and trainer: sections")
+    ap.add_argument("--init", default=None,
+                    help="start from the weights (label prior included) of another aligner: its dir or its .pth; "
+                         "same size and token list")
     ap.add_argument("--stats", default=None, help="feats_stats.json (default: computed from --train_data)")
     ap.add_argument("--set", nargs="*", default=[], action="extend", dest="overrides",
                     help="section.key=value overrides, e.g. trainer.max_epochs=4 aligner.layers=2")
@@ -83,7 +86,8 @@ def main(argv=None) -> int:
     if args.device:
         tconf["device"] = args.device
     tcfg = TrainerConfig.from_dict(tconf)
-    wanted = {"aligner": cfg.to_dict(), "trainer": tcfg.to_dict()}
+    wanted = {"aligner": cfg.to_dict(), "trainer": tcfg.to_dict(),
+              "init": os.path.abspath(args.init) if args.init else None}
     old_cfg = os.path.join(args.exp_dir, "aligner_config.yaml")
     if os.path.isfile(old_cfg):
         with open(old_cfg, encoding="utf-8") as f:
@@ -91,12 +95,22 @@ def main(argv=None) -> int:
 
         def same(a):         # as written (tuples become lists), less what does not change the result
             a = yaml.safe_load(yaml.safe_dump({k: a.get(k) for k in wanted}))
+            try:             # settings added since the old run was written take their defaults
+                a["aligner"] = AlignerConfig.from_dict(a.get("aligner") or {}).to_dict()
+                a["trainer"] = TrainerConfig.from_dict(a.get("trainer") or {}).to_dict()
+                a = yaml.safe_load(yaml.safe_dump(a))
+            except (TypeError, ValueError):
+                pass         # unreadable: compared as written (and so another run)
             for k in NOT_THE_RUN:
                 (a.get("trainer") or {}).pop(k, None)
             return a
         if same(old) != same(wanted):
             # another configuration: the old run (finished or not) is kept aside, not resumed or reused
-            aside = f"{os.path.abspath(args.exp_dir)}.stale-{time.strftime('%Y%m%dT%H%M%S')}"
+            base = aside = f"{os.path.abspath(args.exp_dir)}.stale-{time.strftime('%Y%m%dT%H%M%S')}"
+            n = 1
+            while os.path.exists(aside):            # another run moved aside within the same second
+                n += 1
+                aside = f"{base}-{n}"
             os.rename(args.exp_dir, aside)
             print(f"{args.exp_dir}: holds a run with another configuration; moved to {aside}")
     os.makedirs(args.exp_dir, exist_ok=True)
@@ -112,6 +126,13 @@ def main(argv=None) -> int:
     valid_set = AVSRDataset(args.valid_data, tok, modality="audio", train=False)
     torch.manual_seed(tcfg.seed)
     model = LocalAligner(cfg)
+    if args.init:
+        from avsr.utils.checkpoint import load_checkpoint, model_state
+        src = os.path.join(args.init, "aligner.pth") if os.path.isdir(args.init) else args.init
+        try:
+            model.load_state_dict(model_state(load_checkpoint(src)))
+        except RuntimeError as e:
+            raise SystemExit(f"error: --init {src}: not an aligner of this size and token list ({e})")
     if args.stats:
         with open(args.stats) as f:
             st = json.load(f)

@@ -20,6 +20,12 @@ Training: CTC on label-prior-adjusted scores ``log p(k|x) - prior_weight * log P
 mean of the posteriors over valid frames (momentum ``prior_momentum``), kept in the weights; alignment
 reads the same adjusted scores.  The prior keeps blank from taking every frame, so character spans
 cover their sounds instead of one peaky frame.
+
+Options measured and not the default (``docs/notebook/ctc_edges.md``): ``topology: hmm`` with
+``inner_blank_penalty`` (tokens that hold their frames, trained by :func:`topology_nll`; from scratch the
+tokens collapse into a block, fine-tuned from a CTC aligner with ``avsr train_aligner --init`` it gains on dev and
+not on eval), ``rule: own``; in training, ``speed_perturb`` (the Kaldi/ESPnet 0.9/1.0/1.1 resampling, per batch)
+and ``freq_masks`` (ESPnet frequency masks).
 """
 from __future__ import annotations
 
@@ -45,6 +51,24 @@ class AlignerConfig:
     layers: int = 3
     prior_weight: float = 0.3
     prior_momentum: float = 0.01
+    topology: str = "ctc"          # "ctc" or "hmm" (avsr.alignment.ctc_viterbi); "hmm" trains with topology_nll
+    inner_blank_penalty: float = 0.0   # nats per frame of blank between two tokens, in training and alignment
+    speed_perturb: Tuple[float, ...] = ()   # training: each batch resampled at one of these speeds (1.0: as is)
+    freq_masks: int = 0                 # training: ESPnet frequency masks (width 0-27 mel bins) per utterance
+    rule: str = "split"            # timing rule of avsr.alignment.token_times: "split" (blanks shared) or "own"
+
+    def __post_init__(self):
+        from avsr.alignment import TOPOLOGIES
+        if self.topology not in TOPOLOGIES:
+            raise ValueError(f"aligner topology must be one of {TOPOLOGIES}, got {self.topology!r}")
+        self.speed_perturb = tuple(float(x) for x in self.speed_perturb)
+        if any(not 0.5 <= x <= 2.0 for x in self.speed_perturb):
+            raise ValueError(f"speed_perturb factors must be in [0.5, 2], got {self.speed_perturb}")
+        if self.inner_blank_penalty < 0:
+            raise ValueError(f"inner_blank_penalty must be >= 0, got {self.inner_blank_penalty}")
+        from avsr.alignment import RULES
+        if self.rule not in RULES:
+            raise ValueError(f"aligner rule must be one of {RULES}, got {self.rule!r}")
 
     def to_dict(self) -> Dict:
         return asdict(self)
@@ -80,7 +104,7 @@ class LocalAligner(nn.Module):
         if cfg.kernel % 2 != 1 or cfg.kernel < 1:
             raise ValueError(f"kernel must be odd and >= 1, got {cfg.kernel}")
         self.cfg = cfg
-        self.front = AudioFrontend(specaug=False)
+        self.front = AudioFrontend(specaug=cfg.freq_masks > 0, num_time_mask=0, num_freq_mask=cfg.freq_masks)
         d = cfg.d
         self.sub = nn.ModuleList([nn.Conv1d(FBANK_N_MELS, d, 5, stride=2, padding=2),
                                   nn.Conv1d(d, d, 5, stride=2, padding=2)])
@@ -119,7 +143,7 @@ class LocalAligner(nn.Module):
         return self.out(x.transpose(1, 2)).float().log_softmax(-1), olens
 
     def scores(self, logp: torch.Tensor) -> torch.Tensor:
-        """What alignment reads: ``logp - prior_weight * log_prior``."""
+        """What training and alignment read: ``logp - prior_weight * log_prior``."""
         return logp - self.cfg.prior_weight * self.log_prior
 
     @torch.no_grad()
@@ -133,7 +157,10 @@ class LocalAligner(nn.Module):
     def forward(self, batch) -> "AlignerOutput":
         """The trainer's interface (:class:`avsr.trainer.Trainer`): a :class:`avsr.data.batch.Batch` with
         audio and tokens -> ``out.loss`` (see :meth:`loss`)."""
-        loss = self.loss(batch.audio, batch.audio_lens, batch.tokens, batch.token_lens)
+        wav, lens = batch.audio, batch.audio_lens
+        if self.training and self.cfg.speed_perturb:
+            wav, lens = speed_perturb(wav, lens, self.cfg.speed_perturb)
+        loss = self.loss(wav, lens, batch.tokens, batch.token_lens)
         return AlignerOutput(loss)
 
     def loss(self, wav, lens, tokens, token_lens) -> torch.Tensor:
@@ -143,6 +170,9 @@ class LocalAligner(nn.Module):
         if self.training:
             self.update_prior(logp.detach(), olens)
         sc = self.scores(logp)
+        if self.cfg.topology == "hmm" or self.cfg.inner_blank_penalty:
+            return topology_nll(sc, olens, tokens, token_lens, topology=self.cfg.topology,
+                                inner_blank_penalty=self.cfg.inner_blank_penalty).sum() / len(token_lens)
         tgt = torch.cat([tokens[i, :int(n)] for i, n in enumerate(token_lens)])
         return F.ctc_loss(sc.transpose(0, 1), tgt, olens, token_lens, blank=0, reduction="sum",
                           zero_infinity=True) / len(token_lens)
@@ -158,6 +188,71 @@ class LocalAligner(nn.Module):
     def align_scores(self, wav) -> torch.Tensor:
         """Alignment scores ``[T, V]`` (float32, CPU; :meth:`scores` of :meth:`log_posteriors`) of one waveform."""
         return self.scores(self.log_posteriors(wav))
+
+    def token_times(self, scores, token_ids, time_offset: float = 0.0):
+        """Times of ``token_ids`` on this aligner's ``scores`` (:meth:`align_scores`): :func:`avsr.alignment.token_times`
+        with the aligner's frame clock, topology, blank penalty and timing rule."""
+        from avsr.alignment import token_times
+        off, stride = self.frame_times()
+        return token_times(scores, token_ids, offset=off, stride=stride, time_offset=time_offset,
+                           topology=self.cfg.topology, inner_blank_penalty=self.cfg.inner_blank_penalty,
+                           rule=self.cfg.rule)
+
+
+def speed_perturb(wav: torch.Tensor, lens: torch.Tensor, factors) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A padded batch ``wav [B, N]`` played at one speed drawn from ``factors`` (torch's random stream), as sox's
+    ``speed`` (Kaldi and ESPnet recipes' 0.9/1.0/1.1 perturbation): resampled by linear interpolation to
+    ``N / factor`` samples, so tempo, pitch and formants all move; ``lens`` scaled alike."""
+    f = float(factors[int(torch.randint(len(factors), ()))])
+    if f == 1.0:
+        return wav, lens
+    n = max(1, int(round(wav.size(1) / f)))
+    out = F.interpolate(wav[:, None].float(), size=n, mode="linear", align_corners=False)[:, 0]
+    return out, torch.clamp(torch.round(lens.float() / f).long(), 1, n)
+
+
+_NEG = -1.0e9        # log-score of an impossible state (finite: no NaN gradients)
+
+
+def topology_nll(scores: torch.Tensor, lens: torch.Tensor, tokens: torch.Tensor, token_lens: torch.Tensor, *,
+                 topology: str = "hmm", inner_blank_penalty: float = 0.0, blank: int = 0) -> torch.Tensor:
+    """Negative log of the summed score of all paths of each utterance's tokens through ``scores``
+    ``[B, T, V]`` (valid frames ``lens``), on the topology of :func:`avsr.alignment.ctc_viterbi`
+    (``"ctc"``: the CTC loss, equal to :func:`torch.nn.functional.ctc_loss` per utterance; ``"hmm"``:
+    a token may follow the one before directly, repeats too; each frame of blank between two tokens
+    costs ``inner_blank_penalty``).  The forward algorithm in log space over ``2L + 1`` states,
+    differentiable; ``[B]``, 0 for an utterance with no path (too few frames), as ``zero_infinity``."""
+    B, T, V = scores.shape
+    Lmax = int(token_lens.max()) if len(token_lens) else 0
+    S = 2 * Lmax + 1
+    dev = scores.device
+    y = tokens[:, :Lmax].long().clamp(0, V - 1)
+    pos = torch.arange(Lmax, device=dev)[None]
+    y = torch.where(pos < token_lens[:, None], y, torch.full_like(y, blank))
+    ext = torch.full((B, S), blank, dtype=torch.long, device=dev)
+    ext[:, 1::2] = y
+    emit = scores.gather(2, ext[:, None, :].expand(B, T, S))                     # [B, T, S]
+    s_idx = torch.arange(S, device=dev)[None]
+    if inner_blank_penalty:
+        inner = (s_idx % 2 == 0) & (s_idx >= 2) & (s_idx <= (2 * token_lens - 2)[:, None])
+        emit = emit - inner_blank_penalty * inner[:, None, :].to(emit.dtype)
+    skip = torch.zeros(B, S, dtype=torch.bool, device=dev)                       # s may be entered from s - 2
+    if topology == "hmm":
+        skip[:, 3::2] = True
+    else:
+        skip[:, 3::2] = y[:, 1:] != y[:, :-1]
+    neg = torch.full((B, S), _NEG, dtype=emit.dtype, device=dev)
+    alpha = torch.where(s_idx < 2, emit[:, 0], neg)
+    for t in range(1, T):
+        one = torch.cat([neg[:, :1], alpha[:, :-1]], 1)
+        two = torch.where(skip, torch.cat([neg[:, :2], alpha[:, :-2]], 1), neg)
+        new = torch.logsumexp(torch.stack([alpha, one, two]), 0) + emit[:, t]
+        alpha = torch.where((t < lens)[:, None], new, alpha)
+    last = (2 * token_lens)[:, None]
+    fin = torch.logsumexp(torch.cat([alpha.gather(1, last), alpha.gather(1, (last - 1).clamp_min(0))
+                                     .masked_fill((token_lens == 0)[:, None], _NEG)], 1), 1)
+    nll = -fin
+    return torch.where(fin > _NEG / 2, nll, torch.zeros_like(nll))
 
 
 def load_aligner(d: str, map_location="cpu"):
