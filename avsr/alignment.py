@@ -93,11 +93,11 @@ def ctc_viterbi(logp, tokens: Sequence[int], blank: int = 0, topology: str = "ct
     skip = np.zeros(S, dtype=bool)                    # s may be entered from s - 2
     skip[3::2] = (y[1:] != y[:-1]) if topology == "ctc" else True
     pen = np.zeros(S)
-    pen[2:S - 2:2] = inner_blank_penalty               # the blanks between two tokens
+    pen[2:S - 2:2] = inner_blank_penalty               # the blanks between two tokens (not the first or last)
     neg = -np.inf
     delta = np.full(S, neg)
     delta[0] = lp[0, ext[0]]
-    delta[1] = lp[0, ext[1]]                          # (state 0 is the leading blank: no penalty)
+    delta[1] = lp[0, ext[1]]
     back = np.zeros((T, S), dtype=np.int8)           # 0 stay, 1 from s-1, 2 from s-2
     for t in range(1, T):
         stay = delta

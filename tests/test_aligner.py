@@ -87,6 +87,24 @@ def test_training_augmentations():
         AlignerConfig(vocab_size=6, speed_perturb=(0.1,))
 
 
+def test_utterance_cmn_removes_the_input_gain():
+    """With ``utterance_cmn`` the scores do not change when the input is twice as loud (a constant per mel bin is
+    removed by the utterance's mean), in a padded batch too; without it they do."""
+    g = torch.Generator().manual_seed(4)
+    w = 0.1 * torch.randn(1, 2 * SR, generator=g)
+    lens = torch.tensor([2 * SR])
+    for cmn in (True, False):
+        m = _aligner(utterance_cmn=cmn)
+        a, _ = m.encode(w, lens)
+        b, _ = m.encode(2 * w, lens)
+        assert torch.allclose(a, b, atol=1e-3) == cmn
+    m = _aligner(utterance_cmn=True)
+    pb, lb = m.encode(torch.cat([torch.nn.functional.pad(w, (0, SR)), 0.1 * torch.randn(1, 3 * SR, generator=g)]),
+                      torch.tensor([2 * SR, 3 * SR]))
+    alone, la = m.encode(w, lens)
+    assert torch.allclose(pb[0, :int(la[0])], alone[0], atol=1e-5)
+
+
 def test_frame_clock_is_the_audio_clock():
     """A click at time tau moves the scores most at the frame whose centre is nearest tau."""
     m = _aligner(layers=0)

@@ -56,9 +56,10 @@ class AlignerConfig:
     speed_perturb: Tuple[float, ...] = ()   # training: each batch resampled at one of these speeds (1.0: as is)
     freq_masks: int = 0                 # training: ESPnet frequency masks (width 0-27 mel bins) per utterance
     rule: str = "split"            # timing rule of avsr.alignment.token_times: "split" (blanks shared) or "own"
+    utterance_cmn: bool = False    # subtract each utterance's mean fbank (over its valid frames) after the global one
 
     def __post_init__(self):
-        from avsr.alignment import TOPOLOGIES
+        from avsr.alignment import RULES, TOPOLOGIES
         if self.topology not in TOPOLOGIES:
             raise ValueError(f"aligner topology must be one of {TOPOLOGIES}, got {self.topology!r}")
         self.speed_perturb = tuple(float(x) for x in self.speed_perturb)
@@ -66,7 +67,6 @@ class AlignerConfig:
             raise ValueError(f"speed_perturb factors must be in [0.5, 2], got {self.speed_perturb}")
         if self.inner_blank_penalty < 0:
             raise ValueError(f"inner_blank_penalty must be >= 0, got {self.inner_blank_penalty}")
-        from avsr.alignment import RULES
         if self.rule not in RULES:
             raise ValueError(f"aligner rule must be one of {RULES}, got {self.rule!r}")
 
@@ -130,6 +130,10 @@ class LocalAligner(nn.Module):
     def encode(self, wav: torch.Tensor, lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(log-posteriors [B, T, V], lens [B])`` of 16 kHz waveforms ``wav [B, N]``."""
         feats, olens = self.front(wav, lens)
+        if self.cfg.utterance_cmn:
+            valid = (torch.arange(feats.size(1), device=feats.device)[None] < olens[:, None])[..., None]
+            mean = (feats * valid).sum(1, keepdim=True) / olens.clamp_min(1)[:, None, None]
+            feats = (feats - mean) * valid
         x = feats.transpose(1, 2)
         # padded frames are set to 0 after every layer, as the convolutions' own zero padding: a batch's
         # padding changes nothing
@@ -191,7 +195,7 @@ class LocalAligner(nn.Module):
 
     def token_times(self, scores, token_ids, time_offset: float = 0.0):
         """Times of ``token_ids`` on this aligner's ``scores`` (:meth:`align_scores`): :func:`avsr.alignment.token_times`
-        with the aligner's frame clock, topology, blank penalty and timing rule."""
+        with the aligner's frame clock, topology, inner blank penalty and timing rule."""
         from avsr.alignment import token_times
         off, stride = self.frame_times()
         return token_times(scores, token_ids, offset=off, stride=stride, time_offset=time_offset,
