@@ -25,7 +25,8 @@ Options measured and not the default (``docs/notebook/ctc_edges.md``): ``topolog
 ``inner_blank_penalty`` (tokens that hold their frames, trained by :func:`topology_nll`; from scratch the
 tokens collapse into a block, fine-tuned from a CTC aligner with ``avsr train_aligner --init`` it gains on dev and
 not on eval), ``rule: own``; in training, ``speed_perturb`` (the Kaldi/ESPnet 0.9/1.0/1.1 resampling, per batch)
-and ``freq_masks`` (ESPnet frequency masks).
+and ``freq_masks`` (ESPnet frequency masks); ``utterance_cmn`` (each utterance's mean fbank removed: the
+scores then depend on the whole utterance, not only on the receptive field).
 """
 from __future__ import annotations
 
