@@ -94,18 +94,19 @@ def ctc_viterbi(logp, tokens: Sequence[int], blank: int = 0, topology: str = "ct
     skip[3::2] = (y[1:] != y[:-1]) if topology == "ctc" else True
     pen = np.zeros(S)
     pen[2:S - 2:2] = inner_blank_penalty               # the blanks between two tokens (not the first or last)
+    emit = lp[:, ext] - pen                           # [T, S], once for all frames
     neg = -np.inf
     delta = np.full(S, neg)
-    delta[0] = lp[0, ext[0]]
-    delta[1] = lp[0, ext[1]]
+    delta[:2] = emit[0, :2]
     back = np.zeros((T, S), dtype=np.int8)           # 0 stay, 1 from s-1, 2 from s-2
+    states = np.arange(S)
     for t in range(1, T):
         stay = delta
         one = np.concatenate([[neg], delta[:-1]])
         two = np.where(skip, np.concatenate([[neg, neg], delta[:-2]]), neg)
         cand = np.stack([stay, one, two])             # ties: argmax takes the first (stay)
         arg = np.argmax(cand, axis=0)
-        delta = cand[arg, np.arange(S)] + lp[t, ext] - pen
+        delta = cand[arg, states] + emit[t]
         back[t] = arg
     ends = [S - 1, S - 2]
     s = ends[int(np.argmax([delta[S - 1], delta[S - 2]]))]
