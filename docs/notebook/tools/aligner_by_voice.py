@@ -17,6 +17,24 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 
 
+def aligned_segments(aligner_dir, corpus, data_dir):
+    """Each turn segment of a SynthMISP data dir with the aligner's times for its reference text:
+    ``(SegmentTruth, [TokenTime])``."""
+    from avsr.data.datadir import read_datadir
+    from avsr.models.aligner import load_aligner
+    from avsr.synthmisp.truth import segment_truths
+    from avsr.text.tokens import Tokenizer
+    from frontends.audio import load_audio
+    al = load_aligner(aligner_dir)
+    tok = Tokenizer(os.path.join(aligner_dir, "tokens.txt"))
+    wav = read_datadir(data_dir).wav
+    for st in segment_truths(corpus, data_dir):
+        if st.turn is None:
+            continue
+        audio = load_audio(wav[st.session + "_Far"], start=st.start, end=st.end)
+        yield st, al.token_times(al.align_scores(audio), tok.encode(st.text), time_offset=st.start)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--aligner_dir", required=True)
@@ -25,15 +43,8 @@ def main():
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    from avsr.data.datadir import read_datadir
-    from avsr.models.aligner import load_aligner
     from avsr.synthmisp import speech
     from avsr.synthmisp.generate import voice_index
-    from avsr.synthmisp.truth import segment_truths
-    from avsr.text.tokens import Tokenizer
-    from frontends.audio import load_audio
-    al = load_aligner(a.aligner_dir)
-    tok = Tokenizer(os.path.join(a.aligner_dir, "tokens.txt"))
     with open(os.path.join(a.corpus, "synthmisp.json")) as f:
         knobs = json.load(f)["knobs"]
     pools = tuple(knobs["speaker_pool"])
@@ -48,13 +59,8 @@ def main():
             with open(f) as fh:
                 j = json.load(fh)
             meta[j["session"]] = j
-        wav = read_datadir(d).wav
         rows = []
-        for st in segment_truths(a.corpus, d):
-            if st.turn is None:
-                continue
-            audio = load_audio(wav[st.session + "_Far"], start=st.start, end=st.end)
-            tt = al.token_times(al.align_scores(audio), tok.encode(st.text), time_offset=st.start)
+        for st, tt in aligned_segments(a.aligner_dir, a.corpus, d):
             j = meta[st.session]
             v = speech.VOICES[voice_index(st.speaker, K, len(speech.VOICES))].name
             for x, (_, s0, s1), ov in zip(tt, st.chars, st.char_overlapped):

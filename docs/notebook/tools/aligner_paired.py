@@ -14,27 +14,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def counts(aligner_dir, corpus, data_dir):
     """Per segment: (session, characters within 80 ms, characters)."""
-    from avsr.data.datadir import read_datadir
-    from avsr.models.aligner import load_aligner
-    from avsr.synthmisp.truth import segment_truths
-    from avsr.text.tokens import Tokenizer
-    from frontends.audio import load_audio
-    al = load_aligner(aligner_dir)
-    tok = Tokenizer(os.path.join(aligner_dir, "tokens.txt"))
-    wav = read_datadir(data_dir).wav
-    out = []
-    for st in segment_truths(corpus, data_dir):
-        if st.turn is None:
-            continue
-        audio = load_audio(wav[st.session + "_Far"], start=st.start, end=st.end)
-        tt = al.token_times(al.align_scores(audio), tok.encode(st.text), time_offset=st.start)
-        ok = sum(abs((x.start + x.end) / 2 - (a + b) / 2) < 0.08 for x, (_, a, b) in zip(tt, st.chars))
-        out.append((st.session, ok, len(st.chars)))
-    return out
+    from aligner_by_voice import aligned_segments
+    return [(st.session, sum(abs((x.start + x.end) / 2 - (a + b) / 2) < 0.08 for x, (_, a, b) in zip(tt, st.chars)),
+             len(st.chars)) for st, tt in aligned_segments(aligner_dir, corpus, data_dir)]
 
 
 def paired(ca, cb, unit, num=1000, seed=0):
