@@ -30,6 +30,7 @@ bpemode=unigram      # sentencepiece model type: unigram, bpe, char, word
 force=false          # redo the selected stages even when done (later stages' markers are cleared)
 train_config=../../conf/full.yaml   # model + trainer YAML (conf/{micro,demo,mini,full}.yaml)
 train_args=          # extra arguments for every avsr.bin.train call, e.g. "--set trainer.max_epochs=5"
+a0_args=             # extra arguments for the A0 training only
 v_args=              # extra arguments for the V training only
 av0_args=            # extra arguments for the AV0 training only (e.g. fewer epochs)
 av0_visual_init=auto # AV0's visual branch: auto = from V (stage 7) when v is in --models, none = scratch
@@ -157,6 +158,7 @@ Options (default):
   --force BOOL       redo selected stages even if done ($force; "--force" alone means true)
   --train_config F   model/trainer YAML ($train_config; relative to the recipe dir)
   --train_args "..." extra avsr.bin.train arguments for every model ($train_args)
+  --a0_args "..."    extra avsr.bin.train arguments for A0 only ($a0_args)
   --v_args "..."     extra avsr.bin.train arguments for V only ($v_args)
   --av0_args "..."   extra avsr.bin.train arguments for AV0 only ($av0_args)
   --av0_visual_init M  auto: AV0's visual branch from V when v is in --models; none: scratch ($av0_visual_init)
@@ -380,7 +382,7 @@ train() {
   [ -f "$dir/model.pth" ] || { echo "ERROR: $dir/model.pth was not written" >&2; return 1; }
 }
 has_model() { case " $models " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-stage_train_a0()  { train a0 audio; }
+stage_train_a0()  { train a0 audio $a0_args; }
 stage_train_v() {
   case " $models " in *" v "*) train v video $v_args ;; *) log "stage 7: v not in --models ($models); not trained" ;; esac
 }
@@ -556,7 +558,7 @@ fi
 if [ "$use_aligner" = true ]; then
   run_stage 5 aligner  stage_aligner    "train_set=$train_set token_type=$token_type aligner_config=$aligner_config aligner_args=$aligner_args"
 fi
-run_stage 6 train_a0   stage_train_a0   "config=$train_config train_args=$train_args$sp_sig"
+run_stage 6 train_a0   stage_train_a0   "config=$train_config train_args=$train_args$sp_sig${a0_args:+ a0_args=$a0_args}"
 run_stage 7 train_v    stage_train_v    "config=$train_config train_args=$train_args$sp_sig v_args=$v_args models=$models"
 # AV0 only when a model needs it (AV5 and AV6 start from it); skipped without a done marker, so that
 # adding av0 to --models later trains it
