@@ -87,6 +87,48 @@ def test_training_augmentations():
         AlignerConfig(vocab_size=6, speed_perturb=(0.1,))
 
 
+def test_vtlp_moves_a_tone_by_the_warp_factor():
+    """Vocal tract length perturbation: factor 1 leaves the power spectrum as it is; below the knee a tone at
+    f moves to alpha * f, above it the warp is the line to Nyquist (0 and Nyquist stay), each utterance of a batch
+    by its own factor; the aligner warps in training only, with factors drawn from its range."""
+    from avsr.models.front_nets import vtlp
+    K = 257
+    nyq = SR / 2
+    hz = torch.linspace(0, nyq, K)
+    power = torch.stack([torch.exp(-0.5 * ((hz - c) / 40.0) ** 2) for c in (1000.0, 1000.0, 6500.0)])[:, None]
+    same = vtlp(power, torch.ones(3), SR)
+    assert torch.allclose(same, power, atol=1e-6)
+    out = vtlp(power, torch.tensor([0.9, 1.1, 1.1]), SR)
+    peaks = hz[out[:, 0].argmax(-1)]
+    knee_out = 4800.0                                     # f_hi * min(1.1, 1); the source knee is 4800 / 1.1
+    above = nyq - (nyq - 6500.0) * (nyq - knee_out) / (nyq - 4800.0 / 1.1)
+    for got, want in zip(peaks.tolist(), (900.0, 1100.0, above)):
+        assert abs(got - want) <= nyq / (K - 1), (got, want)
+    ramp = hz.expand(2, 1, K)
+    warped = vtlp(ramp, torch.tensor([0.9, 1.1]), SR)
+    assert torch.allclose(warped[:, 0, [0, -1]], torch.tensor([[0.0, nyq]] * 2), atol=1e-3)
+    assert (warped[:, 0].diff(dim=-1) > 0).all()              # a monotone map of frequency
+    m = LocalAligner(AlignerConfig(vocab_size=6, d=32, vtlp=(0.9, 1.1)))
+    plain = LocalAligner(AlignerConfig(vocab_size=6, d=32))
+    plain.load_state_dict(m.state_dict())
+    x = torch.randn(2, SR)
+    lens = torch.tensor([SR, SR])
+    assert torch.equal(m.eval().encode(x, lens)[0], plain.eval().encode(x, lens)[0])
+    seen = []
+    front = m.front.forward
+    m.front.forward = lambda wav, n, warp=None: (seen.append(warp), front(wav, n, warp))[1]
+    with torch.no_grad():
+        m.eval().encode(x, lens)
+        for _ in range(20):
+            m.train().encode(x, lens)
+    assert seen[0] is None
+    drawn = torch.cat(seen[1:])
+    assert drawn.min() >= 0.9 and drawn.max() <= 1.1 and drawn.std() > 0.03 and len(set(drawn.tolist())) == 40
+    for bad in ((1.1, 0.9), (0.9,), (0.3, 1.0)):
+        with pytest.raises(ValueError, match="vtlp"):
+            AlignerConfig(vocab_size=6, vtlp=bad)
+
+
 def test_utterance_cmn_removes_the_input_gain():
     """With ``utterance_cmn`` the scores do not change when the input is twice as loud (a constant per mel bin is
     removed by the utterance's mean), in a padded batch too; without it they do."""

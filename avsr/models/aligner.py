@@ -24,8 +24,9 @@ cover their sounds instead of one peaky frame.
 Options measured and not the default (``docs/notebook/ctc_edges.md``): ``topology: hmm`` with
 ``inner_blank_penalty`` (tokens that hold their frames, trained by :func:`topology_nll`; from scratch the
 tokens collapse into a block, fine-tuned from a CTC aligner with ``avsr train_aligner --init`` it gains on dev and
-not on eval), ``rule: own``; in training, ``speed_perturb`` (the Kaldi/ESPnet 0.9/1.0/1.1 resampling, per batch)
-and ``freq_masks`` (ESPnet frequency masks); ``utterance_cmn`` (each utterance's mean fbank removed: the
+not on eval), ``rule: own``; in training, ``speed_perturb`` (the Kaldi/ESPnet 0.9/1.0/1.1 resampling, per batch),
+``freq_masks`` (ESPnet frequency masks) and ``vtlp`` (vocal tract length perturbation,
+:func:`avsr.models.front_nets.vtlp`); ``utterance_cmn`` (each utterance's mean fbank removed: the
 scores then depend on the whole utterance, not only on the receptive field).
 """
 from __future__ import annotations
@@ -58,6 +59,7 @@ class AlignerConfig:
     freq_masks: int = 0                 # training: ESPnet frequency masks (width 0-27 mel bins) per utterance
     rule: str = "split"            # timing rule of avsr.alignment.token_times: "split" (blanks shared) or "own"
     utterance_cmn: bool = False    # subtract each utterance's mean fbank (over its valid frames) after the global one
+    vtlp: Tuple[float, ...] = ()   # training: (lo, hi), each utterance's spectrum warped by a factor ~ U(lo, hi)
 
     def __post_init__(self):
         from avsr.alignment import RULES, TOPOLOGIES
@@ -68,6 +70,9 @@ class AlignerConfig:
             raise ValueError(f"speed_perturb factors must be in [0.5, 2], got {self.speed_perturb}")
         if self.inner_blank_penalty < 0:
             raise ValueError(f"inner_blank_penalty must be >= 0, got {self.inner_blank_penalty}")
+        self.vtlp = tuple(float(x) for x in self.vtlp)
+        if self.vtlp and (len(self.vtlp) != 2 or not 0.5 <= self.vtlp[0] <= self.vtlp[1] <= 2.0):
+            raise ValueError(f"vtlp must be (lo, hi) with 0.5 <= lo <= hi <= 2, got {self.vtlp}")
         if self.rule not in RULES:
             raise ValueError(f"aligner rule must be one of {RULES}, got {self.rule!r}")
 
@@ -130,7 +135,11 @@ class LocalAligner(nn.Module):
     # ------------------------------------------------------------------ forward
     def encode(self, wav: torch.Tensor, lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(log-posteriors [B, T, V], lens [B])`` of 16 kHz waveforms ``wav [B, N]``."""
-        feats, olens = self.front(wav, lens)
+        warp = None
+        if self.training and self.cfg.vtlp:
+            lo, hi = self.cfg.vtlp
+            warp = lo + (hi - lo) * torch.rand(wav.size(0), device=wav.device)
+        feats, olens = self.front(wav, lens, warp)
         if self.cfg.utterance_cmn:
             valid = (torch.arange(feats.size(1), device=feats.device)[None] < olens[:, None])[..., None]
             mean = (feats * valid).sum(1, keepdim=True) / olens.clamp_min(1)[:, None, None]

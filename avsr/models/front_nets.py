@@ -74,10 +74,14 @@ class AudioFrontend(nn.Module):
         self.freq_mask = (MaskAlongAxis(mask_width_range=tuple(freq_mask_width_range), num_mask=num_freq_mask,
                                         dim="freq") if specaug and num_freq_mask > 0 else None)
 
-    def fbank(self, wav: torch.Tensor, lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Un-normalised log-mel [B, F, n_mels] and frame lengths (padded frames 0)."""
+    def fbank(self, wav: torch.Tensor, lens: torch.Tensor, warp: Optional[torch.Tensor] = None
+              ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Un-normalised log-mel [B, F, n_mels] and frame lengths (padded frames 0); ``warp`` [B]: each
+        utterance's power spectrum first warped along frequency by :func:`vtlp` with that factor."""
         spec, flens = self.stft(wav.float(), lens)
         power = spec[..., 0] ** 2 + spec[..., 1] ** 2
+        if warp is not None:
+            power = vtlp(power, warp, self.logmel.mel_options["sr"])
         feats, flens = self.logmel(power, flens)
         feats = feats.masked_fill(~_valid(flens, feats.size(1))[..., None], 0.0)
         return feats, flens
@@ -86,18 +90,19 @@ class AudioFrontend(nn.Module):
         self.feat_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.feat_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-5))
 
-    def forward(self, wav: torch.Tensor, lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        feats, flens, _ = self.forward_masked(wav, lens)
+    def forward(self, wav: torch.Tensor, lens: torch.Tensor, warp: Optional[torch.Tensor] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        feats, flens, _ = self.forward_masked(wav, lens, warp)
         return feats, flens
 
-    def forward_masked(self, wav: torch.Tensor, lens: torch.Tensor
+    def forward_masked(self, wav: torch.Tensor, lens: torch.Tensor, warp: Optional[torch.Tensor] = None
                        ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """``(feats [B, F, n_mels], flens, time_mask)``: :meth:`forward` plus the SpecAug time mask it
         applied (bool [B, F], True = frame set to 0; None when SpecAug did not run).  The mask is
         read off ESPnet's ``SpecAug`` by masking one extra constant feature column with the
         spectrogram (its draws depend on the time axis only, so the random stream is the one
         ``SpecAug`` alone would use)."""
-        feats, flens = self.fbank(wav, lens)
+        feats, flens = self.fbank(wav, lens, warp)
         feats = (feats - self.feat_mean) / self.feat_std
         feats = feats.masked_fill(~_valid(flens, feats.size(1))[..., None], 0.0)
         tmask = None
@@ -108,6 +113,26 @@ class AudioFrontend(nn.Module):
         if self.training and self.freq_mask is not None:
             feats, _ = self.freq_mask(feats, flens)
         return feats, flens, tmask
+
+
+def vtlp(power: torch.Tensor, alpha: torch.Tensor, fs: int, f_hi: float = 4800.0) -> torch.Tensor:
+    """Vocal tract length perturbation (Jaitly and Hinton, ICML 2013 workshop): the power spectra
+    ``power [B, T, K]`` (bins 0..fs/2) with frequency ``f`` moved to ``g(f)``, the piecewise-linear warp of
+    Kaldi's VTLN: ``g(f) = alpha * f`` up to ``f_hi * min(alpha, 1) / alpha``, then the straight line to
+    ``(fs/2, fs/2)``, so 0 and Nyquist stay.  ``alpha [B]`` per utterance (> 1 moves formants up).  Each output
+    bin reads the input at ``g^-1`` of its frequency by linear interpolation between the two nearest bins."""
+    K = power.size(-1)
+    nyq = fs / 2.0
+    f = torch.linspace(0.0, nyq, K, device=power.device, dtype=power.dtype)[None]          # output bins
+    a = alpha.to(power.dtype)[:, None]
+    knee_out = f_hi * torch.clamp(a, max=1.0)                                              # g(knee_in)
+    knee_in = knee_out / a
+    src = torch.where(f <= knee_out, f / a, nyq - (nyq - f) * (nyq - knee_in) / (nyq - knee_out))
+    pos = (src / nyq * (K - 1)).clamp(0, K - 1)                                            # [B, K]
+    lo = pos.floor().long().clamp(max=K - 2)
+    w = (pos - lo.to(pos.dtype))[:, None, :]
+    idx = lo[:, None, :].expand(-1, power.size(1), -1)
+    return power.gather(2, idx) * (1 - w) + power.gather(2, idx + 1) * w
 
 
 @torch.no_grad()
