@@ -718,11 +718,7 @@ class Speech2Text:
         :class:`avsr.alignment.TokenTime`; :class:`avsr.alignment.AlignmentError` when it cannot be aligned."""
         from avsr.alignment import AlignmentError
         if self.aligner is not None and audio is not None and modality != "video":
-            lp = self.aligner.log_posteriors(audio)
-            tt = self.aligner.token_times(self.aligner.scores(lp), token_ids, time_offset=time_offset)
-            for x in tt:        # conf: the token's largest posterior over its frames (the scores are not in [0, 1])
-                x.conf = round(float(lp[x.first_frame:x.last_frame + 1, x.token_id].max().exp()), 4)
-            return tt
+            return self.aligner.times(audio, token_ids, time_offset=time_offset)
         if logp is None:
             raise AlignmentError("no scores to align on (no aligner with audio, no CTC scores)")
         return self.align(token_ids, logp, modality, time_offset=time_offset)

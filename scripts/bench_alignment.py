@@ -236,7 +236,7 @@ def measure_aligner(aligner, tokenizer, corpus: str, data_dir: str, pad_probe: f
         ids = tokenizer.encode(st.text)
         mids = [(a + b) / 2 for _, a, b in st.chars]
         try:
-            tt = aligner.token_times(aligner.align_scores(audio), ids, time_offset=st.start)
+            tt = aligner.times(audio, ids, time_offset=st.start)
         except AlignmentError:
             failed += 1
             continue
@@ -250,8 +250,7 @@ def measure_aligner(aligner, tokenizer, corpus: str, data_dir: str, pad_probe: f
         char_ov += st.char_overlapped
         if pad_probe > 0:
             z = np.zeros(int(round(pad_probe * SAMPLE_RATE)), np.float32)
-            ptt = aligner.token_times(aligner.align_scores(np.concatenate([z, audio, z])), ids,
-                                      time_offset=st.start - len(z) / SAMPLE_RATE)
+            ptt = aligner.times(np.concatenate([z, audio, z]), ids, time_offset=st.start - len(z) / SAMPLE_RATE)
             rows["midpoint_padded"] += [(x.start + x.end) / 2 - m for x, m in zip(ptt, mids)]
     return {"segments": len(truths), "segments_without_turn": no_turn, "characters": len(rows["midpoint"]),
             "wall_seconds": round(time.perf_counter() - t0, 1),

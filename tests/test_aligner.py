@@ -52,9 +52,33 @@ def test_scores_depend_only_on_the_audio_within_the_receptive_field():
 
 def test_config_checks():
     """An unknown topology or timing rule, or a negative inner blank penalty, is refused when the config is made."""
-    for bad in ({"topology": "hsmm"}, {"rule": "centre"}, {"inner_blank_penalty": -1.0}):
+    for bad in ({"topology": "hsmm"}, {"rule": "centre"}, {"inner_blank_penalty": -1.0}, {"directions": "backward"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             AlignerConfig(vocab_size=6, **bad)
+
+
+def test_reverse_padded_and_the_backward_network():
+    """reverse_padded reverses each row within its length and leaves the padding; a forward-only aligner has no
+    backward network; with "both", the backward network's loss is that of the reversed utterances (the sum of
+    the two directions' losses equals the loss with the backward network fed the reversed batch)."""
+    from avsr.models.aligner import reverse_padded
+    x = torch.tensor([[1, 2, 3, 4, -1], [5, 6, -1, -1, -1]])
+    assert reverse_padded(x, torch.tensor([4, 2])).tolist() == [[4, 3, 2, 1, -1], [6, 5, -1, -1, -1]]
+    w = torch.arange(12.0).reshape(2, 3, 2)
+    assert reverse_padded(w, torch.tensor([3, 1])).tolist() == [[[4, 5], [2, 3], [0, 1]], [[6, 7], [8, 9], [10, 11]]]
+    with pytest.raises(ValueError, match="no backward network"):
+        _aligner().align_scores(np.zeros(SR, np.float32), backward=True)
+    m = _aligner(directions="both")
+    assert m.back is not None and len(m.state_dict()) > len(_aligner().state_dict())
+    g = torch.Generator().manual_seed(2)
+    wav = torch.randn(2, SR, generator=g)
+    wav[1, SR // 2:] = 0
+    lens, toks, tl = torch.tensor([SR, SR // 2]), torch.tensor([[1, 2, 3], [4, 5, -1]]), torch.tensor([3, 2])
+    with torch.no_grad():
+        both = m.loss(wav, lens, toks, tl)
+        one = m._loss(wav, lens, toks, tl, backward=False)
+        back = m._loss(reverse_padded(wav, lens), lens, torch.tensor([[3, 2, 1], [5, 4, -1]]), tl, backward=True)
+    assert torch.allclose(both, one + back) and not torch.allclose(one, back)
 
 
 def test_training_augmentations():
@@ -187,9 +211,11 @@ def _tone_corpus(n_utts=48, seed=0):
 def test_it_learns_to_time_tokens_by_their_sound():
     """Trained with CTC and label priors on tones at random times (syllable-like: 0.15-0.3 s, at most
     80 ms apart), the aligner puts 90 % of the token midpoints of held-out utterances within 80 ms of the
-    truth (a model that placed tokens by their position, or a wrong frame clock, would not)."""
+    truth (a model that placed tokens by their position, or a wrong frame clock, would not); with directions
+    "both", so do the backward network (trained on the reversed utterances, its times mapped back) and the
+    mean of the two."""
     torch.manual_seed(0)
-    m = LocalAligner(AlignerConfig(vocab_size=6, d=48, layers=2))
+    m = LocalAligner(AlignerConfig(vocab_size=6, d=48, layers=2, directions="both"))
     feats = [torch.as_tensor(x) for x, _, _ in _tone_corpus(64)]
     mean = torch.cat([m.front.fbank(f[None], torch.tensor([len(f)]))[0][0] for f in feats]).mean(0)
     std = torch.cat([m.front.fbank(f[None], torch.tensor([len(f)]))[0][0] for f in feats]).std(0)
@@ -210,23 +236,24 @@ def test_it_learns_to_time_tokens_by_their_sound():
         loss.backward()
         opt.step()
     m.eval()
-    off, stride = m.frame_times()
-    errs = []
-    for x, toks, times in _tone_corpus(16, seed=99):
-        tt = m.token_times(m.align_scores(x), toks)
-        errs += [abs((a.start + a.end) / 2 - (s + e) / 2) for a, (s, e) in zip(tt, times)]
-    share = float(np.mean(np.array(errs) <= 0.08))
-    assert share >= 0.9, f"{share:.2f} of {len(errs)} tokens within 80 ms (median {np.median(errs) * 1000:.0f} ms)"
+    for direction in ("forward", "backward", None):     # None: the mean of the two (directions "both")
+        errs = []
+        for x, toks, times in _tone_corpus(16, seed=99):
+            tt = m.times(x, toks, direction=direction)
+            errs += [abs((a.start + a.end) / 2 - (s + e) / 2) for a, (s, e) in zip(tt, times)]
+        share = float(np.mean(np.array(errs) <= 0.08))
+        assert share >= 0.9, f"{direction}: {share:.2f} of {len(errs)} tokens within 80 ms " \
+                             f"(median {np.median(errs) * 1000:.0f} ms)"
 
 
-def _aligner_dir(d: Path, toks, seed=0):
+def _aligner_dir(d: Path, toks, seed=0, directions="forward"):
     """An avsr train_aligner dir with random weights (what pack and transcribe read)."""
     import yaml
 
     from avsr.utils.checkpoint import save_checkpoint
     d.mkdir(parents=True, exist_ok=True)
     (d / "tokens.txt").write_text("".join(t + "\n" for t in toks), encoding="utf-8")
-    cfg = AlignerConfig(vocab_size=len(toks), d=32, layers=1)
+    cfg = AlignerConfig(vocab_size=len(toks), d=32, layers=1, directions=directions)
     torch.manual_seed(seed)
     save_checkpoint(LocalAligner(cfg).state_dict(), d / "aligner.pth")
     (d / "aligner_config.yaml").write_text(yaml.safe_dump({"aligner": cfg.to_dict()}), encoding="utf-8")
@@ -245,7 +272,7 @@ def test_a_packed_aligner_times_the_tokens_of_transcribe(tmp_path):
     write_token_list(toks, str(tmp_path / "tokens.txt"))
     torch.manual_seed(0)
     m = AVSRModel(load_config(ROOT / "conf" / "micro.yaml", vocab_size=len(toks), mode="audio"))
-    al = _aligner_dir(tmp_path / "al", toks)
+    al = _aligner_dir(tmp_path / "al", toks, directions="both")
     pack_model(tmp_path / "packed", model_config=m.cfg.to_dict(), token_list=tmp_path / "tokens.txt",
                weights=m.state_dict(), aligner_dir=al)
     meta = json.loads((tmp_path / "packed" / "meta.json").read_text())
@@ -259,13 +286,18 @@ def test_a_packed_aligner_times_the_tokens_of_transcribe(tmp_path):
     ref = load_aligner(al)
     off, stride = ref.frame_times()
     ids = [toks.index(t["token"]) for t in seg.tokens]
-    want = token_times(ref.align_scores(audio).numpy(), ids, offset=off,
-                       stride=stride)
-    assert [(t["start"], t["end"]) for t in seg.tokens] == [(w.start, w.end) for w in want]
+    fwd = token_times(ref.align_scores(audio).numpy(), ids, offset=off, stride=stride)
+    # the backward network reads the reversed audio: its token k is token n-1-k, reversed time t is dur - t
+    dur = len(audio) / SR
+    bwd = token_times(ref.align_scores(audio, backward=True).numpy(), ids[::-1], offset=off, stride=stride)[::-1]
+    want = [((f.start + dur - b.end) / 2, (f.end + dur - b.start) / 2) for f, b in zip(fwd, bwd)]
+    assert max(abs(f.end - (dur - b.start)) for f, b in zip(fwd, bwd)) > 0.02      # the two directions differ
+    got = [x for t in seg.tokens for x in (t["start"], t["end"])]
+    assert got == pytest.approx([x for w in want for x in w], abs=1.5e-3)
     assert all(0 <= t["conf"] <= 1 for t in seg.tokens)          # posteriors, not the prior-adjusted scores
     ctc = load_model(tmp_path / "packed", beam_size=2, maxlenratio=0.1, aligner=None).transcribe(audio, segmentation="none")
     assert ctc.text == tr.text and [(t["start"], t["end"]) for t in ctc.segments[0].tokens] != \
-        [(w.start, w.end) for w in want]
+        [tuple(round(x, 3) for x in w) for w in want]
     # a changed aligner file fails the checksum; another token list is refused at pack time
     p = tmp_path / "packed" / "aligner.pth"
     p.write_bytes(p.read_bytes()[:-8] + b"00000000")
@@ -303,6 +335,30 @@ def test_train_aligner_resumes_keeps_and_moves_aside(tmp_path, capsys):
     assert res["train_utterances"] == 4 and res["parameters"] > 0
     al = load_aligner(str(exp))                         # what pack and transcribe load
     assert al.cfg.d == 16 and al.cfg.vocab_size == 8
+    # directions "both" (conf/aligner.yaml): each network is what a one-direction run trains, the backward one on
+    # the reversed utterances (here a data dir of reversed wavs and texts)
+    assert al.cfg.directions == "both" and (exp / "forward" / "train.log").is_file()
+    r = tmp_path / "rev"
+    r.mkdir()
+    for u, t in texts.items():
+        x, _ = sf.read(d / f"{u}.wav", dtype="float32")
+        sf.write(r / f"{u}.wav", x[::-1], SR)
+    (r / "wav.scp").write_text("".join(f"{u} {r / (u + '.wav')}\n" for u in texts))
+    (r / "text").write_text("".join(f"{u} {t[::-1]}\n" for u, t in texts.items()), encoding="utf-8")
+    (r / "utt2spk").write_text("".join(f"{u} s\n" for u in texts))
+    stats = tmp_path / "stats.json"        # one normalisation for all three runs (not each data dir's own)
+    stats.write_text(json.dumps({"mean": [0.0] * 80, "std": [1.0] * 80}))
+    both = ["--stats", str(stats)] + [str(tmp_path / "both") if a == str(exp) else a for a in args]
+    assert train_aligner.main(both) == 0
+    al = load_aligner(str(tmp_path / "both"))
+    one = ["--stats", str(stats)] + args + ["aligner.directions=forward"]
+    assert train_aligner.main(one[:one.index("--exp_dir") + 1] + [str(tmp_path / "fw")] + one[one.index("--exp_dir") + 2:]) == 0
+    rev = [str(r) if a == str(d) else a for a in one]
+    assert train_aligner.main(rev[:rev.index("--exp_dir") + 1] + [str(tmp_path / "bw")] + rev[rev.index("--exp_dir") + 2:]) == 0
+    fw, bw = load_aligner(str(tmp_path / "fw")), load_aligner(str(tmp_path / "bw"))
+    assert fw.back is None and torch.equal(al.out.weight, fw.out.weight) and torch.equal(al.log_prior, fw.log_prior)
+    assert torch.equal(al.back.out.weight, bw.out.weight) and torch.equal(al.back.log_prior, bw.log_prior)
+    assert not torch.equal(al.out.weight, al.back.out.weight)
     capsys.readouterr()
     assert train_aligner.main(args + ["--device", "cpu", "--set", "trainer.progress=true"]) == 0
     assert "trained" in capsys.readouterr().out

@@ -22,6 +22,7 @@ model; ``transcribe`` and ``avsr decode`` then time tokens with it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -142,15 +143,38 @@ def main(argv=None) -> int:
                                              batch_size=16, collate_fn=collate)
         model.front.set_normalization(*compute_feature_stats(model.front, loader))
     t0 = time.time()
-    res = Trainer(model, train_set, valid_set, tcfg, exp_dir=args.exp_dir).fit()
+    if cfg.directions == "both":
+        # one direction after the other, each trained as a one-direction run would be (its own gradient clip,
+        # early stop and checkpoint average; the backward network starts from the draws a one-direction run of this
+        # seed starts from), in exp_dir/forward and exp_dir/backward; the second run's average holds both networks
+        from avsr.utils.checkpoint import load_checkpoint, model_state
+        runs = {}
+        for d in ("forward", "backward"):
+            if d == "backward" and not args.init:
+                torch.manual_seed(tcfg.seed)
+                fresh = LocalAligner(dataclasses.replace(cfg, directions="forward")).state_dict()
+                model.back.load_state_dict({k: v for k, v in fresh.items() if not k.startswith("front.")})
+            model.train_only = d
+            runs[d] = Trainer(model, train_set, valid_set, tcfg, exp_dir=os.path.join(args.exp_dir, d)).fit()
+            src = runs[d].averaged or runs[d].best_path
+            if src:
+                model.load_state_dict(model_state(load_checkpoint(src)))
+        model.train_only = None
+        res = runs["backward"]
+        res_info = {k: {d: getattr(r, a) for d, r in runs.items()} for k, a in
+                    (("best", "best"), ("averaged", "averaged"), ("epochs_run_this_call", "epochs_run"),
+                     ("stopped_early", "stopped_early"), ("history", "history"))}
+    else:
+        res = Trainer(model, train_set, valid_set, tcfg, exp_dir=args.exp_dir).fit()
+        res_info = {"best": res.best, "averaged": res.averaged, "epochs_run_this_call": res.epochs_run,
+                    "stopped_early": res.stopped_early, "history": res.history}
     if int(os.environ.get("RANK", "0")) == 0:
         src = res.averaged or res.best_path
         if src:
             shutil.copyfile(src, final + ".tmp")
             os.replace(final + ".tmp", final)
         out = {"parameters": sum(p.numel() for p in model.parameters()), "receptive_field_s": model.receptive_field(),
-               "best": res.best, "averaged": res.averaged, "epochs_run_this_call": res.epochs_run,
-               "stopped_early": res.stopped_early, "history": res.history,
+               **res_info,
                "wall_seconds_this_call": time.time() - t0, "train_utterances": len(train_set),
                "valid_utterances": len(valid_set), "command": " ".join([sys.executable, "-m",
                                                                          "avsr.bin.train_aligner"] + sys.argv[1:])}

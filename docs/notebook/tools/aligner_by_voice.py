@@ -32,7 +32,7 @@ def aligned_segments(aligner_dir, corpus, data_dir):
         if st.turn is None:
             continue
         audio = load_audio(wav[st.session + "_Far"], start=st.start, end=st.end)
-        yield st, al.token_times(al.align_scores(audio), tok.encode(st.text), time_offset=st.start)
+        yield st, al.times(audio, tok.encode(st.text), time_offset=st.start)
 
 
 def main():
