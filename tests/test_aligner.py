@@ -359,6 +359,14 @@ def test_train_aligner_resumes_keeps_and_moves_aside(tmp_path, capsys):
     assert fw.back is None and torch.equal(al.out.weight, fw.out.weight) and torch.equal(al.log_prior, fw.log_prior)
     assert torch.equal(al.back.out.weight, bw.out.weight) and torch.equal(al.back.log_prior, bw.log_prior)
     assert not torch.equal(al.out.weight, al.back.out.weight)
+    # a one-direction --init starts the forward network of a "both" run; the backward one starts from the fresh draws
+    half = ["--stats", str(stats)] + [str(tmp_path / "half") if a == str(exp) else a for a in args] + ["trainer.lr=0.0"]
+    assert train_aligner.main(half + ["--init", str(tmp_path / "fw")]) == 0
+    h = load_aligner(str(tmp_path / "half"))
+    from avsr.trainer import TrainerConfig
+    torch.manual_seed(TrainerConfig().seed)
+    fresh = LocalAligner(AlignerConfig(vocab_size=8, d=16, layers=1))
+    assert torch.equal(h.out.weight, fw.out.weight) and torch.equal(h.back.out.weight, fresh.out.weight)
     capsys.readouterr()
     assert train_aligner.main(args + ["--device", "cpu", "--set", "trainer.progress=true"]) == 0
     assert "trained" in capsys.readouterr().out

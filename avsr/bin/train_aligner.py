@@ -127,11 +127,16 @@ def main(argv=None) -> int:
     valid_set = AVSRDataset(args.valid_data, tok, modality="audio", train=False)
     torch.manual_seed(tcfg.seed)
     model = LocalAligner(cfg)
+    half_init = False       # a one-direction --init of a "both" run: its forward network; the backward one starts fresh
     if args.init:
         from avsr.utils.checkpoint import load_checkpoint, model_state
         src = os.path.join(args.init, "aligner.pth") if os.path.isdir(args.init) else args.init
+        state = model_state(load_checkpoint(src))
+        half_init = model.back is not None and not any(k.startswith("back.") for k in state)
         try:
-            model.load_state_dict(model_state(load_checkpoint(src)))
+            res_init = model.load_state_dict(state, strict=not half_init)
+            if half_init and (res_init.unexpected_keys or any(not k.startswith("back.") for k in res_init.missing_keys)):
+                raise RuntimeError(f"missing {res_init.missing_keys}, unexpected {res_init.unexpected_keys}")
         except RuntimeError as e:
             raise SystemExit(f"error: --init {src}: not an aligner of this size and token list ({e})")
     if args.stats:
@@ -150,7 +155,7 @@ def main(argv=None) -> int:
         from avsr.utils.checkpoint import load_checkpoint, model_state
         runs = {}
         for d in ("forward", "backward"):
-            if d == "backward" and not args.init:
+            if d == "backward" and (not args.init or half_init):
                 torch.manual_seed(tcfg.seed)
                 fresh = LocalAligner(dataclasses.replace(cfg, directions="forward")).state_dict()
                 model.back.load_state_dict({k: v for k, v in fresh.items() if not k.startswith("front.")})
