@@ -28,7 +28,7 @@ NJ ?= 2
 
 help:
 	@echo "make demo     set up (.venv, deps) and run the SynthMISP demo recipe"
-	@echo "make test     set up and run the default test suite (about 9 min on 2 cores)"
+	@echo "make test     set up and run the default test suite (about 10 min on 2 cores)"
 	@echo "make test-all the default suite and the slow tests"
 	@echo "make bench-train   SynthMISP mini: corpus, A0, V and AV0 through the recipe (hours on 2 cores; resumes)"
 	@echo "make bench    longer measurements; writes docs/BENCHMARKS.md and recipes/synthmisp/RESULTS.md"
