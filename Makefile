@@ -67,7 +67,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 install: $(VENV)/.installed
 
-# (without the local aligner, a 51 s stage that would take the demo past 30 min; add it with
+# (without the local aligner, a stage of about 2 min with its two directions that would take the demo past 30 min; add it with
 # ./run.sh --preset demo --models "a0 v av0" --stage 5 --stop_stage 5, then --stage 11 --stop_stage 11)
 # epochs sized for 30 minutes on 2 cores: A0 20 (its dev CER stops improving after epoch 18), V 18, AV0 8
 demo: install

@@ -61,6 +61,12 @@ def build_parser():
     return ap
 
 
+def _fit_info(r) -> dict:
+    """What train_result.json keeps of a Trainer run's result."""
+    return {"best": r.best, "averaged": r.averaged, "epochs_run_this_call": r.epochs_run,
+            "stopped_early": r.stopped_early, "history": r.history}
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads > 0:
@@ -70,6 +76,7 @@ def main(argv=None) -> int:
     from avsr.models.front_nets import compute_feature_stats
     from avsr.text.tokens import Tokenizer
     from avsr.trainer import Trainer, TrainerConfig
+    from avsr.utils.checkpoint import load_checkpoint, model_state
     from avsr.utils.io import write_text_atomic
 
     with open(args.config, encoding="utf-8") as f:
@@ -129,7 +136,6 @@ def main(argv=None) -> int:
     model = LocalAligner(cfg)
     half_init = False       # a one-direction --init of a "both" run: its forward network; the backward one starts fresh
     if args.init:
-        from avsr.utils.checkpoint import load_checkpoint, model_state
         src = os.path.join(args.init, "aligner.pth") if os.path.isdir(args.init) else args.init
         state = model_state(load_checkpoint(src))
         half_init = model.back is not None and not any(k.startswith("back.") for k in state)
@@ -152,7 +158,6 @@ def main(argv=None) -> int:
         # one direction after the other, each trained as a one-direction run would be (its own gradient clip,
         # early stop and checkpoint average; the backward network starts from the draws a one-direction run of this
         # seed starts from), in exp_dir/forward and exp_dir/backward; the second run's average holds both networks
-        from avsr.utils.checkpoint import load_checkpoint, model_state
         runs = {}
         for d in ("forward", "backward"):
             if d == "backward" and (not args.init or half_init):
@@ -166,13 +171,10 @@ def main(argv=None) -> int:
                 model.load_state_dict(model_state(load_checkpoint(src)))
         model.train_only = None
         res = runs["backward"]
-        res_info = {k: {d: getattr(r, a) for d, r in runs.items()} for k, a in
-                    (("best", "best"), ("averaged", "averaged"), ("epochs_run_this_call", "epochs_run"),
-                     ("stopped_early", "stopped_early"), ("history", "history"))}
+        res_info = {k: {d: _fit_info(r)[k] for d, r in runs.items()} for k in _fit_info(res)}
     else:
         res = Trainer(model, train_set, valid_set, tcfg, exp_dir=args.exp_dir).fit()
-        res_info = {"best": res.best, "averaged": res.averaged, "epochs_run_this_call": res.epochs_run,
-                    "stopped_early": res.stopped_early, "history": res.history}
+        res_info = _fit_info(res)
     if int(os.environ.get("RANK", "0")) == 0:
         src = res.averaged or res.best_path
         if src:

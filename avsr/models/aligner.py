@@ -230,7 +230,7 @@ class LocalAligner(nn.Module):
         loss = 0.0
         if self.train_only != "backward":
             loss = self._loss(wav, lens, tokens, token_lens, backward=False)
-        if self.train_only != "forward" and (self.back is not None or self.train_only == "backward"):
+        if self.train_only == "backward" or (self.train_only is None and self.back is not None):
             loss = loss + self._loss(reverse_padded(wav, lens), lens, reverse_padded(tokens, token_lens), token_lens,
                                      backward=True)
         return loss
@@ -266,9 +266,9 @@ class LocalAligner(nn.Module):
         """The times of ``token_ids`` in the waveform ``wav`` ``[N]`` (16 kHz): a list of
         :class:`avsr.alignment.TokenTime`, seconds plus ``time_offset``, ``conf`` the token's largest posterior
         over its frames.  The one place that times tokens with this aligner (``transcribe``, ``avsr decode``,
-        the bench).  ``direction`` None: the aligner's own (with directions "both", each token's start and end
-        are the means of the forward and the backward network's, its frames and conf those of the forward
-        network, conf the mean of the two); "forward" or "backward": that network alone."""
+        the bench).  ``direction`` None: the aligner's own (with directions "both", each token's start, end and
+        conf are the means of the forward and the backward network's, its frames the forward network's);
+        "forward" or "backward": that network alone."""
         ids = [int(t) for t in token_ids]
         direction = direction or ("both" if self.back is not None else "forward")
         if direction not in ("forward", "backward", "both"):
@@ -276,25 +276,22 @@ class LocalAligner(nn.Module):
         fwd = bwd = None
         if direction != "backward":
             lp = self.log_posteriors(wav)
-            fwd = self.token_times(self.scores(lp), ids)
+            fwd = self.token_times(self.scores(lp), ids, time_offset=time_offset)
             _set_conf(fwd, lp)
         if direction != "forward":
-            dur = len(wav) / float(SAMPLE_RATE)
             lp = self.log_posteriors(wav, backward=True)
             rev = self.token_times(self.scores(lp, backward=True), ids[::-1])
             _set_conf(rev, lp)
             n = lp.size(0)
-            # reversed time t is forward time dur - t: a token's start is dur minus its reversed end
-            bwd = [dataclasses.replace(x, start=round(dur - x.end, 3), end=round(dur - x.start, 3),
+            # reversed time t is forward time (end of the waveform) - t: a token's start is that minus its reversed end
+            end = time_offset + len(wav) / float(SAMPLE_RATE)
+            bwd = [dataclasses.replace(x, start=round(end - x.end, 3), end=round(end - x.start, 3),
                                        first_frame=n - 1 - x.last_frame, last_frame=n - 1 - x.first_frame)
                    for x in rev[::-1]]
         if fwd is None or bwd is None:
-            out = fwd if bwd is None else bwd
-        else:
-            out = [dataclasses.replace(f, start=round((f.start + b.start) / 2, 3), end=round((f.end + b.end) / 2, 3),
-                                       conf=round((f.conf + b.conf) / 2, 4)) for f, b in zip(fwd, bwd)]
-        return [dataclasses.replace(x, start=round(x.start + time_offset, 3), end=round(x.end + time_offset, 3))
-                for x in out]
+            return fwd if bwd is None else bwd
+        return [dataclasses.replace(f, start=round((f.start + b.start) / 2, 3), end=round((f.end + b.end) / 2, 3),
+                                    conf=round((f.conf + b.conf) / 2, 4)) for f, b in zip(fwd, bwd)]
 
     def token_times(self, scores, token_ids, time_offset: float = 0.0):
         """Times of ``token_ids`` on this aligner's ``scores`` (:meth:`align_scores`): :func:`avsr.alignment.token_times`
