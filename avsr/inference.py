@@ -289,7 +289,8 @@ class Speech2Text:
         that a fusion pack stores with its fusion then goes too, unless ``ctc_weight`` is given, so the
         own path is the model's joint CTC/attention search).  The pack's LM is loaded only when the beam
         search uses it (``lm_weight > 0``, not CTC greedy).  The pack's aligner is loaded when it has one
-        (``aligner=None`` given: token times from the model's CTC instead)."""
+        (``aligner=None`` given: token times from the model's CTC instead; ``align_adapt_steps``: its
+        adaptation steps per segment, :meth:`avsr.models.aligner.LocalAligner.adapt`)."""
         from avsr.pack import PackError, load_packed, load_packed_aligner, load_packed_lm
         model, tok, info = load_packed(path, device=device)
         dec = dict(info.get("decode") or {})
@@ -303,8 +304,13 @@ class Speech2Text:
                 raise PackError(path, f"lm_weight {lm_weight:g} asked for, but this packed model has no LM "
                                       "(pack one in with avsr pack --lm_dir)")
             dec["lm"] = load_packed_lm(path, device=device)
+        adapt = dec.pop("align_adapt_steps", None)
         if "aligner" not in kw and info.get("has_aligner"):
             dec["aligner"] = load_packed_aligner(path, device=device)
+            if adapt is not None:
+                from avsr.models.aligner import AlignerConfig
+                al = dec["aligner"]
+                al.cfg = AlignerConfig.from_dict({**al.cfg.to_dict(), "adapt_steps": int(adapt)})
         s = cls(model, tok, device=device, **dec)
         s.info = info
         return s

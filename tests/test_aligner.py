@@ -3,6 +3,7 @@ within its receptive field, its frame clock is the audio's, it learns to time to
 (tones at known times), and a packed model carries it into transcribe."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from avsr.alignment import token_times
-from avsr.models.aligner import AlignerConfig, LocalAligner, load_aligner
+from avsr.models.aligner import AlignerConfig, LocalAligner, cepstral_smoother, load_aligner
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -51,8 +52,10 @@ def test_scores_depend_only_on_the_audio_within_the_receptive_field():
 
 
 def test_config_checks():
-    """An unknown topology or timing rule, or a negative inner blank penalty, is refused when the config is made."""
-    for bad in ({"topology": "hsmm"}, {"rule": "centre"}, {"inner_blank_penalty": -1.0}, {"directions": "backward"}):
+    """An unknown topology, timing rule or direction, a negative inner blank penalty, a number of cepstra outside
+    [0, n_mels] and a negative number of adaptation steps or a learning rate <= 0 are refused when the config is made."""
+    for bad in ({"topology": "hsmm"}, {"rule": "centre"}, {"inner_blank_penalty": -1.0}, {"directions": "backward"},
+                {"cepstra": 81}, {"cepstra": -1}, {"adapt_steps": -1}, {"adapt_lr": 0.0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             AlignerConfig(vocab_size=6, **bad)
 
@@ -171,6 +174,39 @@ def test_utterance_cmn_removes_the_input_gain():
     assert torch.allclose(pb[0, :int(la[0])], alone[0], atol=1e-5)
 
 
+def test_cepstra_smooth_the_log_mel_spectrum_before_normalisation():
+    """``cepstral_smoother(n, k)`` is the orthogonal projection onto the first k DCT-II vectors (symmetric,
+    idempotent, rank k; the identity for k = n): it keeps a slow spectral slope and removes a ripple of period
+    4 bins (pitch harmonics' scale).  With ``cepstra`` the network reads the raw log-mel spectrum so smoothed and
+    then normalised by the global mean (smoothed) and std, not the normalised spectrum smoothed: the two differ
+    when the std differs between bins, as it does here; padded frames stay 0."""
+    P = cepstral_smoother(80, 13)
+    assert torch.allclose(P, P.T) and torch.allclose(P @ P, P, atol=1e-6)
+    assert int(torch.linalg.matrix_rank(P)) == 13
+    assert torch.allclose(cepstral_smoother(80, 80), torch.eye(80), atol=1e-6)
+    slope = torch.linspace(-1, 1, 80)[None] ** 2
+    ripple = torch.cos(np.pi / 80 * (torch.arange(80) + 0.5) * 40)[None]     # DCT-II coefficient 40 alone
+    assert (slope @ P - slope).abs().max() < 0.05 and (ripple @ P).abs().max() < 1e-4
+    g = torch.Generator().manual_seed(5)
+    w = 0.1 * torch.randn(2, 2 * SR, generator=g)
+    lens = torch.tensor([2 * SR, SR])
+    mean, std = torch.randn(80, generator=g), 0.5 + torch.rand(80, generator=g) * 3
+    seen = {}
+    for k in (13, 0):
+        m = _aligner(cepstra=k)
+        m.front.set_normalization(mean, std)
+        h = m.sub[0].register_forward_pre_hook(lambda mod, args: seen.__setitem__(k, args[0].transpose(1, 2)))
+        m.encode(w, lens)
+        h.remove()
+    raw, flens = m.front.fbank(w, lens)
+    valid = (torch.arange(raw.size(1))[None] < flens[:, None])[..., None]
+    assert torch.allclose(seen[0], (raw - mean) / std * valid, atol=1e-4)
+    want = ((raw @ P) - mean @ P) / std * valid
+    assert torch.allclose(seen[13], want, atol=1e-4)
+    assert not torch.allclose(seen[13], ((raw - mean) / std) @ P * valid, atol=1e-2)
+    assert seen[13][1, int(flens[1]):].abs().max() == 0
+
+
 def test_frame_clock_is_the_audio_clock():
     """A click at time tau moves the scores most at the frame whose centre is nearest tau."""
     m = _aligner(layers=0)
@@ -208,12 +244,9 @@ def _tone_corpus(n_utts=48, seed=0):
     return out
 
 
-def test_it_learns_to_time_tokens_by_their_sound():
-    """Trained with CTC and label priors on tones at random times (syllable-like: 0.15-0.3 s, at most
-    80 ms apart), the aligner puts 90 % of the token midpoints of held-out utterances within 80 ms of the
-    truth (a model that placed tokens by their position, or a wrong frame clock, would not); with directions
-    "both", so do the backward network (trained on the reversed utterances, its times mapped back) and the
-    mean of the two."""
+@pytest.fixture(scope="module")
+def tone_aligner():
+    """An aligner with two directions, trained with CTC and label priors on the tones of :func:`_tone_corpus`."""
     torch.manual_seed(0)
     m = LocalAligner(AlignerConfig(vocab_size=6, d=48, layers=2, directions="both"))
     feats = [torch.as_tensor(x) for x, _, _ in _tone_corpus(64)]
@@ -235,15 +268,60 @@ def test_it_learns_to_time_tokens_by_their_sound():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    m.eval()
+    return m.eval()
+
+
+def _tone_share(m, direction=None, channel=None):
+    """Share of held-out tone midpoints within 80 ms (and the median error), the audio through ``channel``."""
+    errs = []
+    for x, toks, times in _tone_corpus(16, seed=99):
+        tt = m.times(x if channel is None else channel(x), toks, direction=direction)
+        errs += [abs((a.start + a.end) / 2 - (s + e) / 2) for a, (s, e) in zip(tt, times)]
+    return float(np.mean(np.array(errs) <= 0.08)), float(np.median(errs))
+
+
+def test_it_learns_to_time_tokens_by_their_sound(tone_aligner):
+    """Trained with CTC and label priors on tones at random times (syllable-like: 0.15-0.3 s, at most
+    80 ms apart), the aligner puts 90 % of the token midpoints of held-out utterances within 80 ms of the
+    truth (a model that placed tokens by their position, or a wrong frame clock, would not); with directions
+    "both", so do the backward network (trained on the reversed utterances, its times mapped back) and the
+    mean of the two."""
     for direction in ("forward", "backward", None):     # None: the mean of the two (directions "both")
-        errs = []
-        for x, toks, times in _tone_corpus(16, seed=99):
-            tt = m.times(x, toks, direction=direction)
-            errs += [abs((a.start + a.end) / 2 - (s + e) / 2) for a, (s, e) in zip(tt, times)]
-        share = float(np.mean(np.array(errs) <= 0.08))
-        assert share >= 0.9, f"{direction}: {share:.2f} of {len(errs)} tokens within 80 ms " \
-                             f"(median {np.median(errs) * 1000:.0f} ms)"
+        share, med = _tone_share(tone_aligner, direction)
+        assert share >= 0.9, f"{direction}: {share:.2f} of tokens within 80 ms (median {med * 1000:.0f} ms)"
+
+
+def _boost_above_1khz(x):
+    """A channel training never had: +20 dB above 1 kHz (zero-phase, noise and tones alike)."""
+    spec = np.fft.rfft(x)
+    spec[np.fft.rfftfreq(len(x), 1 / SR) > 1000] *= 10.0
+    return np.fft.irfft(spec, len(x)).astype(np.float32)
+
+
+def test_adaptation_to_the_given_text_undoes_a_channel_training_never_had(tone_aligner):
+    """Through a +20 dB treble boost the trained tone aligner times fewer than half the tokens within 80 ms; with
+    ``adapt_steps`` 30 (each utterance's input scale and shift per mel bin fitted to the CTC loss of its known
+    text, each direction's network for itself) it times 85 %, and on the clean audio adaptation keeps its 90 %.
+    The weights, their gradients and the training mode are left as they were; under torch.inference_mode it
+    still adapts."""
+    m = tone_aligner
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    grads = [None if p.grad is None else p.grad.clone() for p in m.parameters()]
+    assert _tone_share(m, channel=_boost_above_1khz)[0] < 0.5
+    m.cfg = dataclasses.replace(m.cfg, adapt_steps=30)
+    try:
+        assert _tone_share(m, channel=_boost_above_1khz)[0] >= 0.85
+        assert _tone_share(m)[0] >= 0.9
+        x, toks, _ = _tone_corpus(1, seed=98)[0]
+        with torch.inference_mode():
+            adapted = m.times(_boost_above_1khz(x), toks)
+        m.cfg = dataclasses.replace(m.cfg, adapt_steps=0)
+        assert [(t.start, t.end) for t in adapted] != [(t.start, t.end) for t in m.times(_boost_above_1khz(x), toks)]
+    finally:
+        m.cfg = dataclasses.replace(m.cfg, adapt_steps=0)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    assert all((g is None and p.grad is None) or torch.equal(g, p.grad) for g, p in zip(grads, m.parameters()))
+    assert not m.training
 
 
 def _aligner_dir(d: Path, toks, seed=0, directions="forward"):
@@ -263,7 +341,8 @@ def _aligner_dir(d: Path, toks, seed=0, directions="forward"):
 def test_a_packed_aligner_times_the_tokens_of_transcribe(tmp_path):
     """avsr pack --aligner_dir carries the aligner (checksummed); from_packed loads it and transcribe's
     token times are its alignment of the decoded text, not the CTC's; aligner=None gives
-    the CTC's again.  An aligner with another token list is refused naming its tokens.txt."""
+    the CTC's again; align_adapt_steps sets its adaptation (load_model and avsr decode), and avsr decode aligns
+    only for the outputs with token times.  An aligner with another token list is refused naming its tokens.txt."""
     from avsr import load_model
     from avsr.models import AVSRModel, load_config
     from avsr.pack import PackError, pack_model
@@ -298,6 +377,34 @@ def test_a_packed_aligner_times_the_tokens_of_transcribe(tmp_path):
     ctc = load_model(tmp_path / "packed", beam_size=2, maxlenratio=0.1, aligner=None).transcribe(audio, segmentation="none")
     assert ctc.text == tr.text and [(t["start"], t["end"]) for t in ctc.segments[0].tokens] != \
         [tuple(round(x, 3) for x in w) for w in want]
+    # align_adapt_steps (load_model, avsr decode --align_adapt_steps) sets the aligner's adaptation: the times are
+    # then the adapted alignment's, which differ
+    adapted = load_model(tmp_path / "packed", beam_size=2, maxlenratio=0.1, align_adapt_steps=3)
+    assert adapted.aligner.cfg.adapt_steps == 3
+    ref.cfg = dataclasses.replace(ref.cfg, adapt_steps=3)
+    want3 = [(x.start, x.end) for x in ref.times(audio, ids)]
+    seg3 = adapted.transcribe(audio, segmentation="none").segments[0]
+    assert [(t["start"], t["end"]) for t in seg3.tokens] == want3 and want3 != [tuple(w) for w in want]
+    # avsr decode times tokens only for the outputs that carry them (jsonl, ctm), by the aligner when there is one
+    import soundfile as sf
+
+    from avsr.bin import decode_pairs
+    sf.write(tmp_path / "a.wav", audio, SR)
+    calls = []
+    orig = LocalAligner.times
+    try:
+        LocalAligner.times = lambda self, *a, **k: calls.append(self.cfg.adapt_steps) or orig(self, *a, **k)
+        for fmt, n in (("text", 0), ("srt", 0), ("ctm", 1), ("jsonl", 1)):
+            calls.clear()
+            assert decode_pairs.main(["--model", str(tmp_path / "packed"), "--wav", str(tmp_path / "a.wav"),
+                                      "--segmentation", "none", "--beam_size", "2", "--output_format", fmt,
+                                      "--align_adapt_steps", "2", "--output", str(tmp_path / f"o.{fmt}")]) == 0
+            assert calls == [2] * n, fmt
+    finally:
+        LocalAligner.times = orig
+    assert (tmp_path / "o.ctm").read_text().strip() and (tmp_path / "o.text").read_text().strip()
+    with pytest.raises(SystemExit, match="align_adapt_steps"):
+        decode_pairs.main(["--model", str(tmp_path / "packed"), "--wav", str(tmp_path / "a.wav"), "--align_adapt_steps", "-1"])
     # a changed aligner file fails the checksum; another token list is refused at pack time
     p = tmp_path / "packed" / "aligner.pth"
     p.write_bytes(p.read_bytes()[:-8] + b"00000000")
@@ -311,7 +418,8 @@ def test_a_packed_aligner_times_the_tokens_of_transcribe(tmp_path):
 
 def test_train_aligner_resumes_keeps_and_moves_aside(tmp_path, capsys):
     """avsr train_aligner on a small Kaldi dir writes what pack reads; the same command again keeps the
-    finished run (another device or progress display too); another configuration moves the old run aside and trains anew."""
+    finished run (another device or progress display too, or other alignment-only settings, which its config then
+    takes); another configuration moves the old run aside and trains anew."""
     import soundfile as sf
 
     from avsr.bin import train_aligner
@@ -370,15 +478,26 @@ def test_train_aligner_resumes_keeps_and_moves_aside(tmp_path, capsys):
     capsys.readouterr()
     assert train_aligner.main(args + ["--device", "cpu", "--set", "trainer.progress=true"]) == 0
     assert "trained" in capsys.readouterr().out
-    # a run written before a setting existed (here: no topology, rule or speed_perturb) counts as the same run
+    # a run written before a setting existed (here: no topology, rule, speed_perturb or adaptation) counts as the
+    # same run
     import yaml
     cfg_path = exp / "aligner_config.yaml"
     written = yaml.safe_load(cfg_path.read_text())
-    for k in ("topology", "rule", "speed_perturb"):
+    for k in ("topology", "rule", "speed_perturb", "adapt_steps", "adapt_lr"):
         written["aligner"].pop(k)
     written.pop("init")
     cfg_path.write_text(yaml.safe_dump(written))
     assert train_aligner.main(args) == 0 and "trained" in capsys.readouterr().out
+    # alignment-only settings (adaptation) keep the finished run and go into its config, where load_aligner reads them
+    w0 = (exp / "aligner.pth").read_bytes()
+    assert train_aligner.main(args + ["aligner.adapt_steps=7", "aligner.adapt_lr=0.05"]) == 0
+    assert "trained" in capsys.readouterr().out and not list(tmp_path.glob("al.stale-*"))
+    kept = load_aligner(str(exp))
+    assert (kept.cfg.adapt_steps, kept.cfg.adapt_lr) == (7, 0.05)
+    assert (exp / "aligner.pth").read_bytes() == w0                   # not trained again
+    conf = yaml.safe_load((ROOT / "conf" / "aligner.yaml").read_text())["aligner"]
+    assert train_aligner.main(args) == 0 and load_aligner(str(exp)).cfg.adapt_steps == conf.get("adapt_steps", 0)
+    capsys.readouterr()
     assert train_aligner.main(args[:-2] + ["aligner.layers=2"]) == 0
     assert "moved to" in capsys.readouterr().out
     assert load_aligner(str(exp)).cfg.layers == 2 and len(list(tmp_path.glob("al.stale-*"))) == 1

@@ -55,15 +55,20 @@ def search_overrides(args) -> dict:
     return kw
 
 
-def add_decoder_options(ap, *, adapter_threshold: bool = True, lm_default=None, lm_help: str = LM_HELP) -> None:
+def add_decoder_options(ap, *, adapter_threshold: bool = True, lm_default=None, lm_help: str = LM_HELP,
+                        align_adapt: bool = True) -> None:
     """The options every decode command passes to :meth:`avsr.inference.Speech2Text.from_packed`:
-    ``--adapter_threshold`` (unless the command routes per model), ``--lm_weight``, ``--decode_fusion``;
-    read back with :func:`decoder_overrides`."""
+    ``--adapter_threshold`` (unless the command routes per model), ``--lm_weight``, ``--align_adapt_steps``
+    (unless the command times no tokens), ``--decode_fusion``; read back with :func:`decoder_overrides`."""
     if adapter_threshold:
         ap.add_argument("--adapter_threshold", type=float, default=None,
                         help="MS-Adapter routing: share of present frames at or below which an utterance is decoded "
                              "audio-only with the adapters (default: the packed model's, normally 0)")
     ap.add_argument("--lm_weight", type=float, default=lm_default, help=lm_help)
+    if align_adapt:
+        ap.add_argument("--align_adapt_steps", type=int, default=None,
+                        help="token times by the pack's local aligner: adaptation steps per segment and direction "
+                             "(0: none, several times faster; default: the aligner's, normally 30)")
     ap.add_argument("--decode_fusion", default=None, choices=["none", "entropy"],
                     help="entropy: fuse the audio and the video path's CTC posteriors by entropy weights and "
                          "decode CTC-only (MLA models); none: the model's own path (default: the packed "
@@ -80,4 +85,8 @@ def decoder_overrides(args) -> dict:
         kw["lm_weight"] = args.lm_weight
     if args.decode_fusion is not None:
         kw["fusion"] = None if args.decode_fusion == "none" else args.decode_fusion
+    if getattr(args, "align_adapt_steps", None) is not None:
+        if args.align_adapt_steps < 0:
+            raise SystemExit(f"error: --align_adapt_steps must be >= 0, got {args.align_adapt_steps}")
+        kw["align_adapt_steps"] = args.align_adapt_steps
     return kw

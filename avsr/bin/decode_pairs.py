@@ -21,8 +21,10 @@ none|entropy`` overrides the pack.
 Each recording goes through :meth:`avsr.inference.Speech2Text.transcribe`: it is cut into
 voice-activity segments (:func:`frontends.vad.energy_vad`, at most ``--max_segment_seconds`` each;
 ``--segmentation fixed`` or an explicit ``--chunk_seconds S``: fixed windows of S seconds instead;
-``none``: one segment), each segment is decoded, and its tokens are timed by CTC forced alignment
-(:mod:`avsr.alignment`).  Above ``--max_seconds`` a pair is refused with a clear message.
+``none``: one segment), each segment is decoded, and for the outputs with token times (``jsonl``, ``ctm``)
+its tokens are timed by forced alignment (:mod:`avsr.alignment`; on the pack's local aligner when it has one,
+``--align_adapt_steps`` its adaptation steps, else on the model's CTC).  Above ``--max_seconds`` a pair is
+refused with a clear message.
 
 Output (``--output_format``, to ``--output`` or stdout; :func:`avsr.api.format_transcription`):
 ``jsonl`` (default): one JSON object per pair with ``key``, ``text``, ``score``, ``segments``
@@ -53,6 +55,8 @@ from avsr.utils.io import BatchLog, path_stamp
 
 #: the decoded pairs of an unfinished --pairs batch (``OUTPUT.progress.jsonl``; removed at its end)
 PROGRESS = "progress.jsonl"
+#: the output formats that carry token times (the others are not aligned: text, kaldi, srt and vtt cues are segments)
+TIMED_FORMATS = ("jsonl", "ctm")
 
 
 def build_parser():
@@ -246,7 +250,8 @@ def main(argv=None) -> int:
                                 batch_size=args.batch_size, detection=det or args.detection, speaker=args.speaker,
                                 detector=args.detector, face_index=args.face_index, bbox=bbox,
                                 video_type=args.video_type, max_seconds=args.max_seconds,
-                                detect_every=detect_every, stream=args.video_memory == "stream")
+                                detect_every=detect_every, stream=args.video_memory == "stream",
+                                align=args.output_format in TIMED_FORMATS)
         except Exception as e:  # noqa: BLE001 - one line naming the file, the batch goes on
             if single:
                 raise                   # the CLI prints it as one line naming the file, exit 1

@@ -108,7 +108,7 @@ def build_parser():
                     help="random-loss rates for the A0-vs-AVSR representation similarity")
     ap.add_argument("--compare_uncached", action="store_true",
                     help="also run every condition independently; report the cost ratio and check identity")
-    add_decoder_options(ap, adapter_threshold=False, lm_default=0.0,
+    add_decoder_options(ap, adapter_threshold=False, align_adapt=False, lm_default=0.0,
                         lm_help="LM shallow-fusion weight (default 0: robustness tables decode without the packs' LM)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the frame-loss masks and the babble")
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of every interval")

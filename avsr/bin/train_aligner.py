@@ -37,6 +37,9 @@ from avsr.bin.train import parse_set
 
 # trainer settings that do not make another run (a run with other values is kept or resumed)
 NOT_THE_RUN = ("device", "progress", "log_interval", "tensorboard", "num_workers", "pin_memory")
+# aligner settings read only when aligning: a finished run with other values is kept, its aligner_config.yaml
+# takes the new ones
+ALIGNMENT_ONLY = ("adapt_steps", "adapt_lr")
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                               "conf", "aligner.yaml")
 
@@ -111,6 +114,8 @@ def main(argv=None) -> int:
                 pass         # unreadable: compared as written (and so another run)
             for k in NOT_THE_RUN:
                 (a.get("trainer") or {}).pop(k, None)
+            for k in ALIGNMENT_ONLY:
+                (a.get("aligner") or {}).pop(k, None)
             return a
         if same(old) != same(wanted):
             # another configuration: the old run (finished or not) is kept aside, not resumed or reused
@@ -125,6 +130,12 @@ def main(argv=None) -> int:
     final = os.path.join(args.exp_dir, "aligner.pth")
     if os.path.isfile(final) and os.path.isfile(os.path.join(args.exp_dir, "train_result.json")):
         print(f"{final}: trained (delete the dir to train again)")
+        with open(old_cfg, encoding="utf-8") as f:
+            kept = (yaml.safe_load(f) or {}).get("aligner") or {}
+        defaults = {f.name: f.default for f in dataclasses.fields(AlignerConfig)}    # of a run written before them
+        if any(kept.get(k, defaults[k]) != getattr(cfg, k) for k in ALIGNMENT_ONLY):
+            write_text_atomic(old_cfg, yaml.safe_dump(wanted, sort_keys=False))
+            print(f"{old_cfg}: alignment settings {', '.join(f'{k}={getattr(cfg, k)}' for k in ALIGNMENT_ONLY)}")
         return 0
     write_text_atomic(os.path.join(args.exp_dir, "aligner_config.yaml"),
                       yaml.safe_dump(wanted, sort_keys=False))
