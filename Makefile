@@ -157,7 +157,9 @@ bench-align: install
 	$(PY) -m avsr.bin.report --docs
 
 # the local CTC aligner (recipe stage 5 aligner, conf/aligner.yaml) trained on the mini's training segments
-# (about 11 min on 2 cores; reused when finished), measured on its dev and eval sessions
+# (two directions, about 23 min on 2 cores; reused when finished), measured on its dev and eval sessions (about
+# 16 min with its 30 adaptation steps per segment; the probe with silence around each segment would double that:
+# --pad_probe 1)
 MINI_DATA := recipes/synthmisp/data/synthmisp_mini
 bench-aligner: install
 	[ -f $(MINI_EXP)/stats/feats_stats.json ] || $(MAKE) --no-print-directory bench-train
@@ -165,7 +167,7 @@ bench-aligner: install
 	  --token_list $(MINI_DATA)/token_list/char/tokens.txt --stats $(MINI_EXP)/stats/feats_stats.json \
 	  --exp_dir $(MINI_EXP)/aligner --set trainer.progress=false
 	$(PY) scripts/bench_alignment.py --aligner_dir $(MINI_EXP)/aligner --corpus corpora/synthmisp_mini \
-	  --data_dir $(MINI_DATA)/eval --data_dir $(MINI_DATA)/dev --threads 2 \
+	  --data_dir $(MINI_DATA)/eval --data_dir $(MINI_DATA)/dev --threads 2 --pad_probe 0 \
 	  --model_description "the local CTC aligner of the SynthMISP mini recipe (conf/aligner.yaml)" \
 	  --out docs/results/bench_aligner.json
 	$(PY) -m avsr.bin.report --docs

@@ -212,7 +212,8 @@ def aligner_section(rows, seg_ov, char_ov, failures: int, aligner) -> dict:
                            "segment_overlapped": error_stats(mid[ok & seg_ov]),
                            "char_during_other_talker": error_stats(mid[ok & char_ov]),
                            "char_alone": error_stats(mid[ok & ~char_ov])},
-            "receptive_field_s": round(aligner.receptive_field(), 3)}
+            "receptive_field_s": round(aligner.receptive_field(), 3), "directions": aligner.cfg.directions,
+            "adapt_steps": aligner.cfg.adapt_steps}
 
 
 def measure_aligner(aligner, tokenizer, corpus: str, data_dir: str, pad_probe: float = 1.0) -> dict:
@@ -227,6 +228,7 @@ def measure_aligner(aligner, tokenizer, corpus: str, data_dir: str, pad_probe: f
     truths = segment_truths(corpus, data_dir)
     rows = {k: [] for k in ("midpoint", "start", "end", "midpoint_padded")}
     seg_ov, char_ov, failed, no_turn = [], [], 0, 0
+    align_s = audio_s = 0.0
     t0 = time.perf_counter()
     for st in truths:
         if st.turn is None:
@@ -235,11 +237,15 @@ def measure_aligner(aligner, tokenizer, corpus: str, data_dir: str, pad_probe: f
         audio = load_audio(wav[st.session + "_Far"], start=st.start, end=st.end)
         ids = tokenizer.encode(st.text)
         mids = [(a + b) / 2 for _, a, b in st.chars]
+        t1 = time.perf_counter()
         try:
             tt = aligner.times(audio, ids, time_offset=st.start)
         except AlignmentError:
             failed += 1
             continue
+        finally:
+            align_s += time.perf_counter() - t1
+            audio_s += len(audio) / SAMPLE_RATE
         if len(tt) != len(st.chars):
             raise SystemExit(f"{st.utt}: {len(tt)} tokens aligned for {len(st.chars)} characters")
         for x, (_, a, b), m in zip(tt, st.chars, mids):
@@ -254,6 +260,7 @@ def measure_aligner(aligner, tokenizer, corpus: str, data_dir: str, pad_probe: f
             rows["midpoint_padded"] += [(x.start + x.end) / 2 - m for x, m in zip(ptt, mids)]
     return {"segments": len(truths), "segments_without_turn": no_turn, "characters": len(rows["midpoint"]),
             "wall_seconds": round(time.perf_counter() - t0, 1),
+            "align_seconds": round(align_s, 1), "audio_seconds": round(audio_s, 1),
             "aligner": aligner_section(rows, np.array(seg_ov, bool), np.array(char_ov, bool), failed, aligner)}
 
 

@@ -201,7 +201,16 @@ def sec_aligner(r):
             "The reference text of every segment is aligned on its scores with the timing rule of `avsr/alignment.py` "
             "and each character's interval is compared with the one the generator wrote; errors are aligned minus true, "
             "the target is the midpoint within 80 ms.", ""]
-    return out + _aligner_table(al) + [""]
+    out += _aligner_table(al) + [""]
+    speed = [f"{name} {x['audio_seconds'] / x['align_seconds']:.1f}x" for name, x in sets.items()
+             if x.get("align_seconds")]
+    if speed:
+        a = next(iter(al.values()))
+        nets = "two directions" if a.get("directions") == "both" else "one direction"
+        out += [f"Alignment speed (the aligner's `times` alone, seconds of audio aligned per second, on the machine "
+                f"above; {nets}, {a.get('adapt_steps', 0)} adaptation steps per segment and direction): "
+                + ", ".join(speed) + " real time.", ""]
+    return out
 
 
 def sec_text(r):
