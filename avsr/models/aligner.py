@@ -351,7 +351,8 @@ class LocalAligner(nn.Module):
         over its frames.  The one place that times tokens with this aligner (``transcribe``, ``avsr decode``,
         the bench).  ``direction`` None: the aligner's own (with directions "both", each token's start, end and
         conf are the means of the forward and the backward network's, its frames the forward network's);
-        "forward" or "backward": that network alone."""
+        "forward" or "backward": that network alone.  With ``adapt_steps``, each network first adapts its input to
+        ``token_ids`` (:meth:`adapt`)."""
         ids = [int(t) for t in token_ids]
         direction = direction or ("both" if self.back is not None else "forward")
         if direction not in ("forward", "backward", "both"):
