@@ -30,10 +30,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-__all__ = ["load_model", "Transcription", "TranscriptSegment", "OUTPUT_FORMATS", "format_transcription",
-           "srt_time", "kbest_concat"]
+__all__ = ["load_model", "Transcription", "TranscriptSegment", "OUTPUT_FORMATS", "TIMED_FORMATS",
+           "format_transcription", "srt_time", "kbest_concat"]
 
 OUTPUT_FORMATS = ("jsonl", "text", "kaldi", "srt", "vtt", "ctm")
+#: the formats that write token times (format_transcription reads ``tokens`` for these alone: text and kaldi
+#: write the text, srt and vtt cues are segments), so only they need the tokens aligned
+TIMED_FORMATS = ("jsonl", "ctm")
 
 
 def load_model(path: "str | os.PathLike[str]", device: str = "cpu", **decode_overrides):

@@ -49,6 +49,7 @@ of the encode) and ``search``; ``encode`` is their encode part (front-ends + enc
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from contextlib import contextmanager
@@ -308,9 +309,8 @@ class Speech2Text:
         if "aligner" not in kw and info.get("has_aligner"):
             dec["aligner"] = load_packed_aligner(path, device=device)
             if adapt is not None:
-                from avsr.models.aligner import AlignerConfig
                 al = dec["aligner"]
-                al.cfg = AlignerConfig.from_dict({**al.cfg.to_dict(), "adapt_steps": int(adapt)})
+                al.cfg = dataclasses.replace(al.cfg, adapt_steps=int(adapt))
         s = cls(model, tok, device=device, **dec)
         s.info = info
         return s

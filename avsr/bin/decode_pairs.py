@@ -55,8 +55,6 @@ from avsr.utils.io import BatchLog, path_stamp
 
 #: the decoded pairs of an unfinished --pairs batch (``OUTPUT.progress.jsonl``; removed at its end)
 PROGRESS = "progress.jsonl"
-#: the output formats that carry token times (the others are not aligned: text, kaldi, srt and vtt cues are segments)
-TIMED_FORMATS = ("jsonl", "ctm")
 
 
 def build_parser():
@@ -180,7 +178,7 @@ def main(argv=None) -> int:
             ap.error(f"--{opt} must be > 0, got {getattr(args, opt)}")
     from tqdm import tqdm
 
-    from avsr.api import format_transcription, load_model
+    from avsr.api import TIMED_FORMATS, format_transcription, load_model
     if args.threads > 0:
         import torch
         torch.set_num_threads(args.threads)

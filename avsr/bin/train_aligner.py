@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     wanted = {"aligner": cfg.to_dict(), "trainer": tcfg.to_dict(),
               "init": os.path.abspath(args.init) if args.init else None}
     old_cfg = os.path.join(args.exp_dir, "aligner_config.yaml")
+    old = None               # the config the exp dir's run was written with
     if os.path.isfile(old_cfg):
         with open(old_cfg, encoding="utf-8") as f:
             old = yaml.safe_load(f) or {}
@@ -130,8 +131,7 @@ def main(argv=None) -> int:
     final = os.path.join(args.exp_dir, "aligner.pth")
     if os.path.isfile(final) and os.path.isfile(os.path.join(args.exp_dir, "train_result.json")):
         print(f"{final}: trained (delete the dir to train again)")
-        with open(old_cfg, encoding="utf-8") as f:
-            kept = (yaml.safe_load(f) or {}).get("aligner") or {}
+        kept = (old or {}).get("aligner") or {}
         defaults = {f.name: f.default for f in dataclasses.fields(AlignerConfig)}    # of a run written before them
         if any(kept.get(k, defaults[k]) != getattr(cfg, k) for k in ALIGNMENT_ONLY):
             write_text_atomic(old_cfg, yaml.safe_dump(wanted, sort_keys=False))
