@@ -23,6 +23,14 @@ frames, in ``[0, 1]``.  The same rule serves the local aligner's scores
 (:mod:`avsr.models.aligner`); on SynthMISP its midpoints are closer to the truth than those of each
 token's own frames (``first_frame``/``last_frame``).
 
+Rule ``posterior`` (the local aligner's default, ``conf/aligner.yaml``) puts the same split on each
+token's expected frame instead of its best-path spike: :func:`ctc_occupancy` gives the posterior of
+each token's state at each frame over all paths (forward-backward), at an acoustic scale below 1 as
+Kaldi's lattice posteriors take it (``--acoustic-scale 0.1``), so a token whose evidence is spread, or
+split between frames, is placed at its centre rather than on the one frame the best path picked.  The
+posterior is taken over the best path's span and a margin of frames either side, so silence around
+the speech does not draw the tokens into it.
+
 SynthMISP's truth files hold every character's spoken interval (:mod:`avsr.synthmisp.truth` matches
 a data dir's segments to them); ``scripts/bench_alignment.py`` measures this rule against them, both
 on a model's CTC posteriors and on "oracle" posteriors with one spike at the frame nearest each true
@@ -38,11 +46,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["AlignmentError", "TokenTime", "ctc_viterbi", "token_spans", "token_times", "frame_times",
+__all__ = ["AlignmentError", "TokenTime", "ctc_viterbi", "ctc_occupancy", "token_spans", "token_times", "frame_times",
            "TOPOLOGIES", "RULES"]
 
 TOPOLOGIES = ("ctc", "hmm")
-RULES = ("split", "own")
+RULES = ("split", "own", "posterior")
 
 
 class AlignmentError(ValueError):
@@ -60,6 +68,38 @@ class TokenTime:
     last_frame: int
 
 
+def _check(logp, tokens: Sequence[int], blank: int, topology: str) -> Tuple[np.ndarray, np.ndarray]:
+    """``(lp [T, V] float32, y [L] int64)``, or :class:`AlignmentError` for a bad topology, shape or token id,
+    or too few frames."""
+    if topology not in TOPOLOGIES:
+        raise AlignmentError(f"topology must be one of {TOPOLOGIES}, got {topology!r}")
+    lp = logp.detach().cpu().float().numpy() if hasattr(logp, "detach") else np.asarray(logp, np.float32)
+    if lp.ndim != 2:
+        raise AlignmentError(f"logp must be [T, V], got shape {lp.shape}")
+    T, V = lp.shape
+    y = np.asarray(list(tokens), dtype=np.int64)
+    if len(y) and ((y < 0).any() or (y >= V).any() or (y == blank).any()):
+        raise AlignmentError(f"token ids must be in [0, {V}) and not the blank {blank}")
+    repeats = int((y[1:] == y[:-1]).sum()) if topology == "ctc" else 0
+    if len(y) and T < len(y) + repeats:
+        raise AlignmentError(f"{len(y)} tokens ({repeats} repeated) need at least {len(y) + repeats} frames, got {T}")
+    return lp, y
+
+
+def _graph(lp: np.ndarray, y: np.ndarray, blank: int, topology: str, inner_blank_penalty: float
+           ) -> Tuple[np.ndarray, np.ndarray]:
+    """The states ``blank, y1, blank, ..., yL, blank`` of ``topology``: ``(emit [T, 2L + 1], skip [2L + 1])``,
+    each state's score per frame (less the inner blank penalty) and whether it may be entered from ``s - 2``."""
+    S = 2 * len(y) + 1
+    ext = np.full(S, blank, dtype=np.int64)
+    ext[1::2] = y
+    skip = np.zeros(S, dtype=bool)                    # s may be entered from s - 2
+    skip[3::2] = (y[1:] != y[:-1]) if topology == "ctc" else True
+    pen = np.zeros(S)
+    pen[2:S - 2:2] = inner_blank_penalty               # the blanks between two tokens (not the first or last)
+    return lp[:, ext].astype(np.float64) - pen, skip
+
+
 def ctc_viterbi(logp, tokens: Sequence[int], blank: int = 0, topology: str = "ctc",
                 inner_blank_penalty: float = 0.0) -> np.ndarray:
     """Best path of ``tokens`` through ``logp`` (``[T, V]`` log-posteriors or scores, numpy or torch):
@@ -72,29 +112,12 @@ def ctc_viterbi(logp, tokens: Sequence[int], blank: int = 0, topology: str = "ct
     (:func:`avsr.models.aligner.topology_nll` trains on it).  ``inner_blank_penalty`` (either topology):
     nats taken from the score of every frame of blank *between* two tokens; the blanks before the first
     and after the last token cost nothing (silence around the speech)."""
-    if topology not in TOPOLOGIES:
-        raise AlignmentError(f"topology must be one of {TOPOLOGIES}, got {topology!r}")
-    lp = logp.detach().cpu().float().numpy() if hasattr(logp, "detach") else np.asarray(logp, np.float32)
-    if lp.ndim != 2:
-        raise AlignmentError(f"logp must be [T, V], got shape {lp.shape}")
-    T, V = lp.shape
-    y = np.asarray(list(tokens), dtype=np.int64)
-    L = len(y)
+    lp, y = _check(logp, tokens, blank, topology)
+    T, L = lp.shape[0], len(y)
     if L == 0:
         return np.full(T, -1, dtype=np.int64)
-    if (y < 0).any() or (y >= V).any() or (y == blank).any():
-        raise AlignmentError(f"token ids must be in [0, {V}) and not the blank {blank}")
-    repeats = int((y[1:] == y[:-1]).sum()) if topology == "ctc" else 0
-    if T < L + repeats:
-        raise AlignmentError(f"{L} tokens ({repeats} repeated) need at least {L + repeats} frames, got {T}")
+    emit, skip = _graph(lp, y, blank, topology, inner_blank_penalty)
     S = 2 * L + 1
-    ext = np.full(S, blank, dtype=np.int64)
-    ext[1::2] = y
-    skip = np.zeros(S, dtype=bool)                    # s may be entered from s - 2
-    skip[3::2] = (y[1:] != y[:-1]) if topology == "ctc" else True
-    pen = np.zeros(S)
-    pen[2:S - 2:2] = inner_blank_penalty               # the blanks between two tokens (not the first or last)
-    emit = lp[:, ext] - pen                           # [T, S], once for all frames
     neg = -np.inf
     delta = np.full(S, neg)
     delta[:2] = emit[0, :2]
@@ -117,6 +140,50 @@ def ctc_viterbi(logp, tokens: Sequence[int], blank: int = 0, topology: str = "ct
         path[t] = s
         s -= int(back[t, s])
     return np.where(path % 2 == 1, path // 2, -1)
+
+
+def ctc_occupancy(logp, tokens: Sequence[int], blank: int = 0, scale: float = 1.0, topology: str = "ctc",
+                  inner_blank_penalty: float = 0.0) -> np.ndarray:
+    """``gamma [T, L]``: the posterior probability that frame ``t`` is held by the state of token ``k``, over
+    all paths of ``tokens`` through the scores ``scale * logp`` (the forward-backward algorithm on the graph
+    of :func:`ctc_viterbi`, same topology and inner blank penalty).  ``scale`` is the acoustic scale of
+    lattice posteriors (Kaldi's ``--acoustic-scale``): below 1 it flattens the path posterior, so a token's
+    occupancy spreads over the frames its neighbours leave it.  :class:`AlignmentError` as
+    :func:`ctc_viterbi`."""
+    if not scale > 0:
+        raise AlignmentError(f"scale must be > 0, got {scale}")
+    lp, y = _check(logp, tokens, blank, topology)
+    T, L = lp.shape[0], len(y)
+    if L == 0:
+        return np.zeros((T, 0))
+    emit, skip = _graph(lp, y, blank, topology, inner_blank_penalty)
+    emit = emit * scale
+    S = 2 * L + 1
+    neg = -np.inf
+    skip_next = np.concatenate([skip[2:], [False, False]])     # s may move on to s + 2
+
+    def lse3(a, b, c):
+        m = np.maximum(np.maximum(a, b), c)
+        m0 = np.where(np.isfinite(m), m, 0.0)
+        with np.errstate(divide="ignore"):
+            return m0 + np.log(np.exp(a - m0) + np.exp(b - m0) + np.exp(c - m0))
+
+    alpha = np.full((T, S), neg)
+    alpha[0, :2] = emit[0, :2]
+    for t in range(1, T):
+        a = alpha[t - 1]
+        alpha[t] = lse3(a, np.concatenate([[neg], a[:-1]]),
+                        np.where(skip, np.concatenate([[neg, neg], a[:-2]]), neg)) + emit[t]
+    beta = np.full((T, S), neg)
+    beta[T - 1, S - 2:] = 0.0
+    for t in range(T - 2, -1, -1):
+        n = beta[t + 1] + emit[t + 1]
+        beta[t] = lse3(n, np.concatenate([n[1:], [neg]]), np.where(skip_next, np.concatenate([n[2:], [neg, neg]]), neg))
+    g = alpha + beta
+    z = np.logaddexp(g[0, 0], g[0, 1])
+    if not np.isfinite(z):
+        raise AlignmentError("no finite-probability CTC path for these tokens")
+    return np.exp(g[:, 1::2] - z)
 
 
 def token_spans(path: np.ndarray, n_tokens: int) -> List[Tuple[int, int]]:
@@ -157,11 +224,19 @@ def frame_times(cfg, modality: Optional[str] = None) -> Tuple[float, float]:
 
 def token_times(logp, tokens: Sequence[int], *, offset: float, stride: float, blank: int = 0,
                 edge_frames: int = 4, time_offset: float = 0.0, topology: str = "ctc",
-                inner_blank_penalty: float = 0.0, rule: str = "split") -> List[TokenTime]:
+                inner_blank_penalty: float = 0.0, rule: str = "split", posterior_scale: float = 1.0,
+                posterior_margin: int = 8) -> List[TokenTime]:
     """Forced alignment of ``tokens`` on ``logp`` ``[T, V]`` (:func:`ctc_viterbi` on ``topology``
     with ``inner_blank_penalty``); times in seconds plus ``time_offset`` (e.g. the segment's start in the
     recording).  ``rule`` ``"split"``: the timing rule of the module docstring (blanks between two
-    tokens split at their middle); ``"own"``: each token's own frames, ``[first, last + 1)``."""
+    tokens split at their middle); ``"own"``: each token's own frames, ``[first, last + 1)``;
+    ``"posterior"``: the split rule on each token's expected frame under the path posterior
+    (:func:`ctc_occupancy` at ``posterior_scale``) instead of its best-path spike: two neighbours'
+    boundary is the middle of their expected frames.  The posterior is taken over the frames from
+    ``posterior_margin`` before the best path's first spike to as many after its last (at a small scale the
+    path posterior would otherwise spread the tokens over any silence around them); the first token's start
+    and the last one's end are the split rule's (moved out to the expected frame where that lies beyond
+    them).  The spike frames and ``conf`` stay the best path's."""
     if rule not in RULES:
         raise AlignmentError(f"rule must be one of {RULES}, got {rule!r}")
     lp = logp.detach().cpu().float().numpy() if hasattr(logp, "detach") else np.asarray(logp, np.float32)
@@ -171,6 +246,21 @@ def token_times(logp, tokens: Sequence[int], *, offset: float, stride: float, bl
     path = ctc_viterbi(lp, tokens, blank=blank, topology=topology, inner_blank_penalty=inner_blank_penalty)
     spans = token_spans(path, len(tokens))
     T = lp.shape[0]
+    if rule == "posterior":
+        if posterior_margin < 0:
+            raise AlignmentError(f"posterior_margin must be >= 0, got {posterior_margin}")
+        w0, w1 = max(0, spans[0][0] - posterior_margin), min(T, spans[-1][1] + posterior_margin + 1)
+        g = ctc_occupancy(lp[w0:w1], tokens, blank=blank, scale=posterior_scale, topology=topology,
+                          inner_blank_penalty=inner_blank_penalty)
+        centre = w0 + (g * np.arange(w1 - w0)[:, None]).sum(0) / g.sum(0)       # expected frame of each token
+        edges = (centre[:-1] + centre[1:]) / 2.0 + 0.5                 # boundaries, in frame edges
+        lo0 = min(float(max(0, spans[0][0] - edge_frames)), float(np.floor(centre[0])))
+        hi_last = max(float(min(T - 1, spans[-1][1] + edge_frames) + 1), float(np.floor(centre[-1]) + 1))
+        bounds = np.concatenate([[lo0], edges, [hi_last]])
+        return [TokenTime(tokens[k], round(time_offset + max(0.0, offset + bounds[k] * stride), 3),
+                          round(time_offset + offset + bounds[k + 1] * stride, 3),
+                          round(float(np.exp(lp[a:b + 1, tokens[k]].max())), 4), a, b)
+                for k, (a, b) in enumerate(spans)]
     out: List[TokenTime] = []
     for k, (a, b) in enumerate(spans):
         if rule == "own":

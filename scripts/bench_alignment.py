@@ -213,7 +213,9 @@ def aligner_section(rows, seg_ov, char_ov, failures: int, aligner) -> dict:
                            "char_during_other_talker": error_stats(mid[ok & char_ov]),
                            "char_alone": error_stats(mid[ok & ~char_ov])},
             "receptive_field_s": round(aligner.receptive_field(), 3), "directions": aligner.cfg.directions,
-            "adapt_steps": aligner.cfg.adapt_steps}
+            "adapt_steps": aligner.cfg.adapt_steps, "rule": aligner.cfg.rule,
+            **({"posterior_scale": aligner.cfg.posterior_scale, "posterior_margin": aligner.cfg.posterior_margin}
+               if aligner.cfg.rule == "posterior" else {})}
 
 
 def measure_aligner(aligner, tokenizer, corpus: str, data_dir: str, pad_probe: float = 1.0) -> dict:

@@ -53,9 +53,11 @@ def test_scores_depend_only_on_the_audio_within_the_receptive_field():
 
 def test_config_checks():
     """An unknown topology, timing rule or direction, a negative inner blank penalty, a number of cepstra outside
-    [0, n_mels] and a negative number of adaptation steps or a learning rate <= 0 are refused when the config is made."""
+    [0, n_mels], a negative number of adaptation steps or a learning rate <= 0, a posterior scale <= 0 and a negative
+    posterior margin are refused when the config is made."""
     for bad in ({"topology": "hsmm"}, {"rule": "centre"}, {"inner_blank_penalty": -1.0}, {"directions": "backward"},
-                {"cepstra": 81}, {"cepstra": -1}, {"adapt_steps": -1}, {"adapt_lr": 0.0}):
+                {"cepstra": 81}, {"cepstra": -1}, {"adapt_steps": -1}, {"adapt_lr": 0.0}, {"posterior_scale": 0.0},
+                {"posterior_margin": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             AlignerConfig(vocab_size=6, **bad)
 
@@ -490,13 +492,17 @@ def test_train_aligner_resumes_keeps_and_moves_aside(tmp_path, capsys):
     assert train_aligner.main(args) == 0 and "trained" in capsys.readouterr().out
     # alignment-only settings (adaptation) keep the finished run and go into its config, where load_aligner reads them
     w0 = (exp / "aligner.pth").read_bytes()
-    assert train_aligner.main(args + ["aligner.adapt_steps=7", "aligner.adapt_lr=0.05"]) == 0
+    assert train_aligner.main(args + ["aligner.adapt_steps=7", "aligner.adapt_lr=0.05", "aligner.rule=own",
+                                      "aligner.posterior_scale=0.5", "aligner.posterior_margin=3"]) == 0
     assert "trained" in capsys.readouterr().out and not list(tmp_path.glob("al.stale-*"))
     kept = load_aligner(str(exp))
-    assert (kept.cfg.adapt_steps, kept.cfg.adapt_lr) == (7, 0.05)
+    assert (kept.cfg.adapt_steps, kept.cfg.adapt_lr, kept.cfg.rule) == (7, 0.05, "own")
+    assert (kept.cfg.posterior_scale, kept.cfg.posterior_margin) == (0.5, 3)
     assert (exp / "aligner.pth").read_bytes() == w0                   # not trained again
     conf = yaml.safe_load((ROOT / "conf" / "aligner.yaml").read_text())["aligner"]
-    assert train_aligner.main(args) == 0 and load_aligner(str(exp)).cfg.adapt_steps == conf.get("adapt_steps", 0)
+    assert train_aligner.main(args) == 0
+    back = load_aligner(str(exp)).cfg
+    assert (back.adapt_steps, back.rule, back.posterior_scale) == (conf["adapt_steps"], conf["rule"], conf["posterior_scale"])
     capsys.readouterr()
     assert train_aligner.main(args[:-2] + ["aligner.layers=2"]) == 0
     assert "moved to" in capsys.readouterr().out

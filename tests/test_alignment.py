@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avsr.alignment import AlignmentError, ctc_viterbi, frame_times, token_spans, token_times
+from avsr.alignment import AlignmentError, ctc_occupancy, ctc_viterbi, frame_times, token_spans, token_times
 from frontends.constants import SAMPLE_RATE
 from frontends.vad import VadConfig, energy_vad, frame_levels
 
@@ -162,6 +162,74 @@ def test_planted_spikes_and_times():
         assert x.start == pytest.approx(10.0 + 0.026 + lo * 0.04, abs=1e-6)
         assert x.end == pytest.approx(10.0 + 0.026 + (hi + 1) * 0.04, abs=1e-6)
         assert x.conf == pytest.approx(0.96, abs=1e-4)
+
+
+@pytest.mark.parametrize("topology", ["ctc", "hmm"])
+def test_ctc_occupancy_by_enumeration(topology):
+    """The forward-backward occupancy of each token's state is the posterior share, at the acoustic scale, of the
+    enumerated paths that hold that state at that frame (a repeat included: CTC needs a blank between)."""
+    rng = np.random.default_rng(3)
+    T, V, y, scale = 7, 4, [2, 2, 3], 0.4
+    lp = np.log(rng.dirichlet(np.ones(V), size=T))
+    ok = (lambda n: True) if topology == "hmm" else (lambda n: n >= 3 and y[(n - 1) // 2] != y[(n - 3) // 2])
+    paths = list(_state_paths(T, len(y), ok))
+    w = np.array([scale * sum(lp[t, y[(s - 1) // 2] if s % 2 else 0] for t, s in enumerate(p)) for p in paths])
+    w = np.exp(w - np.logaddexp.reduce(w))
+    want = np.zeros((T, len(y)))
+    for p, pw in zip(paths, w):
+        for t, s in enumerate(p):
+            if s % 2:
+                want[t, (s - 1) // 2] += pw
+    got = ctc_occupancy(lp, y, scale=scale, topology=topology)
+    assert got.shape == (T, len(y))
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    with pytest.raises(AlignmentError, match="scale"):
+        ctc_occupancy(lp, y, scale=0.0)
+
+
+def _two_tokens(T=40, evidence=((8, 2), (16, 2), (26, 3)), p=0.9):
+    lp = np.full((T, 4), np.log((1 - p) / 3))
+    lp[:, 0] = np.log(p)
+    for t, v in evidence:
+        lp[t] = np.log((1 - p) / 3)
+        lp[t, v] = np.log(p)
+    return lp
+
+
+def test_posterior_rule_centres_on_the_evidence():
+    """Rule ``posterior``: a token with equal evidence at two frames (8 and 16) is centred between them, where the
+    best path puts it on one; with one clear spike each, it keeps the split rule's times to half a frame."""
+    lp = _two_tokens()
+    split = token_times(lp, [2, 3], offset=0.0, stride=0.04)
+    post = token_times(lp, [2, 3], offset=0.0, stride=0.04, rule="posterior", posterior_scale=1.0)
+    assert (split[0].first_frame, split[0].last_frame) in ((8, 8), (16, 16))
+    assert [(x.first_frame, x.last_frame, x.conf) for x in post] == [(x.first_frame, x.last_frame, x.conf) for x in split]
+    # token 2 near frame 12 (the mean of 8 and 16), token 3 at 26: their boundary near frame edge 19.5, where the
+    # split rule puts it at edge 18 or 22
+    assert post[0].end == pytest.approx(19.5 * 0.04, abs=0.02) and post[1].start == post[0].end
+    assert abs(split[0].end - 19.5 * 0.04) >= 0.06
+    clear = _two_tokens(evidence=((12, 2), (26, 3)))
+    a = token_times(clear, [2, 3], offset=0.0, stride=0.04)
+    b = token_times(clear, [2, 3], offset=0.0, stride=0.04, rule="posterior")
+    assert max(abs(x.start - y.start) + abs(x.end - y.end) for x, y in zip(a, b)) <= 0.02 + 1e-9
+
+
+def test_posterior_rule_keeps_to_the_speech():
+    """At a small acoustic scale the path posterior spreads tokens into silence around them; the posterior margin
+    keeps the times where they were when 60 frames of silence come before and after (a bug that drops the window
+    moves them, checked below by a margin as long as the input)."""
+    lp = _two_tokens(T=32, evidence=((10, 2), (13, 1), (16, 2), (20, 3)))
+    sil = np.tile(_two_tokens(T=1, evidence=())[0], (60, 1))
+    padded = np.concatenate([sil, lp, sil])
+    y = [2, 1, 2, 3]
+    kw = dict(offset=0.0, stride=0.04, rule="posterior", posterior_scale=1 / 12)
+    mids = lambda tt, shift=0.0: [round((x.start + x.end) / 2 - shift, 3) for x in tt]  # noqa: E731
+    base = mids(token_times(lp, y, **kw))
+    assert mids(token_times(padded, y, **kw), 60 * 0.04) == pytest.approx(base, abs=1e-6)
+    wide = mids(token_times(padded, y, posterior_margin=200, **kw), 60 * 0.04)
+    assert max(abs(a - b) for a, b in zip(wide, base)) > 0.08
+    with pytest.raises(AlignmentError, match="posterior_margin"):
+        token_times(lp, y, offset=0.0, stride=0.04, rule="posterior", posterior_margin=-1)
 
 
 def test_alignment_errors():

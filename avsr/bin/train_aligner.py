@@ -39,7 +39,7 @@ from avsr.bin.train import parse_set
 NOT_THE_RUN = ("device", "progress", "log_interval", "tensorboard", "num_workers", "pin_memory")
 # aligner settings read only when aligning: a finished run with other values is kept, its aligner_config.yaml
 # takes the new ones
-ALIGNMENT_ONLY = ("adapt_steps", "adapt_lr")
+ALIGNMENT_ONLY = ("adapt_steps", "adapt_lr", "rule", "posterior_scale", "posterior_margin")
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                               "conf", "aligner.yaml")
 

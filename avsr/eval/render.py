@@ -207,8 +207,10 @@ def sec_aligner(r):
     if speed:
         a = next(iter(al.values()))
         nets = "two directions" if a.get("directions") == "both" else "one direction"
+        rule = (f"; rule posterior at acoustic scale {a['posterior_scale']:g}, margin {a['posterior_margin']} frames"
+                if a.get("rule") == "posterior" else "")
         out += [f"Alignment speed (the aligner's `times` alone, seconds of audio aligned per second, on the machine "
-                f"above; {nets}, {a.get('adapt_steps', 0)} adaptation steps per segment and direction): "
+                f"above; {nets}, {a.get('adapt_steps', 0)} adaptation steps per segment and direction{rule}): "
                 + ", ".join(speed) + " real time.", ""]
     return out
 

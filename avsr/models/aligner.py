@@ -38,6 +38,11 @@ pass.  It serves voices the aligner never heard: on SynthMISP mini, +4.3 points 
 probe's training, +3.1 on eval (its voices are never heard in training), +0.7 on dev (not resolved;
 ``docs/notebook/ctc_edges.md``).  It costs 30 forward and backward passes per segment and direction.
 
+Times (``rule: posterior`` in ``conf/aligner.yaml``): each token at its expected frame under the path posterior
+at acoustic scale 1/12, over the best path's span and 8 frames either side (:func:`avsr.alignment.token_times`), not
+at its best-path spike; chosen on dev and on dev with a second of silence around each segment
+(``docs/notebook/ctc_edges.md``).
+
 Options measured and not the default (``docs/notebook/ctc_edges.md``): ``topology: hmm`` with
 ``inner_blank_penalty`` (tokens that hold their frames, trained by :func:`topology_nll`; from scratch the
 tokens collapse into a block, fine-tuned from a CTC aligner with ``avsr train_aligner --init`` it gains on dev and
@@ -78,7 +83,10 @@ class AlignerConfig:
     inner_blank_penalty: float = 0.0   # nats per frame of blank between two tokens, in training and alignment
     speed_perturb: Tuple[float, ...] = ()   # training: each batch resampled at one of these speeds (1.0: as is)
     freq_masks: int = 0                 # training: ESPnet frequency masks (width 0-27 mel bins) per utterance
-    rule: str = "split"            # timing rule of avsr.alignment.token_times: "split" (blanks shared) or "own"
+    rule: str = "split"            # timing rule of avsr.alignment.token_times: "split" (blanks shared), "own" or
+                                   # "posterior" (the split rule on each token's expected frame)
+    posterior_scale: float = 1.0   # rule "posterior": acoustic scale of the path posterior (below 1: flatter)
+    posterior_margin: int = 8      # rule "posterior": frames beyond the best path's first and last spike it sees
     utterance_cmn: bool = False    # subtract each utterance's mean fbank (over its valid frames) after the global one
     vtlp: Tuple[float, ...] = ()   # training: (lo, hi), each utterance's spectrum warped by a factor ~ U(lo, hi)
     directions: str = "forward"    # "forward", or "both": a second network reads each utterance backwards and
@@ -105,6 +113,9 @@ class AlignerConfig:
             raise ValueError(f"aligner directions must be one of {DIRECTIONS}, got {self.directions!r}")
         if self.rule not in RULES:
             raise ValueError(f"aligner rule must be one of {RULES}, got {self.rule!r}")
+        if not self.posterior_scale > 0 or self.posterior_margin < 0:
+            raise ValueError(f"posterior_scale must be > 0 and posterior_margin >= 0, got {self.posterior_scale}, "
+                             f"{self.posterior_margin}")
         if self.adapt_steps < 0 or self.adapt_lr <= 0:
             raise ValueError(f"adapt_steps must be >= 0 and adapt_lr > 0, got {self.adapt_steps}, {self.adapt_lr}")
         if not 0 <= self.cepstra <= FBANK_N_MELS:
@@ -379,12 +390,14 @@ class LocalAligner(nn.Module):
 
     def token_times(self, scores, token_ids, time_offset: float = 0.0):
         """Times of ``token_ids`` on this aligner's ``scores`` (:meth:`align_scores`): :func:`avsr.alignment.token_times`
-        with the aligner's frame clock, topology, inner blank penalty and timing rule."""
+        with the aligner's frame clock, topology, inner blank penalty and timing rule (with its posterior scale and
+        margin)."""
         from avsr.alignment import token_times
         off, stride = self.frame_times()
         return token_times(scores, token_ids, offset=off, stride=stride, time_offset=time_offset,
                            topology=self.cfg.topology, inner_blank_penalty=self.cfg.inner_blank_penalty,
-                           rule=self.cfg.rule)
+                           rule=self.cfg.rule, posterior_scale=self.cfg.posterior_scale,
+                           posterior_margin=self.cfg.posterior_margin)
 
 
 def _set_conf(tt, logp: torch.Tensor) -> None:
