@@ -365,29 +365,39 @@ def _aligner_errors(corpus, dev, aligner_dir):
 @pytest.mark.slow
 def test_aligner_times_follow_the_sound(synth_aligner):
     """The aligner trained on 0.4 h of SynthMISP (the demo preset; conf/aligner.yaml) times the characters of
-    held-out sessions by their sound: at least 20 % of the midpoints within 80 ms and a median error below
-    0.2 s (measured 36 % and 118 ms on this preset's dev sessions with two directions and the adaptation of
-    conf/aligner.yaml, docs/notebook/results/aligner_demo_two_directions_adapt30.json; 86-87 % and 32 ms with the
-    mini's 4.3 h, docs/BENCHMARKS.md). The recognisers' CTC heads, which place
-    characters by the segment's edges, give about 10 % and 380 ms (docs/notebook/ctc_edges.md)."""
+    held-out sessions by their sound: at least 45 % of the midpoints within 80 ms and a median error below
+    0.1 s (measured 63 % and 58 ms on this preset's dev sessions with the two directions, adaptation and path
+    posterior of conf/aligner.yaml, docs/notebook/results/aligner_demo_two_directions_adapt30_posterior.json; 36 % and
+    118 ms with the best path's frames, rule split; 93-94 % and 26 ms with the mini's 4.3 h, docs/BENCHMARKS.md).
+    The recognisers' CTC heads, which place characters by the segment's edges, give about 10 % and 380 ms
+    (docs/notebook/ctc_edges.md)."""
     errs = _aligner_errors(*synth_aligner)
     share = float((errs <= 0.08).mean())
     print(f"aligner: {share:.3f} of {len(errs)} characters within 80 ms, median error {np.median(errs) * 1000:.0f} ms")
     assert len(errs) >= 300
-    assert share >= 0.2 and float(np.median(errs)) < 0.2, (share, float(np.median(errs)))
+    assert share >= 0.45 and float(np.median(errs)) < 0.1, (share, float(np.median(errs)))
 
 
-@pytestmark_espeak
+# what `make bench-aligner` builds and measures (SynthMISP mini, 4.3 h of training audio; hours of CPU for the corpus
+# and the recogniser's statistics, about 23 min for the aligner), in the checkout AVSR_MINI_ROOT (default: this one)
+MINI_ROOT = Path(os.environ.get("AVSR_MINI_ROOT", str(ROOT)))
+MINI = {"corpus": MINI_ROOT / "corpora" / "synthmisp_mini",
+        "eval": MINI_ROOT / "recipes" / "synthmisp" / "data" / "synthmisp_mini" / "eval",
+        "aligner": MINI_ROOT / "recipes" / "synthmisp" / "exp" / "synthmisp_mini" / "aligner"}
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "the target, 90 % of character midpoints within 80 ms, is not reached: the local aligner (two directions, "
-    "adapted to each segment's text) trained on SynthMISP mini (4.3 h) reaches 86.8 % on its dev sessions and 85.8 % "
-    "on eval (docs/BENCHMARKS.md, "
-    "local CTC aligner), trained on the 0.4 h demo preset about 36 %; the recognisers' CTC heads about 10-12 % "
-    "(docs/notebook/ctc_edges.md)"))
-def test_aligner_meets_the_80ms_target(synth_aligner):
-    """Character midpoints within 80 ms of the generator's truth for at least 90 % of the characters.  A strict
-    xfail: once the target is met this test fails, so that the docs saying it is not are corrected."""
-    errs = _aligner_errors(*synth_aligner)
+def test_mini_aligner_meets_the_80ms_target():
+    """The target: at least 90 % of the character midpoints within 80 ms of the generator's truth, on the eval
+    sessions of SynthMISP mini (voices never heard in training) with the aligner of conf/aligner.yaml trained on the
+    mini (measured 93.3 %, docs/BENCHMARKS.md; 85.8 % with the best path's frames instead of the path posterior).
+    Skipped until `make bench-aligner` has built the mini and its aligner (the demo preset's 0.4 h is far from the
+    target: test_aligner_times_follow_the_sound)."""
+    missing = [str(p) for p in MINI.values() if not p.exists()]
+    if missing:
+        pytest.skip(f"no SynthMISP mini aligner (make bench-aligner, or AVSR_MINI_ROOT): {', '.join(missing)}")
+    errs = _aligner_errors(MINI["corpus"], MINI["eval"], MINI["aligner"])
     share = float((errs <= 0.08).mean())
+    print(f"mini aligner: {share:.3f} of {len(errs)} characters within 80 ms, median error {np.median(errs) * 1000:.0f} ms")
+    assert len(errs) >= 5000
     assert share >= 0.9, f"{share:.3f} of {len(errs)} characters within 80 ms (median error {np.median(errs):.3f} s)"

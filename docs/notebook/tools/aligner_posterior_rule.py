@@ -5,7 +5,8 @@ posterior taken over the best path's span and ``margin`` frames either side.
 
 ``dump`` stores, per turn segment of a data dir, both networks' alignment scores (:meth:`LocalAligner.scores` of
 :meth:`LocalAligner.log_posteriors`, adapted to the segment's text when the aligner's config adapts) for blank and the
-text's tokens, with the truth; ``--pad S`` puts S seconds of digital silence before and after each segment.  ``grid``
+text's tokens, with the truth; ``--pad S`` puts S seconds of digital silence before and after each segment, ``--gap S``
+as many inside it, at the true boundary between the characters nearest its middle (a pause inside a phrase).  ``grid``
 times the stored scores with :func:`avsr.alignment.token_times` (the library's rule, both directions' midpoints
 averaged as :meth:`LocalAligner.times` does) for each acoustic scale and margin; ``paired`` compares one setting with
 the split rule on the same scores (95 % bootstrap intervals over sessions, 1,000 resamples).  A midpoint counts when
@@ -50,12 +51,19 @@ def dump(a):
         if a.pad:
             z = np.zeros(int(a.pad * SAMPLE_RATE), dtype=audio.dtype)
             audio = np.concatenate([z, audio, z])
+        chars = [(c, s, e) for c, s, e in st.chars]
+        if a.gap and len(chars) >= 2:
+            # a pause inside the turn: gap seconds of digital silence at the true boundary nearest its middle
+            k = len(chars) // 2
+            cut = int(round((chars[k][1] - st.start + a.pad) * SAMPLE_RATE))
+            audio = np.concatenate([audio[:cut], np.zeros(int(a.gap * SAMPLE_RATE), dtype=audio.dtype), audio[cut:]])
+            chars = chars[:k] + [(c, s + a.gap, e + a.gap) for c, s, e in chars[k:]]
         ids = tok.encode(st.text)
         sf = al.scores(al.log_posteriors(audio, token_ids=ids))
         sb = al.scores(al.log_posteriors(audio, backward=True, token_ids=ids[::-1]), backward=True)
         keep = sorted(set(ids))               # blank, then the text's distinct tokens
         rows.append(dict(session=st.session, start=st.start - a.pad, seconds=len(audio) / SAMPLE_RATE,
-                         ids=[1 + keep.index(t) for t in ids], chars=[(c, s, e) for c, s, e in st.chars],
+                         ids=[1 + keep.index(t) for t in ids], chars=chars,
                          overlapped=[bool(x) for x in st.char_overlapped],
                          forward=sf[:, [0] + keep].numpy(), backward=sb[:, [0] + keep].numpy()))
     with open(a.out, "wb") as f:
@@ -124,6 +132,7 @@ def main():
     d.add_argument("--corpus", required=True)
     d.add_argument("--data_dir", required=True)
     d.add_argument("--pad", type=float, default=0.0)
+    d.add_argument("--gap", type=float, default=0.0, help="seconds of silence put inside each turn")
     d.add_argument("--threads", type=int, default=1)
     d.add_argument("--out", required=True)
     for name in ("grid", "paired"):
