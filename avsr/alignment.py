@@ -247,23 +247,22 @@ def token_times(logp, tokens: Sequence[int], *, offset: float, stride: float, bl
     spans = token_spans(path, len(tokens))
     T = lp.shape[0]
     if rule == "posterior":
-        if posterior_margin < 0:
-            raise AlignmentError(f"posterior_margin must be >= 0, got {posterior_margin}")
-        w0, w1 = max(0, spans[0][0] - posterior_margin), min(T, spans[-1][1] + posterior_margin + 1)
-        g = ctc_occupancy(lp[w0:w1], tokens, blank=blank, scale=posterior_scale, topology=topology,
-                          inner_blank_penalty=inner_blank_penalty)
-        centre = w0 + (g * np.arange(w1 - w0)[:, None]).sum(0) / g.sum(0)       # expected frame of each token
-        edges = (centre[:-1] + centre[1:]) / 2.0 + 0.5                 # boundaries, in frame edges
-        lo0 = min(float(max(0, spans[0][0] - edge_frames)), float(np.floor(centre[0])))
-        hi_last = max(float(min(T - 1, spans[-1][1] + edge_frames) + 1), float(np.floor(centre[-1]) + 1))
-        bounds = np.concatenate([[lo0], edges, [hi_last]])
-        return [TokenTime(tokens[k], round(time_offset + max(0.0, offset + bounds[k] * stride), 3),
-                          round(time_offset + offset + bounds[k + 1] * stride, 3),
-                          round(float(np.exp(lp[a:b + 1, tokens[k]].max())), 4), a, b)
-                for k, (a, b) in enumerate(spans)]
-    out: List[TokenTime] = []
+        edges = _posterior_edges(lp, tokens, spans, blank, edge_frames, topology, inner_blank_penalty,
+                                 posterior_scale, posterior_margin)
+    else:
+        edges = _spike_edges(spans, T, edge_frames, own=rule == "own")
+    return [TokenTime(tokens[k], round(time_offset + max(0.0, offset + lo * stride), 3),
+                      round(time_offset + offset + hi * stride, 3),
+                      round(float(np.exp(lp[a:b + 1, tokens[k]].max())), 4), a, b)
+            for k, ((a, b), (lo, hi)) in enumerate(zip(spans, edges))]
+
+
+def _spike_edges(spans, T: int, edge_frames: int, own: bool) -> List[Tuple[int, int]]:
+    """Each token's ``[start, end)`` in frame edges by its best-path spike: its own frames (``own``), or the
+    split rule of the module docstring."""
+    edges = []
     for k, (a, b) in enumerate(spans):
-        if rule == "own":
+        if own:
             lo, hi = a, b
         else:
             if k == 0:
@@ -276,7 +275,22 @@ def token_times(logp, tokens: Sequence[int], *, offset: float, stride: float, bl
             else:
                 na = spans[k + 1][0]
                 hi = b + (na - b) // 2                # first half of the blanks after
-        conf = float(np.exp(lp[a:b + 1, tokens[k]].max()))
-        out.append(TokenTime(tokens[k], round(time_offset + max(0.0, offset + lo * stride), 3),
-                             round(time_offset + offset + (hi + 1) * stride, 3), round(conf, 4), a, b))
-    return out
+        edges.append((lo, hi + 1))
+    return edges
+
+
+def _posterior_edges(lp, tokens, spans, blank: int, edge_frames: int, topology: str, inner_blank_penalty: float,
+                     scale: float, margin: int) -> List[Tuple[float, float]]:
+    """Each token's ``[start, end)`` in frame edges by rule ``posterior`` (:func:`token_times`)."""
+    if margin < 0:
+        raise AlignmentError(f"posterior_margin must be >= 0, got {margin}")
+    T = lp.shape[0]
+    w0, w1 = max(0, spans[0][0] - margin), min(T, spans[-1][1] + margin + 1)
+    g = ctc_occupancy(lp[w0:w1], tokens, blank=blank, scale=scale, topology=topology,
+                      inner_blank_penalty=inner_blank_penalty)
+    centre = w0 + (g * np.arange(w1 - w0)[:, None]).sum(0) / g.sum(0)       # expected frame of each token
+    inner = (centre[:-1] + centre[1:]) / 2.0 + 0.5                          # boundaries, in frame edges
+    lo0 = min(float(max(0, spans[0][0] - edge_frames)), float(np.floor(centre[0])))
+    hi_last = max(float(min(T - 1, spans[-1][1] + edge_frames) + 1), float(np.floor(centre[-1]) + 1))
+    bounds = np.concatenate([[lo0], inner, [hi_last]])
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
