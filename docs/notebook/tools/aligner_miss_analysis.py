@@ -16,19 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 
 
-def direction_midpoints(r):
-    from avsr.alignment import token_times
-    from avsr.models.aligner import LocalAligner
-    off, stride = LocalAligner.frame_times()
-    ids = r["ids"]
-    fw = token_times(r["forward"], ids, offset=off, stride=stride)
-    bw = token_times(r["backward"], ids[::-1], offset=off, stride=stride)[::-1]
-    return (r["start"] + np.array([(x.start + x.end) / 2 for x in fw]),
-            r["start"] + r["seconds"] - np.array([(x.start + x.end) / 2 for x in bw]))
-
-
 def main():
-    from aligner_posterior_rule import load
+    from aligner_posterior_rule import direction_midpoints, load
     ap = argparse.ArgumentParser()
     ap.add_argument("--scores", action="append", required=True)
     ap.add_argument("--out", required=True)
@@ -39,7 +28,7 @@ def main():
         for r in dumped["rows"]:
             f, b = direction_midpoints(r)
             true = np.array([(s + e) / 2 for _, s, e in r["chars"]])
-            err += list((f + b) / 2 - true)
+            err += list(r["start"] + (f + b) / 2 - true)     # as aligner_posterior_rule.midpoints
             n = len(true)
             pos += ["first" if i == 0 else "last" if i == n - 1 else "inner" for i in range(n)]
             disagree += list(np.abs(f - b) > 0.08)

@@ -25,6 +25,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 SCALES = (1 / 4, 1 / 8, 1 / 10, 1 / 12, 1 / 16, 1 / 24, 1 / 32)
 MARGINS = (2, 4, 8, 12, 16, 100000)          # 100000: the whole segment
@@ -71,16 +72,22 @@ def dump(a):
                      "adapt_steps": al.cfg.adapt_steps, "rows": rows}, f)
 
 
-def midpoints(r, **kw):
-    """Each character's midpoint (recording seconds): the mean of the two directions' (LocalAligner.times)."""
+def direction_midpoints(r, **kw):
+    """Each character's midpoint (seconds from the segment's start) by the forward and by the backward network
+    (token_times with ``kw``); LocalAligner.times gives their mean."""
     from avsr.alignment import token_times
     from avsr.models.aligner import LocalAligner
     off, stride = LocalAligner.frame_times()
     ids = r["ids"]
     fw = token_times(r["forward"], ids, offset=off, stride=stride, **kw)
     bw = token_times(r["backward"], ids[::-1], offset=off, stride=stride, **kw)[::-1]
-    f = np.array([(x.start + x.end) / 2 for x in fw])
-    b = r["seconds"] - np.array([(x.start + x.end) / 2 for x in bw])
+    return (np.array([(x.start + x.end) / 2 for x in fw]),
+            r["seconds"] - np.array([(x.start + x.end) / 2 for x in bw]))
+
+
+def midpoints(r, **kw):
+    """Each character's midpoint (recording seconds): the mean of the two directions' (LocalAligner.times)."""
+    f, b = direction_midpoints(r, **kw)
     return r["start"] + (f + b) / 2
 
 
@@ -98,21 +105,6 @@ def summary(seg):
     no, ko = sum(x[4] for x in seg), sum(x[3] for x in seg)
     return {"within_80ms": round(k / n * 100, 2), "overlapped_within_80ms": round(ko / no * 100, 2),
             "others_within_80ms": round((k - ko) / (n - no) * 100, 2), "characters": n}
-
-
-def paired(a, b, num=1000, seed=0):
-    ses = sorted({x[0] for x in a})
-    gi = {s: i for i, s in enumerate(ses)}
-    oa, ob, n = (np.zeros(len(ses)) for _ in range(3))
-    for x, y in zip(a, b):
-        oa[gi[x[0]]] += x[1]
-        ob[gi[x[0]]] += y[1]
-        n[gi[x[0]]] += x[2]
-    idx = np.random.default_rng(seed).integers(0, len(ses), size=(num, len(ses)))
-    d = (ob[idx].sum(1) - oa[idx].sum(1)) / n[idx].sum(1) * 100
-    lo, hi = np.percentile(d, [2.5, 97.5])
-    return {"sessions": len(ses), "diff_points": round(float((ob.sum() - oa.sum()) / n.sum() * 100), 2),
-            "ci95": [round(float(lo), 2), round(float(hi), 2)], "p_not_better": float(np.mean(d <= 0))}
 
 
 def load(specs):
@@ -143,6 +135,7 @@ def main():
             p.add_argument("--scale", type=float, required=True)
             p.add_argument("--margin", type=int, required=True)
     a = ap.parse_args()
+    from aligner_paired import paired
     if a.cmd == "dump":
         return dump(a)
     res = {"command": " ".join([sys.executable] + sys.argv), "sets": {}}
@@ -160,7 +153,7 @@ def main():
             post = per_segment(rows, rule="posterior", posterior_scale=a.scale, posterior_margin=a.margin)
             s["posterior"] = summary(post)
             s["posterior_scale"], s["posterior_margin"] = a.scale, a.margin
-            s["posterior_vs_split"] = paired(split, post)
+            s["posterior_vs_split"] = paired(split, post, "session")   # tools/aligner_paired.py
             print(name, s, flush=True)
         res["sets"][name] = s
     with open(a.out, "w") as f:
